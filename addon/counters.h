@@ -1,0 +1,130 @@
+// Every counter vhostwire exposes is named exactly once, in the tables below. The same table generates
+// the C++ indices, the schema handed to TypeScript and the Prometheus family names and labels.
+//
+// Direction is always written from the backend's side: "receive" is what the backend took from a port
+// (for a VM: what the guest transmitted), "transmit" is what the backend put into a port (for a VM: what
+// the guest received).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace vw {
+
+// X(ID, prometheus family without the vhostwire_ prefix, extra labels, help)
+#define VW_QUEUE_COUNTERS(X)                                                                              \
+  X(RX_PACKETS, "port_receive_packets_total", "", "Packets the backend received from the port")           \
+  X(RX_BYTES, "port_receive_bytes_total", "", "Bytes the backend received from the port, without headers") \
+  X(TX_PACKETS, "port_transmit_packets_total", "", "Packets the backend transmitted into the port")       \
+  X(TX_BYTES, "port_transmit_bytes_total", "", "Bytes the backend transmitted into the port")             \
+  X(DROP_TX_NO_BUFFER, "port_drops_total", "direction=\"transmit\",reason=\"no_buffer\"",                 \
+    "Packets dropped because the port had no free receive buffer")                                        \
+  X(DROP_TX_TOO_BIG, "port_drops_total", "direction=\"transmit\",reason=\"too_big\"",                     \
+    "Packets dropped because they did not fit the buffers the port offered")                              \
+  X(DROP_TX_NOT_READY, "port_drops_total", "direction=\"transmit\",reason=\"not_ready\"",                 \
+    "Packets dropped because the port (or its queue) was not connected or not enabled")                   \
+  X(DROP_RX_BAD_HEADER, "port_drops_total", "direction=\"receive\",reason=\"bad_header\"",                \
+    "Packets dropped because their virtio-net header was short or asked for offloads not negotiated")     \
+  X(DROP_RX_TOO_BIG, "port_drops_total", "direction=\"receive\",reason=\"too_big\"",                      \
+    "Packets dropped because they were larger than the largest frame the backend forwards")               \
+  X(DROP_RX_TOO_MANY_SEGMENTS, "port_drops_total", "direction=\"receive\",reason=\"too_many_segments\"",  \
+    "Packets dropped because they were scattered over more memory segments than one burst can hold")      \
+  X(INVALID_BAD_ADDRESS, "port_invalid_descriptors_total", "reason=\"bad_address\"",                      \
+    "Descriptors whose address and length are not inside guest memory")                                   \
+  X(INVALID_BAD_NEXT, "port_invalid_descriptors_total", "reason=\"bad_next\"",                            \
+    "Descriptors whose next index is not below the queue size")                                           \
+  X(INVALID_CHAIN_TOO_LONG, "port_invalid_descriptors_total", "reason=\"chain_too_long\"",                \
+    "Descriptor chains longer than the queue (or indirect table) allows, including loops")                \
+  X(INVALID_INDIRECT_LENGTH, "port_invalid_descriptors_total", "reason=\"bad_indirect_length\"",          \
+    "Indirect tables whose length is zero or not a multiple of 16 bytes")                                 \
+  X(INVALID_INDIRECT_NESTED, "port_invalid_descriptors_total", "reason=\"nested_indirect\"",              \
+    "Indirect descriptors found inside an indirect table")                                                \
+  X(INVALID_INDIRECT_WITH_NEXT, "port_invalid_descriptors_total", "reason=\"indirect_with_next\"",        \
+    "Indirect descriptors that also carry the NEXT flag")                                                 \
+  X(INVALID_INDIRECT_NOT_NEGOTIATED, "port_invalid_descriptors_total", "reason=\"indirect_not_negotiated\"", \
+    "Indirect descriptors used although INDIRECT_DESC was not negotiated")                                \
+  X(INVALID_WRITABLE_ON_TX, "port_invalid_descriptors_total", "reason=\"writable_on_tx\"",                \
+    "Device-writable descriptors on a queue the guest transmits on")                                      \
+  X(INVALID_READONLY_ON_RX, "port_invalid_descriptors_total", "reason=\"readonly_on_rx\"",                \
+    "Read-only descriptors on a queue the guest receives on")                                             \
+  X(INVALID_AVAIL_AHEAD, "port_invalid_descriptors_total", "reason=\"avail_index_ahead\"",                \
+    "Avail indices that ran more than a queue's worth ahead of the backend")                              \
+  X(INVALID_BAD_HEAD, "port_invalid_descriptors_total", "reason=\"bad_head\"",                            \
+    "Avail ring entries whose head index is not below the queue size")                                    \
+  X(RINGS_BROKEN, "port_rings_broken_total", "", "Rings stopped because the guest broke a ring rule")     \
+  X(GUEST_KICKS, "port_guest_kicks_total", "", "Notifications (kicks) the guest sent the backend")        \
+  X(GUEST_NOTIFICATIONS, "port_guest_notifications_total", "", "Notifications the backend sent the guest")
+
+#define VW_PMD_COUNTERS(X)                                                                                \
+  X(BUSY_ITERATIONS, "pmd_iterations_total", "state=\"busy\"", "PMD loop iterations that moved packets") \
+  X(IDLE_ITERATIONS, "pmd_iterations_total", "state=\"idle\"", "PMD loop iterations that found no work") \
+  X(SLEEPS, "pmd_sleeps_total", "", "Times an idle PMD in kernel mode went to sleep on its wakeup fds")
+
+#define VW_ENUM(id, family, labels, help) id,
+enum QueueCounter : uint32_t { VW_QUEUE_COUNTERS(VW_ENUM) kQueueCounterCount };
+enum PmdCounter : uint32_t { VW_PMD_COUNTERS(VW_ENUM) kPmdCounterCount };
+#undef VW_ENUM
+
+struct CounterInfo {
+  const char* id;
+  const char* family;
+  const char* labels;
+  const char* help;
+};
+extern const CounterInfo kQueueCounterInfo[kQueueCounterCount];
+extern const CounterInfo kPmdCounterInfo[kPmdCounterCount];
+
+// The reason string of an INVALID_* counter ("bad_next", ...), used in ring-broken events.
+const char* invalid_reason(QueueCounter c);
+
+// One contiguous block of 64-bit counters shared with JavaScript, which reads it as a BigUint64Array
+// without copying. Laid out as fixed-size sets: queue sets first, then PMD sets.
+class CounterBlock {
+ public:
+  CounterBlock(uint32_t queue_sets, uint32_t pmd_sets);
+  ~CounterBlock();
+  CounterBlock(const CounterBlock&) = delete;
+  CounterBlock& operator=(const CounterBlock&) = delete;
+
+  uint64_t* data() { return data_; }
+  size_t bytes() const { return size_t(total_words_) * 8; }
+  uint32_t queue_sets() const { return queue_sets_; }
+  uint32_t pmd_sets() const { return pmd_sets_; }
+
+  // Reserves n consecutive queue sets (zeroed); returns the first set index or -1 when full.
+  int alloc_queue_sets(uint32_t n);
+  void free_queue_sets(int first, uint32_t n);
+  uint64_t* queue_set(uint32_t i) { return data_ + size_t(i) * kQueueCounterCount; }
+  uint64_t* pmd_set(uint32_t i) { return data_ + size_t(queue_sets_) * kQueueCounterCount + size_t(i) * kPmdCounterCount; }
+  // Word offset of a set inside the block, as JavaScript indexes it.
+  size_t queue_set_offset(uint32_t i) const { return size_t(i) * kQueueCounterCount; }
+  size_t pmd_set_offset(uint32_t i) const { return size_t(queue_sets_) * kQueueCounterCount + size_t(i) * kPmdCounterCount; }
+
+ private:
+  uint32_t queue_sets_, pmd_sets_, total_words_;
+  uint64_t* data_;
+  std::mutex mu_;
+  std::vector<bool> used_;
+};
+
+// Private counters of one writer thread, published to the shared block with relaxed stores so the hot
+// loop never writes a cache line another thread reads (Snabb's counter.lua does the same).
+template <uint32_t N>
+struct PrivateCounters {
+  uint64_t v[N] = {};
+  uint64_t* shared = nullptr;
+  void add(uint32_t id, uint64_t n = 1) { v[id] += n; }
+  void publish() {
+    if (!shared) return;
+    for (uint32_t i = 0; i < N; i++)
+      __atomic_store_n(&shared[i], v[i], __ATOMIC_RELAXED);
+  }
+};
+using QueueCounters = PrivateCounters<kQueueCounterCount>;
+using PmdCounters = PrivateCounters<kPmdCounterCount>;
+
+}  // namespace vw

@@ -1,0 +1,117 @@
+#include "vhost_user_wire.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace vw {
+
+namespace {
+
+void close_all(int* fds, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (fds[i] >= 0) close(fds[i]);
+}
+
+// Reads exactly len bytes (no fds expected); false on EOF or error.
+bool read_full(int sock, void* buf, size_t len) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (len) {
+    ssize_t r = recv(sock, p, len, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      if (r == 0) errno = ECONNRESET;
+      return false;
+    }
+    p += r;
+    len -= size_t(r);
+  }
+  return true;
+}
+
+}  // namespace
+
+WireResult vhost_user_recv(int sock, VhostUserMsg* msg, int* fds, size_t max_fds, size_t* nfds) {
+  *nfds = 0;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kVhostUserMaxFds * 2)];
+  iovec iov = {&msg->hdr, kVhostUserHeaderSize};
+  msghdr mh = {};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control;
+  mh.msg_controllen = sizeof(control);
+  ssize_t r;
+  do {
+    r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) return WireResult::kClosed;
+
+  // Collect every fd that arrived before judging anything, so that each is closed on every error path.
+  int got[kVhostUserMaxFds * 2];
+  size_t ngot = 0;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n && ngot < kVhostUserMaxFds * 2; i++)
+      memcpy(&got[ngot++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+  }
+  bool truncated = (mh.msg_flags & MSG_CTRUNC) != 0;
+  if (r < 0 || size_t(r) != kVhostUserHeaderSize || truncated || ngot > max_fds ||
+      msg->hdr.size > kVhostUserMaxPayload) {
+    close_all(got, ngot);
+    if (r >= 0) errno = EPROTO;
+    return WireResult::kError;
+  }
+  if (msg->hdr.size && !read_full(sock, &msg->payload, msg->hdr.size)) {
+    close_all(got, ngot);
+    return WireResult::kError;
+  }
+  for (size_t i = 0; i < ngot; i++) fds[i] = got[i];
+  *nfds = ngot;
+  return WireResult::kOk;
+}
+
+bool vhost_user_send(int sock, const VhostUserMsg& msg, const int* fds, size_t nfds) {
+  if (msg.hdr.size > kVhostUserMaxPayload || nfds > kVhostUserMaxFds) {
+    errno = EINVAL;
+    return false;
+  }
+  iovec iov = {const_cast<VhostUserMsg*>(&msg), kVhostUserHeaderSize + msg.hdr.size};
+  msghdr mh = {};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kVhostUserMaxFds)];
+  if (nfds) {
+    mh.msg_control = control;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  size_t want = iov.iov_len;
+  ssize_t r;
+  do {
+    r = sendmsg(sock, &mh, MSG_NOSIGNAL);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return false;
+  if (size_t(r) != want) {
+    // Stream socket: finish the payload without resending the fds.
+    auto* p = reinterpret_cast<const uint8_t*>(&msg) + r;
+    size_t left = want - size_t(r);
+    while (left) {
+      ssize_t w = send(sock, p, left, MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return false;
+      p += w;
+      left -= size_t(w);
+    }
+  }
+  return true;
+}
+
+}  // namespace vw

@@ -1,0 +1,108 @@
+// Our own vhost-user front end: the driver side, as DPDK's virtio-user. It owns shared memory (memfd),
+// negotiates with a backend over the socket, lays out split rings in that memory and transmits and
+// receives frames. It is the peer the tests use, the load generator of the benchmarks, and, through its
+// raw methods, the hostile guest of the validation tests.
+//
+// Guest physical addresses are made up (regions start at kGuestBase and follow each other without gaps),
+// user addresses are our real mapping addresses, so a backend that confuses the two fails loudly.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace vw {
+
+struct VirtioUserOptions {
+  std::string path;
+  bool server = false;          // listen on path and wait for the backend to connect (backend in client mode)
+  uint16_t queue_pairs = 1;     // asks for MQ when > 1
+  uint16_t queue_size = 256;    // power of two, <= 32768
+  bool mrg_rxbuf = true;        // accept these features when the backend offers them
+  bool indirect = true;
+  bool event_idx = true;
+  bool tx_indirect = false;     // put every transmitted frame behind an indirect table (needs indirect)
+  bool interrupts = false;      // ask the backend for call notifications instead of polling
+  uint32_t mem_regions = 1;     // regions sent with SET_MEM_TABLE (1..8)
+  uint64_t mem_size = 32 << 20; // total shared memory, split evenly between the regions
+  uint32_t rx_buf_size = 2048;  // bytes per posted receive buffer (without MRG_RXBUF: at least 12 + frame)
+  uint32_t mtu = 0;             // sends NET_SET_MTU when non-zero and the backend offers MTU
+  int timeout_ms = 5000;        // for connecting (or being connected to) and for every reply
+};
+
+struct VirtioUserStats {
+  uint64_t tx_packets = 0, tx_bytes = 0, tx_ring_full = 0;
+  uint64_t rx_packets = 0, rx_bytes = 0;
+  uint64_t kicks = 0, calls = 0;
+};
+
+struct TrafficOptions {
+  uint32_t tx_size = 0;      // frame size to transmit (without virtio-net header); 0: do not transmit
+  uint64_t tx_count = 0;     // stop transmitting after this many; 0: no limit
+  double tx_rate = 0;        // packets per second; 0: as fast as the ring takes them
+  bool rx = false;           // receive (and count) whatever arrives
+};
+
+struct RawDesc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags;
+  uint16_t next;
+};
+
+class VirtioUser {
+ public:
+  static constexpr uint64_t kGuestBase = 0x100000000ull;
+
+  // Connects (or, with options.server, waits to be connected to), negotiates features and protocol
+  // features, sends the memory table and sets up and enables every vring. Blocking, bounded by
+  // options.timeout_ms. Null and *err on failure.
+  static std::unique_ptr<VirtioUser> create(const VirtioUserOptions& options, std::string* err);
+  ~VirtioUser();  // stops traffic, closes the socket and every fd, unmaps memory
+
+  uint64_t features() const;           // negotiated virtio features
+  uint64_t protocol_features() const;  // negotiated protocol features
+  bool connected() const;              // false once the backend hung up
+
+  // ---- frames (not while traffic runs) ----
+  // Queues one frame on queue pair qp's transmit ring and kicks if the backend wants it. false if full.
+  bool send(uint16_t qp, const uint8_t* frame, uint32_t len);
+  // Reaps received frames from queue pair qp (joining MRG_RXBUF buffers, stripping the header) and
+  // posts the buffers again.
+  std::vector<std::vector<uint8_t>> receive(uint16_t qp, size_t max);
+
+  // ---- traffic thread ----
+  bool start_traffic(const TrafficOptions& t, std::string* err);
+  void stop_traffic();
+  VirtioUserStats stats() const;
+
+  // ---- raw access, for hostile tests (do not mix with send/receive on the same vring) ----
+  uint64_t alloc(uint64_t len);  // guest address of len fresh bytes from a scratch area; 0 when exhausted
+  bool mem_write(uint64_t gpa, const uint8_t* p, uint64_t len);
+  bool mem_read(uint64_t gpa, uint8_t* p, uint64_t len) const;
+  uint64_t mem_size() const;
+  void raw_desc(uint16_t vring, uint16_t idx, const RawDesc& d);
+  void raw_avail_push(uint16_t vring, uint16_t head);  // writes head at avail idx, then advances avail idx
+  void raw_set_avail_idx(uint16_t vring, uint16_t idx);
+  uint16_t raw_used_idx(uint16_t vring) const;
+  void raw_used_elem(uint16_t vring, uint16_t pos, uint32_t* id, uint32_t* len) const;
+  void kick(uint16_t vring);
+  // Waits up to timeout_ms for a call on vring; true if one arrived (and consumes it).
+  bool wait_call(uint16_t vring, int timeout_ms);
+  // Sends one arbitrary message; when want_reply, waits for and returns the reply payload in *reply.
+  bool raw_message(uint32_t request, uint32_t flags, const uint8_t* payload, uint32_t len, const int* fds,
+                   size_t nfds, bool want_reply, std::vector<uint8_t>* reply, std::string* err);
+  // Adds a region of len bytes after the last one (ADD_MEM_REG) / removes region i (REM_MEM_REG).
+  bool add_region(uint64_t len, std::string* err);
+  bool remove_region(uint32_t i, std::string* err);
+
+ private:
+  struct Impl;
+  explicit VirtioUser(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vw

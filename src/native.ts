@@ -1,0 +1,168 @@
+// The whole surface of the native addon, typed. Everything ergonomic (defaults, validation of user
+// input, events, formatting) lives in TypeScript on top of this; the addon receives flat, already
+// checked values and throws Errors with a `code` when something it owns fails.
+import * as path from 'node:path';
+
+export type Mode = 'bypass' | 'kernel';
+
+export interface CounterInfo {
+  /** C++ identifier, e.g. RX_PACKETS */
+  id: string;
+  /** Prometheus family without the vhostwire_ prefix, e.g. port_receive_packets_total */
+  family: string;
+  /** Extra labels in Prometheus syntax, e.g. direction="transmit",reason="no_buffer" (may be empty) */
+  labels: string;
+  help: string;
+}
+
+export interface CounterLayout {
+  /** Counters per queue set; queue set i starts at word i * queueStride. */
+  queueStride: number;
+  /** Counters per PMD set; PMD set j starts at word pmdBase + j * pmdStride. */
+  pmdStride: number;
+  pmdBase: number;
+}
+
+export interface PortEvent {
+  kind: 'connected' | 'disconnected' | 'ring-broken' | 'error';
+  port: string;
+  /** vring index for ring events, -1 otherwise */
+  queue: number;
+  /** ring-broken: the invalid_descriptors reason label; error: one sentence */
+  reason: string;
+}
+
+export interface VringInfo {
+  size: number;
+  started: boolean;
+  enabled: boolean;
+  broken: boolean;
+}
+
+export interface PortInfo {
+  name: string;
+  kind: 'vhost-user' | 'sink' | 'gen';
+  queuePairs: number;
+  /** First queue counter set of the port; queue pair q uses set counterSet + q. -1: no counters. */
+  counterSet: number;
+  /** Name of the port it is wired to, or '' */
+  peer: string;
+  /** PMD thread running it, or -1 */
+  pmd: number;
+  // vhost-user only
+  path?: string;
+  client?: boolean;
+  connected?: boolean;
+  features?: bigint;
+  protocolFeatures?: bigint;
+  mtu?: number;
+  memRegions?: number;
+  vrings?: VringInfo[];
+}
+
+export interface EngineOptions {
+  /** One entry per PMD thread: the CPU to pin it to, or -1 for no pinning. */
+  pmdCores: number[];
+  mode: Mode;
+  /** Called on the JS thread for rare port events. */
+  onEvent: (e: PortEvent) => void;
+}
+
+export interface NativeEngine {
+  addVhostUser(name: string, path: string, client: boolean, queuePairs: number): void;
+  addSink(name: string): void;
+  /** size: frame bytes; rate: packets/s (0 = unlimited); count: total packets (0 = unlimited) */
+  addGen(name: string, size: number, rate: number, count: number): void;
+  removePort(name: string): void;
+  /** Joins a and b in both directions, run by PMD thread pmd. Each port is in at most one wire. */
+  wire(a: string, b: string, pmd: number): void;
+  /** Removes the wire port a is in. */
+  unwire(a: string): void;
+  setMode(mode: Mode): void;
+  ports(): PortInfo[];
+  /** The shared counter block, written by the native threads; read it, never write it. */
+  counters(): BigUint64Array;
+  counterLayout(): CounterLayout;
+  /** Stops and joins every thread, closes every port (sockets removed). Idempotent. */
+  close(): void;
+}
+
+export interface VirtioUserOptions {
+  path: string;
+  server?: boolean;
+  queuePairs?: number;
+  queueSize?: number;
+  mrgRxbuf?: boolean;
+  indirect?: boolean;
+  eventIdx?: boolean;
+  txIndirect?: boolean;
+  interrupts?: boolean;
+  memRegions?: number;
+  memSize?: number;
+  rxBufSize?: number;
+  mtu?: number;
+  timeoutMs?: number;
+}
+
+export interface TrafficOptions {
+  txSize?: number;
+  txCount?: number;
+  txRate?: number;
+  rx?: boolean;
+}
+
+export interface VirtioUserStats {
+  txPackets: number;
+  txBytes: number;
+  txRingFull: number;
+  rxPackets: number;
+  rxBytes: number;
+  kicks: number;
+  calls: number;
+}
+
+export interface RawDesc {
+  addr: bigint;
+  len: number;
+  flags: number;
+  next: number;
+}
+
+export interface NativeVirtioUser {
+  features(): bigint;
+  protocolFeatures(): bigint;
+  connected(): boolean;
+  send(qp: number, frame: Buffer): boolean;
+  receive(qp: number, max: number): Buffer[];
+  startTraffic(t: TrafficOptions): void;
+  stopTraffic(): void;
+  stats(): VirtioUserStats;
+  alloc(len: number): bigint;
+  memWrite(gpa: bigint, data: Buffer): boolean;
+  memRead(gpa: bigint, len: number): Buffer | null;
+  memSize(): number;
+  rawDesc(vring: number, idx: number, d: RawDesc): void;
+  rawAvailPush(vring: number, head: number): void;
+  rawSetAvailIdx(vring: number, idx: number): void;
+  rawUsedIdx(vring: number): number;
+  rawUsedElem(vring: number, pos: number): { id: number; len: number };
+  kick(vring: number): void;
+  waitCall(vring: number, timeoutMs: number): boolean;
+  rawMessage(request: number, flags: number, payload: Buffer, fds: number[], wantReply: boolean): Buffer | null;
+  addRegion(len: number): void;
+  removeRegion(i: number): void;
+  close(): void;
+}
+
+export interface Native {
+  Engine: new (options: EngineOptions) => NativeEngine;
+  VirtioUser: new (options: VirtioUserOptions) => NativeVirtioUser;
+  queueCounters: CounterInfo[];
+  pmdCounters: CounterInfo[];
+  /** Guest physical address where our front end's memory starts. */
+  guestBase: bigint;
+}
+
+// dist/src/native.js -> <package root>/build/Release/vhostwire.node
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const native: Native = require(path.join(__dirname, '..', '..', 'build', 'Release', 'vhostwire.node'));
