@@ -1,0 +1,173 @@
+#include "pmd.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace vw {
+
+namespace {
+// Empty iterations a kernel-mode PMD spins before it sleeps: enough to ride out the gap between two
+// bursts of a busy guest without paying a wakeup for each.
+constexpr uint32_t kIdleSpinsBeforeSleep = 2048;
+// Longest sleep, so counters are published at least this often.
+constexpr int kSleepMs = 100;
+// Iterations between counter publications.
+constexpr uint32_t kPublishEvery = 1024;
+}  // namespace
+
+Pmd::Pmd(uint32_t index, int cpu, Mode mode, CounterBlock& block) : index_(index), cpu_(cpu), mode_(mode) {
+  if (index < block.pmd_sets()) counters_.shared = block.pmd_set(index);
+}
+
+Pmd::~Pmd() {
+  stop();
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+bool Pmd::start(std::string* err) {
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) {
+    *err = std::string("PMD ") + std::to_string(index_) + ": eventfd failed: " + strerror(errno);
+    return false;
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  thread_ = std::thread([this] { run(); });
+  running_ = true;
+  if (cpu_ >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu_, &set);
+    int e = pthread_setaffinity_np(thread_.native_handle(), sizeof(set), &set);
+    if (e) {
+      *err = "PMD " + std::to_string(index_) + ": cannot pin to CPU " + std::to_string(cpu_) + ": " + strerror(e);
+      return false;
+    }
+  }
+  return true;
+}
+
+void Pmd::stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!running_) return;
+    stop_.store(true);
+    cv_.notify_all();
+  }
+  uint64_t one = 1;
+  if (write(wake_fd_, &one, sizeof(one)) < 0) {
+    // The counter is already non-zero: the thread will wake anyway.
+  }
+  thread_.join();
+  std::lock_guard<std::mutex> l(mu_);
+  running_ = false;
+}
+
+void Pmd::pause() {
+  std::unique_lock<std::mutex> l(mu_);
+  pause_requests_.fetch_add(1, std::memory_order_acq_rel);
+  if (!running_) return;
+  uint64_t one = 1;
+  if (write(wake_fd_, &one, sizeof(one)) < 0) {
+    // Already signalled.
+  }
+  cv_.wait(l, [this] { return parked_ || stop_.load(); });
+}
+
+void Pmd::resume() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (pause_requests_.fetch_sub(1, std::memory_order_acq_rel) == 1) cv_.notify_all();
+}
+
+void Pmd::add_wire(const Wire& w) { wires_.push_back(w); }
+
+void Pmd::remove_wire(const Port* p) {
+  wires_.erase(std::remove_if(wires_.begin(), wires_.end(), [p](const Wire& w) { return w.a == p || w.b == p; }),
+               wires_.end());
+}
+
+void Pmd::publish() {
+  for (const Wire& w : wires_) {
+    w.a->publish_counters();
+    w.b->publish_counters();
+  }
+  counters_.publish();
+}
+
+bool Pmd::move(Port* from, Port* to) {
+  bool moved = false;
+  const uint16_t nq = from->queue_pairs(), to_nq = to->queue_pairs();
+  for (uint16_t q = 0; q < nq; q++) {
+    if (!from->rx_burst(q, burst_)) continue;
+    to->tx_burst(uint16_t(q % to_nq), burst_);
+    from->release(q, burst_);
+    moved = true;
+  }
+  return moved;
+}
+
+void Pmd::sleep_until_work() {
+  std::vector<pollfd> fds;
+  fds.push_back({wake_fd_, POLLIN, 0});
+  bool can_sleep = true;
+  for (const Wire& w : wires_) {
+    can_sleep = w.a->arm_wakeup(fds) && can_sleep;
+    can_sleep = w.b->arm_wakeup(fds) && can_sleep;
+  }
+  if (can_sleep && pause_requests_.load(std::memory_order_acquire) == 0 && !stop_.load()) {
+    counters_.add(SLEEPS);
+    publish();
+    poll(fds.data(), fds.size(), kSleepMs);
+  }
+  for (const Wire& w : wires_) {
+    w.a->disarm_wakeup();
+    w.b->disarm_wakeup();
+  }
+}
+
+void Pmd::run() {
+  uint32_t idle = 0, since_publish = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    if (pause_requests_.load(std::memory_order_acquire)) {
+      publish();
+      uint64_t drain;
+      if (read(wake_fd_, &drain, sizeof(drain)) < 0) {
+        // Nothing pending.
+      }
+      std::unique_lock<std::mutex> l(mu_);
+      parked_ = true;
+      cv_.notify_all();
+      cv_.wait(l, [this] { return pause_requests_.load() == 0 || stop_.load(); });
+      parked_ = false;
+      continue;
+    }
+    bool busy = false;
+    for (const Wire& w : wires_) {
+      busy |= move(w.a, w.b);
+      busy |= move(w.b, w.a);
+    }
+    counters_.add(busy ? BUSY_ITERATIONS : IDLE_ITERATIONS);
+    if (++since_publish >= kPublishEvery) {
+      since_publish = 0;
+      publish();
+    }
+    if (busy) {
+      idle = 0;
+    } else if (mode_ == Mode::kKernel && ++idle >= kIdleSpinsBeforeSleep) {
+      idle = 0;
+      sleep_until_work();
+    } else if (wires_.empty()) {
+      // Nothing to run: sleep rather than spin until wires arrive (a pause or stop wakes us).
+      pollfd p = {wake_fd_, POLLIN, 0};
+      poll(&p, 1, kSleepMs);
+    }
+  }
+  publish();
+}
+
+}  // namespace vw
