@@ -1,0 +1,127 @@
+// `vhostwire serve`: the backend as a long-running process. It validates the flags, builds the
+// switch, serves metrics if asked, prints what it set up and every port event, and on SIGINT/SIGTERM
+// closes everything (sockets removed, threads joined) before exiting 0.
+import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
+import { buildServeConfig, DEFAULT_METRICS_PORT } from '../options';
+import type { ServeConfig } from '../options';
+import type { Switch } from '../switch';
+import type { HttpServer } from '../http';
+
+const options = {
+  'vhost-user': {
+    type: 'string',
+    array: true,
+    requiresArg: true,
+    describe: 'a vhost-user port: NAME=PATH[,client][,queues=N] (client: connect to a listening front end; queues 1..8)',
+  },
+  sink: { type: 'string', array: true, requiresArg: true, describe: 'a port that drops what it is sent: NAME' },
+  gen: {
+    type: 'string',
+    array: true,
+    requiresArg: true,
+    describe: 'a port that generates frames: NAME[,size=N][,rate=PPS][,count=N] (size 60..9000, default 64; 0 = unlimited)',
+  },
+  wire: { type: 'string', array: true, requiresArg: true, describe: 'join two ports in both directions: A=B (repeatable)' },
+  mode: { type: 'string', requiresArg: true, describe: 'bypass (PMDs spin) or kernel (idle PMDs sleep) [default: bypass]' },
+  'pmd-cores': { type: 'string', requiresArg: true, describe: 'CPUs to pin one PMD thread each to, e.g. 1, 0,1 or 2-3 [default: one unpinned thread]' },
+  metrics: {
+    type: 'string',
+    requiresArg: true,
+    describe: `serve /metrics and /api/ports on HOST:PORT or PORT (host 127.0.0.1); \`vhostwire stats\` looks at ${DEFAULT_METRICS_PORT}`,
+  },
+  config: { type: 'string', requiresArg: true, describe: 'JSON file with the same keys (vhostUser, sink, gen, wire, mode, pmdCores, metrics); flags add to it' },
+} as const;
+
+type ServeArgs = InferredOptionTypes<typeof options>;
+
+export const serveCommand: CommandModule<object, ServeArgs> = {
+  command: 'serve',
+  describe: 'run the backend: ports wired together by busy-poll (PMD) threads',
+  builder: (y: Argv) =>
+    y
+      .options(options)
+      .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --vhost-user vm1=/tmp/vm1.sock --wire vm0=vm1', 'two VMs joined')
+      .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --sink s0 --wire vm0=s0 --metrics 9470', 'a VM into a sink, with metrics'),
+  handler: async (argv) => {
+    const config = buildServeConfig({
+      vhostUser: argv['vhost-user'],
+      sink: argv.sink,
+      gen: argv.gen,
+      wire: argv.wire,
+      mode: argv.mode,
+      pmdCores: argv['pmd-cores'],
+      metrics: argv.metrics,
+      config: argv.config,
+    });
+    await serve(config);
+  },
+};
+
+/** The first SIGINT/SIGTERM resolves; a second one exits at once, should closing ever hang. */
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    let seen = false;
+    const on = (sig: NodeJS.Signals): void => {
+      if (seen) process.exit(130);
+      seen = true;
+      resolve(sig);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}
+
+async function serve(config: ServeConfig): Promise<void> {
+  const signal = untilSignal();
+  // Loaded here, not at the top: --help and flag errors must work without the native addon.
+  const { Switch } = await import('../switch');
+  const sw = new Switch({ mode: config.mode, pmdCores: config.pmdCores });
+  sw.on('connected', (e) => console.log(`${e.port}: connected`));
+  sw.on('disconnected', (e) => console.log(`${e.port}: disconnected`));
+  sw.on('ring-broken', (e) => console.log(`${e.port}: ring broken on vring ${e.queue} (${e.reason})`));
+  sw.on('error', (e) => console.log(`${e.port}: error: ${e.reason}`));
+
+  let server: HttpServer | undefined;
+  try {
+    setUp(sw, config);
+    if (config.metrics) {
+      const { createRegistry } = await import('../metrics');
+      const { startHttp } = await import('../http');
+      server = await startHttp(sw, createRegistry(sw), config.metrics.host, config.metrics.port);
+      console.log(`metrics on ${server.url}/metrics, ports on ${server.url}/api/ports`);
+    }
+  } catch (e) {
+    await sw.close();
+    throw e;
+  }
+  console.log('ready');
+
+  const sig = await signal;
+  console.log(`${sig}: closing`);
+  await Promise.all([sw.close(), server?.close()]);
+  console.log('closed');
+}
+
+function setUp(sw: Switch, config: ServeConfig): void {
+  const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+  const threads = sw.pmdCount === 1 && config.pmdCores.length === 0 ? '1 unpinned PMD thread' : `${plural(sw.pmdCount, 'PMD thread')} on CPUs ${config.pmdCores.join(',')}`;
+  console.log(`mode ${config.mode}, ${threads}`);
+  for (const v of config.vhostUser) {
+    sw.addVhostUser(v);
+    console.log(`${v.name}: vhost-user ${v.path} (${v.client ? 'client' : 'server'}, ${plural(v.queues, 'queue pair')})`);
+  }
+  for (const name of config.sink) {
+    sw.addSink(name);
+    console.log(`${name}: sink`);
+  }
+  for (const g of config.gen) {
+    sw.addGen(g);
+    const rate = g.rate === 0 ? 'unlimited rate' : `${g.rate} pps`;
+    const count = g.count === 0 ? 'no count limit' : `${g.count} packets`;
+    console.log(`${g.name}: gen ${g.size}-byte frames, ${rate}, ${count}`);
+  }
+  for (const [a, b] of config.wire) {
+    const w = sw.wire(a, b);
+    console.log(`wire ${a}=${b} on PMD ${w.pmd}`);
+  }
+}

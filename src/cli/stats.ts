@@ -1,0 +1,78 @@
+// `vhostwire stats`: a table of a running serve's ports, from two /api/ports samples one second
+// apart. It talks HTTP only, so it needs no native addon and can watch a backend from anywhere.
+import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT, UsageError } from '../options';
+import type { PortJson } from '../http';
+import { pps, table } from './format';
+
+const options = {
+  url: {
+    type: 'string',
+    requiresArg: true,
+    default: `http://${DEFAULT_METRICS_HOST}:${DEFAULT_METRICS_PORT}`,
+    describe: 'where serve --metrics listens',
+  },
+} as const;
+
+type StatsArgs = InferredOptionTypes<typeof options>;
+
+export const statsCommand: CommandModule<object, StatsArgs> = {
+  command: 'stats',
+  describe: 'show the ports of a running `vhostwire serve --metrics ...`: state, packet rates, drops',
+  builder: (y: Argv) => y.options(options),
+  handler: async (argv) => {
+    let base: URL;
+    try {
+      base = new URL('/api/ports', argv.url);
+    } catch {
+      throw new UsageError(`--url ${JSON.stringify(argv.url)}: not a URL`);
+    }
+    const before = await fetchPorts(base);
+    const t0 = process.hrtime.bigint();
+    await sleep(1000);
+    const after = await fetchPorts(base);
+    console.log(render(before, after, Number(process.hrtime.bigint() - t0) / 1e9));
+  },
+};
+
+async function fetchPorts(url: URL): Promise<PortJson[]> {
+  let res: Response;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    throw new Error(`cannot reach ${url.href}: ${cause?.code ?? cause?.message ?? String(e)}`);
+  }
+  if (!res.ok) throw new Error(`${url.href}: HTTP ${res.status}`);
+  return (await res.json()) as PortJson[];
+}
+
+function total(p: PortJson | undefined, pick: (id: string) => boolean): number {
+  let n = 0;
+  for (const set of p?.counters ?? []) for (const [id, v] of Object.entries(set)) if (pick(id)) n += v;
+  return n;
+}
+
+// Counter ids name the reason: DROP_TX_NO_BUFFER -> tx_no_buffer.
+function drops(p: PortJson): string {
+  const byReason = new Map<string, number>();
+  for (const set of p.counters) {
+    for (const [id, v] of Object.entries(set)) {
+      if (!id.startsWith('DROP_') || v === 0) continue;
+      const reason = id.slice('DROP_'.length).toLowerCase();
+      byReason.set(reason, (byReason.get(reason) ?? 0) + v);
+    }
+  }
+  return [...byReason].map(([reason, n]) => `${reason}=${n}`).join(' ') || '-';
+}
+
+function render(before: PortJson[], after: PortJson[], seconds: number): string {
+  const rows = [['PORT', 'KIND', 'STATE', 'PEER', 'RX', 'TX', 'DROPS']];
+  for (const p of after) {
+    const old = before.find((b) => b.name === p.name);
+    const rate = (id: string): string => pps((total(p, (k) => k === id) - total(old, (k) => k === id)) / seconds);
+    rows.push([p.name, p.kind, p.state, p.peer || '-', rate('RX_PACKETS'), rate('TX_PACKETS'), drops(p)]);
+  }
+  return `${table(rows)}\n(RX: what the backend took from the port, TX: what it put into it)`;
+}

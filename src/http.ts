@@ -1,0 +1,103 @@
+// The HTTP face of a running switch: Prometheus text at /metrics and the ports as JSON at /api/ports
+// (what `vhostwire stats` reads). Nothing else is served.
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import type { VringInfo } from './native';
+import type { Switch, SwitchPortInfo } from './switch';
+
+export type PortState = 'connected' | 'disconnected' | 'up';
+
+/** One element of GET /api/ports. Counters are numbers: exact up to 2^53, far beyond any real count. */
+export interface PortJson {
+  name: string;
+  kind: SwitchPortInfo['kind'];
+  state: PortState;
+  queuePairs: number;
+  peer: string;
+  pmd: number;
+  path?: string;
+  client?: boolean;
+  /** hex, e.g. "0x130000000" */
+  features?: string;
+  protocolFeatures?: string;
+  mtu?: number;
+  memRegions?: number;
+  vrings?: VringInfo[];
+  /** one object per queue pair: counter id -> value */
+  counters: Array<Record<string, number>>;
+}
+
+export function portState(p: SwitchPortInfo): PortState {
+  if (p.kind !== 'vhost-user') return 'up';
+  return p.connected ? 'connected' : 'disconnected';
+}
+
+export function portToJson(p: SwitchPortInfo): PortJson {
+  const hex = (v: bigint | undefined): string | undefined => (v === undefined ? undefined : `0x${v.toString(16)}`);
+  return {
+    name: p.name,
+    kind: p.kind,
+    state: portState(p),
+    queuePairs: p.queuePairs,
+    peer: p.peer,
+    pmd: p.pmd,
+    path: p.path,
+    client: p.client,
+    features: hex(p.features),
+    protocolFeatures: hex(p.protocolFeatures),
+    mtu: p.mtu,
+    memRegions: p.memRegions,
+    vrings: p.vrings,
+    counters: p.counters.map((set) => Object.fromEntries(Object.entries(set).map(([id, v]) => [id, Number(v)]))),
+  };
+}
+
+export interface HttpServer {
+  /** e.g. http://127.0.0.1:9470 */
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startHttp(sw: Switch, registry: Registry, host: string, port: number): Promise<HttpServer> {
+  const server = http.createServer((req, res) => {
+    const send = (status: number, type: string, body: string): void => {
+      res.writeHead(status, { 'content-type': type });
+      res.end(body);
+    };
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' || (path !== '/metrics' && path !== '/api/ports')) {
+      send(404, 'text/plain; charset=utf-8', 'not found\n');
+      return;
+    }
+    const body =
+      path === '/metrics'
+        ? registry.metrics().then((text) => [registry.contentType, text])
+        : Promise.resolve(['application/json', JSON.stringify(sw.ports().map(portToJson))]);
+    body.then(
+      ([type, text]) => send(200, type, text),
+      (e: unknown) => send(500, 'text/plain; charset=utf-8', `${e instanceof Error ? e.message : String(e)}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${shown}:${addr.port}`,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // Keep-alive clients (Prometheus) would otherwise hold close() open.
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,108 @@
+// Prometheus view of the shared counter block. Nothing is copied while packets flow: the collectors
+// read the native threads' BigUint64Array only when someone scrapes. One family per counter-table
+// family; entries that share a family (drops by direction and reason) become label sets of it.
+import { Counter, Gauge, Registry } from 'prom-client';
+import { native } from './native';
+import type { CounterInfo } from './native';
+import type { Switch } from './switch';
+
+const PREFIX = 'vhostwire_';
+
+interface Entry {
+  /** word offset inside a counter set */
+  index: number;
+  labels: Record<string, string>;
+}
+
+interface Family {
+  name: string;
+  help: string;
+  labelNames: string[];
+  entries: Entry[];
+}
+
+/** `direction="transmit",reason="no_buffer"` -> { direction: 'transmit', reason: 'no_buffer' } */
+export function parseLabels(text: string): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const m of text.matchAll(/([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+    labels[m[1]] = m[2].replace(/\\(.)/g, '$1');
+  }
+  return labels;
+}
+
+function families(infos: CounterInfo[], baseLabels: string[]): Family[] {
+  const byName = new Map<string, Family>();
+  infos.forEach((c, index) => {
+    const labels = parseLabels(c.labels);
+    let f = byName.get(c.family);
+    if (!f) {
+      f = { name: PREFIX + c.family, help: '', labelNames: [...baseLabels], entries: [] };
+      byName.set(c.family, f);
+    }
+    for (const l of Object.keys(labels)) if (!f.labelNames.includes(l)) f.labelNames.push(l);
+    f.entries.push({ index, labels });
+  });
+  // A shared family's HELP lists what each label set counts, since the table describes entries.
+  for (const f of byName.values()) {
+    const own = infos.filter((c) => PREFIX + c.family === f.name);
+    f.help = own.length === 1 ? own[0].help : own.map((c) => `${c.labels}: ${c.help}`).join('; ');
+  }
+  return [...byName.values()];
+}
+
+/** A registry of its own (not prom-client's global one), so several switches never collide. */
+export function createRegistry(sw: Switch): Registry {
+  const registry = new Registry();
+
+  for (const f of families(native.queueCounters, ['port', 'queue'])) {
+    new Counter({
+      name: f.name,
+      help: f.help,
+      labelNames: f.labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        if (sw.closed) return;
+        const { block, layout, ports } = sw.counterBlock();
+        for (const p of ports) {
+          for (let q = 0; q < p.queuePairs; q++) {
+            const base = (p.counterSet + q) * layout.queueStride;
+            for (const e of f.entries) this.inc({ port: p.name, queue: String(q), ...e.labels }, Number(block[base + e.index]));
+          }
+        }
+      },
+    });
+  }
+
+  for (const f of families(native.pmdCounters, ['pmd'])) {
+    new Counter({
+      name: f.name,
+      help: f.help,
+      labelNames: f.labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        if (sw.closed) return;
+        const { block, layout } = sw.counterBlock();
+        for (let j = 0; j < sw.pmdCount; j++) {
+          const base = layout.pmdBase + j * layout.pmdStride;
+          for (const e of f.entries) this.inc({ pmd: String(j), ...e.labels }, Number(block[base + e.index]));
+        }
+      },
+    });
+  }
+
+  new Gauge({
+    name: `${PREFIX}port_up`,
+    help: 'Whether the port can pass packets: 1 when a vhost-user front end is connected (sink and gen ports always), 0 otherwise',
+    labelNames: ['port'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (sw.closed) return;
+      for (const p of sw.portInfo()) this.set({ port: p.name }, p.kind !== 'vhost-user' || p.connected ? 1 : 0);
+    },
+  });
+
+  return registry;
+}

@@ -1,0 +1,250 @@
+// The control plane's one object: the ports that exist, the wires between them, which PMD thread runs
+// each wire, and the events the data plane reports. It owns the native Engine; packets never pass
+// through here.
+import { EventEmitter } from 'node:events';
+import { native } from './native';
+import type { CounterLayout, Mode, NativeEngine, PortEvent, PortInfo } from './native';
+
+export interface SwitchOptions {
+  mode?: Mode;
+  /** One PMD thread per entry, pinned to that CPU. Empty or absent: one unpinned PMD thread. */
+  pmdCores?: number[];
+}
+
+export interface VhostUserPortOptions {
+  name: string;
+  path: string;
+  /** Connect to a front end that listens (QEMU server=on) instead of listening ourselves. */
+  client?: boolean;
+  queues?: number;
+}
+
+export interface GenPortOptions {
+  name: string;
+  /** frame bytes, default 64 */
+  size?: number;
+  /** packets per second, 0 (default) = unlimited */
+  rate?: number;
+  /** packets in total, 0 (default) = unlimited */
+  count?: number;
+}
+
+/** Counter id (RX_PACKETS, DROP_TX_NO_BUFFER, ...) to value. */
+export type CounterValues = Record<string, bigint>;
+
+export interface SwitchPortInfo extends PortInfo {
+  /** One entry per queue pair. */
+  counters: CounterValues[];
+}
+
+/** Where a port's counters live in the shared block. */
+export interface PortCounterSets {
+  name: string;
+  /** First queue counter set; queue pair q uses set counterSet + q. */
+  counterSet: number;
+  queuePairs: number;
+}
+
+export interface Wire {
+  a: string;
+  b: string;
+  pmd: number;
+}
+
+export type SwitchEvents = {
+  connected: [PortEvent];
+  disconnected: [PortEvent];
+  'ring-broken': [PortEvent];
+  /** As with any EventEmitter, an 'error' nobody listens to is thrown. */
+  error: [PortEvent];
+};
+
+/** A native failure, said in terms of the port it concerns; `code` is the addon's (errno-style). */
+export class SwitchError extends Error {
+  override name = 'SwitchError';
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly port?: string,
+  ) {
+    super(message);
+  }
+}
+
+export class Switch extends EventEmitter<SwitchEvents> {
+  readonly pmdCount: number;
+  readonly #engine: NativeEngine;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #mode: Mode;
+  // Cached once: the block is allocated with the engine and never moves.
+  readonly #block: BigUint64Array;
+  readonly #layout: CounterLayout;
+  #sets: PortCounterSets[] = [];
+  readonly #wires = new Map<string, Wire>();
+  readonly #pmdLoad: number[];
+
+  constructor(options: SwitchOptions = {}) {
+    super();
+    const cores = options.pmdCores && options.pmdCores.length > 0 ? options.pmdCores : [-1];
+    this.#mode = options.mode ?? 'bypass';
+    this.pmdCount = cores.length;
+    this.#pmdLoad = cores.map(() => 0);
+    this.#engine = this.#native('create engine', undefined, () =>
+      new native.Engine({
+        pmdCores: cores,
+        mode: this.#mode,
+        onEvent: (e) => {
+          if (!this.#closed) this.emit(e.kind, e);
+        },
+      }),
+    );
+    this.#block = this.#engine.counters();
+    this.#layout = this.#engine.counterLayout();
+  }
+
+  get mode(): Mode {
+    return this.#mode;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  addVhostUser(options: VhostUserPortOptions): void {
+    const { name, path, client = false, queues = 1 } = options;
+    this.#native(`add vhost-user port "${name}" (${path})`, name, () =>
+      this.#open().addVhostUser(name, path, client, queues),
+    );
+    this.#refreshSets();
+  }
+
+  addSink(name: string): void {
+    this.#native(`add sink port "${name}"`, name, () => this.#open().addSink(name));
+    this.#refreshSets();
+  }
+
+  addGen(options: GenPortOptions): void {
+    const { name, size = 64, rate = 0, count = 0 } = options;
+    this.#native(`add gen port "${name}"`, name, () => this.#open().addGen(name, size, rate, count));
+    this.#refreshSets();
+  }
+
+  /** Removes a port, unwiring it first. */
+  removePort(name: string): void {
+    if (this.#wires.has(name)) this.unwire(name);
+    this.#native(`remove port "${name}"`, name, () => this.#open().removePort(name));
+    this.#refreshSets();
+  }
+
+  /** Joins a and b in both directions on the PMD thread that runs the fewest wires. */
+  wire(a: string, b: string): Wire {
+    const pmd = this.#pmdLoad.indexOf(Math.min(...this.#pmdLoad));
+    this.#native(`wire "${a}" to "${b}"`, a, () => this.#open().wire(a, b, pmd));
+    const w = { a, b, pmd };
+    this.#wires.set(a, w);
+    this.#wires.set(b, w);
+    this.#pmdLoad[pmd]++;
+    return w;
+  }
+
+  /** Removes the wire port `name` is in. */
+  unwire(name: string): void {
+    const w = this.#wires.get(name);
+    this.#native(`unwire "${name}"`, name, () => this.#open().unwire(name));
+    if (w) {
+      this.#wires.delete(w.a);
+      this.#wires.delete(w.b);
+      this.#pmdLoad[w.pmd]--;
+    }
+  }
+
+  wires(): Wire[] {
+    return [...new Set(this.#wires.values())];
+  }
+
+  setMode(mode: Mode): void {
+    this.#native(`set mode ${mode}`, undefined, () => this.#open().setMode(mode));
+    this.#mode = mode;
+  }
+
+  /** Ports as the addon describes them, without counters. */
+  portInfo(): PortInfo[] {
+    return this.#native('list ports', undefined, () => this.#open().ports());
+  }
+
+  /** Ports with their counters, one CounterValues per queue pair. */
+  ports(): SwitchPortInfo[] {
+    return this.portInfo().map((p) => ({
+      ...p,
+      counters: Array.from({ length: p.counterSet < 0 ? 0 : p.queuePairs }, (_, q) =>
+        this.#read(native.queueCounters, (p.counterSet + q) * this.#layout.queueStride),
+      ),
+    }));
+  }
+
+  /** One CounterValues per PMD thread. */
+  pmdCounters(): CounterValues[] {
+    this.#open();
+    return Array.from({ length: this.pmdCount }, (_, j) =>
+      this.#read(native.pmdCounters, this.#layout.pmdBase + j * this.#layout.pmdStride),
+    );
+  }
+
+  /**
+   * The shared counter block and its layout, for readers that must not copy (metrics). Valid until
+   * close(): check `closed` before reading.
+   */
+  counterBlock(): { block: BigUint64Array; layout: CounterLayout; ports: readonly PortCounterSets[] } {
+    return { block: this.#block, layout: this.#layout, ports: this.#sets };
+  }
+
+  /** Stops and joins the native threads and closes every port (sockets removed). Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= new Promise<void>((resolve, reject) => {
+      this.#closed = true;
+      try {
+        this.#engine.close();
+        resolve();
+      } catch (e) {
+        reject(wrap('close', undefined, e));
+      }
+    });
+    return this.#closing;
+  }
+
+  #open(): NativeEngine {
+    if (this.#closed) throw new SwitchError('the switch is closed', 'ECLOSED');
+    return this.#engine;
+  }
+
+  #native<T>(what: string, port: string | undefined, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw wrap(what, port, e);
+    }
+  }
+
+  #read(infos: typeof native.queueCounters, base: number): CounterValues {
+    const values: CounterValues = {};
+    infos.forEach((c, i) => {
+      values[c.id] = this.#block[base + i];
+    });
+    return values;
+  }
+
+  // Port add/remove are the only changes to where counters live, so metrics read this cached list
+  // instead of asking the addon on every scrape.
+  #refreshSets(): void {
+    this.#sets = this.portInfo()
+      .filter((p) => p.counterSet >= 0)
+      .map((p) => ({ name: p.name, counterSet: p.counterSet, queuePairs: p.queuePairs }));
+  }
+}
+
+function wrap(what: string, port: string | undefined, e: unknown): SwitchError {
+  if (e instanceof SwitchError) return e;
+  const err = e as { message?: string; code?: string };
+  return new SwitchError(`${what}: ${err.message ?? String(e)}`, err.code ?? 'EUNKNOWN', port);
+}
