@@ -34,6 +34,7 @@ struct VirtioUserOptions {
 };
 
 struct VirtioUserStats {
+  // tx_ring_full: send() calls refused for a full ring, plus the times the traffic thread filled a ring.
   uint64_t tx_packets = 0, tx_bytes = 0, tx_ring_full = 0;
   uint64_t rx_packets = 0, rx_bytes = 0;
   uint64_t kicks = 0, calls = 0;
@@ -68,7 +69,8 @@ class VirtioUser {
   bool connected() const;              // false once the backend hung up
 
   // ---- frames (not while traffic runs) ----
-  // Queues one frame on queue pair qp's transmit ring and kicks if the backend wants it. false if full.
+  // Queues one frame on queue pair qp's transmit ring and kicks if the backend wants it. false if full,
+  // or if the frame exceeds a transmit buffer (the largest of 1518, rx_buf_size - 12 and mtu + 18 bytes).
   bool send(uint16_t qp, const uint8_t* frame, uint32_t len);
   // Reaps received frames from queue pair qp (joining MRG_RXBUF buffers, stripping the header) and
   // posts the buffers again.
@@ -83,7 +85,7 @@ class VirtioUser {
   uint64_t alloc(uint64_t len);  // guest address of len fresh bytes from a scratch area; 0 when exhausted
   bool mem_write(uint64_t gpa, const uint8_t* p, uint64_t len);
   bool mem_read(uint64_t gpa, uint8_t* p, uint64_t len) const;
-  uint64_t mem_size() const;
+  uint64_t mem_size() const;  // guest space from kGuestBase to the end of the last region, removed or not
   void raw_desc(uint16_t vring, uint16_t idx, const RawDesc& d);
   void raw_avail_push(uint16_t vring, uint16_t head);  // writes head at avail idx, then advances avail idx
   void raw_set_avail_idx(uint16_t vring, uint16_t idx);
