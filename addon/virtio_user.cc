@@ -74,6 +74,11 @@ std::string sys_error(const std::string& what) { return what + ": " + strerror(e
 
 // The backend runs concurrently in another process: ring indices it reads or writes go through atomics
 // so that the descriptor and element contents are ordered around them.
+// With interrupts, empty traffic-loop rounds before the thread sleeps on its call fds, and the longest
+// sleep (a rate-limited sender wakes at least this often to send what has come due).
+constexpr uint32_t kIdleSpinsBeforeSleep = 256;
+constexpr int kSleepMs = 1;
+
 uint16_t load_acquire(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 uint16_t load_relaxed(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 void store_release(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
@@ -677,7 +682,9 @@ struct VirtioUser::Impl {
     uint16_t q = 0;
     // tx_ring_full counts the times a ring filled up, not the spins spent waiting on a full ring.
     std::vector<uint8_t> full(qps, 0);
+    uint32_t idle = 0;
     while (!traffic_stop.load(std::memory_order_relaxed)) {
+      bool progress = false;
       bool tx_due = t.tx_size && (t.tx_count == 0 || sent < t.tx_count);
       uint64_t want = tx_due ? kBurst : 0;
       if (want && t.tx_count) want = std::min(want, t.tx_count - sent);
@@ -702,6 +709,7 @@ struct VirtioUser::Impl {
           full[q] = 0;
           for (uint32_t k = 0; k < n; k++) tx_post(tx, t.tx_size);
           publish(tx);
+          progress = true;
           sent += n;
           add(stats.tx_packets, n);
           add(stats.tx_bytes, uint64_t(n) * t.tx_size);
@@ -717,9 +725,44 @@ struct VirtioUser::Impl {
         if (n) {
           add(stats.rx_packets, n);
           add(stats.rx_bytes, bytes);
+          progress = true;
         }
       }
       if (++q == qps) q = 0;
+      if (opt.interrupts) {
+        if (progress) {
+          idle = 0;
+        } else if (++idle >= kIdleSpinsBeforeSleep) {
+          idle = 0;
+          sleep_until_called(t);
+        }
+      }
+    }
+  }
+
+  // With interrupts, an idle traffic thread sleeps on its call eventfds as a guest driver does (NAPI),
+  // so a load generator shares a small machine with the backend instead of spinning against it. The
+  // request for a call goes out before the last look at the used rings, so nothing is missed.
+  void sleep_until_called(const TrafficOptions& t) {
+    std::vector<pollfd> fds;
+    bool pending = false;
+    for (uint16_t i = 0; i < nvrings; i++) {
+      const bool rx = i % 2 == 0;
+      if (rx ? !t.rx : !t.tx_size) continue;
+      Vring& v = vrings[i];
+      if (event_idx) store_relaxed(v.used_event, v.used_seen);
+      __atomic_thread_fence(__ATOMIC_SEQ_CST);
+      if (load_acquire(&v.used->idx) != v.used_seen) pending = true;
+      fds.push_back(pollfd{v.call_fd, POLLIN, 0});
+    }
+    if (pending || fds.empty()) return;
+    int r;
+    do {
+      r = poll(fds.data(), fds.size(), kSleepMs);
+    } while (r < 0 && errno == EINTR);
+    for (const pollfd& p : fds) {
+      uint64_t calls;
+      if ((p.revents & POLLIN) && read(p.fd, &calls, sizeof(calls)) == sizeof(calls)) add(stats.calls, calls);
     }
   }
 };
