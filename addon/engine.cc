@@ -124,16 +124,21 @@ bool Engine::add_vhost_user(const std::string& name, const std::string& path, bo
   return true;
 }
 
+void Engine::insert_owned(const std::string& name, const char* kind, std::unique_ptr<Port> port, int counter_set) {
+  Entry e;
+  e.kind = kind;
+  e.port = port.get();
+  e.counter_set = counter_set;
+  e.own = std::move(port);
+  ports_.emplace(name, std::move(e));
+}
+
 bool Engine::add_sink(const std::string& name, std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
   if (!check_new_name(name, err)) return false;
   auto s = std::make_unique<SinkPort>(name, *block_);
-  Entry e;
-  e.kind = "sink";
-  e.port = s.get();
-  e.counter_set = s->counter_set();
-  e.own = std::move(s);
-  ports_.emplace(name, std::move(e));
+  const int set = s->counter_set();
+  insert_owned(name, "sink", std::move(s), set);
   return true;
 }
 
@@ -145,12 +150,8 @@ bool Engine::add_gen(const std::string& name, uint32_t size, uint64_t rate, uint
     return false;
   }
   auto g = std::make_unique<GenPort>(name, size, rate, count, *block_);
-  Entry e;
-  e.kind = "gen";
-  e.port = g.get();
-  e.counter_set = g->counter_set();
-  e.own = std::move(g);
-  ports_.emplace(name, std::move(e));
+  const int set = g->counter_set();
+  insert_owned(name, "gen", std::move(g), set);
   return true;
 }
 

@@ -81,6 +81,8 @@ class Engine : public Reactor {
 
   bool check_new_name(const std::string& name, std::string* err) const;
   void unwire_locked(Entry& e);
+  // Adds a port the engine owns outright (sink, gen); engine lock held.
+  void insert_owned(const std::string& name, const char* kind, std::unique_ptr<Port> port, int counter_set);
   void control_loop();
 
   std::mutex mu_;
