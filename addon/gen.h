@@ -22,6 +22,9 @@ class GenPort : public Port {
   uint16_t tx_burst(uint16_t qp, const Burst& b) override;
   void release(uint16_t, Burst&) override {}
   void publish_counters() override { counters_.publish(); }
+  // A generator stands for traffic arriving from outside: it starts (and its rate clock with it) when
+  // the port it feeds can take packets, so count=N means N delivered, not N lost to a slow connect.
+  bool holds_until_peer_ready() const override { return true; }
   bool arm_wakeup(std::vector<pollfd>& fds) override;
   void disarm_wakeup() override;
   int counter_set() const { return counter_set_; }

@@ -100,6 +100,7 @@ void Pmd::publish() {
 }
 
 bool Pmd::move(Port* from, Port* to) {
+  if (from->holds_until_peer_ready() && !to->tx_ready()) return false;
   bool moved = false;
   const uint16_t nq = from->queue_pairs(), to_nq = to->queue_pairs();
   for (uint16_t q = 0; q < nq; q++) {
@@ -114,10 +115,14 @@ bool Pmd::move(Port* from, Port* to) {
 void Pmd::sleep_until_work() {
   std::vector<pollfd> fds;
   fds.push_back({wake_fd_, POLLIN, 0});
+  // A source held back until its peer is ready has nothing to do yet: the poll timeout looks again.
+  auto arm = [&fds](Port* p, Port* peer) {
+    return (p->holds_until_peer_ready() && !peer->tx_ready()) || p->arm_wakeup(fds);
+  };
   bool can_sleep = true;
   for (const Wire& w : wires_) {
-    can_sleep = w.a->arm_wakeup(fds) && can_sleep;
-    can_sleep = w.b->arm_wakeup(fds) && can_sleep;
+    can_sleep = arm(w.a, w.b) && can_sleep;
+    can_sleep = arm(w.b, w.a) && can_sleep;
   }
   if (can_sleep && pause_requests_.load(std::memory_order_acquire) == 0 && !stop_.load()) {
     counters_.add(SLEEPS);

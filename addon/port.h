@@ -80,6 +80,14 @@ class Port {
   // Copies the running thread's private counters to the shared block.
   virtual void publish_counters() = 0;
 
+  // Whether tx_burst would deliver anything now (for a guest: a receive ring is up and the driver has
+  // posted buffers on it at least once). A port that
+  // holds_until_peer_ready() produces nothing while its peer is not ready, so a traffic source starts
+  // when its destination does; everything else is received and, with no ready peer, dropped and counted,
+  // as a switch does.
+  virtual bool tx_ready() { return true; }
+  virtual bool holds_until_peer_ready() const { return false; }
+
   // Kernel mode: prepare to sleep. Enables the notifications that signal new work and appends the fds
   // to wait on. Returns false when work is already pending (the caller must not sleep then).
   virtual bool arm_wakeup(std::vector<pollfd>& fds) {

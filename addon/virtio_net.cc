@@ -245,7 +245,8 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
         break;
       }
       drop = DROP_RX_TOO_MANY_SEGMENTS;
-    } else if (ch.len < hdr_len) {
+    } else if (ch.len <= hdr_len) {
+      // Shorter than the header, or a header with no frame after it: nothing to forward.
       drop = DROP_RX_BAD_HEADER;
     } else {
       // Copied out once: the guest may change the header while we look at it.
@@ -400,6 +401,13 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   c.add(TX_BYTES, bytes);
   r.flush(c);
   return sent;
+}
+
+bool VirtioNetDevice::tx_ready() {
+  if (!mem_) return false;
+  for (uint16_t qp = 0; qp < queue_pairs_; qp++)
+    if (vrings_[2 * qp].served() && vrings_[2 * qp].vq.primed()) return true;
+  return false;
 }
 
 void VirtioNetDevice::publish_counters() {

@@ -60,6 +60,7 @@ class VirtioNetDevice : public Port {
   uint16_t tx_burst(uint16_t qp, const Burst& b) override;
   void release(uint16_t qp, Burst& b) override;
   void publish_counters() override;
+  bool tx_ready() override;
   bool arm_wakeup(std::vector<pollfd>& fds) override;
   void disarm_wakeup() override;
 

@@ -62,7 +62,8 @@ void Virtqueue::start(uint16_t base) {
   // hands them to us again instead of losing them for good (DPDK does the same); the guest sees a few
   // packets again at worst.
   last_avail_ = used_idx_ == base ? base : used_idx_;
-  avail_idx_ = last_avail_;
+  avail_idx_ = start_idx_ = last_avail_;
+  primed_ = false;
   disable_notify();
 }
 

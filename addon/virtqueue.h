@@ -46,6 +46,12 @@ class Virtqueue {
   void start(uint16_t base);
   // The avail index the next pop() reads (GET_VRING_BASE's answer).
   uint16_t last_avail() const { return last_avail_; }
+  // Whether the guest has made any buffer available since start() (sticky): a ring can be enabled
+  // before its driver posts the first receive buffers.
+  bool primed() {
+    if (!primed_) primed_ = __atomic_load_n(&avail_->idx, __ATOMIC_RELAXED) != start_idx_ || last_avail_ != start_idx_;
+    return primed_;
+  }
 
   // Takes the next available chain, storing up to max_spans spans of its buffers. Returns 1 with *c
   // filled, 0 when the ring is empty, -1 when the guest broke a rule (*why names it). The whole chain is
@@ -78,6 +84,8 @@ class Virtqueue {
   uint16_t size_ = 0, mask_ = 0;
   bool device_writes_ = false, event_idx_ = false, indirect_ = false;
   uint16_t last_avail_ = 0;   // next avail entry to read
+  uint16_t start_idx_ = 0;    // last_avail_ at start()
+  bool primed_ = false;
   uint16_t avail_idx_ = 0;    // the guest's avail index as last read
   uint16_t used_shadow_ = 0;  // used index including pushed, unpublished entries
   uint16_t used_idx_ = 0;     // used index the guest sees
