@@ -48,6 +48,10 @@ WireResult vhost_user_recv(int sock, VhostUserMsg* msg, int* fds, size_t max_fds
     r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
   } while (r < 0 && errno == EINTR);
   if (r == 0) return WireResult::kClosed;
+  // A failed recvmsg (ECONNRESET when the front end hung up with our reply unread, EAGAIN on the
+  // timeout) delivers no fds and writes nothing back: control still holds whatever the stack held,
+  // possibly an earlier message's fd numbers, which must not be parsed and closed.
+  if (r < 0) return WireResult::kError;
 
   // Collect every fd that arrived before judging anything, so that each is closed on every error path.
   int got[kVhostUserMaxFds * 2];

@@ -240,3 +240,25 @@ t.test('virtio-net header rules drop the packet and keep the ring', async (t) =>
   t.equal(x.f.counter('h', 'RINGS_BROKEN'), 0n, 'no ring broken');
   t.notOk(x.f.events.some((e) => e.kind === 'ring-broken'), 'no ring-broken event');
 });
+
+t.test('a transmit chain no longer than the header is dropped, not forwarded as an empty frame', async (t) => {
+  const x = await setup(t);
+  x.f.engine.unwire('g1');
+  x.f.engine.wire('h', 'g1', 0);
+  // A bare header (its 12 bytes, nothing after), then a valid packet behind it.
+  x.h.rawDesc(TX, 0, { addr: packet(x.h, Buffer.alloc(HDR_LEN), Buffer.alloc(0)), len: HDR_LEN, flags: 0, next: 0 });
+  x.h.rawAvailPush(TX, 0);
+  const p = packet(x.h, Buffer.alloc(HDR_LEN), frame(60, 9));
+  x.h.rawDesc(TX, 1, { addr: p, len: HDR_LEN + 60, flags: 0, next: 0 });
+  x.h.rawAvailPush(TX, 1);
+  x.h.kick(TX);
+  const got = await receiveN(x.good[1], 1);
+  t.same(got[0], frame(60, 9), 'the first frame to arrive is the valid one');
+  await waitFor('the bare header counted', () => x.f.counter('h', 'DROP_RX_BAD_HEADER') === 1n);
+  t.pass('the bare header is dropped as bad_header');
+  await waitFor('both returned', () => x.h.rawUsedIdx(TX) === 2);
+  t.equal(x.h.rawUsedElem(TX, 0).len, 0, 'used length of the bare header is 0');
+  t.equal(x.f.counter('h', 'RINGS_BROKEN'), 0n, 'no ring broken');
+  await new Promise((r) => setTimeout(r, 50));
+  t.same(x.good[1].receive(0, 8), [], 'no empty frame arrived after it either');
+});
