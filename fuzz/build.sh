@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer harnesses with ASan and UBSan into fuzz/out/ (or $FUZZ_OUT).
+# Needs clang and its runtimes (Debian 12: apt-get install clang libclang-rt-14-dev).
+# The C++ core of the addon compiles without N-API headers, so only the core sources are linked.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CXX=${CXX_FUZZ:-$(command -v clang++-14 || command -v clang++)}
+OUT=${FUZZ_OUT:-fuzz/out}
+mkdir -p "$OUT/obj"
+
+SAN="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
+FLAGS="-std=gnu++17 -g -O1 -D_GNU_SOURCE -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers"
+# Core objects are built with fuzzer instrumentation but without libFuzzer's main.
+CORE_SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
+
+compile() {  # src obj extra-flags...
+  local src=$1 obj=$2
+  shift 2
+  $CXX $FLAGS $CORE_SAN "$@" -c "$src" -o "$obj"
+}
+
+# guest_memory.cc maps the front end's fds through fuzz/guarded_mmap.cc, which puts PROT_NONE pages
+# around every mapping (ASan does not watch mmap'd memory).
+compile addon/guest_memory.cc "$OUT/obj/guest_memory.o" -Dmmap=vw_guarded_mmap -Dmunmap=vw_guarded_munmap
+compile fuzz/guarded_mmap.cc "$OUT/obj/guarded_mmap.o"
+for f in counters virtqueue virtio_net vhost_user vhost_user_wire; do
+  compile "addon/$f.cc" "$OUT/obj/$f.o"
+done
+
+CORE="$OUT/obj/guest_memory.o $OUT/obj/guarded_mmap.o $OUT/obj/counters.o $OUT/obj/virtqueue.o $OUT/obj/virtio_net.o"
+$CXX $FLAGS $SAN fuzz/virtqueue_fuzz.cc $CORE -o "$OUT/virtqueue_fuzz" -lpthread
+$CXX $FLAGS $SAN fuzz/vhost_user_fuzz.cc $CORE "$OUT/obj/vhost_user.o" "$OUT/obj/vhost_user_wire.o" \
+  -o "$OUT/vhost_user_fuzz" -lpthread
+echo "fuzzers built in $OUT: virtqueue_fuzz vhost_user_fuzz"
+
+# Unit regressions for the wire layer; no sanitizer runtime, since the test interposes recvmsg.
+$CXX -std=gnu++17 -g -O1 -D_GNU_SOURCE -Wall fuzz/wire_test.cc addon/vhost_user_wire.cc -o "$OUT/wire_test"
+echo "regression test built: $OUT/wire_test"
