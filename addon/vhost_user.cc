@@ -443,6 +443,14 @@ struct VhostUserPort::Impl {
     m.fds[0] = -1;
     const GuestMemory empty;
     const GuestMemory& cur = dev_.memory() ? *dev_.memory() : empty;
+    // QEMU before 8.2 sends ADD_MEM_REG once per queue pair: the same region again is not an error.
+    for (const MemRegion& x : cur.regions()) {
+      if (x.gpa == r.guest_phys_addr && x.size == r.memory_size && x.uaddr == r.userspace_addr &&
+          x.mmap_offset == r.mmap_offset) {
+        close(fd);
+        return true;
+      }
+    }
     if (cur.regions().size() >= kMaxMemRegions) {
       close(fd);
       *err = "the table already holds the maximum of " + std::to_string(kMaxMemRegions) + " regions";
@@ -460,8 +468,16 @@ struct VhostUserPort::Impl {
   bool rem_mem_reg(Message& m, std::string* err) {
     const VhostUserMemRegion& r = m.msg.payload.memreg.region;
     const auto& cur = dev_.memory();
+    // QEMU before 8.2 also repeats REM_MEM_REG per queue pair: a range nothing is mapped at any more has
+    // nothing to remove. A range that only partly matches a mapped region is still refused.
+    bool overlaps = false;
+    if (cur) {
+      for (const MemRegion& x : cur->regions())
+        if (r.guest_phys_addr < x.gpa + x.size && x.gpa < r.guest_phys_addr + r.memory_size) overlaps = true;
+    }
+    if (!overlaps) return true;
     std::string e;
-    auto mem = cur ? cur->without_region(r.guest_phys_addr, r.memory_size, r.userspace_addr, &e) : nullptr;
+    auto mem = cur->without_region(r.guest_phys_addr, r.memory_size, r.userspace_addr, &e);
     if (!mem) {
       *err = "no region matches guest address 0x" + hex(r.guest_phys_addr) + ", size 0x" + hex(r.memory_size) +
              " and user address 0x" + hex(r.userspace_addr);
