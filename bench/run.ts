@@ -1,9 +1,11 @@
-// Benchmark entry point: `npm run bench -- vhost [--rounds N] [--seconds S] [--sizes 64,1518] ...`
+// Benchmark entry point: `npm run bench -- vhost [--rounds N] [--seconds S] [--sizes 64,1518] ...` and
+// `npm run bench -- vm` (guest to guest through QEMU VMs, bench/vm.ts)
 // (package.json: "bench": "node dist/bench/run.js"). See bench/README.md.
 import { parseArgs } from 'node:util';
 import { DEFAULTS, formatTable, runVhostBench, verdicts, writeResult, type Direction, type VhostBenchOptions } from './vhost';
 
 const USAGE = `usage: npm run bench -- vhost [options]
+       npm run bench -- vm [--help]
 
   --rounds N          rounds per case; implementations alternate within each round (default ${DEFAULTS.rounds})
   --seconds S         measurement window per run (default ${DEFAULTS.seconds})
@@ -71,8 +73,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return name === undefined ? 2 : 0;
   }
+  if (name === 'vm') return (await import('./vm')).vmBenchMain(rest);
   if (name !== 'vhost') {
-    process.stderr.write(`unknown benchmark "${name}" (available: vhost)\n${USAGE}`);
+    process.stderr.write(`unknown benchmark "${name}" (available: vhost, vm)\n${USAGE}`);
     return 2;
   }
   let opts: VhostBenchOptions;

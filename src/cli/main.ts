@@ -8,6 +8,7 @@ import { demoCommand } from './demo';
 import { peerCommand } from './peer';
 import { serveCommand } from './serve';
 import { statsCommand } from './stats';
+import { vmCommand } from './vm';
 
 // The command yargs matched, so failures can say whose they are; set when its builder runs, which
 // is before yargs validates the command's flags.
@@ -44,7 +45,8 @@ yargs(hideBin(process.argv))
   .command(named(peerCommand))
   .command(named(demoCommand))
   .command(named(statsCommand))
-  .demandCommand(1, 'name a command: serve, peer, demo or stats (see --help)')
+  .command(named(vmCommand))
+  .demandCommand(1, 'name a command: serve, peer, demo, stats or vm (see --help)')
   .strict()
   // `--sink a b` is a typo for `--sink a --sink b`, not two sinks: arrays take one value per flag.
   .parserConfiguration({ 'greedy-arrays': false })
