@@ -58,6 +58,7 @@ bool Virtqueue::attach(uint16_t size, void* desc, void* avail, void* used, bool 
 
 void Virtqueue::start(uint16_t base) {
   used_idx_ = used_shadow_ = load16(&used_->idx);
+  nshadow_ = 0;
   // A previous back end may have died with chains taken but not returned. Restarting from the used index
   // hands them to us again instead of losing them for good (DPDK does the same); the guest sees a few
   // packets again at worst.
@@ -131,6 +132,7 @@ int Virtqueue::pop(const GuestMemory& mem, Span* spans, uint32_t max_spans, Chai
 }
 
 bool Virtqueue::flush() {
+  write_shadow();
   if (used_shadow_ == used_idx_) return false;
   const uint16_t old = used_idx_;
   used_idx_ = used_shadow_;
