@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +20,38 @@ constexpr uint32_t kIdleSpinsBeforeSleep = 2048;
 constexpr int kSleepMs = 100;
 // Iterations between counter publications.
 constexpr uint32_t kPublishEvery = 1024;
+// After an iteration that delivered fewer than kLowYield packets, the PMD pauses this long before
+// polling again. Polling a nearly empty guest ring every few tens of nanoseconds hands the guest one or
+// two packets at a time and keeps pulling the ring's cache lines away from the core that refills it;
+// both sides then pay cross-core misses per packet instead of per burst. Measured with DPDK's
+// virtio-user rxonly as the guest (bench vhost, 64 bytes): enqueue went from about 4.3 Mpps (half of
+// DPDK's vhost PMD in the same rounds) to 12-15 Mpps (on a par); 0.7 us helped less, 5 us hurt.
+constexpr uint32_t kLowYield = 8;
+constexpr uint64_t kLowYieldPauseNs = 2000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+// PAUSE lasts from a few to over a hundred cycles depending on the processor (34 ns on the AMD EPYC
+// these machines have): count how many make the wanted wait on this one.
+uint32_t pauses_for(uint64_t ns) {
+  constexpr uint32_t kSample = 4096;
+  const uint64_t t0 = now_ns();
+  for (uint32_t i = 0; i < kSample; i++) cpu_relax();
+  const uint64_t per = std::max<uint64_t>(1, (now_ns() - t0) / kSample);
+  return uint32_t(std::max<uint64_t>(1, ns / per));
+}
 }  // namespace
 
 Pmd::Pmd(uint32_t index, int cpu, Mode mode, CounterBlock& block) : index_(index), cpu_(cpu), mode_(mode) {
@@ -105,7 +138,7 @@ bool Pmd::move(Port* from, Port* to) {
   const uint16_t nq = from->queue_pairs(), to_nq = to->queue_pairs();
   for (uint16_t q = 0; q < nq; q++) {
     if (!from->rx_burst(q, burst_)) continue;
-    to->tx_burst(uint16_t(q % to_nq), burst_);
+    delivered_ += to->tx_burst(uint16_t(q % to_nq), burst_);
     from->release(q, burst_);
     moved = true;
   }
@@ -137,6 +170,7 @@ void Pmd::sleep_until_work() {
 
 void Pmd::run() {
   uint32_t idle = 0, since_publish = 0;
+  const uint32_t low_yield_pauses = pauses_for(kLowYieldPauseNs);
   while (!stop_.load(std::memory_order_relaxed)) {
     if (pause_requests_.load(std::memory_order_acquire)) {
       publish();
@@ -152,10 +186,13 @@ void Pmd::run() {
       continue;
     }
     bool busy = false;
+    delivered_ = 0;
     for (const Wire& w : wires_) {
       busy |= move(w.a, w.b);
       busy |= move(w.b, w.a);
     }
+    if (delivered_ < kLowYield && !wires_.empty())
+      for (uint32_t k = 0; k < low_yield_pauses; k++) cpu_relax();
     counters_.add(busy ? BUSY_ITERATIONS : IDLE_ITERATIONS);
     if (++since_publish >= kPublishEvery) {
       since_publish = 0;

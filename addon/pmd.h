@@ -56,6 +56,7 @@ class Pmd : public PortRunner {
   std::vector<Wire> wires_;
   Burst burst_;
   PmdCounters counters_;
+  uint32_t delivered_ = 0;  // packets the current iteration got into their destination
 
   std::thread thread_;
   bool running_ = false;
