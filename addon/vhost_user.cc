@@ -575,9 +575,31 @@ struct VhostUserPort::Impl {
     return fd;
   }
 
+  // KICK/CALL/ERR fds are read and written by the PMD threads: they must be eventfds (a regular file
+  // always polls readable and keeps a sleeping PMD awake) and non-blocking (a blocking eventfd at its
+  // maximum, or a full pipe, would block the PMD's write forever).
+  static bool check_vring_fd(const Message& m, std::string* err) {
+    if (m.nfds == 0) return true;
+    const int fd = m.fds[0];
+    char path[40], link[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    const ssize_t n = readlink(path, link, sizeof(link));
+    if (n < 0 || std::string(link, size_t(n)) != "anon_inode:[eventfd]") {
+      *err = "its file descriptor is not an eventfd";
+      return false;
+    }
+    const int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+      *err = "its eventfd cannot be made non-blocking: " + errno_text(errno);
+      return false;
+    }
+    return true;
+  }
+
   bool set_vring_kick(Message& m, std::string* err) {
     uint32_t i;
     if (!check_vring_file(m, &i, err)) return false;
+    if (!check_vring_fd(m, err)) return false;
     uint16_t idx = uint16_t(i);
     Vring& v = vrings_[idx];
     if (dev_.vring_started(idx)) {
@@ -608,6 +630,7 @@ struct VhostUserPort::Impl {
   bool set_vring_call(Message& m, std::string* err) {
     uint32_t idx;
     if (!check_vring_file(m, &idx, err)) return false;
+    if (!check_vring_fd(m, err)) return false;
     int fd = take_vring_fd(m);
     {
       DatapathPause pause(dev_);
@@ -621,6 +644,7 @@ struct VhostUserPort::Impl {
   bool set_vring_err(Message& m, std::string* err) {
     uint32_t idx;
     if (!check_vring_file(m, &idx, err)) return false;
+    if (!check_vring_fd(m, err)) return false;
     int fd = take_vring_fd(m);
     {
       DatapathPause pause(dev_);

@@ -1,8 +1,10 @@
 #include "vhost_user_wire.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -16,12 +18,33 @@ void close_all(int* fds, size_t n) {
     if (fds[i] >= 0) close(fds[i]);
 }
 
-// Reads exactly len bytes (no fds expected); false on EOF or error.
+// Reads exactly len bytes (no fds expected); false on EOF or error. The socket's receive timeout bounds
+// the whole read, not each recv(): a peer dripping a byte per timeout must not hold us longer.
 bool read_full(int sock, void* buf, size_t len) {
+  timeval tv = {};
+  socklen_t tl = sizeof(tv);
+  int64_t timeout_ms = -1;
+  if (getsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) == 0 && (tv.tv_sec || tv.tv_usec))
+    timeout_ms = int64_t(tv.tv_sec) * 1000 + tv.tv_usec / 1000;
+  timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   auto* p = static_cast<uint8_t*>(buf);
   while (len) {
-    ssize_t r = recv(sock, p, len, 0);
-    if (r < 0 && errno == EINTR) continue;
+    if (timeout_ms >= 0) {
+      timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      const int64_t left = timeout_ms - ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+      pollfd pf = {sock, POLLIN, 0};
+      const int pr = left > 0 ? poll(&pf, 1, int(left)) : 0;
+      if (pr < 0 && errno == EINTR) continue;
+      if (pr <= 0) {
+        if (pr == 0) errno = EAGAIN;
+        return false;
+      }
+    }
+    // With a deadline, poll() above waits and recv() must not; without one, recv() blocks as usual.
+    ssize_t r = recv(sock, p, len, timeout_ms >= 0 ? MSG_DONTWAIT : 0);
+    if (r < 0 && (errno == EINTR || (timeout_ms >= 0 && errno == EAGAIN))) continue;
     if (r <= 0) {
       if (r == 0) errno = ECONNRESET;
       return false;
