@@ -283,6 +283,17 @@ class VirtioUserWrap : public Napi::ObjectWrap<VirtioUserWrap> {
                            InstanceMethod<&VirtioUserWrap::RawMessage>("rawMessage"),
                            InstanceMethod<&VirtioUserWrap::AddRegion>("addRegion"),
                            InstanceMethod<&VirtioUserWrap::RemoveRegion>("removeRegion"),
+                           InstanceMethod<&VirtioUserWrap::Regions>("regions"),
+                           InstanceMethod<&VirtioUserWrap::MemFd>("memFd"),
+                           InstanceMethod<&VirtioUserWrap::RingAddrs>("ringAddrs"),
+                           InstanceMethod<&VirtioUserWrap::VringFds>("vringFds"),
+                           InstanceMethod<&VirtioUserWrap::SetVringErr>("setVringErr"),
+                           InstanceMethod<&VirtioUserWrap::ReadErr>("readErr"),
+                           InstanceMethod<&VirtioUserWrap::RestartVring>("restartVring"),
+                           InstanceMethod<&VirtioUserWrap::RawBytes>("rawBytes"),
+                           InstanceMethod<&VirtioUserWrap::MakeFd>("makeFd"),
+                           InstanceMethod<&VirtioUserWrap::StartRacer>("startRacer"),
+                           InstanceMethod<&VirtioUserWrap::StopRacer>("stopRacer"),
                            InstanceMethod<&VirtioUserWrap::Close>("close"),
                        });
   }
@@ -459,6 +470,125 @@ class VirtioUserWrap : public Napi::ObjectWrap<VirtioUserWrap> {
     std::string err;
     if (!vu(info.Env()).remove_region(u32(info[0], "index"), &err)) throw make_error(info.Env(), err);
     return info.Env().Undefined();
+  }
+  Napi::Value Regions(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto rs = vu(env).regions();
+    Napi::Array out = Napi::Array::New(env, rs.size());
+    for (size_t i = 0; i < rs.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("gpa", Napi::BigInt::New(env, rs[i].gpa));
+      o.Set("size", Napi::BigInt::New(env, rs[i].size));
+      o.Set("uaddr", Napi::BigInt::New(env, rs[i].uaddr));
+      o.Set("offset", Napi::BigInt::New(env, rs[i].offset));
+      o.Set("removed", rs[i].removed);
+      out.Set(uint32_t(i), o);
+    }
+    return out;
+  }
+  Napi::Value MemFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), vu(info.Env()).mem_fd()); }
+  Napi::Value RingAddrs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    vw::RingAddrs a;
+    if (!vu(env).ring_addrs(uint16_t(u32(info[0], "vring")), &a)) throw make_error(env, "no such vring", "ERR_OUT_OF_RANGE");
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("desc", Napi::BigInt::New(env, a.desc));
+    o.Set("avail", Napi::BigInt::New(env, a.avail));
+    o.Set("used", Napi::BigInt::New(env, a.used));
+    return o;
+  }
+  Napi::Value VringFds(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int kick, call, err;
+    if (!vu(env).vring_fds(uint16_t(u32(info[0], "vring")), &kick, &call, &err))
+      throw make_error(env, "no such vring", "ERR_OUT_OF_RANGE");
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("kick", kick);
+    o.Set("call", call);
+    o.Set("err", err);
+    return o;
+  }
+  Napi::Value SetVringErr(const Napi::CallbackInfo& info) {
+    std::string err;
+    if (!vu(info.Env()).set_vring_err(uint16_t(u32(info[0], "vring")), &err)) throw make_error(info.Env(), err);
+    return info.Env().Undefined();
+  }
+  Napi::Value ReadErr(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), double(vu(info.Env()).read_err(uint16_t(u32(info[0], "vring")))));
+  }
+  Napi::Value RestartVring(const Napi::CallbackInfo& info) {
+    std::string err;
+    uint16_t base = 0;
+    if (!vu(info.Env()).restart_vring(uint16_t(u32(info[0], "vring")), &base, &err)) throw make_error(info.Env(), err);
+    return Napi::Number::New(info.Env(), base);
+  }
+  static std::vector<int> fd_list(const Napi::Value& v) {
+    std::vector<int> fds;
+    if (!v.IsArray()) return fds;
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) fds.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+    return fds;
+  }
+  Napi::Value RawBytes(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsBuffer()) throw make_error(env, "rawBytes(data: Buffer, fds?: number[])", "ERR_INVALID_ARG_TYPE");
+    auto b = info[0].As<Napi::Buffer<uint8_t>>();
+    std::vector<int> fds = fd_list(info[1]);
+    std::string err;
+    if (!vu(env).raw_bytes(b.Data(), b.Length(), fds.data(), fds.size(), &err)) throw make_error(env, err);
+    return env.Undefined();
+  }
+  Napi::Value MakeFd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string err;
+    uint64_t size = info[1].IsUndefined() ? 0 : u64(info[1], "size");
+    int fd = VirtioUser::make_fd(info[0].ToString(), size, &err);
+    if (fd < 0) throw make_error(env, err);
+    return Napi::Number::New(env, fd);
+  }
+  Napi::Value StartRacer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw make_error(env, "racer options must be an object", "ERR_INVALID_ARG_TYPE");
+    Napi::Object o = info[0].As<Napi::Object>();
+    vw::RacerOptions ro;
+    ro.vring = uint16_t(u32(o.Get("vring"), "vring"));
+    Napi::Value hv = o.Get("heads");
+    if (hv.IsArray()) {
+      Napi::Array ha = hv.As<Napi::Array>();
+      for (uint32_t i = 0; i < ha.Length(); i++) ro.heads.push_back(uint16_t(u32(ha.Get(i), "head")));
+    }
+    ro.restart = o.Get("restart").ToBoolean();
+    Napi::Value tv = o.Get("targets");
+    if (!tv.IsArray()) throw make_error(env, "targets must be an array", "ERR_INVALID_ARG_TYPE");
+    Napi::Array ta = tv.As<Napi::Array>();
+    for (uint32_t i = 0; i < ta.Length(); i++) {
+      if (!ta.Get(i).IsObject()) throw make_error(env, "a target must be an object", "ERR_INVALID_ARG_TYPE");
+      Napi::Object t = ta.Get(i).As<Napi::Object>();
+      vw::RacerTarget rt;
+      rt.gpa = u64(t.Get("gpa"), "gpa");
+      Napi::Value vv = t.Get("values");
+      if (!vv.IsArray()) throw make_error(env, "values must be an array of Buffers", "ERR_INVALID_ARG_TYPE");
+      Napi::Array va = vv.As<Napi::Array>();
+      for (uint32_t k = 0; k < va.Length(); k++) {
+        if (!va.Get(k).IsBuffer()) throw make_error(env, "values must be an array of Buffers", "ERR_INVALID_ARG_TYPE");
+        auto b = va.Get(k).As<Napi::Buffer<uint8_t>>();
+        rt.values.emplace_back(b.Data(), b.Data() + b.Length());
+      }
+      ro.targets.push_back(std::move(rt));
+    }
+    std::string err;
+    if (!vu(env).start_racer(ro, &err)) throw make_error(env, err);
+    return env.Undefined();
+  }
+  Napi::Value StopRacer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    vw::RacerStats s = vu(env).stop_racer();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("rounds", double(s.rounds));
+    o.Set("posted", double(s.posted));
+    o.Set("restarts", double(s.restarts));
+    o.Set("failedRestarts", double(s.failed_restarts));
+    return o;
   }
   Napi::Value Close(const Napi::CallbackInfo& info) {
     vu_.reset();

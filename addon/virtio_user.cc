@@ -141,6 +141,7 @@ struct VirtioUser::Impl {
     uint16_t checked_idx = 0;  // avail index when we last decided whether to kick (vring_need_event's old)
     uint16_t used_seen = 0;    // the next used index we consume
     int kick_fd = -1, call_fd = -1;
+    int err_fd = -1;                      // SET_VRING_ERR, only when set_vring_err asked for it
     uint64_t slot_gpa = 0;                // buffer slot i at slot_gpa + i * stride
     uint32_t stride = 0;
     uint64_t indirect_gpa = 0;            // TX with tx_indirect: slot i's table at indirect_gpa + 32 * i
@@ -168,13 +169,18 @@ struct VirtioUser::Impl {
   Stats stats;
   std::thread traffic;
   std::atomic<bool> traffic_stop{false};
+  std::thread racer;
+  std::atomic<bool> racer_stop{false};
+  std::atomic<uint64_t> racer_rounds{0}, racer_posted{0}, racer_restarts{0}, racer_failed_restarts{0};
 
   ~Impl() {
     stop_traffic();
+    stop_racer();
     if (sock >= 0) close(sock);
     for (uint16_t i = 0; i < nvrings; i++) {
       if (vrings[i].kick_fd >= 0) close(vrings[i].kick_fd);
       if (vrings[i].call_fd >= 0) close(vrings[i].call_fd);
+      if (vrings[i].err_fd >= 0) close(vrings[i].err_fd);
     }
     for (const Region& r : regions) munmap(r.host, r.size);
     if (memfd >= 0) close(memfd);
@@ -184,6 +190,101 @@ struct VirtioUser::Impl {
     if (!traffic.joinable()) return;
     traffic_stop.store(true, std::memory_order_relaxed);
     traffic.join();
+  }
+
+  void stop_racer() {
+    if (!racer.joinable()) return;
+    racer_stop.store(true, std::memory_order_relaxed);
+    racer.join();
+  }
+
+  // A racer target resolved to our mapping.
+  struct RaceTarget {
+    uint8_t* host;
+    std::vector<std::vector<uint8_t>> values;
+  };
+
+  // Stores a value as a guest would: 8-byte atomic words where it can, else bytes; relaxed atomics so
+  // that the compiler keeps every store (nothing in this thread reads them back).
+  static void race_store(uint8_t* host, const std::vector<uint8_t>& v) {
+    const size_t n = v.size();
+    if (n % 8 == 0 && reinterpret_cast<uintptr_t>(host) % 8 == 0) {
+      for (size_t i = 0; i < n; i += 8) {
+        uint64_t w;
+        memcpy(&w, v.data() + i, 8);
+        __atomic_store_n(reinterpret_cast<uint64_t*>(host + i), w, __ATOMIC_RELAXED);
+      }
+    } else {
+      for (size_t i = 0; i < n; i++) __atomic_store_n(host + i, v[i], __ATOMIC_RELAXED);
+    }
+  }
+
+  // GET_VRING_BASE, then SET_VRING_BASE at what it returned, SET_VRING_KICK and SET_VRING_ENABLE.
+  bool restart_vring(uint16_t vring, uint16_t* base, std::string* err) {
+    Vring& v = vrings[vring];
+    VhostUserVringState s = {vring, 0};
+    if (!send_msg(VHOST_USER_GET_VRING_BASE, VHOST_USER_VERSION, &s, sizeof(s), nullptr, 0, err)) return false;
+    VhostUserMsg reply;
+    if (!recv_reply(VHOST_USER_GET_VRING_BASE, &reply, err)) return false;
+    if (reply.hdr.size != sizeof(VhostUserVringState))
+      return fail(err, "backend refused GET_VRING_BASE for vring " + std::to_string(vring));
+    const uint16_t b = uint16_t(reply.payload.state.num);
+    if (base) *base = b;
+    if (!request_state(VHOST_USER_SET_VRING_BASE, vring, b, err)) return false;
+    uint64_t idx = vring;
+    if (!request(VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), &v.kick_fd, 1, err)) return false;
+    if ((features & bit(VHOST_USER_F_PROTOCOL_FEATURES)) && !request_state(VHOST_USER_SET_VRING_ENABLE, vring, 1, err))
+      return false;
+    do_kick(v);
+    return true;
+  }
+
+  void racer_loop(uint16_t vring, std::vector<uint16_t> heads, std::vector<RaceTarget> targets, bool restart) {
+    Vring& v = vrings[vring];
+    uint64_t rng = 0x9e3779b97f4a7c15ull ^ uint64_t(reinterpret_cast<uintptr_t>(this));
+    size_t next_head = 0;
+    uint64_t rounds = 0;
+    while (!racer_stop.load(std::memory_order_relaxed)) {
+      for (const RaceTarget& t : targets) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        race_store(t.host, t.values[rng % t.values.size()]);
+      }
+      // Keep the backend reading: post while fewer than a ring's worth are outstanding (counted from the
+      // used index the backend publishes, so a restarted ring is never offered more than it may hold).
+      if (!heads.empty()) {
+        const uint16_t used = load_acquire(&v.used->idx);
+        if (uint16_t(v.avail_idx - used) < v.num) {
+          v.avail->ring[v.avail_idx & v.mask] = heads[next_head++ % heads.size()];
+          v.avail_idx++;
+          store_release(&v.avail->idx, v.avail_idx);
+          racer_posted.fetch_add(1, std::memory_order_relaxed);
+          do_kick(v);
+        }
+      }
+      if (restart && (rounds & 63) == 0) {
+        uint64_t n;
+        if (read(v.err_fd, &n, sizeof(n)) == sizeof(n)) {
+          std::string e;
+          (restart_vring(vring, nullptr, &e) ? racer_restarts : racer_failed_restarts).fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      if ((++rounds & 1023) == 0) {
+        racer_rounds.store(rounds, std::memory_order_relaxed);
+        // Two cores: leave the backend's threads a chance to run between bursts of rewriting.
+        std::this_thread::yield();
+      }
+    }
+    racer_rounds.store(rounds, std::memory_order_relaxed);
+  }
+
+  // Guest address of a pointer into one of our mappings.
+  uint64_t gpa_of(const void* p) const {
+    const uint8_t* h = static_cast<const uint8_t*>(p);
+    for (const Region& r : regions)
+      if (h >= r.host && h < r.host + r.size) return r.gpa + uint64_t(h - r.host);
+    return 0;
   }
 
   // ---- memory ----
@@ -1017,6 +1118,169 @@ bool VirtioUser::add_region(uint64_t len, std::string* err) {
   munmap(m.regions.back().host, len);
   m.regions.pop_back();
   return false;
+}
+
+std::vector<RegionInfo> VirtioUser::regions() const {
+  std::vector<RegionInfo> out;
+  for (const Impl::Region& r : impl_->regions)
+    out.push_back({r.gpa, r.size, uint64_t(reinterpret_cast<uintptr_t>(r.host)), r.offset, r.removed});
+  return out;
+}
+
+int VirtioUser::mem_fd() const { return impl_->memfd; }
+
+bool VirtioUser::ring_addrs(uint16_t vring, RingAddrs* out) const {
+  const Impl& m = *impl_;
+  if (vring >= m.nvrings) return false;
+  const Impl::Vring& v = m.vrings[vring];
+  *out = {m.gpa_of(v.desc), m.gpa_of(v.avail), m.gpa_of(v.used)};
+  return true;
+}
+
+bool VirtioUser::vring_fds(uint16_t vring, int* kick, int* call, int* err) const {
+  const Impl& m = *impl_;
+  if (vring >= m.nvrings) return false;
+  *kick = m.vrings[vring].kick_fd;
+  *call = m.vrings[vring].call_fd;
+  *err = m.vrings[vring].err_fd;
+  return true;
+}
+
+bool VirtioUser::set_vring_err(uint16_t vring, std::string* err) {
+  Impl& m = *impl_;
+  if (vring >= m.nvrings) return fail(err, "no vring " + std::to_string(vring));
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return fail(err, sys_error("eventfd"));
+  uint64_t idx = vring;
+  if (!m.request(VHOST_USER_SET_VRING_ERR, &idx, sizeof(idx), &fd, 1, err)) {
+    close(fd);
+    return false;
+  }
+  Impl::Vring& v = m.vrings[vring];
+  if (v.err_fd >= 0) close(v.err_fd);
+  v.err_fd = fd;
+  return true;
+}
+
+int64_t VirtioUser::read_err(uint16_t vring) {
+  Impl& m = *impl_;
+  if (vring >= m.nvrings || m.vrings[vring].err_fd < 0) return -1;
+  uint64_t n = 0;
+  if (read(m.vrings[vring].err_fd, &n, sizeof(n)) != sizeof(n)) return 0;  // EAGAIN: not signalled
+  return int64_t(n);
+}
+
+bool VirtioUser::restart_vring(uint16_t vring, uint16_t* base, std::string* err) {
+  Impl& m = *impl_;
+  if (vring >= m.nvrings) return fail(err, "no vring " + std::to_string(vring));
+  if (m.racer.joinable()) return fail(err, "not while the racer runs");
+  return m.restart_vring(vring, base, err);
+}
+
+bool VirtioUser::raw_bytes(const uint8_t* p, size_t len, const int* fds, size_t nfds, std::string* err) {
+  Impl& m = *impl_;
+  constexpr size_t kMaxScmFds = 253;  // SCM_MAX_FD
+  if (nfds > kMaxScmFds) return fail(err, "at most 253 fds");
+  if (len == 0) return fail(err, "nothing to send");
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * (nfds ? nfds : 1)), 0);
+  iovec iov = {const_cast<uint8_t*>(p), len};
+  msghdr mh = {};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  if (nfds) {
+    mh.msg_control = control.data();
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  ssize_t r;
+  do {
+    r = sendmsg(m.sock, &mh, MSG_NOSIGNAL);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    if (errno == EPIPE || errno == ECONNRESET) m.hung_up = true;
+    return fail(err, sys_error("sending raw bytes"));
+  }
+  for (size_t done = size_t(r); done < len;) {
+    ssize_t w = ::send(m.sock, p + done, len - done, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return fail(err, sys_error("sending raw bytes"));
+    done += size_t(w);
+  }
+  return true;
+}
+
+int VirtioUser::make_fd(const std::string& kind, uint64_t size, std::string* err) {
+  if (kind == "eventfd") {
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) fail(err, sys_error("eventfd"));
+    return fd;
+  }
+  if (kind == "blocking-eventfd") {
+    // Blocking, and its counter already at the maximum: the next write of 1 blocks until someone reads.
+    int fd = eventfd(0, EFD_CLOEXEC);
+    const uint64_t max = 0xfffffffffffffffeull;
+    if (fd < 0 || write(fd, &max, sizeof(max)) != sizeof(max)) {
+      fail(err, sys_error("eventfd"));
+      if (fd >= 0) close(fd);
+      return -1;
+    }
+    return fd;
+  }
+  if (kind == "memfd") {
+    int fd = memfd_create("vhostwire-survival", MFD_CLOEXEC);
+    if (fd < 0) {
+      fail(err, sys_error("memfd_create"));
+      return -1;
+    }
+    if (ftruncate(fd, off_t(size)) < 0) {
+      fail(err, sys_error("sizing a memfd"));
+      close(fd);
+      return -1;
+    }
+    return fd;
+  }
+  fail(err, "kind must be \"memfd\", \"eventfd\" or \"blocking-eventfd\"");
+  return -1;
+}
+
+bool VirtioUser::start_racer(const RacerOptions& o, std::string* err) {
+  Impl& m = *impl_;
+  if (m.racer.joinable()) return fail(err, "the racer is already running");
+  if (m.traffic.joinable()) return fail(err, "not while traffic runs");
+  if (o.vring >= m.nvrings) return fail(err, "no vring " + std::to_string(o.vring));
+  for (uint16_t h : o.heads)
+    if (h >= m.vrings[o.vring].num) return fail(err, "head " + std::to_string(h) + " is beyond the queue");
+  std::vector<Impl::RaceTarget> targets;
+  for (const RacerTarget& t : o.targets) {
+    if (t.values.empty()) return fail(err, "a racer target needs at least one value");
+    const size_t len = t.values[0].size();
+    for (const auto& v : t.values)
+      if (v.size() != len || len == 0 || len > 64) return fail(err, "racer values must be 1..64 bytes, all of one length");
+    uint8_t* host = m.host(t.gpa, len);
+    if (!host) return fail(err, "racer target at guest address " + std::to_string(t.gpa) + " is not inside one region");
+    targets.push_back({host, t.values});
+  }
+  if (o.restart && m.vrings[o.vring].err_fd < 0) return fail(err, "restarting needs an err fd (set_vring_err)");
+  m.racer_stop.store(false, std::memory_order_relaxed);
+  for (auto* c : {&m.racer_rounds, &m.racer_posted, &m.racer_restarts, &m.racer_failed_restarts})
+    c->store(0, std::memory_order_relaxed);
+  m.racer = std::thread(&Impl::racer_loop, &m, o.vring, o.heads, std::move(targets), o.restart);
+  return true;
+}
+
+RacerStats VirtioUser::stop_racer() {
+  Impl& m = *impl_;
+  m.stop_racer();
+  RacerStats s;
+  s.rounds = m.racer_rounds.load(std::memory_order_relaxed);
+  s.posted = m.racer_posted.load(std::memory_order_relaxed);
+  s.restarts = m.racer_restarts.load(std::memory_order_relaxed);
+  s.failed_restarts = m.racer_failed_restarts.load(std::memory_order_relaxed);
+  return s;
 }
 
 bool VirtioUser::remove_region(uint32_t i, std::string* err) {

@@ -54,6 +54,38 @@ struct RawDesc {
   uint16_t next;
 };
 
+// One guest memory region as the backend was told it (gpa, size, user address, offset in the memfd).
+struct RegionInfo {
+  uint64_t gpa, size, uaddr, offset;
+  bool removed;
+};
+
+// Guest physical addresses of a vring's three parts.
+struct RingAddrs {
+  uint64_t desc, avail, used;
+};
+
+// The racer: a thread that keeps rewriting guest memory (descriptors, indirect table entries, headers)
+// while the backend reads it, and keeps posting heads on one vring so that the backend keeps reading.
+// Each round stores one value, picked at random, into every target; a value of 8-byte multiple length
+// at an 8-byte aligned address is stored as 8-byte atomic words (as a guest's 64-bit stores would be),
+// anything else byte by byte.
+struct RacerTarget {
+  uint64_t gpa;
+  std::vector<std::vector<uint8_t>> values;  // 1..64 bytes each, all of one length
+};
+struct RacerOptions {
+  uint16_t vring = 0;
+  std::vector<uint16_t> heads;  // posted in turn whenever the ring has room; empty: post nothing
+  std::vector<RacerTarget> targets;
+  // Restart the vring (as restart_vring) whenever its err eventfd is signalled; needs set_vring_err first.
+  // The racer then owns the socket: no messages from other threads until stop_racer.
+  bool restart = false;
+};
+struct RacerStats {
+  uint64_t rounds = 0, posted = 0, restarts = 0, failed_restarts = 0;
+};
+
 class VirtioUser {
  public:
   static constexpr uint64_t kGuestBase = 0x100000000ull;
@@ -100,6 +132,31 @@ class VirtioUser {
   // Adds a region of len bytes after the last one (ADD_MEM_REG) / removes region i (REM_MEM_REG).
   bool add_region(uint64_t len, std::string* err);
   bool remove_region(uint32_t i, std::string* err);
+
+  // ---- more raw access, for the survival suite ----
+  std::vector<RegionInfo> regions() const;
+  int mem_fd() const;  // the memfd behind every region (ours: do not close)
+  bool ring_addrs(uint16_t vring, RingAddrs* out) const;
+  // Our ends of vring's eventfds (ours: do not close); err is -1 until set_vring_err.
+  bool vring_fds(uint16_t vring, int* kick, int* call, int* err) const;
+  // Registers a fresh err eventfd for vring (SET_VRING_ERR), replacing and closing the previous one.
+  bool set_vring_err(uint16_t vring, std::string* err);
+  // Reads and resets vring's err eventfd: how often the backend signalled it since the last read; 0 when
+  // it did not, -1 when no err fd is registered.
+  int64_t read_err(uint16_t vring);
+  // Stops vring (GET_VRING_BASE) and starts it again at the base the backend returned (SET_VRING_BASE,
+  // SET_VRING_KICK with our kick fd, SET_VRING_ENABLE): brings a broken ring back. *base: that base.
+  bool restart_vring(uint16_t vring, uint16_t* base, std::string* err);
+  // Sends len arbitrary bytes (a header that lies about its size, part of a message...) with up to 253
+  // fds attached to the first byte. Nothing is checked.
+  bool raw_bytes(const uint8_t* p, size_t len, const int* fds, size_t nfds, std::string* err);
+  // A new fd for hostile messages, owned by the caller: kind "memfd" (size bytes), "eventfd", or
+  // "blocking-eventfd" (no O_NONBLOCK, counter at its maximum: a write blocks until it is read).
+  static int make_fd(const std::string& kind, uint64_t size, std::string* err);
+  // Starts the racer on this front end's memory; do not use the raw ring methods on that vring, nor
+  // send/receive, until stop_racer.
+  bool start_racer(const RacerOptions& o, std::string* err);
+  RacerStats stop_racer();  // joins the racer; harmless when none runs
 
  private:
   struct Impl;

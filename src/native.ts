@@ -151,6 +151,37 @@ export interface NativeVirtioUser {
   rawMessage(request: number, flags: number, payload: Buffer, fds: number[], wantReply: boolean): Buffer | null;
   addRegion(len: number): void;
   removeRegion(i: number): void;
+  // ---- hostile front end (test/survival.test.ts) ----
+  /** Regions as the backend was told them; uaddr is our mapping address. */
+  regions(): { gpa: bigint; size: bigint; uaddr: bigint; offset: bigint; removed: boolean }[];
+  /** The memfd behind every region (ours: never close it). */
+  memFd(): number;
+  /** Guest physical addresses of a vring's descriptor table, avail ring and used ring. */
+  ringAddrs(vring: number): { desc: bigint; avail: bigint; used: bigint };
+  /** Our ends of a vring's eventfds (ours: never close them); err is -1 until setVringErr. */
+  vringFds(vring: number): { kick: number; call: number; err: number };
+  /** Registers a fresh VHOST_USER_SET_VRING_ERR eventfd for vring, replacing the previous one. */
+  setVringErr(vring: number): void;
+  /** Reads and resets vring's err eventfd: signals since the last read, 0 if none, -1 if no err fd. */
+  readErr(vring: number): number;
+  /** GET_VRING_BASE, then SET_VRING_BASE/KICK/ENABLE at the returned base: restarts a (broken) vring. */
+  restartVring(vring: number): number;
+  /** Sends arbitrary bytes (e.g. a header claiming more payload than follows) with up to 253 fds. */
+  rawBytes(data: Buffer, fds?: number[]): void;
+  /**
+   * A new fd for hostile messages, owned by the caller (close it with fs.closeSync). blocking-eventfd:
+   * no O_NONBLOCK and its counter at the maximum, so a write blocks until someone reads it.
+   */
+  makeFd(kind: 'memfd' | 'eventfd' | 'blocking-eventfd', size?: number): number;
+  /**
+   * Starts a thread that keeps storing randomly chosen values into guest memory (descriptors, indirect
+   * entries, headers) and posting heads on vring while the backend reads them. 8-byte multiples at
+   * 8-byte aligned addresses are stored as atomic 8-byte words, anything else byte by byte. With
+   * restart, the racer restarts the vring itself whenever its err eventfd (setVringErr) is signalled,
+   * and owns the socket until stopRacer: no raw messages meanwhile.
+   */
+  startRacer(o: { vring: number; heads: number[]; targets: { gpa: bigint; values: Buffer[] }[]; restart?: boolean }): void;
+  stopRacer(): { rounds: number; posted: number; restarts: number; failedRestarts: number };
   close(): void;
 }
 
