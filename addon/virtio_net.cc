@@ -48,7 +48,9 @@ void gather(const Span* s, void* dst, uint32_t n) {
   }
 }
 
-// Writes a byte stream into consecutive spans that the caller made sure are large enough.
+// Writes a byte stream into consecutive spans that the caller made sure are large enough. The source
+// may overlap the destination: a guest can offer the same memory for transmit and receive (or two
+// ports can share memory), and memcpy over overlapping ranges is undefined; memmove costs the same here.
 struct SpanWriter {
   const Span* s;
   uint32_t off = 0;
@@ -56,7 +58,7 @@ struct SpanWriter {
     const uint8_t* from = static_cast<const uint8_t*>(src);
     while (n) {
       const uint32_t c = std::min(n, s->len - off);
-      memcpy(s->p + off, from, c);
+      memmove(s->p + off, from, c);
       from += c;
       n -= c;
       off += c;
