@@ -101,6 +101,16 @@ WireResult vhost_user_recv(int sock, VhostUserMsg* msg, int* fds, size_t max_fds
   return WireResult::kOk;
 }
 
+void attach_fds(msghdr* mh, void* control, const int* fds, size_t nfds) {
+  mh->msg_control = control;
+  mh->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+  cmsghdr* c = CMSG_FIRSTHDR(mh);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+  memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+}
+
 bool vhost_user_send(int sock, const VhostUserMsg& msg, const int* fds, size_t nfds) {
   if (msg.hdr.size > kVhostUserMaxPayload || nfds > kVhostUserMaxFds) {
     errno = EINVAL;
@@ -111,15 +121,7 @@ bool vhost_user_send(int sock, const VhostUserMsg& msg, const int* fds, size_t n
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kVhostUserMaxFds)];
-  if (nfds) {
-    mh.msg_control = control;
-    mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    cmsghdr* c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
+  if (nfds) attach_fds(&mh, control, fds, nfds);
   size_t want = iov.iov_len;
   ssize_t r;
   do {

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <sys/socket.h>
+
 namespace vw {
 
 enum VhostUserRequest : uint32_t {
@@ -112,5 +114,8 @@ enum class WireResult { kOk, kClosed, kError };
 WireResult vhost_user_recv(int sock, VhostUserMsg* msg, int* fds, size_t max_fds, size_t* nfds);
 // Sends header plus hdr.size bytes of payload and nfds fds. Returns false (errno set) on failure.
 bool vhost_user_send(int sock, const VhostUserMsg& msg, const int* fds, size_t nfds);
+// Attaches nfds (> 0) fds to mh as one SCM_RIGHTS message built in control, which must hold at least
+// CMSG_SPACE(sizeof(int) * nfds) bytes aligned for cmsghdr.
+void attach_fds(msghdr* mh, void* control, const int* fds, size_t nfds);
 
 }  // namespace vw

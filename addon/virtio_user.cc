@@ -1182,20 +1182,13 @@ bool VirtioUser::raw_bytes(const uint8_t* p, size_t len, const int* fds, size_t 
   constexpr size_t kMaxScmFds = 253;  // SCM_MAX_FD
   if (nfds > kMaxScmFds) return fail(err, "at most 253 fds");
   if (len == 0) return fail(err, "nothing to send");
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * (nfds ? nfds : 1)), 0);
+  // cmsghdr-aligned room for up to SCM_MAX_FD fds.
+  std::vector<cmsghdr> control(CMSG_SPACE(sizeof(int) * (nfds ? nfds : 1)) / sizeof(cmsghdr) + 1);
   iovec iov = {const_cast<uint8_t*>(p), len};
   msghdr mh = {};
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
-  if (nfds) {
-    mh.msg_control = control.data();
-    mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    cmsghdr* c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
+  if (nfds) attach_fds(&mh, control.data(), fds, nfds);
   ssize_t r;
   do {
     r = sendmsg(m.sock, &mh, MSG_NOSIGNAL);
