@@ -7,7 +7,7 @@
 // Each runs in bypass mode (our PMD pinned to core 1) and in kernel mode (idle PMD sleeps on kicks).
 // Skipped only when dpdk-testpmd is not installed.
 import * as fs from 'node:fs';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Testpmd, findTestpmd, freeHugepages, parseForwardStats, parsePortStats, runtimeDir, type StopResult } from '../bench/testpmd';
 import { metric, serveUnavailable, sleep, type ServeProcess } from '../bench/serve';
 import { startServe, startVirtioUser, tmpSocket, waitUntil } from './testpmd-fixture';
@@ -64,6 +64,16 @@ const MODES = [
 async function counters(s: ServeProcess): Promise<(name: string, labels: Record<string, string>) => number> {
   const m = await s.metrics();
   return (name, labels) => metric(m, name, labels);
+}
+
+/** testpmd quits cleanly and leaves no runtime dir; serve exits 0 on SIGTERM and removes its socket. */
+async function shutDown(t: Test, front: Testpmd, serve: ServeProcess, sock: string): Promise<void> {
+  const tp = await front.close();
+  t.match(tp, { how: 'quit', code: 0 }, 'testpmd quit cleanly');
+  t.notOk(fs.existsSync(runtimeDir(front.prefix)), 'its runtime dir is gone');
+  const e = await serve.stop('SIGTERM');
+  t.match(e, { code: 0, signal: null, killed: false }, 'serve exits 0 on SIGTERM');
+  t.notOk(fs.existsSync(sock), 'serve removed its socket');
 }
 
 function forwardStats(r: StopResult): { rx: number; tx: number } {
@@ -140,12 +150,7 @@ if (!findTestpmd()) {
       t.equal(vm0?.counters[0]?.RX_PACKETS, sent, '/api/ports agrees for vm0');
       t.equal(sink0?.counters[0]?.TX_PACKETS, sent, '/api/ports agrees for sink0');
 
-      const tp = await front.close();
-      t.match(tp, { how: 'quit', code: 0 }, 'testpmd quit cleanly');
-      t.notOk(fs.existsSync(runtimeDir(front.prefix)), 'its runtime dir is gone');
-      const e = await serve.stop('SIGTERM');
-      t.match(e, { code: 0, signal: null, killed: false }, 'serve exits 0 on SIGTERM');
-      t.notOk(fs.existsSync(sock), 'serve removed its socket');
+      await shutDown(t, front, serve, sock);
     });
 
     t.test(`gen (count, rate) -> vhost-user port -> virtio-user rxonly (${mode})`, { timeout: 30000, skip: notBuilt ?? false }, async (t) => {
@@ -180,12 +185,7 @@ if (!findTestpmd()) {
       );
       t.equal(got, N, 'testpmd received exactly N');
 
-      const tp = await front.close();
-      t.match(tp, { how: 'quit', code: 0 }, 'testpmd quit cleanly');
-      t.notOk(fs.existsSync(runtimeDir(front.prefix)), 'its runtime dir is gone');
-      const e = await serve.stop('SIGTERM');
-      t.match(e, { code: 0, signal: null, killed: false }, 'serve exits 0 on SIGTERM');
-      t.notOk(fs.existsSync(sock), 'serve removed its socket');
+      await shutDown(t, front, serve, sock);
     });
   }
 }
