@@ -556,25 +556,6 @@ struct VhostUserPort::Impl {
     return true;
   }
 
-  // Validates the u64 of KICK/CALL/ERR: a vring index, the NOFD bit, nothing else.
-  bool check_vring_file(const Message& m, uint32_t* idx, std::string* err) const {
-    uint64_t u = m.msg.payload.u64;
-    if (u & ~(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD_MASK)) {
-      *err = "payload 0x" + hex(u) + " has bits set besides the vring index and the no-fd flag";
-      return false;
-    }
-    *idx = uint32_t(u & VHOST_USER_VRING_IDX_MASK);
-    return check_vring(*idx, err);
-  }
-
-  // The fd of a KICK/CALL/ERR message, taken over from the message; -1 when NOFD was set.
-  static int take_vring_fd(Message& m) {
-    if (m.nfds == 0) return -1;
-    int fd = m.fds[0];
-    m.fds[0] = -1;
-    return fd;
-  }
-
   // KICK/CALL/ERR fds are read and written by the PMD threads: they must be eventfds (a regular file
   // always polls readable and keeps a sleeping PMD awake) and non-blocking (a blocking eventfd at its
   // maximum, or a full pipe, would block the PMD's write forever).
@@ -596,10 +577,29 @@ struct VhostUserPort::Impl {
     return true;
   }
 
+  // Checks a KICK/CALL/ERR message: its u64 holds a vring index, the NOFD bit and nothing else, and its
+  // fd (if any) passes check_vring_fd.
+  bool check_vring_file(const Message& m, uint32_t* idx, std::string* err) const {
+    uint64_t u = m.msg.payload.u64;
+    if (u & ~(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD_MASK)) {
+      *err = "payload 0x" + hex(u) + " has bits set besides the vring index and the no-fd flag";
+      return false;
+    }
+    *idx = uint32_t(u & VHOST_USER_VRING_IDX_MASK);
+    return check_vring(*idx, err) && check_vring_fd(m, err);
+  }
+
+  // The fd of a KICK/CALL/ERR message, taken over from the message; -1 when NOFD was set.
+  static int take_vring_fd(Message& m) {
+    if (m.nfds == 0) return -1;
+    int fd = m.fds[0];
+    m.fds[0] = -1;
+    return fd;
+  }
+
   bool set_vring_kick(Message& m, std::string* err) {
     uint32_t i;
     if (!check_vring_file(m, &i, err)) return false;
-    if (!check_vring_fd(m, err)) return false;
     uint16_t idx = uint16_t(i);
     Vring& v = vrings_[idx];
     if (dev_.vring_started(idx)) {
@@ -628,30 +628,24 @@ struct VhostUserPort::Impl {
   }
 
   bool set_vring_call(Message& m, std::string* err) {
-    uint32_t idx;
-    if (!check_vring_file(m, &idx, err)) return false;
-    if (!check_vring_fd(m, err)) return false;
-    int fd = take_vring_fd(m);
-    {
-      DatapathPause pause(dev_);
-      dev_.set_call_fd(uint16_t(idx), fd);
-    }
-    close_fd(vrings_[idx].call);
-    vrings_[idx].call = fd;
-    return true;
+    return replace_vring_fd(m, err, &Vring::call, &VirtioNetDevice::set_call_fd);
   }
 
   bool set_vring_err(Message& m, std::string* err) {
+    return replace_vring_fd(m, err, &Vring::err, &VirtioNetDevice::set_err_fd);
+  }
+
+  // CALL and ERR: hand the new fd to the device with the data path paused, then close the old one.
+  bool replace_vring_fd(Message& m, std::string* err, int Vring::*slot, void (VirtioNetDevice::*set)(uint16_t, int)) {
     uint32_t idx;
     if (!check_vring_file(m, &idx, err)) return false;
-    if (!check_vring_fd(m, err)) return false;
     int fd = take_vring_fd(m);
     {
       DatapathPause pause(dev_);
-      dev_.set_err_fd(uint16_t(idx), fd);
+      (dev_.*set)(uint16_t(idx), fd);
     }
-    close_fd(vrings_[idx].err);
-    vrings_[idx].err = fd;
+    close_fd(vrings_[idx].*slot);
+    vrings_[idx].*slot = fd;
     return true;
   }
 
