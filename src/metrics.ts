@@ -6,6 +6,13 @@ import { native } from './native';
 import type { CounterInfo } from './native';
 import type { Switch } from './switch';
 
+type CounterBlockView = ReturnType<Switch['counterBlock']>;
+/** Where one set of counters starts in the block, and the labels that name it. */
+interface CounterSet {
+  base: number;
+  labels: Record<string, string>;
+}
+
 const PREFIX = 'vhostwire_';
 
 interface Entry {
@@ -54,43 +61,36 @@ function families(infos: CounterInfo[], baseLabels: string[]): Family[] {
 export function createRegistry(sw: Switch): Registry {
   const registry = new Registry();
 
-  for (const f of families(native.queueCounters, ['port', 'queue'])) {
-    new Counter({
-      name: f.name,
-      help: f.help,
-      labelNames: f.labelNames,
-      registers: [registry],
-      collect() {
-        this.reset();
-        if (sw.closed) return;
-        const { block, layout, ports } = sw.counterBlock();
-        for (const p of ports) {
-          for (let q = 0; q < p.queuePairs; q++) {
-            const base = (p.counterSet + q) * layout.queueStride;
-            for (const e of f.entries) this.inc({ port: p.name, queue: String(q), ...e.labels }, Number(block[base + e.index]));
+  // One Counter per family; each scrape reads every counter set the family applies to from the block.
+  const register = (infos: CounterInfo[], baseLabels: string[], sets: (block: CounterBlockView) => CounterSet[]): void => {
+    for (const f of families(infos, baseLabels)) {
+      new Counter({
+        name: f.name,
+        help: f.help,
+        labelNames: f.labelNames,
+        registers: [registry],
+        collect() {
+          this.reset();
+          if (sw.closed) return;
+          const view = sw.counterBlock();
+          for (const set of sets(view)) {
+            for (const e of f.entries) this.inc({ ...set.labels, ...e.labels }, Number(view.block[set.base + e.index]));
           }
-        }
-      },
-    });
-  }
-
-  for (const f of families(native.pmdCounters, ['pmd'])) {
-    new Counter({
-      name: f.name,
-      help: f.help,
-      labelNames: f.labelNames,
-      registers: [registry],
-      collect() {
-        this.reset();
-        if (sw.closed) return;
-        const { block, layout } = sw.counterBlock();
-        for (let j = 0; j < sw.pmdCount; j++) {
-          const base = layout.pmdBase + j * layout.pmdStride;
-          for (const e of f.entries) this.inc({ pmd: String(j), ...e.labels }, Number(block[base + e.index]));
-        }
-      },
-    });
-  }
+        },
+      });
+    }
+  };
+  register(native.queueCounters, ['port', 'queue'], ({ layout, ports }) =>
+    ports.flatMap((p) =>
+      Array.from({ length: p.queuePairs }, (_, q) => ({
+        base: (p.counterSet + q) * layout.queueStride,
+        labels: { port: p.name, queue: String(q) },
+      })),
+    ),
+  );
+  register(native.pmdCounters, ['pmd'], ({ layout }) =>
+    Array.from({ length: sw.pmdCount }, (_, j) => ({ base: layout.pmdBase + j * layout.pmdStride, labels: { pmd: String(j) } })),
+  );
 
   new Gauge({
     name: `${PREFIX}port_up`,
