@@ -80,8 +80,8 @@ class Port {
   // Copies the running thread's private counters to the shared block.
   virtual void publish_counters() = 0;
 
-  // Whether tx_burst would deliver anything now (for a guest: a receive ring is up and the driver has
-  // posted buffers on it at least once). A port that holds_until_peer_ready() produces nothing while
+  // Whether tx_burst would deliver anything now (for a guest: a receive ring is up, and its driver has
+  // posted buffers and kicked it at least once, see VirtioNetDevice::tx_ready). A port that holds_until_peer_ready() produces nothing while
   // its peer is not ready, so a traffic source starts when its destination does; from every other port
   // packets are taken and, with no ready peer, dropped and counted, as a switch does.
   virtual bool tx_ready() { return true; }

@@ -1,6 +1,7 @@
 #include "virtio_net.h"
 
 #include <poll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,10 @@ struct VirtioNetDevice::Vring {
   VringSetup setup;
   bool started = false, enabled = false, broken = false;
   int kick_fd = -1, call_fd = -1, err_fd = -1;
+  // Receive rings only: when the guest first made buffers available since start, and whether it has
+  // since said the ring is ready (see tx_ready()).
+  uint64_t primed_ns = 0;
+  bool ready = false;
 
   bool served() const { return started && enabled && !broken; }
   // Translates the ring addresses of setup through mem and points vq at them (indices untouched).
@@ -28,6 +33,22 @@ constexpr uint64_t bit(unsigned b) { return uint64_t(1) << b; }
 
 // Spans of guest receive buffers one packet may fill (all its chains together when merging).
 constexpr uint32_t kTxSpans = 256;
+
+// A receive ring whose driver posts buffers but never kicks counts as ready this long after it first
+// posted them (see tx_ready()).
+constexpr uint64_t kReadyWithoutKickNs = 100 * 1000 * 1000;
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+// Whether fd (an eventfd) has been signalled; the count is left for whoever reads it.
+bool signalled(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
 
 // Marks "no drop" where a QueueCounter names the drop reason.
 constexpr QueueCounter kNoDrop = kQueueCounterCount;
@@ -167,6 +188,8 @@ bool VirtioNetDevice::start_vring(uint16_t idx, const VringSetup& s, std::string
   r.vq.start(s.base);
   r.started = true;
   r.broken = false;
+  r.primed_ns = 0;
+  r.ready = false;
   return true;
 }
 
@@ -405,10 +428,25 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   return sent;
 }
 
+// A driver may post its receive buffers and then reclaim whatever arrived in them before it starts
+// reading: DPDK's virtio PMD refills its receive rings at device start, then flushes the used ring, then
+// kicks. Packets a source sends into that window are lost inside the guest, unseen by any counter of
+// ours. So a receive ring is ready once it has buffers and the driver has kicked it; a driver that
+// never kicks its receive ring (notifications suppressed) gets kReadyWithoutKickNs instead.
 bool VirtioNetDevice::tx_ready() {
   if (!mem_) return false;
-  for (uint16_t qp = 0; qp < queue_pairs_; qp++)
-    if (vrings_[2 * qp].served() && vrings_[2 * qp].vq.primed()) return true;
+  for (uint16_t qp = 0; qp < queue_pairs_; qp++) {
+    Vring& r = vrings_[2 * qp];
+    if (!r.served()) continue;
+    if (r.ready) return true;
+    if (!r.vq.primed()) continue;
+    const uint64_t now = now_ns();
+    if (!r.primed_ns) r.primed_ns = now;
+    if (signalled(r.kick_fd) || now - r.primed_ns >= kReadyWithoutKickNs) {
+      r.ready = true;
+      return true;
+    }
+  }
   return false;
 }
 
