@@ -118,7 +118,7 @@ if (!findTestpmd()) {
   });
 
   for (const { mode, flags } of MODES) {
-    t.test(`virtio-user txonly -> vhost-user port -> sink (${mode})`, { timeout: 30000, skip: notBuilt ?? false }, async (t) => {
+    t.test(`virtio-user txonly -> vhost-user port -> sink (${mode})`, { timeout: 60000, skip: notBuilt ?? false }, async (t) => {
       const sock = tmpSocket(t, 'tx');
       const serve = await startServe(t, ['--vhost-user', `vm0=${sock}`, '--sink', 'sink0', '--wire', 'vm0=sink0', ...flags]);
       const size = 64;
@@ -153,7 +153,7 @@ if (!findTestpmd()) {
       await shutDown(t, front, serve, sock);
     });
 
-    t.test(`gen (count, rate) -> vhost-user port -> virtio-user rxonly (${mode})`, { timeout: 30000, skip: notBuilt ?? false }, async (t) => {
+    t.test(`gen (count, rate) -> vhost-user port -> virtio-user rxonly (${mode})`, { timeout: 60000, skip: notBuilt ?? false }, async (t) => {
       const N = 5000;
       const RATE = 5000;
       const size = 128;

@@ -44,6 +44,8 @@ export async function startVirtioUser(
     forwardMode: opts.forwardMode,
     txpkts: opts.txpkts,
     extraApp: opts.extraApp,
+    // Well inside the tests' own timeouts, so a start that hangs fails with testpmd's last output.
+    startTimeoutMs: 20000,
     log: process.env.VHOSTWIRE_TEST_VERBOSE ? (l) => t.comment(`testpmd: ${l}`) : undefined,
   });
   t.teardown(async () => {
