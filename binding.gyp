@@ -7,6 +7,7 @@
         "addon/counters.cc",
         "addon/engine.cc",
         "addon/gen.cc",
+        "addon/guest_fault.cc",
         "addon/guest_memory.cc",
         "addon/pmd.cc",
         "addon/sink.cc",

@@ -55,6 +55,8 @@ namespace vw {
     "Avail indices that ran more than a queue's worth ahead of the backend")                              \
   X(INVALID_BAD_HEAD, "port_invalid_descriptors_total", "reason=\"bad_head\"",                            \
     "Avail ring entries whose head index is not below the queue size")                                    \
+  X(INVALID_MEMORY_GONE, "port_invalid_descriptors_total", "reason=\"memory_gone\"",                      \
+    "Guest memory accesses that faulted because the front end truncated the file behind it")              \
   X(RINGS_BROKEN, "port_rings_broken_total", "", "Rings stopped because the guest broke a ring rule")     \
   X(GUEST_KICKS, "port_guest_kicks_total", "", "Notifications (kicks) the guest sent the backend")        \
   X(GUEST_NOTIFICATIONS, "port_guest_notifications_total", "", "Notifications the backend sent the guest")

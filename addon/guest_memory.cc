@@ -1,5 +1,7 @@
 #include "guest_memory.h"
 
+#include "guest_fault.h"
+
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +19,7 @@ struct Mapping {
   int fd;
   Mapping(uint8_t* b, size_t l, int f) : base(b), len(l), fd(f) {}
   ~Mapping() {
+    unregister_guest_mapping(base);
     munmap(base, len);
     close(fd);
   }
@@ -81,6 +84,11 @@ std::shared_ptr<const GuestMemory> GuestMemory::with_region(int fd, uint64_t gpa
 
   void* p = mmap(nullptr, size_t(map_len), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
   if (p == MAP_FAILED) return fail(what + ": mmap of " + hex(map_len) + " bytes: " + strerror(errno));
+  if (!register_guest_mapping(p, size_t(map_len))) {
+    munmap(p, size_t(map_len));
+    return fail(what + ": the process already maps " + std::to_string(kMaxGuestMappings) +
+                " guest memory regions; disconnect guests or remove ports first");
+  }
   auto map = std::make_shared<Mapping>(static_cast<uint8_t*>(p), size_t(map_len), fd);
 
   auto next = std::make_shared<GuestMemory>(*this);
@@ -131,6 +139,13 @@ uint8_t* GuestMemory::translate_contiguous(uint64_t gpa, uint64_t len) const {
     if (off < r.size && len <= r.size - off) return r.host + off;
   }
   return nullptr;
+}
+
+bool GuestMemory::contains(const void* p) const {
+  const uint8_t* a = static_cast<const uint8_t*>(p);
+  for (const MemRegion& r : regions_)
+    if (a >= r.map->base && a - r.map->base < ptrdiff_t(r.map->len)) return true;
+  return false;
 }
 
 uint8_t* GuestMemory::uva_to_host(uint64_t uaddr, uint64_t len) const {

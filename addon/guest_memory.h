@@ -52,6 +52,9 @@ class GuestMemory {
   // Translates a range of the front end's user addresses (SET_VRING_ADDR) inside one region. Null if not.
   uint8_t* uva_to_host(uint64_t uaddr, uint64_t len) const;
 
+  // Whether p lies inside one of this table's mappings.
+  bool contains(const void* p) const;
+
   const std::vector<MemRegion>& regions() const { return regions_; }
 
  private:

@@ -1,5 +1,7 @@
 #include "pmd.h"
 
+#include "guest_fault.h"
+
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
@@ -132,40 +134,93 @@ void Pmd::publish() {
   counters_.publish();
 }
 
+template <class F>
+bool Pmd::guarded(F&& f) {
+  const void* addr = nullptr;
+  if (guest_access(f, &addr)) return true;
+  recover(addr);
+  return false;
+}
+
+void Pmd::recover(const void* addr) {
+  Port* const from = from_;
+  Port* const to = to_;
+  const Step step = step_;
+  at(nullptr, nullptr, 0, Step::kNone);
+  Port* owner = from && from->owns(addr) ? from : to && to->owns(addr) ? to : nullptr;
+  if (!owner) {
+    // Only the step's two ports touch guest memory; should neither claim the address, stop both.
+    if (from) from->memory_fault();
+    if (to && to != from) to->memory_fault();
+    return;
+  }
+  owner->memory_fault();
+  if (step != Step::kTx) return;
+  // tx_burst was copying from `from`'s memory into `to`'s: the side that did not fault is put back.
+  const uint16_t q = q_, tq = to_q_;
+  if (owner == from) {
+    if (!guest_access([to, tq] { to->abort_tx(tq); })) to->memory_fault();
+  } else {
+    if (!guest_access([this, from, q] { from->release(q, burst_); })) from->memory_fault();
+  }
+}
+
 bool Pmd::move(Port* from, Port* to) {
+  at(to, to, 0, Step::kCheck);
   if (from->holds_until_peer_ready() && !to->tx_ready()) return false;
   bool moved = false;
   const uint16_t nq = from->queue_pairs(), to_nq = to->queue_pairs();
   for (uint16_t q = 0; q < nq; q++) {
+    at(from, from, q, Step::kRx);
     if (!from->rx_burst(q, burst_)) continue;
-    delivered_ += to->tx_burst(uint16_t(q % to_nq), burst_);
+    const uint16_t tq = uint16_t(q % to_nq);
+    at(from, to, q, Step::kTx);
+    to_q_ = tq;
+    delivered_ += to->tx_burst(tq, burst_);
+    at(from, from, q, Step::kRelease);
     from->release(q, burst_);
     moved = true;
   }
   return moved;
 }
 
-void Pmd::sleep_until_work() {
-  std::vector<pollfd> fds;
-  fds.push_back({wake_fd_, POLLIN, 0});
-  // A source held back until its peer is ready has nothing to do yet: the poll timeout looks again.
-  auto arm = [&fds](Port* p, Port* peer) {
-    return (p->holds_until_peer_ready() && !peer->tx_ready()) || p->arm_wakeup(fds);
-  };
-  bool can_sleep = true;
+void Pmd::run_wires() {
   for (const Wire& w : wires_) {
-    can_sleep = arm(w.a, w.b) && can_sleep;
-    can_sleep = arm(w.b, w.a) && can_sleep;
+    busy_ |= move(w.a, w.b);
+    busy_ |= move(w.b, w.a);
   }
-  if (can_sleep && pause_requests_.load(std::memory_order_acquire) == 0 && !stop_.load()) {
+  at(nullptr, nullptr, 0, Step::kNone);
+}
+
+void Pmd::sleep_until_work() {
+  fds_.clear();
+  fds_.push_back({wake_fd_, POLLIN, 0});
+  // A source held back until its peer is ready has nothing to do yet: the poll timeout looks again.
+  bool can_sleep = true;
+  auto arm = [this, &can_sleep](Port* p, Port* peer) {
+    return guarded([&] {
+      at(p, peer, 0, Step::kCheck);
+      const bool ok = (p->holds_until_peer_ready() && !peer->tx_ready()) || p->arm_wakeup(fds_);
+      can_sleep = can_sleep && ok;
+    });
+  };
+  bool faulted = false;
+  for (const Wire& w : wires_) {
+    faulted |= !arm(w.a, w.b);
+    faulted |= !arm(w.b, w.a);
+  }
+  if (can_sleep && !faulted && pause_requests_.load(std::memory_order_acquire) == 0 && !stop_.load()) {
     counters_.add(SLEEPS);
     publish();
-    poll(fds.data(), fds.size(), kSleepMs);
+    poll(fds_.data(), fds_.size(), kSleepMs);
   }
-  for (const Wire& w : wires_) {
-    w.a->disarm_wakeup();
-    w.b->disarm_wakeup();
-  }
+  for (const Wire& w : wires_)
+    for (Port* p : {w.a, w.b})
+      guarded([this, p] {
+        at(p, p, 0, Step::kCheck);
+        p->disarm_wakeup();
+      });
+  at(nullptr, nullptr, 0, Step::kNone);
 }
 
 void Pmd::run() {
@@ -185,12 +240,11 @@ void Pmd::run() {
       parked_ = false;
       continue;
     }
-    bool busy = false;
+    busy_ = false;
     delivered_ = 0;
-    for (const Wire& w : wires_) {
-      busy |= move(w.a, w.b);
-      busy |= move(w.b, w.a);
-    }
+    // A fault ends the iteration early; the next one carries on with the guest's rings stopped.
+    guarded([this] { run_wires(); });
+    const bool busy = busy_;
     if (delivered_ < kLowYield && !wires_.empty())
       for (uint32_t k = 0; k < low_yield_pauses; k++) cpu_relax();
     counters_.add(busy ? BUSY_ITERATIONS : IDLE_ITERATIONS);

@@ -46,9 +46,30 @@ class Pmd : public PortRunner {
 
  private:
   void run();
+  void run_wires();
   bool move(Port* from, Port* to);
   void sleep_until_work();
   void publish();
+  // Runs f inside guest_access(); after a fault, stops the guest whose memory it was and puts the other
+  // port of the step back in order. false after a fault.
+  template <class F>
+  bool guarded(F&& f);
+  void recover(const void* addr);
+
+  // The step the loop is in, so that recover() knows whose memory a fault can be in and what was left
+  // half done: kTx is tx_burst on `to` with a burst borrowed from `from`.
+  enum class Step { kNone, kRx, kTx, kRelease, kCheck };
+  void at(Port* from, Port* to, uint16_t q, Step s) {
+    from_ = from;
+    to_ = to;
+    q_ = q;
+    step_ = s;
+  }
+  Port* from_ = nullptr;
+  Port* to_ = nullptr;
+  uint16_t q_ = 0;     // from's queue pair
+  uint16_t to_q_ = 0;  // kTx: to's queue pair
+  Step step_ = Step::kNone;
 
   uint32_t index_;
   int cpu_;
@@ -57,6 +78,8 @@ class Pmd : public PortRunner {
   Burst burst_;
   PmdCounters counters_;
   uint32_t delivered_ = 0;  // packets the current iteration got into their destination
+  bool busy_ = false;       // the current iteration moved something
+  std::vector<pollfd> fds_;  // what a kernel-mode sleep waits on
 
   std::thread thread_;
   bool running_ = false;

@@ -87,6 +87,19 @@ class Port {
   virtual bool tx_ready() { return true; }
   virtual bool holds_until_peer_ready() const { return false; }
 
+  // Faults on guest memory (see guest_fault.h). A guest's front end can truncate the file behind its
+  // memory at any time; the thread that then touches a lost page gets control back and calls these.
+  // Whether addr lies in memory this port's guest owns.
+  virtual bool owns(const void* addr) const {
+    (void)addr;
+    return false;
+  }
+  // This port's guest memory faulted: stop every ring that reads or writes it.
+  virtual void memory_fault() {}
+  // tx_burst(qp, ...) was cut short by a fault in the memory of the packets' source: undo the packet it
+  // was copying, so the buffers it had taken for it are not lost to the port's guest.
+  virtual void abort_tx(uint16_t qp) { (void)qp; }
+
   // Kernel mode: prepare to sleep. Enables the notifications that signal new work and appends the fds
   // to wait on. Returns false when work is already pending (the caller must not sleep then).
   virtual bool arm_wakeup(std::vector<pollfd>& fds) {

@@ -623,7 +623,7 @@ struct VhostUserPort::Impl {
     std::string e;
     if (start_ring(idx, &e)) return true;
     drop_kick(idx);
-    *err = "vring " + std::to_string(idx) + " cannot start: " + e;
+    *err = "cannot start " + e;  // e names the vring
     return false;
   }
 

@@ -1,5 +1,7 @@
 #include "virtio_net.h"
 
+#include "guest_fault.h"
+
 #include <poll.h>
 #include <time.h>
 #include <unistd.h>
@@ -185,7 +187,11 @@ bool VirtioNetDevice::start_vring(uint16_t idx, const VringSetup& s, std::string
   r.started = false;
   r.setup = s;
   if (!r.attach(idx, *mem_, features_, err)) return false;
-  r.vq.start(s.base);
+  // start() reads and writes the used ring: the front end may have truncated the memory behind it.
+  if (!guest_access([&r, &s] { r.vq.start(s.base); })) {
+    if (err) *err = "vring " + std::to_string(idx) + ": its rings lie in guest memory the front end has truncated";
+    return false;
+  }
   r.started = true;
   r.broken = false;
   r.primed_ns = 0;
@@ -351,7 +357,6 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   Piece pieces[kTxSpans];
   Span spans[kTxSpans];
   uint16_t sent = 0;
-  uint64_t bytes = 0;
   uint16_t i = 0;
   for (; i < b.n; i++) {
     const PacketView& p = b.pkt[i];
@@ -401,6 +406,8 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
       continue;
     }
 
+    // From here the source's memory is read: a fault there leaves these chains to abort_tx().
+    tx_open_ = {idx, npieces};
     virtio_net_hdr_mrg_rxbuf h = {};
     h.num_buffers = uint16_t(npieces);
     SpanWriter w{spans};
@@ -418,14 +425,32 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
       r.vq.push(pieces[k].head, uint32_t(l));
       rest -= l;
     }
+    tx_open_.idx = -1;
     sent++;
-    bytes += p.len;
+    c.add(TX_PACKETS);
+    c.add(TX_BYTES, p.len);
   }
   if (i < b.n) c.add(DROP_TX_NOT_READY, b.n - i);
-  c.add(TX_PACKETS, sent);
-  c.add(TX_BYTES, bytes);
   r.flush(c);
   return sent;
+}
+
+void VirtioNetDevice::abort_tx(uint16_t) {
+  const int idx = tx_open_.idx;
+  if (idx < 0) return;
+  tx_open_.idx = -1;
+  Vring& r = vrings_[idx];
+  r.vq.unpop(uint16_t(tx_open_.npieces));
+  // The packets copied before the fault were pushed: the guest gets them.
+  r.flush(counters_[idx / 2]);
+}
+
+bool VirtioNetDevice::owns(const void* addr) const { return mem_ && mem_->contains(addr); }
+
+void VirtioNetDevice::memory_fault() {
+  tx_open_.idx = -1;
+  for (uint16_t idx = 0; idx < 2 * queue_pairs_; idx++)
+    if (vrings_[idx].started && !vrings_[idx].broken) ring_broken(idx, INVALID_MEMORY_GONE);
 }
 
 // A driver may post its receive buffers and then reclaim whatever arrived in them before it starts

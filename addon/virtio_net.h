@@ -63,6 +63,9 @@ class VirtioNetDevice : public Port {
   bool tx_ready() override;
   bool arm_wakeup(std::vector<pollfd>& fds) override;
   void disarm_wakeup() override;
+  bool owns(const void* addr) const override;
+  void memory_fault() override;
+  void abort_tx(uint16_t qp) override;
 
   int counter_set() const { return counter_set_; }
 
@@ -78,6 +81,11 @@ class VirtioNetDevice : public Port {
   uint64_t features_ = 0;
   std::unique_ptr<Vring[]> vrings_;
   QueueCounters counters_[kMaxQueuePairs];
+  // The packet tx_burst is copying (vring index, chains taken for it); idx -1 when none.
+  struct OpenTx {
+    int idx = -1;
+    uint32_t npieces = 0;
+  } tx_open_;
 };
 
 }  // namespace vw

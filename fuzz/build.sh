@@ -24,11 +24,11 @@ compile() {  # src obj extra-flags...
 # around every mapping (ASan does not watch mmap'd memory).
 compile addon/guest_memory.cc "$OUT/obj/guest_memory.o" -Dmmap=vw_guarded_mmap -Dmunmap=vw_guarded_munmap
 compile fuzz/guarded_mmap.cc "$OUT/obj/guarded_mmap.o"
-for f in counters virtqueue virtio_net vhost_user vhost_user_wire; do
+for f in counters guest_fault virtqueue virtio_net vhost_user vhost_user_wire; do
   compile "addon/$f.cc" "$OUT/obj/$f.o"
 done
 
-CORE="$OUT/obj/guest_memory.o $OUT/obj/guarded_mmap.o $OUT/obj/counters.o $OUT/obj/virtqueue.o $OUT/obj/virtio_net.o"
+CORE="$OUT/obj/guest_memory.o $OUT/obj/guarded_mmap.o $OUT/obj/guest_fault.o $OUT/obj/counters.o $OUT/obj/virtqueue.o $OUT/obj/virtio_net.o"
 $CXX $FLAGS $SAN fuzz/virtqueue_fuzz.cc $CORE -o "$OUT/virtqueue_fuzz" -lpthread
 $CXX $FLAGS $SAN fuzz/vhost_user_fuzz.cc $CORE "$OUT/obj/vhost_user.o" "$OUT/obj/vhost_user_wire.o" \
   -o "$OUT/vhost_user_fuzz" -lpthread
