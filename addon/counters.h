@@ -33,6 +33,8 @@ namespace vw {
     "Packets dropped because they were larger than the largest frame the backend forwards")               \
   X(DROP_RX_TOO_MANY_SEGMENTS, "port_drops_total", "direction=\"receive\",reason=\"too_many_segments\"",  \
     "Packets dropped because they were scattered over more memory segments than one burst can hold")      \
+  X(DROP_RX_TRUNCATED, "port_drops_total", "direction=\"receive\",reason=\"truncated\"",                \
+    "Frames dropped because the kernel delivered them cut short (longer than the uplink's ring frames)") \
   X(INVALID_BAD_ADDRESS, "port_invalid_descriptors_total", "reason=\"bad_address\"",                      \
     "Descriptors whose address and length are not inside guest memory")                                   \
   X(INVALID_BAD_NEXT, "port_invalid_descriptors_total", "reason=\"bad_next\"",                            \
@@ -55,8 +57,12 @@ namespace vw {
     "Avail indices that ran more than a queue's worth ahead of the backend")                              \
   X(INVALID_BAD_HEAD, "port_invalid_descriptors_total", "reason=\"bad_head\"",                            \
     "Avail ring entries whose head index is not below the queue size")                                    \
+  X(INVALID_HEAD_IN_FLIGHT, "port_invalid_descriptors_total", "reason=\"head_in_flight\"",                \
+    "Avail ring entries naming a head the backend had taken and not yet returned")                        \
   X(INVALID_MEMORY_GONE, "port_invalid_descriptors_total", "reason=\"memory_gone\"",                      \
     "Guest memory accesses that faulted because the front end truncated the file behind it")              \
+  X(INVALID_KERNEL_ENTRY, "port_invalid_descriptors_total", "reason=\"bad_kernel_entry\"",               \
+    "Uplink ring entries from the kernel (AF_PACKET blocks, AF_XDP descriptors) that point outside their ring or memory; skipped") \
   X(RINGS_BROKEN, "port_rings_broken_total", "", "Rings stopped because the guest broke a ring rule")     \
   X(GUEST_KICKS, "port_guest_kicks_total", "", "Notifications (kicks) the guest sent the backend")        \
   X(GUEST_NOTIFICATIONS, "port_guest_notifications_total", "", "Notifications the backend sent the guest")
