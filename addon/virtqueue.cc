@@ -1,5 +1,6 @@
 #include "virtqueue.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace vw {
@@ -50,6 +51,8 @@ bool Virtqueue::attach(uint16_t size, void* desc, void* avail, void* used, bool 
   desc_ = static_cast<vring_desc*>(desc);
   avail_ = static_cast<vring_avail*>(avail);
   used_ = static_cast<vring_used*>(used);
+  // A running queue moved to a new memory table keeps its heads in flight.
+  if (size != size_ || !inflight_) inflight_.reset(new uint64_t[(size + 63) / 64]());
   size_ = size;
   mask_ = uint16_t(size - 1);
   device_writes_ = device_writes;
@@ -65,6 +68,8 @@ void Virtqueue::start(uint16_t base) {
   last_avail_ = used_idx_ == base ? base : used_idx_;
   avail_idx_ = start_idx_ = last_avail_;
   primed_ = false;
+  std::fill_n(inflight_.get(), (size_ + 63) / 64, 0);
+  npopped_ = 0;
   disable_notify();
 }
 
@@ -78,6 +83,7 @@ int Virtqueue::pop(const GuestMemory& mem, Span* spans, uint32_t max_spans, Chai
   const uint16_t head = load16(&avail_->ring[last_avail_ & mask_]);
   last_avail_++;
   if (head >= size_) return fail(why, INVALID_BAD_HEAD);
+  if (in_flight(head)) return fail(why, INVALID_HEAD_IN_FLIGHT);
 
   const uint8_t* table = reinterpret_cast<const uint8_t*>(desc_);
   uint32_t table_len = size_;
@@ -124,11 +130,18 @@ int Virtqueue::pop(const GuestMemory& mem, Span* spans, uint32_t max_spans, Chai
     if (d.next >= table_len) return fail(why, INVALID_BAD_NEXT);
     i = d.next;
   }
+  take_off(head);
+  popped_[npopped_++ % kMaxUnpop] = head;
   c->head = head;
   c->nspans = n;
   c->len = len;
   c->truncated = truncated;
   return 1;
+}
+
+void Virtqueue::unpop(uint16_t n) {
+  for (uint16_t k = 0; k < n; k++) land(popped_[--npopped_ % kMaxUnpop]);
+  last_avail_ = uint16_t(last_avail_ - n);
 }
 
 bool Virtqueue::flush() {

@@ -13,6 +13,7 @@
 #include "virtio_spec.h"
 
 #include <cstdint>
+#include <memory>
 
 #include "counters.h"
 #include "guest_memory.h"
@@ -57,8 +58,9 @@ class Virtqueue {
   // filled, 0 when the ring is empty, -1 when the guest broke a rule (*why names it). The whole chain is
   // validated even when its spans do not fit.
   int pop(const GuestMemory& mem, Span* spans, uint32_t max_spans, Chain* c, QueueCounter* why);
-  // Gives back the last n popped chains: the next pops read them again from the ring.
-  void unpop(uint16_t n) { last_avail_ = uint16_t(last_avail_ - n); }
+  // Gives back the last n popped chains (n <= kMaxUnpop): the next pops read them again from the ring.
+  static constexpr uint16_t kMaxUnpop = 256;
+  void unpop(uint16_t n);
   // Returns a chain to the guest with len bytes written into it. Visible to the guest after flush().
   // Entries are collected privately and written to the ring in one pass (a shadow used ring, as DPDK's
   // vhost keeps): the guest polls used->idx, which shares a cache line with the first entries, and
@@ -77,12 +79,20 @@ class Virtqueue {
 
  private:
   static constexpr uint16_t kShadowEntries = 64;
-  // Copies the collected entries into the used ring, unpublished.
+  // Copies the collected entries into the used ring, unpublished. Their heads are no longer in flight.
   void write_shadow() {
-    for (uint16_t i = 0; i < nshadow_; i++) used_->ring[uint16_t(used_shadow_ + i) & mask_] = shadow_[i];
+    for (uint16_t i = 0; i < nshadow_; i++) {
+      used_->ring[uint16_t(used_shadow_ + i) & mask_] = shadow_[i];
+      land(uint16_t(shadow_[i].id));
+    }
     used_shadow_ = uint16_t(used_shadow_ + nshadow_);
     nshadow_ = 0;
   }
+  // Heads taken by pop() and not yet returned, one bit each: a guest that names a head again before we
+  // gave it back would have us hand out the same buffers twice.
+  bool in_flight(uint16_t head) const { return inflight_[head >> 6] & (uint64_t(1) << (head & 63)); }
+  void take_off(uint16_t head) { inflight_[head >> 6] |= uint64_t(1) << (head & 63); }
+  void land(uint16_t head) { inflight_[head >> 6] &= ~(uint64_t(1) << (head & 63)); }
   uint16_t* used_event() const { return &avail_->ring[size_]; }
   uint16_t* avail_event() const { return reinterpret_cast<uint16_t*>(&used_->ring[size_]); }
 
@@ -98,6 +108,10 @@ class Virtqueue {
   uint16_t used_shadow_ = 0;  // used index including entries written to the ring but unpublished
   uint16_t nshadow_ = 0;      // entries pushed but not yet written to the ring
   vring_used_elem shadow_[kShadowEntries];
+  std::unique_ptr<uint64_t[]> inflight_;  // size_ bits
+  // The last heads pop() handed out, so unpop() can land them again.
+  uint16_t popped_[kMaxUnpop];
+  uint16_t npopped_ = 0;
   uint16_t used_idx_ = 0;     // used index the guest sees
 };
 

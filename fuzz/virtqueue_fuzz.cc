@@ -14,7 +14,8 @@
 //   - a used index only moves forward, by at most the queue size per operation; a used length on the
 //     receive vring never exceeds the writable capacity of that chain, and is 0 on the transmit vring;
 //   - every packet rx_burst lends lies inside guest memory, its segments add up to its length, and it
-//     is no longer than kMaxFrame.
+//     is no longer than kMaxFrame; no head is lent twice in one burst (a head in flight is not taken
+//     again).
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -503,6 +504,8 @@ void Harness::check_burst(const Burst& b) {
     }
     if (sum != p.len) die("packet segments do not add up to its length");
     if (p.cookie >= qsize_) die("cookie is not a valid head");
+    for (uint16_t j = 0; j < i; j++)
+      if (b.pkt[j].cookie == p.cookie) die("rx_burst lent the same head twice in one burst");
   }
 }
 

@@ -119,6 +119,18 @@ t.test('head index beyond the queue', async (t) => {
   await expectBroken(t, x, TX, 'bad_head', 'INVALID_BAD_HEAD');
 });
 
+t.test('a head already in flight named again', async (t) => {
+  const x = await setup(t);
+  post(x.h, TX, [{ addr: packet(x.h), len: HDR_LEN + 64, flags: 0, next: 0 }]);
+  x.h.rawAvailPush(TX, 0);
+  x.h.kick(TX);
+  x.f.engine.wire('h', 'gen', 0);
+  await expectBroken(t, x, TX, 'head_in_flight', 'INVALID_HEAD_IN_FLIGHT');
+  t.equal(x.h.rawUsedIdx(TX), 1, 'the chain taken before the repeat is returned, once');
+  t.same(x.h.rawUsedElem(TX, 0), { id: 0, len: 0 }, 'as head 0, nothing written');
+  await rxStillWorks(t, x);
+});
+
 t.test('avail index more than a queue ahead', async (t) => {
   const x = await setup(t);
   x.h.rawSetAvailIdx(TX, QSIZE + 1);
