@@ -273,10 +273,6 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     }
     QueueCounter drop = kNoDrop;
     if (ch.truncated) {
-      if (b.n) {
-        r.vq.unpop(1);
-        break;
-      }
       drop = DROP_RX_TOO_MANY_SEGMENTS;
     } else if (ch.len <= hdr_len) {
       // Shorter than the header, or a header with no frame after it: nothing to forward.
@@ -291,6 +287,12 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
         drop = DROP_RX_TOO_BIG;
     }
     if (drop != kNoDrop) {
+      // Chains go back in the order they came (IN_ORDER): with packets of this burst still lent, the
+      // dropped chain waits for the next burst, which starts with it.
+      if (b.n) {
+        r.vq.unpop(1);
+        break;
+      }
       c.add(drop);
       r.vq.push(ch.head, 0);
       dropped = true;

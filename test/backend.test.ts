@@ -6,7 +6,7 @@ import { native } from '../src/native';
 import { Fixture, frame, receiveN, waitFor } from './fixture';
 
 const bit = (n: number) => 1n << BigInt(n);
-const VERSION_1 = 32, MRG_RXBUF = 15, INDIRECT = 28, EVENT_IDX = 29, MQ = 22, MTU = 3;
+const VERSION_1 = 32, MRG_RXBUF = 15, INDIRECT = 28, EVENT_IDX = 29, MQ = 22, MTU = 3, IN_ORDER = 35;
 const PF_MQ = 0, PF_LOG_SHMFD = 1, PF_REPLY_ACK = 3, PF_MTU = 4, PF_MEM_SLOTS = 15;
 
 /** Two vhost-user ports wired together, each with a front end. */
@@ -49,6 +49,30 @@ t.test('negotiation offers what we implement and nothing more', async (t) => {
   t.equal(info.vrings?.length, 2, 'one queue pair: two vrings');
   await waitFor('connected event', () => f.events.some((e) => e.kind === 'connected' && e.port === 'a'));
   t.pass('connected event delivered to JavaScript');
+});
+
+t.test('IN_ORDER: offered, and chains come back in the order they were made available', async (t) => {
+  const { f, a, b } = pair(t);
+  await f.waitConnected('a');
+  await f.waitConnected('b');
+  const offered = a.rawMessage(1 /* GET_FEATURES */, 1, Buffer.alloc(0), [], true)!.readBigUInt64LE(0);
+  t.ok(offered & bit(IN_ORDER), 'VIRTIO_F_IN_ORDER is offered');
+  // Three chains in one go on a's transmit vring: good, a header too short to forward (dropped), good.
+  // The dropped one sits between two lent ones; it must not overtake the first.
+  const TX = 1;
+  const chains = [Buffer.concat([Buffer.alloc(12), frame(64, 1)]), Buffer.alloc(8), Buffer.concat([Buffer.alloc(12), frame(64, 2)])];
+  chains.forEach((data, i) => {
+    const addr = a.alloc(data.length);
+    a.memWrite(addr, data);
+    a.rawDesc(TX, i, { addr, len: data.length, flags: 0, next: 0 });
+  });
+  for (let i = 0; i < chains.length; i++) a.rawAvailPush(TX, i);
+  a.kick(TX);
+  const got = await receiveN(b, 2);
+  t.same(got.map((g) => g.length), [64, 64], 'both good frames arrive');
+  await waitFor('3 used entries', () => a.rawUsedIdx(TX) === 3);
+  t.same([0, 1, 2].map((i) => a.rawUsedElem(TX, i).id), [0, 1, 2], 'used entries are heads 0, 1, 2 in that order');
+  t.equal(f.counter('a', 'DROP_RX_BAD_HEADER'), 1n, 'the short one was dropped and counted');
 });
 
 t.test('frames of every size cross guest to guest in both directions', async (t) => {
