@@ -1,5 +1,7 @@
 #include "engine.h"
 
+#include <pthread.h>
+
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -37,6 +39,7 @@ bool Engine::start(const std::vector<int>& pmd_cores, std::string* err) {
     if (!pmds_.back()->start(err)) return false;
   }
   control_ = std::thread([this] { control_loop(); });
+  pthread_setname_np(control_.native_handle(), "vw-control");
   return true;
 }
 

@@ -73,6 +73,8 @@ bool Pmd::start(std::string* err) {
   }
   std::lock_guard<std::mutex> l(mu_);
   thread_ = std::thread([this] { run(); });
+  // Named so top, perf and gdb tell PMD threads apart from node's own (at most 15 characters).
+  pthread_setname_np(thread_.native_handle(), ("vw-pmd" + std::to_string(index_)).substr(0, 15).c_str());
   running_ = true;
   if (cpu_ >= 0) {
     cpu_set_t set;

@@ -1,5 +1,7 @@
 #include "virtio_user.h"
 
+#include <pthread.h>
+
 #include <errno.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -992,6 +994,7 @@ bool VirtioUser::start_traffic(const TrafficOptions& t, std::string* err) {
   }
   m.traffic_stop.store(false, std::memory_order_relaxed);
   m.traffic = std::thread(&Impl::traffic_loop, &m, t);
+  pthread_setname_np(m.traffic.native_handle(), "vw-frontend");
   return true;
 }
 
@@ -1262,6 +1265,7 @@ bool VirtioUser::start_racer(const RacerOptions& o, std::string* err) {
   for (auto* c : {&m.racer_rounds, &m.racer_posted, &m.racer_restarts, &m.racer_failed_restarts})
     c->store(0, std::memory_order_relaxed);
   m.racer = std::thread(&Impl::racer_loop, &m, o.vring, o.heads, std::move(targets), o.restart);
+  pthread_setname_np(m.racer.native_handle(), "vw-racer");
   return true;
 }
 
