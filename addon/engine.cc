@@ -1,7 +1,6 @@
 #include "engine.h"
 
 #include <pthread.h>
-
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>

@@ -1,9 +1,8 @@
 #include "virtio_user.h"
 
-#include <pthread.h>
-
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
