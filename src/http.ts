@@ -1,5 +1,7 @@
-// The HTTP face of a running switch: Prometheus text at /metrics and the ports as JSON at /api/ports
-// (what `vhostwire stats` reads). Nothing else is served.
+// The HTTP face of a running switch: Prometheus text at /metrics, the ports as JSON at /api/ports (what
+// `vhostwire stats` reads), and the mode at /api/mode (GET; PUT switches it, what `vhostwire mode`
+// sends). Nothing else is served. The only change accepted, PUT /api/mode, must come from this host,
+// whatever address the server listens on: metrics are often exposed wider than control should be.
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
@@ -59,6 +61,51 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
+const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
+
+function serveMode(sw: Switch, req: http.IncomingMessage, send: (status: number, type: string, body: string) => void): void {
+  const json = (status: number, body: unknown) => send(status, 'application/json', JSON.stringify(body));
+  if (req.method === 'GET') {
+    json(200, { mode: sw.mode });
+    return;
+  }
+  if (req.method !== 'PUT') {
+    json(405, { error: 'use GET to read the mode or PUT to change it' });
+    return;
+  }
+  if (!LOOPBACK.test(req.socket.remoteAddress ?? '')) {
+    json(403, { error: `mode changes are accepted from this host only, not from ${req.socket.remoteAddress}` });
+    return;
+  }
+  let body = '';
+  req.setEncoding('utf8');
+  req.on('data', (c: string) => {
+    body += c;
+    if (body.length > 1024) req.destroy();
+  });
+  req.on('end', () => {
+    let mode: unknown;
+    try {
+      mode = (JSON.parse(body) as { mode?: unknown }).mode;
+    } catch {
+      json(400, { error: 'the body must be JSON: {"mode": "bypass"} or {"mode": "kernel"}' });
+      return;
+    }
+    if (mode !== 'bypass' && mode !== 'kernel') {
+      json(400, { error: `mode must be "bypass" or "kernel", not ${JSON.stringify(mode)}` });
+      return;
+    }
+    const was = sw.mode;
+    try {
+      sw.setMode(mode);
+    } catch (e) {
+      json(500, { error: e instanceof Error ? e.message : String(e) });
+      return;
+    }
+    json(200, { mode, was });
+  });
+}
+
 export async function startHttp(sw: Switch, registry: Registry, host: string, port: number): Promise<HttpServer> {
   const server = http.createServer((req, res) => {
     const send = (status: number, type: string, body: string): void => {
@@ -66,6 +113,10 @@ export async function startHttp(sw: Switch, registry: Registry, host: string, po
       res.end(body);
     };
     const path = (req.url ?? '/').split('?')[0];
+    if (path === '/api/mode') {
+      serveMode(sw, req, send);
+      return;
+    }
     if (req.method !== 'GET' || (path !== '/metrics' && path !== '/api/ports')) {
       send(404, 'text/plain; charset=utf-8', 'not found\n');
       return;

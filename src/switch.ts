@@ -57,6 +57,8 @@ export type SwitchEvents = {
   'ring-broken': [PortEvent];
   /** As with any EventEmitter, an 'error' nobody listens to is thrown. */
   error: [PortEvent];
+  /** The mode changed at run time (setMode). */
+  mode: [{ mode: Mode; was: Mode }];
 };
 
 /** A native failure, said in terms of the port it concerns; `code` is the addon's (errno-style). */
@@ -163,9 +165,12 @@ export class Switch extends EventEmitter<SwitchEvents> {
     return [...new Set(this.#wires.values())];
   }
 
+  /** Switches every PMD thread (and port) at run time; traffic pauses for one loop boundary. */
   setMode(mode: Mode): void {
+    const was = this.#mode;
     this.#native(`set mode ${mode}`, undefined, () => this.#open().setMode(mode));
     this.#mode = mode;
+    if (was !== mode) this.emit('mode', { mode, was });
   }
 
   /** Ports as the addon describes them, without counters. */

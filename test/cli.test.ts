@@ -123,6 +123,15 @@ t.test('serve: metrics, ports, events, clean shutdown on SIGTERM', async (t) => 
   t.match(stats.stdout, /^vm0\s+vhost-user\s+disconnected\s+s0/m);
   t.match(stats.stdout, /^s0\s+sink\s+up\s+vm0/m);
 
+  // The mode, read and switched at run time over the HTTP API.
+  t.match(await runCli(['mode', '--url', base]), { code: 0, stdout: 'mode kernel\n' }, 'mode shows kernel');
+  t.match(await runCli(['mode', 'bypass', '--url', base]), { code: 0, stdout: 'mode bypass (was kernel)\n' }, 'mode bypass switches');
+  await serve.line(/^mode bypass \(was kernel\)$/);
+  t.same(JSON.parse((await get(`${base}/api/mode`)).body), { mode: 'bypass' }, 'GET /api/mode agrees');
+  const bad = await runCli(['mode', 'fast', '--url', base]);
+  t.equal(bad.code, 2, 'an unknown mode is a usage error');
+  t.match(bad.stderr, /^vhostwire mode \[mode\]: mode: must be bypass or kernel, not "fast"\n$/);
+
   serve.kill('SIGTERM');
   const exit = await serve.wait();
   t.same(exit, { code: 0, signal: null }, `exit 0 after SIGTERM (stderr: ${serve.stderr})`);

@@ -8,6 +8,7 @@ import { demoCommand } from './demo';
 import { peerCommand } from './peer';
 import { serveCommand } from './serve';
 import { statsCommand } from './stats';
+import { modeCommand } from './mode';
 import { vmCommand } from './vm';
 
 // The command yargs matched, so failures can say whose they are; set when its builder runs, which
@@ -45,6 +46,7 @@ yargs(hideBin(process.argv))
   .command(named(peerCommand))
   .command(named(demoCommand))
   .command(named(statsCommand))
+  .command(named(modeCommand))
   .command(named(vmCommand))
   .demandCommand(1, 'name a command: serve, peer, demo, stats or vm (see --help)')
   .strict()

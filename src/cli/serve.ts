@@ -80,6 +80,7 @@ async function serve(config: ServeConfig): Promise<void> {
   sw.on('disconnected', (e) => console.log(`${e.port}: disconnected`));
   sw.on('ring-broken', (e) => console.log(`${e.port}: ring broken on vring ${e.queue} (${e.reason})`));
   sw.on('error', (e) => console.log(`${e.port}: error: ${e.reason}`));
+  sw.on('mode', (e) => console.log(`mode ${e.mode} (was ${e.was})`));
 
   let server: HttpServer | undefined;
   try {
