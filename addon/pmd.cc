@@ -121,6 +121,13 @@ void Pmd::resume() {
   if (pause_requests_.fetch_sub(1, std::memory_order_acq_rel) == 1) cv_.notify_all();
 }
 
+void Pmd::drain_wake_fd() {
+  uint64_t n;
+  if (read(wake_fd_, &n, sizeof(n)) < 0) {
+    // Nothing pending (EAGAIN): the fd is non-blocking.
+  }
+}
+
 void Pmd::add_wire(const Wire& w) { wires_.push_back(w); }
 
 void Pmd::remove_wire(const Port* p) {
@@ -214,7 +221,10 @@ void Pmd::sleep_until_work() {
   if (can_sleep && !faulted && pause_requests_.load(std::memory_order_acquire) == 0 && !stop_.load()) {
     counters_.add(SLEEPS);
     publish();
-    poll(fds_.data(), fds_.size(), kSleepMs);
+    // A pause or stop that woke us is seen at the top of the loop (it is in pause_requests_ and stop_);
+    // the eventfd only carried the wakeup. Left unread, it would cut every later sleep short: a pause
+    // nested inside another (two ports of one PMD paused together) writes it while we are parked.
+    if (poll(fds_.data(), fds_.size(), kSleepMs) > 0 && (fds_[0].revents & POLLIN)) drain_wake_fd();
   }
   for (const Wire& w : wires_)
     for (Port* p : {w.a, w.b})
@@ -231,10 +241,7 @@ void Pmd::run() {
   while (!stop_.load(std::memory_order_relaxed)) {
     if (pause_requests_.load(std::memory_order_acquire)) {
       publish();
-      uint64_t drain;
-      if (read(wake_fd_, &drain, sizeof(drain)) < 0) {
-        // Nothing pending.
-      }
+      drain_wake_fd();
       std::unique_lock<std::mutex> l(mu_);
       parked_ = true;
       cv_.notify_all();

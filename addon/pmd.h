@@ -49,6 +49,7 @@ class Pmd : public PortRunner {
   void run_wires();
   bool move(Port* from, Port* to);
   void sleep_until_work();
+  void drain_wake_fd();
   void publish();
   // Runs f inside guest_access(); after a fault, stops the guest whose memory it was and puts the other
   // port of the step back in order. false after a fault.

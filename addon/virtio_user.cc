@@ -253,11 +253,20 @@ struct VirtioUser::Impl {
         race_store(t.host, t.values[rng % t.values.size()]);
       }
       // Keep the backend reading: post while fewer than a ring's worth are outstanding (counted from the
-      // used index the backend publishes, so a restarted ring is never offered more than it may hold).
+      // used index the backend publishes, so a restarted ring is never offered more than it may hold),
+      // and only a head that is not outstanding already: one named twice would break the ring on that
+      // rule alone (head_in_flight) and the race would test nothing else. The backend returns heads in
+      // the order they were posted, so the outstanding ones are the last ones posted.
       if (!heads.empty()) {
         const uint16_t used = load_acquire(&v.used->idx);
-        if (uint16_t(v.avail_idx - used) < v.num) {
-          v.avail->ring[v.avail_idx & v.mask] = heads[next_head++ % heads.size()];
+        const uint16_t outstanding = uint16_t(v.avail_idx - used);
+        const uint16_t h = heads[next_head % heads.size()];
+        bool in_flight = false;
+        for (uint16_t k = 1; k <= outstanding && k <= v.num && !in_flight; k++)
+          in_flight = v.avail->ring[uint16_t(v.avail_idx - k) & v.mask] == h;
+        if (outstanding < v.num && !in_flight) {
+          next_head++;
+          v.avail->ring[v.avail_idx & v.mask] = h;
           v.avail_idx++;
           store_release(&v.avail->idx, v.avail_idx);
           racer_posted.fetch_add(1, std::memory_order_relaxed);

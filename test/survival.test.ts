@@ -850,7 +850,10 @@ async function race(t: Test, v: Victim, vring: number, opts: Parameters<NativeVi
   t.comment(`${what}: ${s.rounds} racer rounds, ${s.posted} chains posted, ${breaks} breaks ` +
     `(${[...reasons].map(([r, n]) => `${r} ${n}`).join(', ')}), ${s.restarts} restarts (${s.failedRestarts} failed), ` +
     `${f.counter('v', 'RX_PACKETS') - rx0} frames taken from the guest, ${f.counter('v', 'TX_PACKETS') - tx0} given to it`);
-  t.ok(s.posted > 1000 && s.rounds > 1000, `${what}: the racer ran (${s.posted} chains posted)`);
+  // A head is posted again only once it came back (a head named twice in flight breaks the ring on that
+  // rule alone), and most chains break the ring, so each costs a restart round trip: hundreds of chains
+  // in 2 s, each read while a million rewrites race it.
+  t.ok(s.posted > 100 && s.rounds > 100000, `${what}: the racer ran (${s.posted} chains posted, ${s.rounds} rewrite rounds)`);
   t.equal(s.failedRestarts, 0, `${what}: every restart of the broken vring succeeded`);
   t.ok(breaks > 0 && s.restarts > 0, `${what}: the ring broke and came back`);
   t.equal(exchanged, exchanges, `${what}: the good pair exchanged all ${exchanges} frames during the race`);
@@ -1073,6 +1076,9 @@ t.test('a kick fd that is not an eventfd must not keep the kernel-mode PMD awake
     let s0 = sleeps();
     await sleep(1000);
     const idle = Number(sleeps() - s0);
+    // Wiring v to idle paused the PMD twice over (both ports are on it); a wakeup left behind by the
+    // nested pause once cut every later sleep short (about 200 sleeps/s instead of 10).
+    t.ok(idle < 50, `an idle kernel-mode PMD sleeps out its timeouts: ${idle} sleeps/s`);
     v.h.rawMessage(REQ.SET_VRING_KICK, V1 | NEED_REPLY, u64(TX), [mfd], true);
     await sleep(200);
     s0 = sleeps();
