@@ -12,6 +12,7 @@
         "addon/guest_memory.cc",
         "addon/pmd.cc",
         "addon/sink.cc",
+        "addon/uplink.cc",
         "addon/vhost_user.cc",
         "addon/vhost_user_wire.cc",
         "addon/virtio_net.cc",
