@@ -3,6 +3,7 @@
     {
       "target_name": "vhostwire",
       "sources": [
+        "addon/af_packet.cc",
         "addon/binding.cc",
         "addon/counters.cc",
         "addon/engine.cc",
@@ -11,6 +12,7 @@
         "addon/guest_memory.cc",
         "addon/pmd.cc",
         "addon/sink.cc",
+        "addon/uplink.cc",
         "addon/vhost_user.cc",
         "addon/vhost_user_wire.cc",
         "addon/virtio_net.cc",

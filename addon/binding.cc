@@ -67,6 +67,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod<&EngineWrap::AddVhostUser>("addVhostUser"),
                            InstanceMethod<&EngineWrap::AddSink>("addSink"),
                            InstanceMethod<&EngineWrap::AddGen>("addGen"),
+                           InstanceMethod<&EngineWrap::AddUplink>("addUplink"),
                            InstanceMethod<&EngineWrap::RemovePort>("removePort"),
                            InstanceMethod<&EngineWrap::Wire>("wire"),
                            InstanceMethod<&EngineWrap::Unwire>("unwire"),
@@ -161,6 +162,11 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
           err);
     return info.Env().Undefined();
   }
+  Napi::Value AddUplink(const Napi::CallbackInfo& info) {
+    std::string err;
+    Check(info.Env(), engine(info.Env()).add_uplink(info[0].ToString(), info[1].ToString(), &err), err);
+    return info.Env().Undefined();
+  }
   Napi::Value RemovePort(const Napi::CallbackInfo& info) {
     std::string err;
     Check(info.Env(), engine(info.Env()).remove_port(info[0].ToString(), &err), err);
@@ -178,7 +184,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return info.Env().Undefined();
   }
   Napi::Value SetMode(const Napi::CallbackInfo& info) {
-    engine(info.Env()).set_mode(parse_mode(info[0]));
+    std::string err;
+    Check(info.Env(), engine(info.Env()).set_mode(parse_mode(info[0]), &err), err);
     return info.Env().Undefined();
   }
 
@@ -214,6 +221,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         }
         o.Set("vrings", vr);
       }
+      if (p.kind == "uplink") o.Set("ifname", p.ifname);
       out.Set(uint32_t(i), o);
     }
     return out;

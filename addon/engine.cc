@@ -157,6 +157,21 @@ bool Engine::add_gen(const std::string& name, uint32_t size, uint64_t rate, uint
   return true;
 }
 
+bool Engine::add_uplink(const std::string& name, const std::string& ifname, std::string* err) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!check_new_name(name, err)) return false;
+  auto u = UplinkPort::open(name, ifname, mode_, *block_, err);
+  if (!u) {
+    *err = "port \"" + name + "\": " + *err;
+    return false;
+  }
+  UplinkPort* up = u.get();
+  insert_owned(name, "uplink", std::move(u), up->counter_set());
+  Entry& e = ports_.at(name);
+  e.uplink = up;
+  return true;
+}
+
 void Engine::unwire_locked(Entry& e) {
   if (e.peer.empty()) return;
   Entry& peer = ports_.at(e.peer);
@@ -232,14 +247,26 @@ bool Engine::unwire(const std::string& a, std::string* err) {
   return true;
 }
 
-void Engine::set_mode(Mode m) {
+bool Engine::set_mode(Mode m, std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
+  std::vector<std::pair<UplinkPort*, std::unique_ptr<Port>>> drivers;
+  for (auto& [name, e] : ports_) {
+    if (!e.uplink || e.uplink->mode() == m) continue;
+    auto d = e.uplink->open_driver(m, err);
+    if (!d) {
+      *err = "port \"" + name + "\": cannot switch to " + (m == Mode::kKernel ? "kernel" : "bypass") + " mode: " + *err;
+      return false;
+    }
+    drivers.emplace_back(e.uplink, std::move(d));
+  }
+  for (auto& [uplink, driver] : drivers) uplink->install(m, std::move(driver));
   mode_ = m;
   for (auto& p : pmds_) {
     p->pause();
     p->set_mode(m);
     p->resume();
   }
+  return true;
 }
 
 std::vector<PortSummary> Engine::ports() {
@@ -256,6 +283,7 @@ std::vector<PortSummary> Engine::ports() {
     s.path = e.path;
     s.client = e.client;
     if (e.vhost) s.vhost = e.vhost->info();
+    if (e.uplink) s.ifname = e.uplink->ifname();
     out.push_back(std::move(s));
   }
   return out;

@@ -17,6 +17,7 @@
 #include "pmd.h"
 #include "port.h"
 #include "reactor.h"
+#include "uplink.h"
 #include "vhost_user.h"
 
 namespace vw {
@@ -30,6 +31,8 @@ struct PortSummary {
   std::string path;
   bool client = false;
   VhostUserInfo vhost;
+  // uplink only
+  std::string ifname;
 };
 
 class Engine : public Reactor {
@@ -50,10 +53,14 @@ class Engine : public Reactor {
                       std::string* err);
   bool add_sink(const std::string& name, std::string* err);
   bool add_gen(const std::string& name, uint32_t size, uint64_t rate, uint64_t count, std::string* err);
+  // A host uplink on interface ifname, with the driver the current mode wants.
+  bool add_uplink(const std::string& name, const std::string& ifname, std::string* err);
   bool remove_port(const std::string& name, std::string* err);
   bool wire(const std::string& a, const std::string& b, uint32_t pmd, std::string* err);
   bool unwire(const std::string& a, std::string* err);
-  void set_mode(Mode m);
+  // Switches the PMDs and every uplink's driver. Every new driver is opened first: if one cannot be,
+  // nothing changes and *err says which.
+  bool set_mode(Mode m, std::string* err);
   std::vector<PortSummary> ports();
   // Shared with JavaScript: the block outlives the engine for as long as a view of it exists.
   std::shared_ptr<CounterBlock> counters() const { return block_; }
@@ -66,7 +73,8 @@ class Engine : public Reactor {
   struct Entry {
     std::string kind;
     std::unique_ptr<VhostUserPort> vhost;  // vhost-user: the protocol side, owning the device
-    std::unique_ptr<Port> own;             // sink, gen
+    std::unique_ptr<Port> own;             // sink, gen, uplink
+    UplinkPort* uplink = nullptr;          // uplink: own, as an uplink
     Port* port = nullptr;
     int counter_set = -1;
     std::string peer;

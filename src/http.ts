@@ -26,6 +26,8 @@ export interface PortJson {
   mtu?: number;
   memRegions?: number;
   vrings?: VringInfo[];
+  /** uplink: the host interface */
+  ifname?: string;
   /** one object per queue pair: counter id -> value */
   counters: Array<Record<string, number>>;
 }
@@ -51,6 +53,7 @@ export function portToJson(p: SwitchPortInfo): PortJson {
     mtu: p.mtu,
     memRegions: p.memRegions,
     vrings: p.vrings,
+    ifname: p.ifname,
     counters: p.counters.map((set) => Object.fromEntries(Object.entries(set).map(([id, v]) => [id, Number(v)]))),
   };
 }

@@ -94,7 +94,7 @@ export function createRegistry(sw: Switch): Registry {
 
   new Gauge({
     name: `${PREFIX}port_up`,
-    help: 'Whether the port can pass packets: 1 when a vhost-user front end is connected (sink and gen ports always), 0 otherwise',
+    help: 'Whether the port can pass packets: 1 when a vhost-user front end is connected (sink, gen and uplink ports always), 0 otherwise',
     labelNames: ['port'],
     registers: [registry],
     collect() {

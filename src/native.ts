@@ -41,7 +41,7 @@ export interface VringInfo {
 
 export interface PortInfo {
   name: string;
-  kind: 'vhost-user' | 'sink' | 'gen';
+  kind: 'vhost-user' | 'sink' | 'gen' | 'uplink';
   queuePairs: number;
   /** First queue counter set of the port; queue pair q uses set counterSet + q. -1: no counters. */
   counterSet: number;
@@ -58,6 +58,9 @@ export interface PortInfo {
   mtu?: number;
   memRegions?: number;
   vrings?: VringInfo[];
+  // uplink only
+  /** The host interface the uplink is on */
+  ifname?: string;
 }
 
 export interface EngineOptions {
@@ -73,11 +76,17 @@ export interface NativeEngine {
   addSink(name: string): void;
   /** size: frame bytes; rate: packets/s (0 = unlimited); count: total packets (0 = unlimited) */
   addGen(name: string, size: number, rate: number, count: number): void;
+  /** A host uplink on interface ifname; its driver follows the mode (kernel: AF_PACKET). */
+  addUplink(name: string, ifname: string): void;
   removePort(name: string): void;
   /** Joins a and b in both directions, run by PMD thread pmd. Each port is in at most one wire. */
   wire(a: string, b: string, pmd: number): void;
   /** Removes the wire port a is in. */
   unwire(a: string): void;
+  /**
+   * Switches the PMD threads and every uplink's driver. Each uplink's new driver is opened before any
+   * is switched: if one cannot be, this throws and nothing has changed.
+   */
   setMode(mode: Mode): void;
   ports(): PortInfo[];
   /** The shared counter block, written by the native threads; read it, never write it. */

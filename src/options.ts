@@ -19,12 +19,21 @@ export const DEFAULT_METRICS_PORT = 9470;
 // sun_path is 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH = 107;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
+// What Linux accepts as an interface name: 1-15 bytes, no '/', ':' or whitespace, not "." or "..".
+const IFNAME_RE = /^[^/:\s]{1,15}$/;
+const MAX_IFNAME = 15;
 
 export interface VhostUserSpec {
   name: string;
   path: string;
   client: boolean;
   queues: number;
+}
+
+export interface UplinkSpec {
+  name: string;
+  /** host interface */
+  ifname: string;
 }
 
 export interface GenSpec {
@@ -44,6 +53,7 @@ export interface Endpoint {
 
 export interface ServeConfig {
   vhostUser: VhostUserSpec[];
+  uplink: UplinkSpec[];
   sink: string[];
   gen: GenSpec[];
   wire: Array<[string, string]>;
@@ -56,6 +66,7 @@ export interface ServeConfig {
 /** The serve flags as yargs hands them over: raw strings, repeatable flags as arrays. */
 export interface ServeFlags {
   vhostUser?: string[];
+  uplink?: string[];
   sink?: string[];
   gen?: string[];
   wire?: string[];
@@ -125,6 +136,25 @@ export function parseVhostUser(text: string): VhostUserSpec {
     else fail(where, `unknown option "${opt}" (expected client or queues=N)`);
   }
   return spec;
+}
+
+export function interfaceExists(ifname: string): boolean {
+  return fs.existsSync(`/sys/class/net/${ifname}`);
+}
+
+function checkInterface(where: string, ifname: string): string {
+  if (!IFNAME_RE.test(ifname) || ifname === '.' || ifname === '..' || Buffer.byteLength(ifname) > MAX_IFNAME)
+    fail(where, `"${ifname}" is not an interface name (1-${MAX_IFNAME} bytes, no '/', ':' or spaces)`);
+  if (!interfaceExists(ifname)) fail(where, `interface "${ifname}" does not exist (no /sys/class/net/${ifname})`);
+  return ifname;
+}
+
+/** `NAME=IFNAME`: the interface must exist now. */
+export function parseUplink(text: string): UplinkSpec {
+  const where = flagWhere('--uplink', text);
+  const eq = text.indexOf('=');
+  if (eq <= 0 || eq === text.length - 1) fail(where, 'expected NAME=IFNAME');
+  return { name: checkName(where, text.slice(0, eq)), ifname: checkInterface(where, text.slice(eq + 1)) };
 }
 
 /** `NAME[,size=N][,rate=PPS][,count=N]` */
@@ -200,7 +230,7 @@ export function parseEndpoint(text: string, where = flagWhere('--metrics', text)
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
 
-const CONFIG_KEYS = ['vhostUser', 'sink', 'gen', 'wire', 'mode', 'pmdCores', 'metrics'];
+const CONFIG_KEYS = ['vhostUser', 'uplink', 'sink', 'gen', 'wire', 'mode', 'pmdCores', 'metrics'];
 
 function isObject(v: Json | undefined): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -265,6 +295,16 @@ export function loadConfigFile(file: string, cpuCount = os.cpus().length): Confi
       };
     });
   }
+  if (obj.uplink !== undefined) {
+    out.uplink = configArray(`${top}: uplink`, obj.uplink).map((item, i) => {
+      const where = `${top}: uplink[${i}]`;
+      const o = configObject(where, item, ['name', 'ifname']);
+      return {
+        name: checkName(where, configString(`${where}.name`, o.name)),
+        ifname: checkInterface(where, configString(`${where}.ifname`, o.ifname)),
+      };
+    });
+  }
   if (obj.sink !== undefined) {
     out.sink = configArray(`${top}: sink`, obj.sink).map((item, i) =>
       checkName(`${top}: sink[${i}]`, configString(`${top}: sink[${i}]`, item)),
@@ -325,6 +365,7 @@ export function buildServeConfig(flags: ServeFlags, cpuCount = os.cpus().length)
   const fileWires = file.wire ?? [];
   const config: ServeConfig = {
     vhostUser: [...(file.vhostUser ?? []), ...(flags.vhostUser ?? []).map(parseVhostUser)],
+    uplink: [...(file.uplink ?? []), ...(flags.uplink ?? []).map(parseUplink)],
     sink: [...(file.sink ?? []), ...(flags.sink ?? []).map(parseSink)],
     gen: [...(file.gen ?? []), ...(flags.gen ?? []).map(parseGen)],
     wire: [...fileWires, ...(flags.wire ?? []).map(parseWire)],
@@ -345,6 +386,13 @@ export function buildServeConfig(flags: ServeFlags, cpuCount = os.cpus().length)
     const other = paths.get(v.path);
     if (other !== undefined) fail(`--vhost-user ${JSON.stringify(v.name)}`, `socket path ${v.path} is already used by port "${other}"`);
     paths.set(v.path, v.name);
+  }
+  const interfaces = new Map<string, string>();
+  for (const u of config.uplink) {
+    claim('--uplink', u.name);
+    const other = interfaces.get(u.ifname);
+    if (other !== undefined) fail(`--uplink ${JSON.stringify(u.name)}`, `interface ${u.ifname} is already used by uplink "${other}"`);
+    interfaces.set(u.ifname, u.name);
   }
   for (const s of config.sink) claim('--sink', s);
   for (const g of config.gen) claim('--gen', g.name);

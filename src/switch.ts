@@ -29,6 +29,12 @@ export interface GenPortOptions {
   count?: number;
 }
 
+export interface UplinkPortOptions {
+  name: string;
+  /** The host interface, e.g. eth0 */
+  ifname: string;
+}
+
 /** Counter id (RX_PACKETS, DROP_TX_NO_BUFFER, ...) to value. */
 export type CounterValues = Record<string, bigint>;
 
@@ -129,6 +135,12 @@ export class Switch extends EventEmitter<SwitchEvents> {
   addGen(options: GenPortOptions): void {
     const { name, size = 64, rate = 0, count = 0 } = options;
     this.#native(`add gen port "${name}"`, name, () => this.#open().addGen(name, size, rate, count));
+    this.#refreshSets();
+  }
+
+  addUplink(options: UplinkPortOptions): void {
+    const { name, ifname } = options;
+    this.#native(`add uplink port "${name}" (${ifname})`, name, () => this.#open().addUplink(name, ifname));
     this.#refreshSets();
   }
 

@@ -9,11 +9,13 @@ import { Cli, freePort, runCli, tempDir, waitFor } from './helpers';
 t.test('bad input: exit 2, one line on stderr naming the flag', async (t) => {
   const tmp = tempDir();
   t.teardown(tmp.cleanup);
+  const missingIf = `vwnone${process.pid}`.slice(0, 15);
   const cases: Array<[string[], string]> = [
     [['serve', '--vhost-user', 'vm0'], 'vhostwire serve: --vhost-user "vm0": expected NAME=PATH[,client][,queues=N]'],
     [['serve', '--vhost-user', 'vm0=/tmp/a.sock,queues=9'], 'vhostwire serve: --vhost-user "vm0=/tmp/a.sock,queues=9": queues must be 1..8, got 9'],
     [['serve', '--vhost-user', 'vm0=/tmp/a.sock', '--wire', 'vm0=vm9'], 'vhostwire serve: --wire vm0=vm9: no port named "vm9"'],
     [['serve', '--sink', 's0', '--sink', 's0'], 'vhostwire serve: --sink "s0": port name "s0" is already used by --sink'],
+    [['serve', '--uplink', `up0=${missingIf}`], `vhostwire serve: --uplink "up0=${missingIf}": interface "${missingIf}" does not exist (no /sys/class/net/${missingIf})`],
     [['serve', '--gen', 'g0,size=59'], 'vhostwire serve: --gen "g0,size=59": size must be 60..9000, got 59'],
     [['serve', '--mode', 'fast'], 'vhostwire serve: --mode "fast": expected bypass or kernel'],
     [['serve', '--pmd-cores', '999'], `vhostwire serve: --pmd-cores "999": CPU 999 does not exist (this machine has CPUs 0-${os.cpus().length - 1})`],

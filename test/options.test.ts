@@ -11,6 +11,7 @@ import {
   parseMode,
   parsePmdCores,
   parseSink,
+  parseUplink,
   parseVhostUser,
   parseWire,
   UsageError,
@@ -142,6 +143,26 @@ t.test('--metrics', async (t) => {
   for (const [text, part] of bad) rejects(t, () => parseEndpoint(text), `--metrics ${JSON.stringify(text)}: `, part);
 });
 
+t.test('--uplink', async (t) => {
+  // lo exists on every Linux machine; the missing name is made unique to this run.
+  t.same(parseUplink('up0=lo'), { name: 'up0', ifname: 'lo' });
+  const missing = `vwnone${process.pid}`.slice(0, 15);
+  const bad: Array<[string, string]> = [
+    ['up0', 'expected NAME=IFNAME'],
+    ['=lo', 'expected NAME=IFNAME'],
+    ['up0=', 'expected NAME=IFNAME'],
+    ['u p=lo', 'port name "u p"'],
+    ['up0=a/b', '"a/b" is not an interface name'],
+    ['up0=a:b', '"a:b" is not an interface name'],
+    ['up0=..', '".." is not an interface name'],
+    [`up0=${'x'.repeat(16)}`, 'is not an interface name (1-15 bytes'],
+    [`up0=${missing}`, `interface "${missing}" does not exist (no /sys/class/net/${missing})`],
+  ];
+  for (const [text, part] of bad) rejects(t, () => parseUplink(text), `--uplink ${JSON.stringify(text)}: `, part);
+  rejects(t, () => buildServeConfig({ uplink: ['a=lo', 'b=lo'] }, 2), '--uplink "b": ', 'interface lo is already used by uplink "a"');
+  rejects(t, () => buildServeConfig({ uplink: ['a=lo'], sink: ['a'] }, 2), '--sink "a": ', 'port name "a" is already used by --uplink');
+});
+
 t.test('whole configuration', async (t) => {
   const two: ServeFlags = { vhostUser: ['vm0=/tmp/a.sock', 'vm1=/tmp/b.sock'] };
   t.same(buildServeConfig({ ...two, wire: ['vm0=vm1'] }, 2), {
@@ -149,6 +170,7 @@ t.test('whole configuration', async (t) => {
       { name: 'vm0', path: '/tmp/a.sock', client: false, queues: 1 },
       { name: 'vm1', path: '/tmp/b.sock', client: false, queues: 1 },
     ],
+    uplink: [],
     sink: [],
     gen: [],
     wire: [['vm0', 'vm1']],
@@ -179,6 +201,7 @@ t.test('--config file', async (t) => {
   t.test('flags add to the lists and override single values', async (t) => {
     const file = write({
       vhostUser: [{ name: 'vm0', path: '/tmp/a.sock' }, { name: 'vm1', path: '/tmp/b.sock', client: true, queues: 4 }],
+      uplink: [{ name: 'up0', ifname: 'lo' }],
       sink: ['s0'],
       gen: [{ name: 'g0', size: 128, rate: 10, count: 5 }, { name: 'g1' }],
       wire: [['vm0', 'vm1']],
@@ -191,6 +214,7 @@ t.test('--config file', async (t) => {
         { name: 'vm0', path: '/tmp/a.sock', client: false, queues: 1 },
         { name: 'vm1', path: '/tmp/b.sock', client: true, queues: 4 },
       ],
+      uplink: [{ name: 'up0', ifname: 'lo' }],
       sink: ['s0'],
       gen: [
         { name: 'g0', size: 128, rate: 10, count: 5 },
@@ -234,6 +258,10 @@ t.test('--config file', async (t) => {
       [{ vhostUser: [{ name: 'vm0', path: '/x', queues: 1.5 }] }, 'vhostUser[0].queues: expected a non-negative integer, got 1.5'],
       [{ vhostUser: [{ name: 'v m', path: '/x' }] }, 'vhostUser[0]: port name "v m"'],
       [{ vhostUser: [{ name: 'vm0', path: '' }] }, 'vhostUser[0]: socket path is empty'],
+      [{ uplink: ['up0=lo'] }, 'uplink[0]: expected an object, got "up0=lo"'],
+      [{ uplink: [{ name: 'up0' }] }, 'uplink[0].ifname: expected a string, got nothing'],
+      [{ uplink: [{ name: 'up0', ifname: 'lo', driver: 'xdp' }] }, 'uplink[0]: unknown key "driver"'],
+      [{ uplink: [{ name: 'up0', ifname: 'vw/x' }] }, 'uplink[0]: "vw/x" is not an interface name'],
       [{ sink: 's0' }, 'sink: expected an array, got "s0"'],
       [{ sink: [1] }, 'sink[0]: expected a string, got 1'],
       [{ gen: [{ name: 'g0', size: 10 }] }, 'gen[0]: size must be 60..9000, got 10'],

@@ -14,6 +14,12 @@ const options = {
     requiresArg: true,
     describe: 'a vhost-user port: NAME=PATH[,client][,queues=N] (client: connect to a listening front end; queues 1..8)',
   },
+  uplink: {
+    type: 'string',
+    array: true,
+    requiresArg: true,
+    describe: 'a host uplink on an existing interface: NAME=IFNAME (kernel mode: an AF_PACKET socket, promiscuous)',
+  },
   sink: { type: 'string', array: true, requiresArg: true, describe: 'a port that drops what it is sent: NAME' },
   gen: {
     type: 'string',
@@ -29,7 +35,7 @@ const options = {
     requiresArg: true,
     describe: `serve /metrics and /api/ports on HOST:PORT or PORT (host 127.0.0.1); \`vhostwire stats\` looks at ${DEFAULT_METRICS_PORT}`,
   },
-  config: { type: 'string', requiresArg: true, describe: 'JSON file with the same keys (vhostUser, sink, gen, wire, mode, pmdCores, metrics); flags add to it' },
+  config: { type: 'string', requiresArg: true, describe: 'JSON file with the same keys (vhostUser, uplink, sink, gen, wire, mode, pmdCores, metrics); flags add to it' },
 } as const;
 
 type ServeArgs = InferredOptionTypes<typeof options>;
@@ -41,10 +47,12 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     y
       .options(options)
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --vhost-user vm1=/tmp/vm1.sock --wire vm0=vm1', 'two VMs joined')
-      .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --sink s0 --wire vm0=s0 --metrics 9470', 'a VM into a sink, with metrics'),
+      .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --sink s0 --wire vm0=s0 --metrics 9470', 'a VM into a sink, with metrics')
+      .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --uplink up0=eth1 --wire vm0=up0 --mode kernel', 'a VM on the host network'),
   handler: async (argv) => {
     const config = buildServeConfig({
       vhostUser: argv['vhost-user'],
+      uplink: argv.uplink,
       sink: argv.sink,
       gen: argv.gen,
       wire: argv.wire,
@@ -110,6 +118,10 @@ function setUp(sw: Switch, config: ServeConfig): void {
   for (const v of config.vhostUser) {
     sw.addVhostUser(v);
     console.log(`${v.name}: vhost-user ${v.path} (${v.client ? 'client' : 'server'}, ${plural(v.queues, 'queue pair')})`);
+  }
+  for (const u of config.uplink) {
+    sw.addUplink(u);
+    console.log(`${u.name}: uplink on ${u.ifname}`);
   }
   for (const name of config.sink) {
     sw.addSink(name);
