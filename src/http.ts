@@ -5,6 +5,7 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { sysfsStatistics } from './ethtool';
 import type { VringInfo } from './native';
 import type { Switch, SwitchPortInfo } from './switch';
 
@@ -28,6 +29,8 @@ export interface PortJson {
   vrings?: VringInfo[];
   /** uplink: the host interface */
   ifname?: string;
+  /** uplink: the interface's own counters (/sys/class/net/IF/statistics), to compare with ours */
+  interfaceStatistics?: Record<string, number>;
   /** one object per queue pair: counter id -> value */
   counters: Array<Record<string, number>>;
 }
@@ -56,6 +59,17 @@ export function portToJson(p: SwitchPortInfo): PortJson {
     ifname: p.ifname,
     counters: p.counters.map((set) => Object.fromEntries(Object.entries(set).map(([id, v]) => [id, Number(v)]))),
   };
+}
+
+/** /api/ports: every port, uplinks with their interface's own counters read now. */
+export async function portsJson(sw: Switch): Promise<PortJson[]> {
+  return Promise.all(
+    sw.ports().map(async (p) => {
+      const j = portToJson(p);
+      if (p.kind === 'uplink' && p.ifname) j.interfaceStatistics = (await sysfsStatistics(p.ifname).catch(() => undefined)) ?? undefined;
+      return j;
+    }),
+  );
 }
 
 export interface HttpServer {
@@ -127,7 +141,7 @@ export async function startHttp(sw: Switch, registry: Registry, host: string, po
     const body =
       path === '/metrics'
         ? registry.metrics().then((text) => [registry.contentType, text])
-        : Promise.resolve(['application/json', JSON.stringify(sw.ports().map(portToJson))]);
+        : portsJson(sw).then((ports) => ['application/json', JSON.stringify(ports)]);
     body.then(
       ([type, text]) => send(200, type, text),
       (e: unknown) => send(500, 'text/plain; charset=utf-8', `${e instanceof Error ? e.message : String(e)}\n`),

@@ -2,6 +2,7 @@
 // read the native threads' BigUint64Array only when someone scrapes. One family per counter-table
 // family; entries that share a family (drops by direction and reason) become label sets of it.
 import { Counter, Gauge, Registry } from 'prom-client';
+import { ethtoolS, sysfsStatistics } from './ethtool';
 import { native } from './native';
 import type { CounterInfo } from './native';
 import type { Switch } from './switch';
@@ -103,6 +104,30 @@ export function createRegistry(sw: Switch): Registry {
       for (const p of sw.portInfo()) this.set({ port: p.name }, p.kind !== 'vhost-user' || p.connected ? 1 : 0);
     },
   });
+
+  // The kernel's own counters for each uplink's interface, read at scrape time, beside ours: what the
+  // interface itself saw (sysfs statistics) and its driver's private counters (ethtool -S). An interface
+  // that vanished under its uplink has nothing to show.
+  const interfaceGauge = (name: string, help: string, read: (ifname: string) => Promise<Record<string, number> | null>) =>
+    new Gauge({
+      name: `${PREFIX}${name}`,
+      help,
+      labelNames: ['port', 'interface', 'stat'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        if (sw.closed) return;
+        const uplinks = sw.portInfo().filter((p) => p.kind === 'uplink' && p.ifname);
+        await Promise.all(
+          uplinks.map(async (p) => {
+            const stats = await read(p.ifname!).catch(() => null);
+            for (const [stat, v] of Object.entries(stats ?? {})) this.set({ port: p.name, interface: p.ifname!, stat }, v);
+          }),
+        );
+      },
+    });
+  interfaceGauge('uplink_interface_statistic', "The uplink interface's own counters, /sys/class/net/IF/statistics (the kernel's count, beside ours)", sysfsStatistics);
+  interfaceGauge('uplink_ethtool_statistic', "The uplink interface driver's counters, as `ethtool -S IF` reports them", async (i) => (await ethtoolS(i)).stats);
 
   return registry;
 }

@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { NativeVirtioUser } from '../src/native';
 import { Fixture, receiveN } from './fixture';
-import { Cli, freePort, waitFor } from './helpers';
+import { Cli, freePort, runCli, waitFor } from './helpers';
 
 const skip = process.getuid?.() === 0 ? false : 'needs root: network namespaces, veth pairs, AF_PACKET sockets';
 
@@ -339,6 +339,16 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     t.equal(up?.kind, 'uplink');
     t.equal(up?.ifname, net.host);
     t.equal(up?.counters[0].RX_PACKETS, N, `the uplink received ${N}`);
+
+    // The kernel's own counters beside ours: the interface received at least the N frames we took.
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const kernelRx = Number(new RegExp(`^vhostwire_uplink_interface_statistic\\{port="up0",interface="${net.host}",stat="rx_packets"\\} (\\d+)$`, 'm').exec(metrics)?.[1]);
+    t.ok(kernelRx >= N, `/metrics: the interface's own rx_packets (${kernelRx}) beside ours (${N})`);
+    t.match(metrics, new RegExp(`^vhostwire_uplink_ethtool_statistic\\{port="up0",interface="${net.host}",stat="peer_ifindex"\\} \\d+$`, 'm'), '/metrics: the driver\'s ethtool -S counters');
+    const stats = await runCli(['stats', '--url', `http://127.0.0.1:${port}`]);
+    t.equal(stats.code, 0, `stats exits 0 (${stats.stderr})`);
+    t.match(stats.stdout, new RegExp(`^UPLINK\\s+INTERFACE\\s+RX\\s+KERNEL RX`, 'm'), 'stats: an uplink table with the kernel\'s counts');
+    t.match(stats.stdout, new RegExp(`^up0\\s+${net.host}\\s`, 'm'));
     serve.kill('SIGTERM');
     t.same(await serve.wait(), { code: 0, signal: null }, 'exit 0 on SIGTERM');
   });
