@@ -3,6 +3,7 @@
     {
       "target_name": "vhostwire",
       "sources": [
+        "addon/af_xdp.cc",
         "addon/binding.cc",
         "addon/counters.cc",
         "addon/engine.cc",
