@@ -24,7 +24,7 @@ compile() {  # src obj extra-flags...
 # around every mapping (ASan does not watch mmap'd memory).
 compile addon/guest_memory.cc "$OUT/obj/guest_memory.o" -Dmmap=vw_guarded_mmap -Dmunmap=vw_guarded_munmap
 compile fuzz/guarded_mmap.cc "$OUT/obj/guarded_mmap.o"
-for f in counters guest_fault virtqueue virtio_net vhost_user vhost_user_wire; do
+for f in counters guest_fault virtqueue virtio_net vhost_user vhost_user_wire af_xdp; do
   compile "addon/$f.cc" "$OUT/obj/$f.o"
 done
 
@@ -32,7 +32,11 @@ CORE="$OUT/obj/guest_memory.o $OUT/obj/guarded_mmap.o $OUT/obj/guest_fault.o $OU
 $CXX $FLAGS $SAN fuzz/virtqueue_fuzz.cc $CORE -o "$OUT/virtqueue_fuzz" -lpthread
 $CXX $FLAGS $SAN fuzz/vhost_user_fuzz.cc $CORE "$OUT/obj/vhost_user.o" "$OUT/obj/vhost_user_wire.o" \
   -o "$OUT/vhost_user_fuzz" -lpthread
-echo "fuzzers built in $OUT: virtqueue_fuzz vhost_user_fuzz"
+# The AF_XDP ring readers over rings and a UMEM the fuzzer maps itself between guard pages; guest_fault
+# for copies from guest memory that faults in the middle of tx_burst.
+$CXX $FLAGS $SAN fuzz/xdp_fuzz.cc "$OUT/obj/af_xdp.o" "$OUT/obj/counters.o" "$OUT/obj/guarded_mmap.o" "$OUT/obj/guest_fault.o" \
+  -o "$OUT/xdp_fuzz"
+echo "fuzzers built in $OUT: virtqueue_fuzz vhost_user_fuzz xdp_fuzz"
 
 # Unit regressions for the wire layer; no sanitizer runtime, since the test interposes recvmsg.
 $CXX -std=gnu++17 -g -O1 -D_GNU_SOURCE -Wall fuzz/wire_test.cc addon/vhost_user_wire.cc -o "$OUT/wire_test"
