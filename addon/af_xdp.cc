@@ -31,6 +31,9 @@ constexpr uint32_t kTxFrames = 2048;
 // Every ring holds all the frames that can be on it, so the kernel never finds the fill ring short of
 // slots for frames we have, nor the completion ring short of slots for frames we sent.
 constexpr uint32_t kRingSize = 2048;
+// How long open() waits for a queue that a socket closed just before still holds (see setup()).
+constexpr uint32_t kBindRetryMs = 1000;
+constexpr uint32_t kBindRetryStepMs = 5;
 // SO_BUSY_POLL: microseconds a sendto()/poll() on the socket may spin on the device's NAPI context.
 constexpr int kBusyPollUs = 20;
 
@@ -360,11 +363,22 @@ bool AfXdpPort::setup(std::string* err) {
   sa.sxdp_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
   sa.sxdp_ifindex = ifindex_;
   sa.sxdp_queue_id = 0;
-  if (bind(sock_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    const int e = errno;
-    return fail("binding the socket to queue 0", e,
-                e == EBUSY ? "another AF_XDP socket is bound to that queue" : e == EINVAL ? "the interface has no queue 0" : "");
+  // A queue stays busy for a while after the socket that had it is closed (measured here: about 60 ms),
+  // because the kernel frees the socket's buffer pool from a workqueue. Closing a port and opening one
+  // on the same interface, or restarting after a crash, must not fail for that: a busy queue is retried
+  // for up to kBindRetryMs before it counts as taken.
+  int rc = -1, e = 0;
+  for (uint32_t waited = 0;; waited += kBindRetryStepMs) {
+    rc = bind(sock_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    e = errno;
+    if (rc == 0 || e != EBUSY || waited >= kBindRetryMs) break;
+    usleep(kBindRetryStepMs * 1000);
   }
+  if (rc != 0)
+    return fail("binding the socket to queue 0", e,
+                e == EBUSY   ? "another AF_XDP socket has held that queue for over " + std::to_string(kBindRetryMs) + " ms"
+                : e == EINVAL ? "the interface has no queue 0"
+                              : "");
 
   // Busy polling where the kernel accepts it: sendto() and poll() on the socket then run the device's
   // receive processing in our thread instead of waiting for a softirq. Raising SO_BUSY_POLL and its
