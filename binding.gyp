@@ -4,6 +4,7 @@
       "target_name": "vhostwire",
       "sources": [
         "addon/af_packet.cc",
+        "addon/af_xdp.cc",
         "addon/binding.cc",
         "addon/counters.cc",
         "addon/engine.cc",

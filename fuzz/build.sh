@@ -24,7 +24,7 @@ compile() {  # src obj extra-flags...
 # around every mapping (ASan does not watch mmap'd memory).
 compile addon/guest_memory.cc "$OUT/obj/guest_memory.o" -Dmmap=vw_guarded_mmap -Dmunmap=vw_guarded_munmap
 compile fuzz/guarded_mmap.cc "$OUT/obj/guarded_mmap.o"
-for f in af_packet counters guest_fault virtqueue virtio_net vhost_user vhost_user_wire; do
+for f in af_packet af_xdp counters guest_fault virtqueue virtio_net vhost_user vhost_user_wire; do
   compile "addon/$f.cc" "$OUT/obj/$f.o"
 done
 
@@ -34,7 +34,11 @@ $CXX $FLAGS $SAN fuzz/vhost_user_fuzz.cc $CORE "$OUT/obj/vhost_user.o" "$OUT/obj
   -o "$OUT/vhost_user_fuzz" -lpthread
 # The TPACKET_V3 block walker reads only the block it is given: the fuzzer maps it between guard pages.
 $CXX $FLAGS $SAN fuzz/tpacket_fuzz.cc "$OUT/obj/af_packet.o" -o "$OUT/tpacket_fuzz"
-echo "fuzzers built in $OUT: virtqueue_fuzz vhost_user_fuzz tpacket_fuzz"
+# The AF_XDP ring readers over rings and a UMEM the fuzzer maps itself between guard pages; guest_fault
+# for copies from guest memory that faults in the middle of tx_burst.
+$CXX $FLAGS $SAN fuzz/xdp_fuzz.cc "$OUT/obj/af_xdp.o" "$OUT/obj/counters.o" "$OUT/obj/guarded_mmap.o" "$OUT/obj/guest_fault.o" \
+  -o "$OUT/xdp_fuzz"
+echo "fuzzers built in $OUT: virtqueue_fuzz vhost_user_fuzz tpacket_fuzz xdp_fuzz"
 
 # Unit regressions for the wire layer; no sanitizer runtime, since the test interposes recvmsg.
 $CXX -std=gnu++17 -g -O1 -D_GNU_SOURCE -Wall fuzz/wire_test.cc addon/vhost_user_wire.cc -o "$OUT/wire_test"
