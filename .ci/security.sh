@@ -5,7 +5,7 @@
 #   clang-14 libclang-rt-14-dev   (libFuzzer, ASan/UBSan runtimes for clang)
 #   g++ binutils                  (the addon's sanitizer build: libasan8 and libubsan1 come with g++; nm)
 # node, npm and the project's npm dependencies are expected (npm ci is run if node_modules is missing).
-#   FUZZ_SECONDS   seconds per fuzzer (default 45: three fuzzers, about 2.5 minutes of fuzzing)
+#   FUZZ_SECONDS   seconds per fuzzer (default 45: four fuzzers, about 3 minutes of fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)

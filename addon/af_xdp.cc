@@ -2,7 +2,9 @@
 
 #include <linux/bpf.h>
 #include <linux/if_link.h>
+#include <linux/if_packet.h>
 #include <linux/if_xdp.h>
+#include <net/ethernet.h>
 #include <net/if.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -262,6 +264,7 @@ AfXdpPort::~AfXdpPort() {
   // The link goes first: closing it detaches the program, so nothing is redirected to a socket that is
   // going away, and the interface is left as we found it.
   if (link_ >= 0) close(link_);
+  if (promisc_ >= 0) close(promisc_);
   if (sock_ >= 0) close(sock_);
   if (map_ >= 0) close(map_);
   if (prog_ >= 0) close(prog_);
@@ -484,6 +487,18 @@ bool AfXdpPort::setup(std::string* err) {
       return false;
     }
   }
+
+  // A switch uplink must see frames addressed to its VMs' MACs, which a NIC filters out unless it is
+  // promiscuous. A packet socket's membership does it and is dropped with the socket, also when the
+  // process dies, so the interface is never left promiscuous; protocol 0: this socket receives nothing.
+  promisc_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (promisc_ < 0) return fail("opening a packet socket for promiscuous mode", errno, errno == EPERM ? caps : "");
+  packet_mreq mr;
+  memset(&mr, 0, sizeof mr);
+  mr.mr_ifindex = int(ifindex_);
+  mr.mr_type = PACKET_MR_PROMISC;
+  if (setsockopt(promisc_, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) != 0)
+    return fail("putting the interface in promiscuous mode", errno, errno == EPERM ? caps : "");
 
   bpf_prog_info info;
   memset(&info, 0, sizeof info);

@@ -144,6 +144,7 @@ class AfXdpPort : public Port {
   QueueCounters* counters_;
   unsigned ifindex_ = 0;
   int sock_ = -1, map_ = -1, prog_ = -1, link_ = -1;
+  int promisc_ = -1;  // a packet socket whose membership keeps the interface promiscuous while we run
   uint8_t* umem_ = nullptr;
   size_t umem_len_ = 0;
   struct Mapping {

@@ -1,19 +1,22 @@
 #include "uplink.h"
 
 #include "af_packet.h"
+#include "af_xdp.h"
 
 namespace vw {
 
 namespace {
 
-// The one place that decides which driver serves an uplink in which mode. Kernel mode is AF_PACKET;
-// bypass mode is meant for AF_XDP and uses AF_PACKET until that driver exists.
+// The one place that decides which driver serves an uplink in which mode: kernel mode is an AF_PACKET
+// ring served by the kernel stack, bypass mode an AF_XDP socket whose XDP program takes the interface's
+// frames before the stack sees them.
 std::unique_ptr<Port> open_driver_for(Mode mode, const std::string& name, const std::string& ifname,
                                       QueueCounters* counters, std::string* err) {
   switch (mode) {
     case Mode::kKernel:
-    case Mode::kBypass:
       return AfPacketPort::open(name, ifname, counters, err);
+    case Mode::kBypass:
+      return AfXdpPort::open(name, ifname, counters, err);
   }
   return nullptr;
 }
@@ -43,9 +46,10 @@ std::unique_ptr<Port> UplinkPort::open_driver(Mode m, std::string* err) {
   return open_driver_for(m, name(), ifname_, &counters_, err);
 }
 
-// While both drivers are open, each may see the same received frames (two AF_PACKET sockets on one
-// interface both get a copy): the few frames that arrive between open_driver and the pause can be
-// forwarded twice, and those that arrive during the pause are lost with the old driver's ring.
+// While both drivers are open, frames go to whichever takes them first: once the AF_XDP driver is open
+// its XDP program redirects the interface's frames into its ring, where they wait until it is installed
+// (kernel to bypass loses nothing); from bypass to kernel, frames left in the AF_XDP ring when the old
+// driver closes are lost, and the AF_PACKET socket sees frames again from that moment.
 void UplinkPort::install(Mode m, std::unique_ptr<Port> driver) {
   {
     DatapathPause pause(*this);

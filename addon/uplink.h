@@ -1,6 +1,7 @@
 // A host uplink as the engine sees it: one port on one host interface, whatever driver moves its
-// packets. The driver follows the engine's mode (open_driver in uplink.cc is the one place that picks
-// it); switching drivers keeps the port, its name, its wire and its counters.
+// packets (AF_PACKET in kernel mode, AF_XDP in bypass mode). The driver follows the engine's mode
+// (open_driver in uplink.cc is the one place that picks it); switching drivers keeps the port, its
+// name, its wire and its counters.
 #pragma once
 
 #include <memory>

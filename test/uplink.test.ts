@@ -135,6 +135,11 @@ class Net {
   }
 
   /** How many holders keep the uplink's interface promiscuous (packet sockets do not show in its flags). */
+  /** The id of the XDP program attached to the host end, if any. */
+  hostXdpProgram(): number | undefined {
+    return (JSON.parse(ip('-d', '-j', 'link', 'show', this.host)) as Array<{ xdp?: { prog?: { id: number } } }>)[0].xdp?.prog?.id;
+  }
+
   hostPromiscuity(): number {
     return (JSON.parse(ip('-d', '-j', 'link', 'show', this.host)) as Array<{ promiscuity: number }>)[0].promiscuity;
   }
@@ -162,8 +167,8 @@ class Net {
   }
 }
 
-function setup(t: Test, net: Net) {
-  const f = new Fixture('kernel');
+function setup(t: Test, net: Net, mode: 'kernel' | 'bypass' = 'kernel') {
+  const f = new Fixture(mode);
   t.teardown(() => f.close());
   const path = f.vhost('vm');
   f.engine.addUplink('up', net.host);
@@ -204,8 +209,10 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     t.same(f.engine.ports(), [], 'no port was added');
   });
 
-  t.test('ping through the kernel stack, then counted frames both ways', async (t) => {
-    const { f, fe } = setup(t, net);
+  // Kernel mode: AF_PACKET; bypass mode: AF_XDP (the PMD spins; the test is short).
+  for (const mode of ['kernel', 'bypass'] as const)
+  t.test(`${mode} mode: ping through the kernel stack, then counted frames both ways`, async (t) => {
+    const { f, fe } = setup(t, net, mode);
     await f.waitConnected('vm');
     t.same(f.port('up'), { name: 'up', kind: 'uplink', queuePairs: 1, counterSet: f.port('up').counterSet, peer: 'vm', pmd: 0, ifname: net.host });
     t.equal(net.hostPromiscuity(), 1, 'the interface is in promiscuous mode');
@@ -308,10 +315,15 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     await waitFor('counted', () => f.counter('up', 'RX_PACKETS') === 1n && f.counter('up', 'TX_PACKETS') === 1n);
 
     f.engine.setMode('bypass');
-    t.equal(openFds(), fds0 + 1, 'after switching, still one socket (the old one closed)');
+    // AF_XDP: the socket, the XSKMAP, the program, its bpf_link and the packet socket whose membership
+    // keeps the interface promiscuous; the AF_PACKET socket is closed.
+    t.equal(openFds(), fds0 + 5, 'bypass: the AF_XDP driver holds five fds, the AF_PACKET socket is closed');
     t.equal(net.hostPromiscuity(), 1, 'and one promiscuous membership');
+    t.ok(net.hostXdpProgram(), `an XDP program is attached (id ${net.hostXdpProgram()})`);
     await ping(t, net, fe, 2);
     f.engine.setMode('kernel');
+    t.equal(openFds(), fds0 + 1, 'kernel again: one socket');
+    t.equal(net.hostXdpProgram(), undefined, 'and the XDP program is gone');
     await ping(t, net, fe, 3);
     await waitFor('counters carried on across both switches', () => f.counter('up', 'RX_PACKETS') === 3n && f.counter('up', 'TX_PACKETS') === 3n);
     t.pass('three round trips counted on one counter set');
