@@ -46,13 +46,19 @@ uint64_t now_ns() {
 }
 
 // PAUSE lasts from a few to over a hundred cycles depending on the processor (34 ns on the AMD EPYC
-// these machines have): count how many make the wanted wait on this one.
+// these machines have): count how many make the wanted wait on this one. The thread starts while the
+// process is busy starting up, and a sample it was preempted in reads too long (too few pauses);
+// preemption only ever lengthens a sample, so the shortest of several is the one to trust.
 uint32_t pauses_for(uint64_t ns) {
-  constexpr uint32_t kSample = 4096;
-  const uint64_t t0 = now_ns();
-  for (uint32_t i = 0; i < kSample; i++) cpu_relax();
-  const uint64_t per = std::max<uint64_t>(1, (now_ns() - t0) / kSample);
-  return uint32_t(std::max<uint64_t>(1, ns / per));
+  constexpr uint32_t kSample = 1024, kSamples = 16;
+  uint64_t best = UINT64_MAX;
+  for (uint32_t r = 0; r < kSamples; r++) {
+    const uint64_t t0 = now_ns();
+    for (uint32_t i = 0; i < kSample; i++) cpu_relax();
+    best = std::min(best, now_ns() - t0);
+  }
+  const double per = std::max(1.0, double(best) / kSample);
+  return uint32_t(std::max(1.0, double(ns) / per));
 }
 }  // namespace
 
