@@ -353,86 +353,118 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   const bool merge = features_ & bit(VIRTIO_NET_F_MRG_RXBUF);
   const uint32_t hdr_len = net_hdr_len(features_);
 
-  // The chains one packet fills, and their buffers one after another.
+  // Two passes over the burst. The first takes the chains each packet needs (descriptor reads only) and
+  // asks for the first line of every destination buffer; the second copies and returns the chains, in
+  // order. The guest's core wrote those buffers' lines last (it refilled them), so each costs an
+  // ownership transfer; taken one packet at a time they serialize (64-byte enqueue sat at about 4 Mpps,
+  // the PMD busy in tx_burst), asked for together they overlap.
   struct Piece {
     uint16_t head;
     uint64_t cap;
   };
+  struct Planned {
+    uint16_t pkt;
+    uint16_t first_piece, npieces;
+    uint16_t first_span;
+    uint64_t need;
+  };
   Piece pieces[kTxSpans];
   Span spans[kTxSpans];
+  Planned plan[kBurst];
   uint16_t sent = 0;
   uint16_t i = 0;
-  for (; i < b.n; i++) {
-    const PacketView& p = b.pkt[i];
-    if (p.len > kMaxFrame) {
-      c.add(DROP_TX_TOO_BIG);
-      continue;
-    }
-    const uint64_t need = hdr_len + uint64_t(p.len);
-    uint32_t npieces = 0, nspans = 0;
-    uint64_t cap = 0;
-    QueueCounter drop = kNoDrop;
-    int rc = 1;
-    QueueCounter why;
-    while (cap < need) {
-      if (npieces == kTxSpans || nspans == kTxSpans) {
-        drop = DROP_TX_TOO_BIG;
+  bool stop = false;  // the ring ran dry or broke: nothing more goes in this burst
+  while (i < b.n && !stop) {
+    uint32_t np = 0, ns = 0;  // pieces and spans taken in this round
+    uint16_t nplan = 0;
+    for (; i < b.n; i++) {
+      const PacketView& p = b.pkt[i];
+      if (p.len > kMaxFrame) {
+        c.add(DROP_TX_TOO_BIG);
+        continue;
+      }
+      const uint64_t need = hdr_len + uint64_t(p.len);
+      const uint32_t p0 = np, s0 = ns;
+      uint64_t cap = 0;
+      QueueCounter drop = kNoDrop;
+      bool full = false;  // out of room in pieces/spans
+      int rc = 1;
+      QueueCounter why;
+      while (cap < need) {
+        if (np == kTxSpans || ns == kTxSpans) {
+          full = true;
+          drop = DROP_TX_TOO_BIG;
+          break;
+        }
+        Chain ch;
+        rc = r.vq.pop(mem, spans + ns, kTxSpans - ns, &ch, &why);
+        if (rc <= 0) {
+          drop = DROP_TX_NO_BUFFER;
+          break;
+        }
+        pieces[np++] = Piece{ch.head, ch.len};
+        if (ch.nspans) __builtin_prefetch(spans[ns].p, 1);
+        ns += ch.nspans;
+        cap += ch.len;
+        if (!merge && cap < need) {
+          drop = DROP_TX_TOO_BIG;
+          break;
+        }
+      }
+      if (rc < 0) {
+        ring_broken(uint16_t(idx), why);
+        stop = true;
         break;
       }
-      Chain ch;
-      rc = r.vq.pop(mem, spans + nspans, kTxSpans - nspans, &ch, &why);
-      if (rc <= 0) {
-        drop = DROP_TX_NO_BUFFER;
-        break;
+      if (drop != kNoDrop) {
+        // Chains we did not fill go back to the ring for the packets after this one.
+        r.vq.unpop(uint16_t(np - p0));
+        np = p0;
+        ns = s0;
+        // Out of room because of the packets planned before it: copy those, then try it again.
+        if (full && p0 > 0) break;
+        if (rc == 0 && cap == 0) {
+          // The ring is empty: so it is for the rest of the burst.
+          c.add(DROP_TX_NO_BUFFER, b.n - i);
+          i = b.n;
+          stop = true;
+          break;
+        }
+        c.add(drop);
+        continue;
       }
-      pieces[npieces++] = Piece{ch.head, ch.len};
-      nspans += ch.nspans;
-      cap += ch.len;
-      if (!merge && cap < need) {
-        drop = DROP_TX_TOO_BIG;
-        break;
-      }
-    }
-    if (rc < 0) {
-      ring_broken(uint16_t(idx), why);
-      break;
-    }
-    if (drop != kNoDrop) {
-      // Chains we did not fill go back to the ring for the packets after this one.
-      r.vq.unpop(uint16_t(npieces));
-      if (rc == 0 && npieces == 0) {
-        // The ring is empty: so it is for the rest of the burst.
-        c.add(DROP_TX_NO_BUFFER, b.n - i);
-        i = b.n;
-        break;
-      }
-      c.add(drop);
-      continue;
+      if (p.nseg) __builtin_prefetch(b.span[p.first].p);
+      plan[nplan++] = Planned{i, uint16_t(p0), uint16_t(np - p0), uint16_t(s0), need};
     }
 
-    // From here the source's memory is read: a fault there leaves these chains to abort_tx().
-    tx_open_ = {idx, npieces};
-    virtio_net_hdr_mrg_rxbuf h = {};
-    h.num_buffers = uint16_t(npieces);
-    SpanWriter w{spans};
-    w.write(&h, hdr_len);
-    uint32_t left = p.len;
-    for (uint16_t k = p.first; left && k < p.first + p.nseg; k++) {
-      const uint32_t l = std::min(b.span[k].len, left);
-      w.write(b.span[k].p, l);
-      left -= l;
-    }
-    // Chains were filled in order, so each holds its capacity until the bytes run out.
-    uint64_t rest = need;
-    for (uint32_t k = 0; k < npieces; k++) {
-      const uint64_t l = std::min(pieces[k].cap, rest);
-      r.vq.push(pieces[k].head, uint32_t(l));
-      rest -= l;
+    for (uint16_t k = 0; k < nplan; k++) {
+      const Planned& pl = plan[k];
+      const PacketView& p = b.pkt[pl.pkt];
+      // From here the source's memory is read: a fault there leaves the chains of this packet and of
+      // those planned after it to abort_tx().
+      tx_open_ = {idx, np - pl.first_piece};
+      virtio_net_hdr_mrg_rxbuf h = {};
+      h.num_buffers = pl.npieces;
+      SpanWriter w{spans + pl.first_span};
+      w.write(&h, hdr_len);
+      uint32_t left = p.len;
+      for (uint16_t s = p.first; left && s < p.first + p.nseg; s++) {
+        const uint32_t l = std::min(b.span[s].len, left);
+        w.write(b.span[s].p, l);
+        left -= l;
+      }
+      // Chains were filled in order, so each holds its capacity until the bytes run out.
+      uint64_t rest = pl.need;
+      for (uint32_t q = pl.first_piece; q < uint32_t(pl.first_piece) + pl.npieces; q++) {
+        const uint64_t l = std::min(pieces[q].cap, rest);
+        r.vq.push(pieces[q].head, uint32_t(l));
+        rest -= l;
+      }
+      sent++;
+      c.add(TX_PACKETS);
+      c.add(TX_BYTES, p.len);
     }
     tx_open_.idx = -1;
-    sent++;
-    c.add(TX_PACKETS);
-    c.add(TX_BYTES, p.len);
   }
   if (i < b.n) c.add(DROP_TX_NOT_READY, b.n - i);
   r.flush(c);
