@@ -263,7 +263,10 @@ export class Testpmd {
   readonly args: string[];
   readonly interactive: boolean;
   #child: ChildProcess;
+  /** stdout: prompts, command output and statistics */
   #out = '';
+  /** stderr (the last KEEP_OUTPUT of it): warnings and errors, shown in errors */
+  #stderr = '';
   /** absolute offset of #out[0] (old output is dropped past KEEP_OUTPUT) */
   #base = 0;
   #partial = '';
@@ -331,7 +334,9 @@ export class Testpmd {
       });
     });
     this.#child.stdout!.setEncoding('utf8').on('data', (s: string) => this.#onData(s));
-    this.#child.stderr!.setEncoding('utf8').on('data', (s: string) => this.#onData(s));
+    // stderr apart: testpmd writes warnings there while it prints its prompt on stdout, and one landing
+    // in the middle of "testpmd> " hid the prompt from waitFor (a start that never finished, in CI).
+    this.#child.stderr!.setEncoding('utf8').on('data', (s: string) => this.#onStderr(s));
     // A quit testpmd closes its end; writes after that must not crash the parent.
     this.#child.stdin!.on('error', () => {});
   }
@@ -362,7 +367,7 @@ export class Testpmd {
     return this.#exited !== null;
   }
 
-  /** Everything printed so far (the last MiB of it). */
+  /** Everything printed on stdout so far (the last MiB of it). */
   output(): string {
     return this.#out;
   }
@@ -374,7 +379,16 @@ export class Testpmd {
 
   #error(what: string): TestpmdError {
     const tail = this.#out.split('\n').slice(-25).join('\n');
-    return new TestpmdError(`${this.name} (dpdk-testpmd pid ${this.pid}, prefix ${this.prefix}) ${what}\n--- last output ---\n${tail}`);
+    const errTail = this.#stderr.split('\n').slice(-10).join('\n');
+    return new TestpmdError(
+      `${this.name} (dpdk-testpmd pid ${this.pid}, prefix ${this.prefix}) ${what}\n--- last output ---\n${tail}` +
+        (errTail.trim() ? `\n--- stderr ---\n${errTail}` : ''),
+    );
+  }
+
+  #onStderr(s: string): void {
+    this.#stderr = (this.#stderr + s).slice(-KEEP_OUTPUT);
+    if (this.#log) for (const l of s.split('\n')) if (l) this.#log(l);
   }
 
   #flushPartial(): void {
