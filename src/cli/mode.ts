@@ -1,16 +1,10 @@
 // `vhostwire mode [bypass|kernel]`: reads or switches the mode of a running `vhostwire serve --metrics`
 // over its HTTP API (PUT /api/mode, accepted from this host only). Like stats, it needs no addon.
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
-import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT, UsageError } from '../options';
+import { UsageError } from '../options';
+import { apiUrl, request, urlOption } from './api';
 
-const options = {
-  url: {
-    type: 'string',
-    requiresArg: true,
-    default: `http://${DEFAULT_METRICS_HOST}:${DEFAULT_METRICS_PORT}`,
-    describe: 'where serve --metrics listens',
-  },
-} as const;
+const options = urlOption;
 
 type ModeArgs = InferredOptionTypes<typeof options> & { mode?: string };
 
@@ -22,22 +16,11 @@ export const modeCommand: CommandModule<object, ModeArgs> = {
   handler: async (argv) => {
     if (argv.mode !== undefined && argv.mode !== 'bypass' && argv.mode !== 'kernel')
       throw new UsageError(`mode: must be bypass or kernel, not ${JSON.stringify(argv.mode)}`);
-    let url: URL;
-    try {
-      url = new URL('/api/mode', argv.url);
-    } catch {
-      throw new UsageError(`--url ${JSON.stringify(argv.url)}: not a URL`);
-    }
+    const url = apiUrl(argv.url, '/api/mode');
     const init: RequestInit = argv.mode
       ? { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ mode: argv.mode }) }
       : {};
-    let res: Response;
-    try {
-      res = await fetch(url, init);
-    } catch (e) {
-      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      throw new Error(`cannot reach ${url.href}: ${cause?.code ?? cause?.message ?? String(e)}`);
-    }
+    const res = await request(url, init);
     const body = (await res.json().catch(() => ({}))) as { mode?: string; was?: string; error?: string };
     if (!res.ok) throw new Error(`${url.href}: HTTP ${res.status}: ${body.error ?? 'no reason given'}`);
     console.log(body.was && body.was !== body.mode ? `mode ${body.mode} (was ${body.was})` : `mode ${body.mode}`);

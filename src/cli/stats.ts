@@ -2,18 +2,11 @@
 // apart. It talks HTTP only, so it needs no native addon and can watch a backend from anywhere.
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT, UsageError } from '../options';
 import type { PortJson } from '../http';
+import { apiUrl, request, urlOption } from './api';
 import { pps, table } from './format';
 
-const options = {
-  url: {
-    type: 'string',
-    requiresArg: true,
-    default: `http://${DEFAULT_METRICS_HOST}:${DEFAULT_METRICS_PORT}`,
-    describe: 'where serve --metrics listens',
-  },
-} as const;
+const options = urlOption;
 
 type StatsArgs = InferredOptionTypes<typeof options>;
 
@@ -22,12 +15,7 @@ export const statsCommand: CommandModule<object, StatsArgs> = {
   describe: 'show the ports of a running `vhostwire serve --metrics ...`: state, packet rates, drops',
   builder: (y: Argv) => y.options(options),
   handler: async (argv) => {
-    let base: URL;
-    try {
-      base = new URL('/api/ports', argv.url);
-    } catch {
-      throw new UsageError(`--url ${JSON.stringify(argv.url)}: not a URL`);
-    }
+    const base = apiUrl(argv.url, '/api/ports');
     const before = await fetchPorts(base);
     const t0 = process.hrtime.bigint();
     await sleep(1000);
@@ -37,13 +25,7 @@ export const statsCommand: CommandModule<object, StatsArgs> = {
 };
 
 async function fetchPorts(url: URL): Promise<PortJson[]> {
-  let res: Response;
-  try {
-    res = await fetch(url);
-  } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new Error(`cannot reach ${url.href}: ${cause?.code ?? cause?.message ?? String(e)}`);
-  }
+  const res = await request(url);
   if (!res.ok) throw new Error(`${url.href}: HTTP ${res.status}`);
   return (await res.json()) as PortJson[];
 }
