@@ -1,7 +1,8 @@
 #include "gen.h"
 
+#include "clock.h"
+
 #include <sys/timerfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,12 +11,6 @@
 namespace vw {
 
 namespace {
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
 
 uint16_t ip_checksum(const uint8_t* p, size_t len) {
   uint32_t sum = 0;

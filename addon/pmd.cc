@@ -1,11 +1,11 @@
 #include "pmd.h"
 
+#include "clock.h"
 #include "guest_fault.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,12 +37,6 @@ inline void cpu_relax() {
 #elif defined(__aarch64__)
   asm volatile("yield");
 #endif
-}
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
 // PAUSE lasts from a few to over a hundred cycles depending on the processor (34 ns on the AMD EPYC

@@ -1,9 +1,9 @@
 #include "virtio_net.h"
 
+#include "clock.h"
 #include "guest_fault.h"
 
 #include <poll.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -41,12 +41,6 @@ static_assert(kTxSpans <= Virtqueue::kMaxUnpop, "unpop must cover a packet's cha
 // A receive ring whose driver posts buffers but never kicks counts as ready this long after it first
 // posted them (see tx_ready()).
 constexpr uint64_t kReadyWithoutKickNs = 100 * 1000 * 1000;
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
 
 // Whether fd (an eventfd) has been signalled; the count is left for whoever reads it.
 bool signalled(int fd) {
