@@ -15,6 +15,7 @@
 #include "guest_memory.h"
 #include "port.h"
 #include "vhost_user_wire.h"
+#include "virtio_spec.h"
 
 namespace vw {
 
@@ -22,16 +23,12 @@ namespace {
 
 constexpr uint64_t bit(uint32_t n) { return uint64_t(1) << n; }
 
-// Virtio feature bits (virtio 1.1 sections 5.1.3 and 6), spelled out here rather than taken from the
-// kernel's UAPI headers, which are not C++-clean.
-constexpr uint32_t kNetFMtu = 3, kNetFMrgRxbuf = 15, kNetFMq = 22, kRingFIndirectDesc = 28, kRingFEventIdx = 29,
-                   kFVersion1 = 32, kFInOrder = 35;
-
 // IN_ORDER: every vring returns chains in the order they were made available (virtio_net.cc keeps to
 // it), which lets a driver reclaim descriptors by counting instead of walking its free list. DPDK's
 // virtio PMD switches to its cheaper in-order paths when it is offered.
-constexpr uint64_t kOfferedFeatures = bit(kFVersion1) | bit(kNetFMrgRxbuf) | bit(kRingFIndirectDesc) |
-                                      bit(kRingFEventIdx) | bit(kNetFMtu) | bit(kFInOrder) |
+constexpr uint64_t kOfferedFeatures = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) |
+                                      bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) |
+                                      bit(VIRTIO_NET_F_MTU) | bit(VIRTIO_F_IN_ORDER) |
                                       bit(VHOST_USER_F_PROTOCOL_FEATURES);
 // LOG_SHMFD is deliberately absent: without dirty logging a front end must not migrate with us.
 constexpr uint64_t kOfferedProtocolFeatures = bit(VHOST_USER_PROTOCOL_F_MQ) |
@@ -367,14 +364,14 @@ struct VhostUserPort::Impl {
 
   bool get_features(Message& m, std::string*) {
     uint64_t f = kOfferedFeatures;
-    if (queue_pairs_ > 1) f |= bit(kNetFMq);
+    if (queue_pairs_ > 1) f |= bit(VIRTIO_NET_F_MQ);
     set_reply_u64(m, f);
     return true;
   }
 
   bool set_features(Message& m, std::string* err) {
     uint64_t f = m.msg.payload.u64;
-    uint64_t offered = kOfferedFeatures | (queue_pairs_ > 1 ? bit(kNetFMq) : 0);
+    uint64_t offered = kOfferedFeatures | (queue_pairs_ > 1 ? bit(VIRTIO_NET_F_MQ) : 0);
     if (f & ~offered) {
       *err = "features 0x" + hex(f & ~offered) + " were not offered";
       return false;

@@ -16,6 +16,7 @@ constexpr uint32_t VIRTIO_NET_F_MQ = 22;
 constexpr uint32_t VIRTIO_RING_F_INDIRECT_DESC = 28;
 constexpr uint32_t VIRTIO_RING_F_EVENT_IDX = 29;
 constexpr uint32_t VIRTIO_F_VERSION_1 = 32;
+constexpr uint32_t VIRTIO_F_IN_ORDER = 35;
 
 constexpr uint16_t VRING_DESC_F_NEXT = 1;
 constexpr uint16_t VRING_DESC_F_WRITE = 2;
