@@ -5,15 +5,6 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 
-export interface InterfaceStats {
-  ifname: string;
-  /** /sys/class/net/IF/statistics: rx_packets, tx_packets, rx_dropped, ... */
-  statistics: Record<string, number>;
-  /** `ethtool -S IF`, null when it could not be read (ethtoolError says why). */
-  ethtool: Record<string, number> | null;
-  ethtoolError?: string;
-}
-
 /** `ethtool -S` output ("NIC statistics:" then "name: value" lines) to a record. */
 export function parseEthtoolStats(text: string): Record<string, number> {
   const out: Record<string, number> = {};
@@ -24,10 +15,12 @@ export function parseEthtoolStats(text: string): Record<string, number> {
   return out;
 }
 
-/** /sys/class/net/IF/statistics; rejects when the interface does not exist. */
+/** /sys/class/net/IF/statistics; rejects, naming it, when the interface does not exist. */
 export async function sysfsStatistics(ifname: string): Promise<Record<string, number>> {
   const dir = path.join('/sys/class/net', ifname, 'statistics');
-  const names = await fs.readdir(dir);
+  const names = await fs.readdir(dir).catch(() => {
+    throw new Error(`interface ${ifname} does not exist (no /sys/class/net/${ifname})`);
+  });
   const out: Record<string, number> = {};
   await Promise.all(
     names.map(async (n) => {
@@ -49,16 +42,4 @@ export function ethtoolS(ifname: string, timeoutMs = 2000): Promise<{ stats: Rec
       }
     });
   });
-}
-
-/** Both views of ifname; rejects only when the interface does not exist. */
-export async function readInterfaceStats(ifname: string, timeoutMs = 2000): Promise<InterfaceStats> {
-  let statistics: Record<string, number>;
-  try {
-    statistics = await sysfsStatistics(ifname);
-  } catch {
-    throw new Error(`interface ${ifname} does not exist (no /sys/class/net/${ifname})`);
-  }
-  const e = await ethtoolS(ifname, timeoutMs);
-  return { ifname, statistics, ethtool: e.stats, ...(e.error ? { ethtoolError: e.error } : {}) };
 }
