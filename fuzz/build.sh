@@ -38,7 +38,8 @@ $CXX $FLAGS $SAN fuzz/tpacket_fuzz.cc "$OUT/obj/af_packet.o" -o "$OUT/tpacket_fu
 # for copies from guest memory that faults in the middle of tx_burst.
 $CXX $FLAGS $SAN fuzz/xdp_fuzz.cc "$OUT/obj/af_xdp.o" "$OUT/obj/counters.o" "$OUT/obj/guarded_mmap.o" "$OUT/obj/guest_fault.o" \
   -o "$OUT/xdp_fuzz"
-echo "fuzzers built in $OUT: virtqueue_fuzz vhost_user_fuzz tpacket_fuzz xdp_fuzz"
+source fuzz/fuzzers.sh
+echo "fuzzers built in $OUT: ${FUZZERS[*]}"
 
 # Unit regressions for the wire layer; no sanitizer runtime, since the test interposes recvmsg.
 $CXX -std=gnu++17 -g -O1 -D_GNU_SOURCE -Wall fuzz/wire_test.cc addon/vhost_user_wire.cc -o "$OUT/wire_test"

@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${FUZZ_OUT:-fuzz/out}
 SECS=${CORPUS_SECONDS:-120}
-declare -A MAX_LEN=([virtqueue_fuzz]=4096 [vhost_user_fuzz]=2048 [tpacket_fuzz]=1024 [xdp_fuzz]=2048)
-for name in virtqueue_fuzz vhost_user_fuzz tpacket_fuzz xdp_fuzz; do
+source fuzz/fuzzers.sh
+for name in "${FUZZERS[@]}"; do
   scratch=$OUT/corpus-gen/$name
   rm -rf "$scratch" && mkdir -p "$scratch" "fuzz/corpus/$name"
   "$OUT/$name" -max_total_time="$SECS" -max_len="${MAX_LEN[$name]}" -timeout=10 "$scratch" "fuzz/corpus/$name" "$@" \

@@ -10,10 +10,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${FUZZ_OUT:-fuzz/out}
 SECONDS_EACH=${FUZZ_SECONDS:-45}
-declare -A MAX_LEN=([virtqueue_fuzz]=4096 [vhost_user_fuzz]=2048 [tpacket_fuzz]=1024 [xdp_fuzz]=2048)
+source fuzz/fuzzers.sh
 
 status=0
-for name in virtqueue_fuzz vhost_user_fuzz tpacket_fuzz xdp_fuzz; do
+for name in "${FUZZERS[@]}"; do
   bin=$OUT/$name
   [ -x "$bin" ] || { echo "fuzz/run.sh: $bin is missing (run fuzz/build.sh)" >&2; exit 2; }
   work=$OUT/work/$name
