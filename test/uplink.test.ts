@@ -134,14 +134,18 @@ class Net {
     return { rxPackets: l.stats64.rx.packets, rxBytes: l.stats64.rx.bytes, txPackets: l.stats64.tx.packets };
   }
 
+  private hostLink(): { promiscuity: number; xdp?: { prog?: { id: number } } } {
+    return (JSON.parse(ip('-d', '-j', 'link', 'show', this.host)) as Array<{ promiscuity: number; xdp?: { prog?: { id: number } } }>)[0];
+  }
+
   /** The id of the XDP program attached to the host end, if any. */
   hostXdpProgram(): number | undefined {
-    return (JSON.parse(ip('-d', '-j', 'link', 'show', this.host)) as Array<{ xdp?: { prog?: { id: number } } }>)[0].xdp?.prog?.id;
+    return this.hostLink().xdp?.prog?.id;
   }
 
   /** How many holders keep the uplink's interface promiscuous (packet sockets do not show in its flags). */
   hostPromiscuity(): number {
-    return (JSON.parse(ip('-d', '-j', 'link', 'show', this.host)) as Array<{ promiscuity: number }>)[0].promiscuity;
+    return this.hostLink().promiscuity;
   }
 
   /** Sends frames out of the namespace end through a raw socket inside the namespace, paced by bursts. */
