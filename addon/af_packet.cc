@@ -198,11 +198,7 @@ bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
   // for the next send().
   const int sndbuf = int(kTxFrames * kTxFrameSize);
   opt(SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf);
-  // A switch uplink carries frames for its VMs' addresses, which the NIC would otherwise filter out.
-  packet_mreq mr = {};
-  mr.mr_ifindex = ifindex_;
-  mr.mr_type = PACKET_MR_PROMISC;
-  if (!opt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr)) return fail("cannot put " + where + " in promiscuous mode");
+  if (!add_promiscuous_membership(fd_, ifindex_)) return fail("cannot put " + where + " in promiscuous mode");
   if (!refresh_mtu()) return fail("cannot read the MTU of " + where);
   sockaddr_ll sll = {};
   sll.sll_family = AF_PACKET;
@@ -409,6 +405,13 @@ bool AfPacketPort::arm_wakeup(std::vector<pollfd>& fds) {
   getsockopt(fd_, SOL_SOCKET, SO_ERROR, &e, &len);
   fds.push_back({fd_, POLLIN, 0});
   return true;
+}
+
+bool add_promiscuous_membership(int fd, int ifindex) {
+  packet_mreq mr = {};
+  mr.mr_ifindex = ifindex;
+  mr.mr_type = PACKET_MR_PROMISC;
+  return setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) == 0;
 }
 
 }  // namespace vw

@@ -23,6 +23,12 @@
 
 namespace vw {
 
+// Makes ifindex promiscuous for as long as packet socket fd is open (the kernel drops the membership
+// with the socket, also when the process dies, so an interface is never left promiscuous). A switch
+// uplink carries frames for its VMs' addresses, which a NIC would otherwise filter out. false and errno
+// on failure.
+bool add_promiscuous_membership(int fd, int ifindex);
+
 // The frames of one TPACKET_V3 receive block, read in order. Pure: it touches nothing but the block, so a
 // fuzzer can drive it over any bytes. Header fields are copied out once and checked before use; the only
 // write is the VLAN tag the kernel took out of a frame (TP_STATUS_VLAN_VALID), put back in front of its

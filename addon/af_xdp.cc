@@ -1,10 +1,10 @@
 #include "af_xdp.h"
 
+#include "af_packet.h"
+
 #include <linux/bpf.h>
 #include <linux/if_link.h>
-#include <linux/if_packet.h>
 #include <linux/if_xdp.h>
-#include <net/ethernet.h>
 #include <net/if.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -488,16 +488,11 @@ bool AfXdpPort::setup(std::string* err) {
     }
   }
 
-  // A switch uplink must see frames addressed to its VMs' MACs, which a NIC filters out unless it is
-  // promiscuous. A packet socket's membership does it and is dropped with the socket, also when the
-  // process dies, so the interface is never left promiscuous; protocol 0: this socket receives nothing.
+  // XDP sees only what the NIC lets in, so the interface is made promiscuous as an AF_PACKET uplink makes
+  // it: through a packet socket's membership (protocol 0: this socket receives nothing).
   promisc_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
   if (promisc_ < 0) return fail("opening a packet socket for promiscuous mode", errno, errno == EPERM ? caps : "");
-  packet_mreq mr;
-  memset(&mr, 0, sizeof mr);
-  mr.mr_ifindex = int(ifindex_);
-  mr.mr_type = PACKET_MR_PROMISC;
-  if (setsockopt(promisc_, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) != 0)
+  if (!add_promiscuous_membership(promisc_, int(ifindex_)))
     return fail("putting the interface in promiscuous mode", errno, errno == EPERM ? caps : "");
 
   bpf_prog_info info;
