@@ -280,7 +280,7 @@ export class Testpmd {
 
   private constructor(opts: TestpmdOptions) {
     const binary = opts.binary ?? findTestpmd();
-    if (!binary) throw new TestpmdError('dpdk-testpmd is not installed (Debian: apt-get install dpdk)');
+    if (!binary) throw new TestpmdError('dpdk-testpmd is not installed (Debian 12: apt-get install dpdk-dev)');
     this.name = opts.name ?? 'testpmd';
     this.prefix = opts.filePrefix ?? uniquePrefix(this.name);
     this.interactive = opts.statsPeriod === undefined;

@@ -372,7 +372,7 @@ export async function runVhostBench(
   log: (line: string) => void = console.log,
   stopRequested: () => boolean = () => false,
 ): Promise<VhostBenchResult> {
-  if (!findTestpmd()) throw new Error('dpdk-testpmd is not installed (Debian: apt-get install dpdk); the benchmark needs it for the front end and the reference backend');
+  if (!findTestpmd()) throw new Error('dpdk-testpmd is not installed (Debian 12: apt-get install dpdk-dev); the benchmark needs it for the front end and the reference backend');
   const pages = freeHugepages();
   if (pages < 256)
     throw new Error(

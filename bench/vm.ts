@@ -81,7 +81,7 @@ function median(xs: number[]): number | null {
 /** Why the benchmark cannot run here, or null. */
 export function vmBenchUnavailable(): string | null {
   if (!findQemu()) return 'qemu-system-x86_64 is not installed (apt-get install qemu-system-x86 linux-image-amd64 busybox-static)';
-  if (!findTestpmd()) return 'dpdk-testpmd is not installed (apt-get install dpdk)';
+  if (!findTestpmd()) return 'dpdk-testpmd is not installed (apt-get install dpdk-dev)';
   if (!fs.existsSync(path.join(ROOT, 'build', 'Release', 'vhostwire.node'))) return 'the native addon is not built';
   if (freeHugepages() < 128) return 'fewer than 128 free hugepages for testpmd (echo 1024 > /proc/sys/vm/nr_hugepages)';
   return null;

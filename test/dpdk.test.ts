@@ -82,7 +82,8 @@ function forwardStats(r: StopResult): { rx: number; tx: number } {
 }
 
 if (!findTestpmd()) {
-  t.plan(0, 'dpdk-testpmd is not installed (Debian: apt-get install dpdk)');
+  // The parser test above has already run: a skip here must not contradict its assertions with a plan.
+  t.comment('skip: dpdk-testpmd is not installed (Debian 12: apt-get install dpdk-dev)');
 } else {
   const notBuilt = serveUnavailable();
   const pages = freeHugepages();
