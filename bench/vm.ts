@@ -19,7 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { detectAccel, ensureGuest, findQemu, Vm, type Accel } from '../src/vm';
+import { detectAccel, ensureGuest, findQemu, Vm, type Accel } from '../src/harness/vm';
 import { findTestpmd, freeHugepages, Testpmd } from './testpmd';
 
 const ROOT = path.resolve(__dirname, '..', '..');

@@ -10,7 +10,7 @@ OUT=${FUZZ_OUT:-fuzz/out}
 mkdir -p "$OUT/obj"
 
 SAN="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
-FLAGS="-std=gnu++17 -g -O1 -D_GNU_SOURCE -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers"
+FLAGS="-std=gnu++17 -g -O1 -D_GNU_SOURCE -Iaddon -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers"
 # Core objects are built with fuzzer instrumentation but without libFuzzer's main.
 CORE_SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
 
@@ -22,10 +22,11 @@ compile() {  # src obj extra-flags...
 
 # guest_memory.cc maps the front end's fds through fuzz/guarded_mmap.cc, which puts PROT_NONE pages
 # around every mapping (ASan does not watch mmap'd memory).
-compile addon/guest_memory.cc "$OUT/obj/guest_memory.o" -Dmmap=vw_guarded_mmap -Dmunmap=vw_guarded_munmap
+compile addon/core/guest_memory.cc "$OUT/obj/guest_memory.o" -Dmmap=vw_guarded_mmap -Dmunmap=vw_guarded_munmap
 compile fuzz/guarded_mmap.cc "$OUT/obj/guarded_mmap.o"
-for f in af_packet af_xdp counters guest_fault virtqueue virtio_net vhost_user vhost_user_wire; do
-  compile "addon/$f.cc" "$OUT/obj/$f.o"
+for f in ports/uplink/af_packet ports/uplink/af_xdp core/counters core/guest_fault virtio/virtqueue \
+  ports/vhost_user/virtio_net ports/vhost_user/vhost_user ports/vhost_user/vhost_user_wire; do
+  compile "addon/$f.cc" "$OUT/obj/$(basename "$f").o"
 done
 
 CORE="$OUT/obj/guest_memory.o $OUT/obj/guarded_mmap.o $OUT/obj/guest_fault.o $OUT/obj/counters.o $OUT/obj/virtqueue.o $OUT/obj/virtio_net.o"
@@ -42,5 +43,5 @@ source fuzz/fuzzers.sh
 echo "fuzzers built in $OUT: ${FUZZERS[*]}"
 
 # Unit regressions for the wire layer; no sanitizer runtime, since the test interposes recvmsg.
-$CXX -std=gnu++17 -g -O1 -D_GNU_SOURCE -Wall fuzz/wire_test.cc addon/vhost_user_wire.cc -o "$OUT/wire_test"
+$CXX -std=gnu++17 -g -O1 -D_GNU_SOURCE -Iaddon -Wall fuzz/wire_test.cc addon/ports/vhost_user/vhost_user_wire.cc -o "$OUT/wire_test"
 echo "regression test built: $OUT/wire_test"

@@ -31,7 +31,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../addon/af_packet.h"
+#include "ports/uplink/af_packet.h"
 
 using namespace vw;
 

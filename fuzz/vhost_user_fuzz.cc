@@ -29,11 +29,11 @@
 #include <string>
 #include <vector>
 
-#include "../addon/counters.h"
-#include "../addon/guest_memory.h"
-#include "../addon/vhost_user.h"
-#include "../addon/vhost_user_wire.h"
-#include "../addon/virtio_spec.h"
+#include "core/counters.h"
+#include "core/guest_memory.h"
+#include "ports/vhost_user/vhost_user.h"
+#include "ports/vhost_user/vhost_user_wire.h"
+#include "virtio/virtio_spec.h"
 
 using namespace vw;
 

@@ -29,10 +29,10 @@
 #include <memory>
 #include <vector>
 
-#include "../addon/counters.h"
-#include "../addon/guest_memory.h"
-#include "../addon/virtio_net.h"
-#include "../addon/virtio_spec.h"
+#include "core/counters.h"
+#include "core/guest_memory.h"
+#include "ports/vhost_user/virtio_net.h"
+#include "virtio/virtio_spec.h"
 
 using namespace vw;
 

@@ -14,7 +14,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "../addon/vhost_user_wire.h"
+#include "ports/vhost_user/vhost_user_wire.h"
 
 using namespace vw;
 

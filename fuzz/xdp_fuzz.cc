@@ -30,9 +30,9 @@
 #include <memory>
 #include <vector>
 
-#include "../addon/af_xdp.h"
-#include "../addon/counters.h"
-#include "../addon/guest_fault.h"
+#include "ports/uplink/af_xdp.h"
+#include "core/counters.h"
+#include "core/guest_fault.h"
 
 extern "C" void* vw_guarded_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off);
 extern "C" int vw_guarded_munmap(void* addr, size_t len);

@@ -11,6 +11,8 @@ const san = ['-fsanitize=address,undefined', '-fno-sanitize=vptr', '-fno-sanitiz
   '-fno-omit-frame-pointer', '-g', '-O1'];
 for (const t of gyp.targets) {
   t.sources = t.sources.map((s) => path.join('..', s));
+  // Project include directories are relative to the project root too; command expansions stay as they are.
+  t.include_dirs = (t.include_dirs || []).map((d) => (d.startsWith('<') ? d : path.join('..', d)));
   // Appended after the target's own -O2, so -O1 wins; vptr checks need RTTI, which node-gyp turns off.
   t.cflags = [...(t.cflags || []), ...san];
   t.cflags_cc = [...(t.cflags_cc || []), ...san];

@@ -10,12 +10,12 @@ export type {
   VhostUserPortOptions,
   Wire,
 } from './switch';
-export { Peer, PeerError } from './peer';
-export type { PeerOptions, PeerRate } from './peer';
-export { createRegistry } from './metrics';
-export { startHttp, portToJson } from './http';
-export type { HttpServer, PortJson, PortState } from './http';
-export { buildServeConfig, loadConfigFile, UsageError } from './options';
-export type { ServeConfig, ServeFlags, VhostUserSpec, GenSpec, Endpoint } from './options';
+export { Peer, PeerError } from './harness/peer';
+export type { PeerOptions, PeerRate } from './harness/peer';
+export { createRegistry } from './api/metrics';
+export { startHttp, portToJson } from './api/http';
+export type { HttpServer, PortJson, PortState } from './api/http';
+export { buildServeConfig, loadConfigFile, UsageError } from './config/options';
+export type { ServeConfig, ServeFlags, VhostUserSpec, GenSpec, Endpoint } from './config/options';
 export { native } from './native';
 export type { CounterInfo, Mode, PortEvent, PortInfo, TrafficOptions, VirtioUserStats } from './native';

@@ -1,6 +1,6 @@
 // What the commands that talk to a running `vhostwire serve --metrics` (stats, mode) share: the --url
 // option, and requests whose failures say which address could not be reached.
-import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT, UsageError } from '../options';
+import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT, UsageError } from '../config/options';
 
 export const urlOption = {
   url: {

@@ -14,10 +14,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
-import { UsageError } from '../options';
-import type { Peer } from '../peer';
+import { UsageError } from '../config/options';
+import type { Peer } from '../harness/peer';
 import type { CounterValues, Switch, SwitchPortInfo } from '../switch';
-import type { Guest, Vm } from '../vm';
+import type { Guest, Vm } from '../harness/vm';
 import { mpps, table } from './format';
 
 const FRAME = 64;
@@ -105,7 +105,7 @@ async function runDemo(seconds: number, withVms: boolean): Promise<number> {
   const interrupt = new Interrupt();
   try {
     if (withVms) {
-      const vmMod = await import('../vm');
+      const vmMod = await import('../harness/vm');
       let guest: Guest | undefined;
       const qemu = vmMod.findQemu();
       if (!qemu) {
@@ -132,7 +132,7 @@ async function runDemo(seconds: number, withVms: boolean): Promise<number> {
 /** Two QEMU VMs on vm0/vm1, vm0 pings vm1. 0, 130 when interrupted; throws (one line) when they fail. */
 async function vmDemo(qemu: string, guest: Guest, interrupt: Interrupt): Promise<number> {
   const { Switch } = await import('../switch');
-  const { Vm, detectAccel } = await import('../vm');
+  const { Vm, detectAccel } = await import('../harness/vm');
   const started = Date.now();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostwire-demo-'));
   let sw: Switch | undefined;
@@ -244,7 +244,7 @@ async function vmDemo(qemu: string, guest: Guest, interrupt: Interrupt): Promise
 async function frontEndDemo(seconds: number, interrupt: Interrupt): Promise<number> {
   // Loaded here, not at the top: --help must work without the native addon.
   const { Switch } = await import('../switch');
-  const { Peer } = await import('../peer');
+  const { Peer } = await import('../harness/peer');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostwire-demo-'));
   let sw: Switch | undefined;
   const peers: Peer[] = [];

@@ -3,7 +3,7 @@
 import yargs from 'yargs';
 import type { Argv, CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { UsageError } from '../options';
+import { UsageError } from '../config/options';
 import { demoCommand } from './demo';
 import { peerCommand } from './peer';
 import { serveCommand } from './serve';

@@ -1,7 +1,7 @@
 // `vhostwire mode [bypass|kernel]`: reads or switches the mode of a running `vhostwire serve --metrics`
 // over its HTTP API (PUT /api/mode, accepted from this host only). Like stats, it needs no addon.
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
-import { UsageError } from '../options';
+import { UsageError } from '../config/options';
 import { apiUrl, request, urlOption } from './api';
 
 const options = urlOption;

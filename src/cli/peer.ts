@@ -2,9 +2,9 @@
 // transmits and/or receives on a native thread and prints packets per second once a second.
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildPeerConfig, DEFAULT_PEER_SECONDS } from '../options';
-import type { PeerConfig } from '../options';
-import type { Peer } from '../peer';
+import { buildPeerConfig, DEFAULT_PEER_SECONDS } from '../config/options';
+import type { PeerConfig } from '../config/options';
+import type { Peer } from '../harness/peer';
 import { mpps } from './format';
 
 const options = {
@@ -35,7 +35,7 @@ export const peerCommand: CommandModule<object, PeerArgs> = {
 
 async function runPeer(config: PeerConfig): Promise<number> {
   // Loaded here, not at the top: --help and flag errors must work without the native addon.
-  const { Peer: PeerClass } = await import('../peer');
+  const { Peer: PeerClass } = await import('../harness/peer');
   const peer = new PeerClass({ path: config.path, server: config.server, queuePairs: config.queues });
   let stop = false;
   const onSignal = (): void => {

@@ -2,10 +2,10 @@
 // switch, serves metrics if asked, prints what it set up and every port event, and on SIGINT/SIGTERM
 // closes everything (sockets removed, threads joined) before exiting 0.
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
-import { buildServeConfig, DEFAULT_METRICS_PORT } from '../options';
-import type { ServeConfig } from '../options';
+import { buildServeConfig, DEFAULT_METRICS_PORT } from '../config/options';
+import type { ServeConfig } from '../config/options';
 import type { Switch } from '../switch';
-import type { HttpServer } from '../http';
+import type { HttpServer } from '../api/http';
 
 const options = {
   'vhost-user': {
@@ -94,8 +94,8 @@ async function serve(config: ServeConfig): Promise<void> {
   try {
     setUp(sw, config);
     if (config.metrics) {
-      const { createRegistry } = await import('../metrics');
-      const { startHttp } = await import('../http');
+      const { createRegistry } = await import('../api/metrics');
+      const { startHttp } = await import('../api/http');
       server = await startHttp(sw, createRegistry(sw), config.metrics.host, config.metrics.port);
       console.log(`metrics on ${server.url}/metrics, ports on ${server.url}/api/ports`);
     }

@@ -2,7 +2,7 @@
 // apart. It talks HTTP only, so it needs no native addon and can watch a backend from anywhere.
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { PortJson } from '../http';
+import type { PortJson } from '../api/http';
 import { apiUrl, request, urlOption } from './api';
 import { pps, table } from './format';
 

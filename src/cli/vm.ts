@@ -4,7 +4,7 @@
 // command). With --test it runs the tests, prints the console, powers off and exits 0 when every test
 // passed, 1 otherwise. --print shows the QEMU command line instead of running it.
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
-import { MAX_QUEUE_PAIRS, UsageError } from '../options';
+import { MAX_QUEUE_PAIRS, UsageError } from '../config/options';
 
 const options = {
   name: { type: 'string', requiresArg: true, demandOption: true, describe: 'VM name (letters, digits, - and _)' },
@@ -106,13 +106,13 @@ export const vmCommand: CommandModule<object, VmArgs> = {
 };
 
 async function runVm(c: VmCliConfig): Promise<number> {
-  const vmMod = await import('../vm');
+  const vmMod = await import('../harness/vm');
   const qemu = vmMod.findQemu();
   if (!qemu && !c.print) throw new Error('qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86)');
   const guest = vmMod.ensureGuest();
   const accel = c.accel === 'auto' ? await vmMod.detectAccel(guest, qemu ?? undefined) : c.accel;
   const tested = c.test.length > 0;
-  const opts: import('../vm').VmOptions = {
+  const opts: import('../harness/vm').VmOptions = {
     name: c.name,
     socket: c.socket,
     server: c.server,

@@ -1,0 +1,64 @@
+// Guest memory as the front end described it (SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG): a table of
+// regions, each an mmap of a file descriptor the front end passed. A GuestMemory is immutable once
+// built; the control thread builds a new one and swaps it in whole while the data path is paused, so a
+// PMD never sees a table being edited. Mappings are shared between successive tables, so adding one
+// region does not remap the others.
+//
+// This file owns the only translation functions from guest addresses to host memory. Every access a
+// guest asks for goes through them, as [addr, addr + len), with overflow checks.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/port.h"
+
+namespace vw {
+
+constexpr uint32_t kMaxMemRegions = 32;  // GET_MAX_MEM_SLOTS
+
+struct Mapping;  // one mmap of one fd; unmapped and closed when the last table using it goes
+
+struct MemRegion {
+  uint64_t gpa;          // guest physical address of the first byte
+  uint64_t size;         // bytes
+  uint64_t uaddr;        // the front end's own virtual address of the first byte (SET_VRING_ADDR uses it)
+  uint64_t mmap_offset;  // offset of the first byte in the fd
+  uint8_t* host;         // our address of the first byte
+  std::shared_ptr<Mapping> map;
+};
+
+class GuestMemory {
+ public:
+  GuestMemory() = default;
+
+  // Returns a copy of this table with one more region mapped from fd. Takes ownership of fd: it is
+  // closed on every path (kept open only inside the mapping on success). On failure returns null and
+  // says why in *err (overlap, zero size, wrap, offset beyond the file, too many regions, mmap failure).
+  std::shared_ptr<const GuestMemory> with_region(int fd, uint64_t gpa, uint64_t size, uint64_t uaddr,
+                                                 uint64_t mmap_offset, std::string* err) const;
+  // Returns a copy without the region that matches gpa, size and uaddr exactly; null if none does.
+  std::shared_ptr<const GuestMemory> without_region(uint64_t gpa, uint64_t size, uint64_t uaddr,
+                                                    std::string* err) const;
+
+  // Translates the guest physical range [gpa, gpa + len) to host spans, splitting it where it crosses
+  // regions. Returns the number of spans written, or -1 when any byte is outside guest memory, the range
+  // wraps, or it needs more than max_spans spans. len 0 gives 0 spans.
+  int translate(uint64_t gpa, uint64_t len, Span* out, int max_spans) const;
+  // Translates a range that must lie inside one region (descriptor tables, indirect tables). Null if not.
+  uint8_t* translate_contiguous(uint64_t gpa, uint64_t len) const;
+  // Translates a range of the front end's user addresses (SET_VRING_ADDR) inside one region. Null if not.
+  uint8_t* uva_to_host(uint64_t uaddr, uint64_t len) const;
+
+  // Whether p lies inside one of this table's mappings.
+  bool contains(const void* p) const;
+
+  const std::vector<MemRegion>& regions() const { return regions_; }
+
+ private:
+  std::vector<MemRegion> regions_;  // sorted by gpa, non-overlapping
+};
+
+}  // namespace vw

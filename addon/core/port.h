@@ -1,0 +1,137 @@
+// A port is anything packets enter and leave the backend through: a vhost-user guest, a sink, a
+// generator, later the host uplinks. PMD threads move packets between two ports with three calls per
+// burst (Snabb's app/link shape): rx_burst borrows packets as views into memory the port owns,
+// tx_burst on the peer copies them in, release gives the borrowed buffers back. Nothing is borrowed
+// past one iteration, so a guest never waits on a slow peer.
+#pragma once
+
+#include <poll.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/counters.h"
+
+namespace vw {
+
+constexpr uint16_t kBurst = 32;         // packets per burst
+constexpr uint16_t kBurstSpans = 1024;  // memory segments one burst may borrow
+constexpr uint32_t kMaxFrame = 65535;   // largest frame (without virtio-net header) we forward
+
+struct Span {
+  uint8_t* p;
+  uint32_t len;
+};
+
+struct PacketView {
+  uint32_t len;     // frame bytes, without any virtio-net header
+  uint16_t first;   // index of the first span in Burst::span
+  uint16_t nseg;    // number of spans
+  uint32_t cookie;  // private to the port that filled the burst (a descriptor head, a frame index...)
+};
+
+struct Burst {
+  uint16_t n = 0;
+  uint16_t nspans = 0;
+  PacketView pkt[kBurst];
+  Span span[kBurstSpans];
+  void clear() { n = 0; nspans = 0; }
+};
+
+// Something that runs a port's data path and can stop it at a loop boundary (a PMD thread). Control
+// changes that affect the data path (memory table, ring addresses, features, mode) are applied between
+// pause() and resume().
+class PortRunner {
+ public:
+  virtual ~PortRunner() = default;
+  virtual void pause() = 0;
+  virtual void resume() = 0;
+};
+
+// Rare things that happen to a port, delivered to JavaScript as events. May be raised from any thread.
+struct PortEvent {
+  std::string kind;    // "connected", "disconnected", "ring-broken", "error"
+  std::string port;
+  int queue = -1;      // vring index for ring events, -1 otherwise
+  std::string reason;  // ring-broken: the invalid_descriptors reason label; error: a sentence
+};
+using EventSink = std::function<void(const PortEvent&)>;
+
+class Port {
+ public:
+  explicit Port(std::string name) : name_(std::move(name)) {}
+  virtual ~Port() = default;
+  Port(const Port&) = delete;
+  Port& operator=(const Port&) = delete;
+
+  const std::string& name() const { return name_; }
+
+  // Queue pairs the port was created with. Queue pair q means "the q-th receive/transmit pair".
+  virtual uint16_t queue_pairs() const = 0;
+  // Borrows up to kBurst packets from queue pair qp into b (b is cleared first). Returns b.n.
+  virtual uint16_t rx_burst(uint16_t qp, Burst& b) = 0;
+  // Copies the packets of b into the port on queue pair qp. Whatever does not fit is dropped and
+  // counted with a reason. Returns the number accepted.
+  virtual uint16_t tx_burst(uint16_t qp, const Burst& b) = 0;
+  // Gives back what rx_burst(qp, b) borrowed.
+  virtual void release(uint16_t qp, Burst& b) = 0;
+  // Copies the running thread's private counters to the shared block.
+  virtual void publish_counters() = 0;
+
+  // Whether tx_burst would deliver anything now (for a guest: a receive ring is up, and its driver has
+  // posted buffers and kicked it at least once, see VirtioNetDevice::tx_ready). A port that holds_until_peer_ready() produces nothing while
+  // its peer is not ready, so a traffic source starts when its destination does; from every other port
+  // packets are taken and, with no ready peer, dropped and counted, as a switch does.
+  virtual bool tx_ready() { return true; }
+  virtual bool holds_until_peer_ready() const { return false; }
+
+  // Faults on guest memory (see guest_fault.h). A guest's front end can truncate the file behind its
+  // memory at any time; the thread that then touches a lost page gets control back and calls these.
+  // Whether addr lies in memory this port's guest owns.
+  virtual bool owns(const void* addr) const {
+    (void)addr;
+    return false;
+  }
+  // This port's guest memory faulted: stop every ring that reads or writes it.
+  virtual void memory_fault() {}
+  // tx_burst(qp, ...) was cut short by a fault in the memory of the packets' source: undo the packet it
+  // was copying, so the buffers it had taken for it are not lost to the port's guest.
+  virtual void abort_tx(uint16_t qp) { (void)qp; }
+
+  // Kernel mode: prepare to sleep. Enables the notifications that signal new work and appends the fds
+  // to wait on. Returns false when work is already pending (the caller must not sleep then).
+  virtual bool arm_wakeup(std::vector<pollfd>& fds) {
+    (void)fds;
+    return true;
+  }
+  // Kernel mode: woken up (or not sleeping after all). Suppresses notifications again and drains fds.
+  virtual void disarm_wakeup() {}
+
+  // The thread running this port, or null. Set by the engine, only with the old and new runner paused.
+  PortRunner* runner() const { return runner_; }
+  void set_runner(PortRunner* r) { runner_ = r; }
+
+ private:
+  std::string name_;
+  PortRunner* runner_ = nullptr;
+};
+
+// Pauses a port's data path for the lifetime of the guard (no-op for a port no thread runs).
+class DatapathPause {
+ public:
+  explicit DatapathPause(Port& p) : r_(p.runner()) {
+    if (r_) r_->pause();
+  }
+  ~DatapathPause() {
+    if (r_) r_->resume();
+  }
+  DatapathPause(const DatapathPause&) = delete;
+  DatapathPause& operator=(const DatapathPause&) = delete;
+
+ private:
+  PortRunner* r_;
+};
+
+}  // namespace vw

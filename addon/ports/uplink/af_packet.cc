@@ -1,0 +1,417 @@
+#include "ports/uplink/af_packet.h"
+
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace vw {
+
+namespace {
+
+// Receive ring. One block holds the largest frame we forward (kMaxFrame) after the block header and
+// the kernel's per-packet offset (tp_mac: 82 bytes on Ethernet), so nothing we could forward arrives cut
+// short. 32 pages: the kernel falls back to vmalloc when it cannot find them contiguous.
+constexpr uint32_t kRxBlockSize = 128 << 10;
+// 4 MiB: about 2,600 full-size or 27,000 minimum-size frames, many milliseconds of a 10 Gb/s link, where a
+// sleeping kernel-mode PMD takes tens of microseconds to wake up.
+constexpr uint32_t kRxBlocks = 32;
+// TPACKET_V3 packs frames of any size into a block; the kernel only checks that frames per block times
+// blocks adds up to the frame count it is given.
+constexpr uint32_t kRxFrameSize = 2048;
+// A block that is not yet full goes to user space this long after the kernel opened it: the delay a lone
+// frame (a ping, an ARP request) can see. Idle costs nothing: the kernel never hands over an empty block.
+constexpr uint32_t kRetireMs = 1;
+
+// Transmit ring: a frame of a 9000-byte MTU with Ethernet header and VLAN tag fits a slot after its
+// header; 256 slots, eight bursts, as many as a NIC's transmit ring. One slot per block (order-2
+// allocations).
+constexpr uint32_t kTxFrameSize = 16 << 10;
+constexpr uint32_t kTxFrames = 256;
+// The kernel reads a frame's bytes right after the aligned header (tp_mac only counts with
+// PACKET_TX_HAS_OFF, which we do not set).
+constexpr uint32_t kTxData = TPACKET_ALIGN(sizeof(tpacket3_hdr));
+constexpr uint32_t kTxMaxLen = kTxFrameSize - kTxData;
+// A slot is ours again only when none of these is set (the kernel may add timestamp bits).
+constexpr uint32_t kTxBusy = TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING | TP_STATUS_WRONG_FORMAT;
+
+constexpr uint32_t kV3Align = 8;  // packets in a block start on 8-byte boundaries
+constexpr uint32_t kVlanLen = 4;
+
+// The kernel does not write a block while we own it, but nothing it wrote is trusted: each header is
+// copied once, and clobbering memory afterwards keeps the compiler from reading the ring again in place
+// of the copy, so what we checked is what we use.
+template <class T>
+inline T read_once(const uint8_t* p) {
+  T v;
+  memcpy(&v, p, sizeof v);
+  asm volatile("" : : "r"(&v) : "memory");
+  return v;
+}
+
+inline tpacket3_hdr* tx_hdr(uint8_t* frame) { return reinterpret_cast<tpacket3_hdr*>(frame); }
+
+}  // namespace
+
+// ---- BlockWalker --------------------------------------------------------------------------------
+
+bool BlockWalker::ready(const uint8_t* block) {
+  const auto* d = reinterpret_cast<const tpacket_block_desc*>(block);
+  return __atomic_load_n(&d->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER;
+}
+
+void BlockWalker::start(uint8_t* block, uint32_t size) {
+  block_ = block;
+  valid_ = 0;
+  off_ = 0;
+  left_ = 0;
+  bad_ = true;
+  if (size < sizeof(tpacket_block_desc)) return;
+  const tpacket_hdr_v1 h = read_once<tpacket_block_desc>(block).hdr.bh1;
+  const uint32_t first = h.offset_to_first_pkt;
+  if (h.blk_len > size || first < sizeof(tpacket_block_desc) || first > h.blk_len || first % kV3Align) return;
+  // Every packet takes at least its header: a count that cannot fit is a lie.
+  if (h.num_pkts > (h.blk_len - first) / sizeof(tpacket3_hdr)) return;
+  bad_ = false;
+  valid_ = h.blk_len;
+  off_ = first;
+  left_ = h.num_pkts;
+}
+
+BlockWalker::Step BlockWalker::next(Span* frame) {
+  if (bad_) {
+    bad_ = false;
+    return Step::kInvalid;
+  }
+  if (!left_) return Step::kEnd;
+  // off_ < valid_ here: the block header or the previous packet's next offset was checked against it.
+  const uint64_t room = valid_ - off_;
+  if (room < sizeof(tpacket3_hdr)) {
+    left_ = 0;
+    return Step::kInvalid;
+  }
+  uint8_t* const pkt = block_ + off_;
+  const tpacket3_hdr h = read_once<tpacket3_hdr>(pkt);
+  const uint64_t end = uint64_t(h.tp_mac) + h.tp_snaplen;
+  const bool vlan = h.tp_status & TP_STATUS_VLAN_VALID;
+  bool ok = h.tp_mac >= sizeof(tpacket3_hdr) && end <= room && h.tp_snaplen <= h.tp_len && h.tp_len > 0;
+  // The tag goes back in front of the type field: the two addresses move 4 bytes down, into the gap
+  // the kernel leaves between a packet's header and its frame.
+  if (vlan) ok = ok && h.tp_mac >= sizeof(tpacket3_hdr) + kVlanLen && h.tp_snaplen >= 2 * ETH_ALEN;
+  // Every packet but the last names the next one: past this frame, aligned, inside the block.
+  if (left_ > 1) ok = ok && h.tp_next_offset >= end && h.tp_next_offset % kV3Align == 0 && h.tp_next_offset < room;
+  if (!ok) {
+    left_ = 0;
+    return Step::kInvalid;
+  }
+  --left_;
+  off_ += h.tp_next_offset;
+  if (h.tp_snaplen < h.tp_len) return Step::kTruncated;
+  const uint32_t len = h.tp_snaplen + (vlan ? kVlanLen : 0);
+  if (len > kMaxFrame) return Step::kTooBig;
+  uint8_t* p = pkt + h.tp_mac;
+  if (vlan) {
+    const uint16_t tpid = (h.tp_status & TP_STATUS_VLAN_TPID_VALID) ? h.hv1.tp_vlan_tpid : ETH_P_8021Q;
+    const uint16_t tci = uint16_t(h.hv1.tp_vlan_tci);
+    p -= kVlanLen;
+    memmove(p, p + kVlanLen, 2 * ETH_ALEN);
+    const uint8_t tag[kVlanLen] = {uint8_t(tpid >> 8), uint8_t(tpid), uint8_t(tci >> 8), uint8_t(tci)};
+    memcpy(p + 2 * ETH_ALEN, tag, kVlanLen);
+  }
+  *frame = Span{p, len};
+  return Step::kFrame;
+}
+
+// ---- AfPacketPort -------------------------------------------------------------------------------
+
+AfPacketPort::AfPacketPort(const std::string& name, QueueCounters* counters)
+    : Port(name), counters_(counters), tx_len_(kTxFrames, 0) {}
+
+AfPacketPort::~AfPacketPort() {
+  if (map_) munmap(map_, map_len_);
+  // Closing the socket also drops its promiscuous membership.
+  if (fd_ >= 0) close(fd_);
+}
+
+std::unique_ptr<AfPacketPort> AfPacketPort::open(const std::string& name, const std::string& ifname,
+                                                 QueueCounters* counters, std::string* err) {
+  std::unique_ptr<AfPacketPort> p(new AfPacketPort(name, counters));
+  if (!p->setup(ifname, err)) return nullptr;
+  return p;
+}
+
+bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
+  const std::string where = "interface \"" + ifname + "\"";
+  auto fail = [&](const std::string& what) {
+    const int e = errno;
+    *err = what + ": " + strerror(e);
+    if (e == EPERM) *err += " (AF_PACKET sockets need CAP_NET_RAW, promiscuous mode CAP_NET_ADMIN)";
+    return false;
+  };
+  if (ifname.empty() || ifname.size() >= IFNAMSIZ) {
+    *err = where + " is not a valid interface name (1 to " + std::to_string(IFNAMSIZ - 1) + " bytes)";
+    return false;
+  }
+  ifindex_ = int(if_nametoindex(ifname.c_str()));
+  if (!ifindex_) {
+    if (errno == ENODEV || errno == ENXIO) {
+      *err = where + " does not exist";
+      return false;
+    }
+    return fail("cannot look up " + where);
+  }
+  // Protocol 0: the socket receives nothing until bind(), after its rings exist.
+  fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd_ < 0) return fail("cannot open an AF_PACKET socket for " + where);
+  auto opt = [&](int level, int name, const void* v, socklen_t len) { return setsockopt(fd_, level, name, v, len) == 0; };
+  const int v3 = TPACKET_V3, one = 1;
+  if (!opt(SOL_PACKET, PACKET_VERSION, &v3, sizeof v3)) return fail("cannot use TPACKET_V3 on " + where);
+  tpacket_req3 rx = {};
+  rx.tp_block_size = kRxBlockSize;
+  rx.tp_block_nr = kRxBlocks;
+  rx.tp_frame_size = kRxFrameSize;
+  rx.tp_frame_nr = kRxBlockSize / kRxFrameSize * kRxBlocks;
+  rx.tp_retire_blk_tov = kRetireMs;
+  if (!opt(SOL_PACKET, PACKET_RX_RING, &rx, sizeof rx)) return fail("cannot set up the receive ring of " + where);
+  tpacket_req3 tx = {};
+  tx.tp_block_size = kTxFrameSize;
+  tx.tp_block_nr = kTxFrames;
+  tx.tp_frame_size = kTxFrameSize;
+  tx.tp_frame_nr = kTxFrames;
+  if (!opt(SOL_PACKET, PACKET_TX_RING, &tx, sizeof tx)) return fail("cannot set up the transmit ring of " + where);
+  // Both rings in one mapping, receive first, as the kernel lays them out.
+  map_len_ = size_t(kRxBlocks) * kRxBlockSize + size_t(kTxFrames) * kTxFrameSize;
+  void* m = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_, 0);
+  if (m == MAP_FAILED) return fail("cannot map the rings of " + where);
+  map_ = static_cast<uint8_t*>(m);
+  // Our own transmissions must not come back as received frames: a switch would loop them.
+  if (!opt(SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one)) return fail("cannot ignore outgoing frames on " + where);
+  // Room in the send buffer for a full transmit ring, so that the kernel takes every queued frame in one
+  // send(). Best effort: without CAP_NET_ADMIN the default applies and frames it has no room for wait
+  // for the next send().
+  const int sndbuf = int(kTxFrames * kTxFrameSize);
+  opt(SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf);
+  if (!add_promiscuous_membership(fd_, ifindex_)) return fail("cannot put " + where + " in promiscuous mode");
+  if (!refresh_mtu()) return fail("cannot read the MTU of " + where);
+  sockaddr_ll sll = {};
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(ETH_P_ALL);
+  sll.sll_ifindex = ifindex_;
+  if (bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) return fail("cannot bind to " + where);
+  return true;
+}
+
+uint8_t* AfPacketPort::rx_block(uint32_t i) const { return map_ + size_t(i) * kRxBlockSize; }
+
+uint8_t* AfPacketPort::tx_frame(uint32_t i) const {
+  return map_ + size_t(kRxBlocks) * kRxBlockSize + size_t(i) * kTxFrameSize;
+}
+
+void AfPacketPort::give_back(uint32_t block) {
+  auto* d = reinterpret_cast<tpacket_block_desc*>(rx_block(block));
+  __atomic_store_n(&d->hdr.bh1.block_status, uint32_t(TP_STATUS_KERNEL), __ATOMIC_RELEASE);
+}
+
+// By index, not name: the interface may have been renamed since we opened it.
+bool AfPacketPort::refresh_mtu() {
+  ifreq ifr = {};
+  ifr.ifr_ifindex = ifindex_;
+  if (ioctl(fd_, SIOCGIFNAME, &ifr) < 0 || ioctl(fd_, SIOCGIFMTU, &ifr) < 0) return false;
+  mtu_ = uint32_t(ifr.ifr_mtu);
+  return true;
+}
+
+// The kernel refuses (TP_STATUS_WRONG_FORMAT, and a line in the kernel log) a frame longer than the
+// device MTU plus the Ethernet header, plus a VLAN tag when the frame carries one. A frame over our
+// last reading of the MTU makes us read it again, once per burst, since it may have been raised.
+bool AfPacketPort::fits_link(const uint8_t* frame, uint32_t len) {
+  const bool tagged = len >= ETH_HLEN && frame[12] == (ETH_P_8021Q >> 8) && frame[13] == (ETH_P_8021Q & 0xff);
+  const uint32_t extra = ETH_HLEN + (tagged ? kVlanLen : 0);
+  if (uint64_t(len) <= uint64_t(mtu_) + extra) return true;
+  if (mtu_fresh_) return false;
+  mtu_fresh_ = true;
+  return refresh_mtu() && uint64_t(len) <= uint64_t(mtu_) + extra;
+}
+
+uint16_t AfPacketPort::rx_burst(uint16_t, Burst& b) {
+  b.clear();
+  // Frames the kernel had no send-buffer room for in the last burst.
+  if (tx_pending_) flush_tx();
+  // The previous burst was released: none of its frames is still lent.
+  lent_from_cur_ = false;
+  while (b.n < kBurst) {
+    if (!walking_) {
+      uint8_t* blk = rx_block(rx_cur_);
+      if (!BlockWalker::ready(blk)) break;
+      walker_.start(blk, kRxBlockSize);
+      walking_ = true;
+    }
+    Span f;
+    switch (walker_.next(&f)) {
+      case BlockWalker::Step::kFrame:
+        b.span[b.nspans] = f;
+        b.pkt[b.n] = PacketView{f.len, b.nspans, 1, rx_cur_};
+        b.n++;
+        b.nspans++;
+        counters_->add(RX_PACKETS);
+        counters_->add(RX_BYTES, f.len);
+        lent_from_cur_ = true;
+        break;
+      case BlockWalker::Step::kTruncated:
+        counters_->add(DROP_RX_TRUNCATED);
+        break;
+      case BlockWalker::Step::kTooBig:
+        counters_->add(DROP_RX_TOO_BIG);
+        break;
+      case BlockWalker::Step::kInvalid:
+        counters_->add(INVALID_KERNEL_ENTRY);
+        break;
+      case BlockWalker::Step::kEnd:
+        // A block none of this burst's frames points into goes back at once; the others on release().
+        walking_ = false;
+        if (lent_from_cur_)
+          done_[ndone_++] = rx_cur_;
+        else
+          give_back(rx_cur_);
+        lent_from_cur_ = false;
+        rx_cur_ = (rx_cur_ + 1) % kRxBlocks;
+        break;
+    }
+  }
+  return b.n;
+}
+
+void AfPacketPort::release(uint16_t, Burst&) {
+  for (uint32_t i = 0; i < ndone_; i++) give_back(done_[i]);
+  ndone_ = 0;
+}
+
+uint16_t AfPacketPort::tx_burst(uint16_t, const Burst& b) {
+  uint16_t taken = 0;
+  mtu_fresh_ = false;
+  for (uint16_t i = 0; i < b.n; i++) {
+    const PacketView& p = b.pkt[i];
+    if (p.len > kTxMaxLen) {
+      counters_->add(DROP_TX_TOO_BIG);
+      continue;
+    }
+    uint8_t* f = tx_frame(tx_head_);
+    tpacket3_hdr* h = tx_hdr(f);
+    if (tx_pending_ == kTxFrames || (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & kTxBusy)) {
+      counters_->add(DROP_TX_NO_BUFFER, b.n - i);
+      break;
+    }
+    uint8_t* d = f + kTxData;
+    uint32_t at = 0;
+    for (uint16_t s = 0; s < p.nseg && at < p.len; s++) {
+      const Span& sp = b.span[p.first + s];
+      const uint32_t n = std::min(sp.len, p.len - at);
+      memcpy(d + at, sp.p, n);
+      at += n;
+    }
+    if (!fits_link(d, p.len)) {
+      counters_->add(DROP_TX_TOO_BIG);
+      continue;
+    }
+    h->tp_next_offset = 0;
+    h->tp_len = p.len;
+    h->tp_snaplen = p.len;
+    tx_len_[tx_head_] = p.len;
+    __atomic_store_n(&h->tp_status, uint32_t(TP_STATUS_SEND_REQUEST), __ATOMIC_RELEASE);
+    tx_head_ = (tx_head_ + 1) % kTxFrames;
+    tx_pending_++;
+    taken++;
+  }
+  if (tx_pending_) flush_tx();
+  return taken;
+}
+
+// One send() hands the kernel every queued frame; it works through them in ring order within the call.
+void AfPacketPort::flush_tx() {
+  // A round ends the loop or removes one frame the kernel refused: at most a ring's worth of rounds.
+  for (uint32_t round = 0; round <= kTxFrames && tx_pending_; round++) {
+    if (::send(fd_, nullptr, 0, MSG_DONTWAIT) < 0 && (errno == ENETDOWN || errno == ENXIO)) {
+      reclaim_tx();
+      return;
+    }
+    if (!reap_tx()) return;
+  }
+}
+
+// Counts the frames the kernel has taken, oldest first. true when it dropped a frame the kernel refused
+// and the kernel must be asked again for the ones behind it.
+bool AfPacketPort::reap_tx() {
+  while (tx_pending_) {
+    const uint32_t st = __atomic_load_n(&tx_hdr(tx_frame(tx_tail_))->tp_status, __ATOMIC_ACQUIRE);
+    if (st & TP_STATUS_WRONG_FORMAT) {
+      drop_refused_frame();
+      return true;
+    }
+    if (st & TP_STATUS_SEND_REQUEST) return false;
+    counters_->add(TX_PACKETS);
+    counters_->add(TX_BYTES, tx_len_[tx_tail_]);
+    tx_tail_ = (tx_tail_ + 1) % kTxFrames;
+    tx_pending_--;
+  }
+  return false;
+}
+
+// The kernel refuses a frame for its length: above the device MTU, which must have been lowered since we
+// read it (or, without CAP_SYS_RAWIO, shorter than an Ethernet header). It then stops at that slot and
+// looks no further until the slot holds a send request again, so every later request moves back one
+// slot, in order, and the last slot of the queue is ours again.
+void AfPacketPort::drop_refused_frame() {
+  counters_->add(DROP_TX_TOO_BIG);
+  refresh_mtu();
+  uint32_t dst = tx_tail_;
+  for (uint32_t k = 1; k < tx_pending_; k++) {
+    const uint32_t src = (tx_tail_ + k) % kTxFrames;
+    uint8_t* d = tx_frame(dst);
+    memcpy(d + kTxData, tx_frame(src) + kTxData, tx_len_[src]);
+    tx_hdr(d)->tp_len = tx_len_[src];
+    tx_hdr(d)->tp_snaplen = tx_len_[src];
+    tx_len_[dst] = tx_len_[src];
+    __atomic_store_n(&tx_hdr(d)->tp_status, uint32_t(TP_STATUS_SEND_REQUEST), __ATOMIC_RELEASE);
+    dst = src;
+  }
+  __atomic_store_n(&tx_hdr(tx_frame(dst))->tp_status, uint32_t(TP_STATUS_AVAILABLE), __ATOMIC_RELEASE);
+  tx_head_ = dst;
+  tx_pending_--;
+}
+
+// The interface is down or gone and the kernel took nothing: the queued frames are dropped, as a NIC
+// without link drops them, rather than sent stale when the link returns.
+void AfPacketPort::reclaim_tx() {
+  counters_->add(DROP_TX_NOT_READY, tx_pending_);
+  for (; tx_pending_; tx_pending_--) {
+    __atomic_store_n(&tx_hdr(tx_frame(tx_tail_))->tp_status, uint32_t(TP_STATUS_AVAILABLE), __ATOMIC_RELEASE);
+    tx_tail_ = (tx_tail_ + 1) % kTxFrames;
+  }
+  tx_head_ = tx_tail_;
+}
+
+bool AfPacketPort::arm_wakeup(std::vector<pollfd>& fds) {
+  if (walking_ || BlockWalker::ready(rx_block(rx_cur_))) return false;
+  // A socket error (ENETDOWN when the interface goes down) makes poll() return at once until it is read.
+  int e = 0;
+  socklen_t len = sizeof e;
+  getsockopt(fd_, SOL_SOCKET, SO_ERROR, &e, &len);
+  fds.push_back({fd_, POLLIN, 0});
+  return true;
+}
+
+bool add_promiscuous_membership(int fd, int ifindex) {
+  packet_mreq mr = {};
+  mr.mr_ifindex = ifindex;
+  mr.mr_type = PACKET_MR_PROMISC;
+  return setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) == 0;
+}
+
+}  // namespace vw

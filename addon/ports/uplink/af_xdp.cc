@@ -1,0 +1,546 @@
+#include "ports/uplink/af_xdp.h"
+
+#include "ports/uplink/af_packet.h"
+
+#include <linux/bpf.h>
+#include <linux/if_link.h>
+#include <linux/if_xdp.h>
+#include <net/if.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+
+namespace vw {
+
+namespace {
+
+// 4096-byte frames: the largest chunk the aligned UMEM mode allows, so no frame straddles a page. A
+// received frame can be up to 4096 - 256 = 3840 bytes (an MTU of 3826); the kernel drops larger ones
+// (counted in its XDP_STATISTICS rx_dropped), as for any socket bound without XDP_USE_SG. A frame to
+// send can use the whole 4096 bytes.
+constexpr uint32_t kFrameSize = 4096;
+// 2048 frames to receive into: at the ~0.75 Mpps AF_XDP reaches over veth here, about 2.7 ms of traffic
+// waits in them for a stalled PMD before the kernel starts dropping. 2048 to send from: 64 full bursts
+// in flight before the first completion must have come back. 16 MiB per port, pinned by the kernel.
+constexpr uint32_t kRxFrames = 2048;
+constexpr uint32_t kTxFrames = 2048;
+// Every ring holds all the frames that can be on it, so the kernel never finds the fill ring short of
+// slots for frames we have, nor the completion ring short of slots for frames we sent.
+constexpr uint32_t kRingSize = 2048;
+// How long open() waits for a queue that a socket closed just before still holds (see setup()).
+constexpr uint32_t kBindRetryMs = 1000;
+constexpr uint32_t kBindRetryStepMs = 5;
+// SO_BUSY_POLL: microseconds a sendto()/poll() on the socket may spin on the device's NAPI context.
+constexpr int kBusyPollUs = 20;
+
+uint32_t load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+void store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+long sys_bpf(int cmd, bpf_attr* attr) { return syscall(__NR_bpf, cmd, attr, sizeof(*attr)); }
+
+// Object names are 15 characters and a NUL; attr is zeroed, so the NUL is already there.
+void set_name(char (&dst)[BPF_OBJ_NAME_LEN], const char* name) {
+  memcpy(dst, name, std::min(strlen(name), sizeof dst - 1));
+}
+
+bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
+  bpf_insn i;
+  memset(&i, 0, sizeof i);
+  i.code = code;
+  i.dst_reg = dst & 0xf;
+  i.src_reg = src & 0xf;
+  i.off = off;
+  i.imm = imm;
+  return i;
+}
+
+}  // namespace
+
+// ---- XskRings ------------------------------------------------------------------------------------
+
+XskRings::XskRings(const XskGeometry& g, uint8_t* umem, const XskRing& fill, const XskRing& comp, const XskRing& rx,
+                   const XskRing& tx, QueueCounters* counters)
+    : g_(g),
+      shift_(uint32_t(__builtin_ctz(g.frame_size))),
+      umem_(umem),
+      umem_len_(uint64_t(g.frame_size) * (g.rx_frames + g.tx_frames)),
+      fill_(fill),
+      comp_(comp),
+      rx_(rx),
+      tx_(tx),
+      c_(counters),
+      owner_(g.rx_frames + g.tx_frames, kFree) {
+  // Our indices start where the rings are (0 on a new socket); from here on only our copies count.
+  fill_prod_ = *fill_.producer;
+  comp_cons_ = *comp_.consumer;
+  rx_cons_ = *rx_.consumer;
+  tx_prod_ = *tx_.producer;
+  free_rx_.reserve(g.rx_frames);
+  free_tx_.reserve(g.tx_frames);
+  for (uint32_t f = g.rx_frames; f-- > 0;) free_rx_.push_back(f);
+  for (uint32_t f = g.rx_frames + g.tx_frames; f-- > g.rx_frames;) free_tx_.push_back(f);
+  refill();
+}
+
+bool XskRings::BadIndex::note(uint32_t v) {
+  if (active && value == v) return false;
+  active = true;
+  value = v;
+  return true;
+}
+
+int64_t XskRings::available(const XskRing& r, uint32_t cons, BadIndex& bad) {
+  const uint32_t prod = load_acquire(r.producer);
+  const uint32_t n = prod - cons;
+  if (n <= r.size) {
+    bad.active = false;
+    return n;
+  }
+  if (bad.note(prod)) c_->add(INVALID_KERNEL_ENTRY);
+  return -1;
+}
+
+uint32_t XskRings::room(const XskRing& r, uint32_t prod, BadIndex& bad) {
+  const uint32_t cons = load_acquire(r.consumer);
+  const uint32_t used = prod - cons;
+  if (used <= r.size) {
+    bad.active = false;
+    return r.size - used;
+  }
+  if (bad.note(cons)) c_->add(INVALID_KERNEL_ENTRY);
+  return 0;
+}
+
+bool XskRings::rx_empty() { return available(rx_, rx_cons_, bad_rx_) <= 0; }
+
+uint16_t XskRings::rx(Burst& b) {
+  b.clear();
+  // Frames the fill ring had no slot for at release time (the kernel publishes received frames before
+  // it frees their fill slots) go out now.
+  if (!free_rx_.empty()) refill();
+  const int64_t avail = available(rx_, rx_cons_, bad_rx_);
+  if (avail <= 0) return 0;
+  const uint32_t n = std::min<uint32_t>(uint32_t(avail), kBurst);
+  const xdp_desc* ring = static_cast<const xdp_desc*>(rx_.desc);
+  const uint64_t in_frame = g_.frame_size - 1;
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    xdp_desc d;
+    memcpy(&d, &ring[(rx_cons_ + i) & (rx_.size - 1)], sizeof d);
+    // Only the copy is looked at: the compiler must not read the shared entry again.
+    asm volatile("" ::: "memory");
+    const uint64_t off = d.addr & in_frame;
+    // Inside the UMEM, past the headroom, ending inside the same frame, and a frame the kernel holds
+    // from the fill ring. We asked for no options (no XDP_USE_SG), so none may be set. A bad entry
+    // proves nothing about the frame it names, which stays with the kernel.
+    if (d.addr >= umem_len_ || off < kXskRxHeadroom || d.len == 0 || d.len > g_.frame_size - off ||
+        d.options != 0 || owner_[d.addr >> shift_] != kFill) {
+      c_->add(INVALID_KERNEL_ENTRY);
+      continue;
+    }
+    const uint32_t f = uint32_t(d.addr >> shift_);
+    owner_[f] = kLent;
+    b.pkt[b.n++] = PacketView{d.len, b.nspans, 1, f};
+    b.span[b.nspans++] = Span{umem_ + d.addr, d.len};
+    bytes += d.len;
+  }
+  rx_cons_ += n;
+  store_release(rx_.consumer, rx_cons_);
+  c_->add(RX_PACKETS, b.n);
+  c_->add(RX_BYTES, bytes);
+  return b.n;
+}
+
+void XskRings::release(Burst& b) {
+  for (uint16_t i = 0; i < b.n; i++) {
+    const uint32_t f = b.pkt[i].cookie;
+    if (f < owner_.size() && owner_[f] == kLent) {
+      owner_[f] = kFree;
+      free_rx_.push_back(f);
+    }
+  }
+  b.clear();
+  refill();
+}
+
+void XskRings::refill() {
+  if (free_rx_.empty()) return;
+  const uint32_t n = std::min<uint32_t>(room(fill_, fill_prod_, bad_fill_), uint32_t(free_rx_.size()));
+  if (!n) return;
+  uint64_t* ring = static_cast<uint64_t*>(fill_.desc);
+  for (uint32_t k = 0; k < n; k++) {
+    const uint32_t f = free_rx_.back();
+    free_rx_.pop_back();
+    owner_[f] = kFill;
+    ring[fill_prod_++ & (fill_.size - 1)] = uint64_t(f) << shift_;
+  }
+  store_release(fill_.producer, fill_prod_);
+}
+
+void XskRings::reap() {
+  const int64_t avail = available(comp_, comp_cons_, bad_comp_);
+  if (avail <= 0) return;
+  const uint64_t* ring = static_cast<const uint64_t*>(comp_.desc);
+  for (uint32_t i = 0; i < uint32_t(avail); i++) {
+    const uint64_t a = __atomic_load_n(&ring[(comp_cons_ + i) & (comp_.size - 1)], __ATOMIC_RELAXED);
+    // Exactly the address we posted (a frame's first byte) of a frame still on its way out.
+    if (a >= umem_len_ || (a & (g_.frame_size - 1)) || owner_[a >> shift_] != kTx) {
+      c_->add(INVALID_KERNEL_ENTRY);
+      continue;
+    }
+    const uint32_t f = uint32_t(a >> shift_);
+    owner_[f] = kFree;
+    free_tx_.push_back(f);
+  }
+  comp_cons_ += uint32_t(avail);
+  store_release(comp_.consumer, comp_cons_);
+}
+
+uint16_t XskRings::tx(const Burst& b) {
+  reap();
+  if (b.n == 0) return 0;
+  uint32_t space = room(tx_, tx_prod_, bad_tx_);
+  xdp_desc* ring = static_cast<xdp_desc*>(tx_.desc);
+  uint16_t sent = 0;
+  for (uint16_t i = 0; i < b.n; i++) {
+    const PacketView& p = b.pkt[i];
+    // The kernel takes a descriptor of 1..frame_size bytes; it skips any other without completing it,
+    // which would lose the frame.
+    if (p.len == 0 || p.len > g_.frame_size) {
+      c_->add(DROP_TX_TOO_BIG);
+      continue;
+    }
+    if (free_tx_.empty() || space == 0) {
+      c_->add(DROP_TX_NO_BUFFER);
+      continue;
+    }
+    const uint32_t f = free_tx_.back();
+    free_tx_.pop_back();
+    // From here the source's memory is read: a fault there leaves this frame to abort_tx().
+    filling_ = f;
+    uint8_t* dst = umem_ + (uint64_t(f) << shift_);
+    uint32_t left = p.len;
+    for (uint16_t k = p.first; left && k < p.first + p.nseg; k++) {
+      const uint32_t l = std::min(b.span[k].len, left);
+      memcpy(dst, b.span[k].p, l);
+      dst += l;
+      left -= l;
+    }
+    filling_ = -1;
+    const xdp_desc d = {uint64_t(f) << shift_, p.len, 0};
+    memcpy(&ring[tx_prod_ & (tx_.size - 1)], &d, sizeof d);
+    owner_[f] = kTx;
+    tx_prod_++;
+    space--;
+    sent++;
+    c_->add(TX_PACKETS);
+    c_->add(TX_BYTES, p.len);
+  }
+  if (sent) store_release(tx_.producer, tx_prod_);
+  return sent;
+}
+
+void XskRings::abort_tx() {
+  if (filling_ >= 0) {
+    free_tx_.push_back(uint32_t(filling_));
+    filling_ = -1;
+  }
+  // The packets copied before the fault are complete: the kernel gets them.
+  store_release(tx_.producer, tx_prod_);
+}
+
+// ---- AfXdpPort -----------------------------------------------------------------------------------
+
+AfXdpPort::AfXdpPort(const std::string& name, const std::string& ifname, QueueCounters* counters)
+    : Port(name), ifname_(ifname), counters_(counters) {}
+
+AfXdpPort::~AfXdpPort() {
+  // The link goes first: closing it detaches the program, so nothing is redirected to a socket that is
+  // going away, and the interface is left as we found it.
+  if (link_ >= 0) close(link_);
+  if (promisc_ >= 0) close(promisc_);
+  if (sock_ >= 0) close(sock_);
+  if (map_ >= 0) close(map_);
+  if (prog_ >= 0) close(prog_);
+  rings_.reset();
+  for (Mapping& m : maps_)
+    if (m.p) munmap(m.p, m.len);
+  if (umem_) munmap(umem_, umem_len_);
+}
+
+std::unique_ptr<AfXdpPort> AfXdpPort::open(const std::string& name, const std::string& ifname, QueueCounters* counters,
+                                           std::string* err) {
+  std::unique_ptr<AfXdpPort> p(new AfXdpPort(name, ifname, counters));
+  std::string why;
+  if (!p->setup(&why)) {
+    if (err) *err = "AF_XDP port " + name + " on interface " + ifname + ": " + why;
+    return nullptr;
+  }
+  return p;
+}
+
+bool AfXdpPort::setup(std::string* err) {
+  auto fail = [&](const std::string& step, int e, const std::string& hint = "") {
+    *err = step + ": " + strerror(e) + (hint.empty() ? "" : " (" + hint + ")");
+    return false;
+  };
+  const std::string caps = "needs root, or CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_IPC_LOCK";
+
+  if (ifname_.empty() || ifname_.size() >= IFNAMSIZ) return fail("bad interface name", EINVAL);
+  ifindex_ = if_nametoindex(ifname_.c_str());
+  if (!ifindex_) return fail("looking up the interface", errno, "no such interface in this network namespace");
+
+  umem_len_ = size_t(kFrameSize) * (kRxFrames + kTxFrames);
+  void* u = mmap(nullptr, umem_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (u == MAP_FAILED) return fail("mapping " + std::to_string(umem_len_ >> 20) + " MiB of UMEM", errno);
+  umem_ = static_cast<uint8_t*>(u);
+
+  sock_ = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (sock_ < 0) {
+    const int e = errno;
+    return fail("creating the AF_XDP socket", e,
+                e == EAFNOSUPPORT ? "the kernel has no AF_XDP support (CONFIG_XDP_SOCKETS)" : e == EPERM ? caps : "");
+  }
+
+  // The kernel reads fields newer than ours from the struct's tail padding: it must be zero.
+  xdp_umem_reg reg;
+  memset(&reg, 0, sizeof reg);
+  reg.addr = reinterpret_cast<uint64_t>(umem_);
+  reg.len = umem_len_;
+  reg.chunk_size = kFrameSize;
+  if (setsockopt(sock_, SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) != 0) {
+    const int e = errno;
+    return fail("registering the UMEM", e,
+                e == ENOMEM || e == ENOBUFS || e == EPERM
+                    ? "its " + std::to_string(umem_len_ >> 20) + " MiB are pinned: needs CAP_IPC_LOCK or ulimit -l of at least that"
+                    : "");
+  }
+  const struct {
+    int opt;
+    const char* what;
+  } sizes[] = {{XDP_UMEM_FILL_RING, "fill"}, {XDP_UMEM_COMPLETION_RING, "completion"}, {XDP_RX_RING, "RX"}, {XDP_TX_RING, "TX"}};
+  for (const auto& s : sizes) {
+    const uint32_t n = kRingSize;
+    if (setsockopt(sock_, SOL_XDP, s.opt, &n, sizeof n) != 0)
+      return fail(std::string("sizing the ") + s.what + " ring to " + std::to_string(n) + " entries", errno);
+  }
+
+  xdp_mmap_offsets off;
+  socklen_t optlen = sizeof off;
+  if (getsockopt(sock_, SOL_XDP, XDP_MMAP_OFFSETS, &off, &optlen) != 0) return fail("reading the ring offsets", errno);
+  if (optlen != sizeof off) return fail("reading the ring offsets", ENOTSUP, "kernel without ring flags: needs Linux 5.9 or later");
+
+  const struct {
+    const xdp_ring_offset* o;
+    uint64_t pgoff;
+    size_t entry;
+    const char* what;
+  } rings[4] = {{&off.fr, XDP_UMEM_PGOFF_FILL_RING, sizeof(uint64_t), "fill"},
+                {&off.cr, XDP_UMEM_PGOFF_COMPLETION_RING, sizeof(uint64_t), "completion"},
+                {&off.rx, XDP_PGOFF_RX_RING, sizeof(xdp_desc), "RX"},
+                {&off.tx, XDP_PGOFF_TX_RING, sizeof(xdp_desc), "TX"}};
+  XskRing r[4];
+  for (int i = 0; i < 4; i++) {
+    const size_t len = rings[i].o->desc + size_t(kRingSize) * rings[i].entry;
+    void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, sock_, off_t(rings[i].pgoff));
+    if (m == MAP_FAILED) return fail(std::string("mapping the ") + rings[i].what + " ring", errno);
+    maps_[i] = {m, len};
+    uint8_t* base = static_cast<uint8_t*>(m);
+    r[i] = XskRing{reinterpret_cast<uint32_t*>(base + rings[i].o->producer),
+                   reinterpret_cast<uint32_t*>(base + rings[i].o->consumer),
+                   reinterpret_cast<uint32_t*>(base + rings[i].o->flags), base + rings[i].o->desc, kRingSize};
+  }
+  // The fill ring is full before the socket is bound, so the first frames already have somewhere to go.
+  rings_.reset(new XskRings(XskGeometry{kFrameSize, kRxFrames, kTxFrames}, umem_, r[0], r[1], r[2], r[3], counters_));
+
+  // Copy mode: veth (and any driver without zero-copy support) copies frames into the UMEM.
+  sockaddr_xdp sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sxdp_family = AF_XDP;
+  sa.sxdp_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
+  sa.sxdp_ifindex = ifindex_;
+  sa.sxdp_queue_id = 0;
+  // A queue stays busy for a while after the socket that had it is closed (measured here: about 60 ms),
+  // because the kernel frees the socket's buffer pool from a workqueue. Closing a port and opening one
+  // on the same interface, or restarting after a crash, must not fail for that: a busy queue is retried
+  // for up to kBindRetryMs before it counts as taken.
+  int rc = -1, e = 0;
+  for (uint32_t waited = 0;; waited += kBindRetryStepMs) {
+    rc = bind(sock_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    e = errno;
+    if (rc == 0 || e != EBUSY || waited >= kBindRetryMs) break;
+    usleep(kBindRetryStepMs * 1000);
+  }
+  if (rc != 0)
+    return fail("binding the socket to queue 0", e,
+                e == EBUSY   ? "another AF_XDP socket has held that queue for over " + std::to_string(kBindRetryMs) + " ms"
+                : e == EINVAL ? "the interface has no queue 0"
+                              : "");
+
+  // Busy polling where the kernel accepts it: sendto() and poll() on the socket then run the device's
+  // receive processing in our thread instead of waiting for a softirq. Raising SO_BUSY_POLL and its
+  // budget needs CAP_NET_ADMIN; without it the socket simply works without busy polling.
+  std::string busy;
+  const struct {
+    int opt;
+    int val;
+    const char* what;
+  } bp[] = {{SO_PREFER_BUSY_POLL, 1, "prefer"}, {SO_BUSY_POLL, kBusyPollUs, "us"}, {SO_BUSY_POLL_BUDGET, kBurst, "budget"}};
+  for (const auto& o : bp) {
+    if (setsockopt(sock_, SOL_SOCKET, o.opt, &o.val, sizeof o.val) == 0) {
+      busy += busy.empty() ? "" : ", ";
+      busy += o.opt == SO_PREFER_BUSY_POLL ? std::string(o.what) : std::to_string(o.val) + " " + o.what;
+    }
+  }
+
+  // An XSKMAP with one slot: key = receive queue index, value = our socket.
+  bpf_attr a;
+  memset(&a, 0, sizeof a);
+  a.map_type = BPF_MAP_TYPE_XSKMAP;
+  a.key_size = sizeof(uint32_t);
+  a.value_size = sizeof(uint32_t);
+  a.max_entries = 1;
+  set_name(a.map_name, "vw_xsks");
+  map_ = int(sys_bpf(BPF_MAP_CREATE, &a));
+  if (map_ < 0) {
+    const int e = errno;
+    return fail("creating the XSKMAP", e, e == EPERM ? caps : "");
+  }
+  const uint32_t key = 0, value = uint32_t(sock_);
+  memset(&a, 0, sizeof a);
+  a.map_fd = uint32_t(map_);
+  a.key = reinterpret_cast<uint64_t>(&key);
+  a.value = reinterpret_cast<uint64_t>(&value);
+  a.flags = BPF_ANY;
+  if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) != 0) return fail("putting the socket in the XSKMAP", errno);
+
+  // return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS): frames of queue 0 go to the socket;
+  // any other queue has no slot in the map, and its frames go on to the kernel's stack.
+  const bpf_insn prog[] = {
+      insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_1, int16_t(offsetof(xdp_md, rx_queue_index)), 0),
+      // A 64-bit immediate spans two instructions; the kernel replaces the map's fd with the map.
+      insn(BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, map_),
+      insn(0, 0, 0, 0, 0),
+      insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_3, 0, 0, XDP_PASS),
+      insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_redirect_map),
+      insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+  };
+  // bpf_redirect_map is not GPL-only, so the program can carry the project's licence.
+  static const char license[] = "MIT";
+  auto load = [&](char* log, uint32_t log_size) {
+    memset(&a, 0, sizeof a);
+    a.prog_type = BPF_PROG_TYPE_XDP;
+    a.expected_attach_type = BPF_XDP;
+    a.insns = reinterpret_cast<uint64_t>(prog);
+    a.insn_cnt = sizeof prog / sizeof prog[0];
+    a.license = reinterpret_cast<uint64_t>(license);
+    a.log_buf = reinterpret_cast<uint64_t>(log);
+    a.log_size = log_size;
+    a.log_level = log ? 1 : 0;
+    set_name(a.prog_name, "vw_xsk_redirect");
+    return int(sys_bpf(BPF_PROG_LOAD, &a));
+  };
+  prog_ = load(nullptr, 0);
+  if (prog_ < 0) {
+    const int e = errno;
+    // Load once more with the verifier's log, for the error message.
+    std::string log(4096, '\0');
+    const int again = load(&log[0], uint32_t(log.size()));
+    if (again >= 0) close(again);
+    log.resize(strlen(log.c_str()));
+    std::replace(log.begin(), log.end(), '\n', ' ');
+    return fail("loading the XDP program", e, e == EPERM ? caps : log.empty() ? "" : "verifier: " + log);
+  }
+
+  // A bpf_link, not a netlink attachment: the kernel detaches the program when the last fd of the link
+  // is closed, also when the process dies, so a crash leaves nothing on the interface. Native mode
+  // first (the driver runs the program on its own buffers); generic mode (on socket buffers, after the
+  // driver) works on every interface.
+  auto attach = [&](uint32_t mode) {
+    memset(&a, 0, sizeof a);
+    a.link_create.prog_fd = uint32_t(prog_);
+    a.link_create.target_ifindex = ifindex_;
+    a.link_create.attach_type = BPF_XDP;
+    a.link_create.flags = mode;
+    return int(sys_bpf(BPF_LINK_CREATE, &a));
+  };
+  link_ = attach(XDP_FLAGS_DRV_MODE);
+  native_ = link_ >= 0;
+  if (link_ < 0) {
+    const int native_err = errno;
+    link_ = attach(XDP_FLAGS_SKB_MODE);
+    if (link_ < 0) {
+      const int e = errno;
+      const bool taken = e == EBUSY || e == EEXIST || native_err == EBUSY || native_err == EEXIST;
+      *err = std::string("attaching the XDP program: native mode: ") + strerror(native_err) + ", generic mode: " + strerror(e);
+      if (taken)
+        *err += " (another XDP program is attached to the interface, see ip link show " + ifname_ +
+                "; detach it or use an AF_PACKET uplink)";
+      else if (e == EPERM)
+        *err += " (" + caps + ")";
+      return false;
+    }
+  }
+
+  // XDP sees only what the NIC lets in, so the interface is made promiscuous as an AF_PACKET uplink makes
+  // it: through a packet socket's membership (protocol 0: this socket receives nothing).
+  promisc_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (promisc_ < 0) return fail("opening a packet socket for promiscuous mode", errno, errno == EPERM ? caps : "");
+  if (!add_promiscuous_membership(promisc_, int(ifindex_)))
+    return fail("putting the interface in promiscuous mode", errno, errno == EPERM ? caps : "");
+
+  bpf_prog_info info;
+  memset(&info, 0, sizeof info);
+  memset(&a, 0, sizeof a);
+  a.info.bpf_fd = uint32_t(prog_);
+  a.info.info_len = sizeof info;
+  a.info.info = reinterpret_cast<uint64_t>(&info);
+  const std::string id = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) == 0 ? " id " + std::to_string(info.id) : "";
+  description_ = "AF_XDP on " + ifname_ + " (ifindex " + std::to_string(ifindex_) + ") queue 0, copy mode; XDP program" +
+                 id + " attached in " + xdp_mode() + " mode; busy poll: " + (busy.empty() ? "not accepted" : busy);
+  return true;
+}
+
+void AfXdpPort::kick_tx() {
+  // Copy mode sends in this call, at most 32 frames per call. EAGAIN, EBUSY and ENOBUFS leave the rest
+  // on the ring for the next kick; ENETDOWN and ENXIO (interface down or gone) have no remedy here.
+  if (sendto(sock_, nullptr, 0, MSG_DONTWAIT, nullptr, 0) < 0) {
+  }
+}
+
+uint16_t AfXdpPort::rx_burst(uint16_t, Burst& b) {
+  // Frames a previous kick could not send would otherwise wait for the next tx_burst.
+  if (rings_->tx_needs_wakeup() && rings_->tx_pending()) kick_tx();
+  const uint16_t n = rings_->rx(b);
+  if (!n && rings_->fill_needs_wakeup()) {
+    if (recvfrom(sock_, nullptr, 0, MSG_DONTWAIT, nullptr, nullptr) < 0) {
+      // Nothing to receive is the normal answer.
+    }
+  }
+  return n;
+}
+
+uint16_t AfXdpPort::tx_burst(uint16_t, const Burst& b) {
+  const uint16_t n = rings_->tx(b);
+  if (rings_->tx_needs_wakeup() && rings_->tx_pending()) kick_tx();
+  return n;
+}
+
+void AfXdpPort::release(uint16_t, Burst& b) { rings_->release(b); }
+
+void AfXdpPort::abort_tx(uint16_t) { rings_->abort_tx(); }
+
+bool AfXdpPort::arm_wakeup(std::vector<pollfd>& fds) {
+  // The socket polls readable while its RX ring holds frames; in copy mode poll() also sends what is
+  // left on the TX ring.
+  fds.push_back(pollfd{sock_, POLLIN, 0});
+  return rings_->rx_empty();
+}
+
+}  // namespace vw

@@ -1,0 +1,159 @@
+// The AF_XDP uplink: one queue pair of an XDP socket (AF_XDP) bound to queue 0 of a host interface, in
+// copy mode, set up with raw setsockopt/mmap/bpf() calls only (no libbpf or libxdp).
+//
+//   interface queue 0 --XDP program: bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)--> RX ring
+//   fill ring   <- frames we give the kernel to receive into       (we produce, the kernel consumes)
+//   RX ring     -> received frames: (UMEM address, length)          (the kernel produces)
+//   TX ring     <- frames to send: (UMEM address, length)           (we produce)
+//   completion  -> addresses of frames the kernel has sent          (the kernel produces)
+//
+// Everything the kernel writes into the rings is untrusted: XskRings checks every index and entry
+// against its own table of who holds each UMEM frame before it reads or lends any memory.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/port.h"
+
+namespace vw {
+
+// One ring shared with the kernel: where its producer, consumer, flags and entries are. Entries are u64
+// UMEM addresses (fill, completion) or xdp_desc (RX, TX). size is a power of two.
+struct XskRing {
+  uint32_t* producer;
+  uint32_t* consumer;
+  uint32_t* flags;
+  void* desc;
+  uint32_t size;
+};
+
+// How a UMEM is cut up. Frames [0, rx_frames) receive, the following tx_frames transmit.
+struct XskGeometry {
+  uint32_t frame_size;  // power of two, 2048..4096 (aligned-chunk mode)
+  uint32_t rx_frames;
+  uint32_t tx_frames;
+};
+
+// The kernel writes received data this far into a frame at the earliest (XDP_PACKET_HEADROOM; we
+// register no UMEM headroom of our own), so a received frame is at most frame_size - 256 bytes.
+constexpr uint32_t kXskRxHeadroom = 256;
+
+// Our side of the four rings of one AF_XDP socket, and the owner of every UMEM frame. Works over plain
+// memory: AfXdpPort maps the kernel's rings into it, the fuzzer lays out its own and plays the kernel.
+// Single-threaded: the thread running the port's data path calls everything but the constructor.
+class XskRings {
+ public:
+  enum Owner : uint8_t {
+    kFree,  // ours, on free_rx() or free_tx()
+    kFill,  // given to the kernel on the fill ring, not yet back through the RX ring
+    kLent,  // received, lent in a burst until release()
+    kTx,    // on the TX ring, not yet back through the completion ring
+  };
+
+  // Puts every receive frame on the fill ring. counters must outlive this object.
+  XskRings(const XskGeometry& g, uint8_t* umem, const XskRing& fill, const XskRing& comp, const XskRing& rx,
+           const XskRing& tx, QueueCounters* counters);
+
+  // Reads up to kBurst RX descriptors and lends the valid ones as one span each (cookie: frame index).
+  uint16_t rx(Burst& b);
+  // Takes back the frames rx() lent in b and puts them on the fill ring.
+  void release(Burst& b);
+  // Reaps completions, then copies each packet of b into a free transmit frame and posts it on the TX
+  // ring. Returns the number posted; the rest are dropped and counted.
+  uint16_t tx(const Burst& b);
+  // tx() was cut short by a fault while copying from the source: the frame it was filling is free
+  // again, and the packets copied before it are posted.
+  void abort_tx();
+  // Takes back the frames of sent packets from the completion ring.
+  void reap();
+
+  bool rx_empty();
+  bool fill_needs_wakeup() const { return __atomic_load_n(fill_.flags, __ATOMIC_RELAXED) & 1u; }
+  bool tx_needs_wakeup() const { return __atomic_load_n(tx_.flags, __ATOMIC_RELAXED) & 1u; }
+  // Whether the kernel has not yet taken every descriptor we posted on the TX ring.
+  bool tx_pending() const { return __atomic_load_n(tx_.consumer, __ATOMIC_ACQUIRE) != tx_prod_; }
+
+  uint32_t frames() const { return uint32_t(owner_.size()); }
+  Owner owner(uint32_t frame) const { return Owner(owner_[frame]); }
+  const std::vector<uint32_t>& free_rx() const { return free_rx_; }
+  const std::vector<uint32_t>& free_tx() const { return free_tx_; }
+
+ private:
+  // The last out-of-range index seen on a ring, so that a kernel index stuck at a bad value is counted
+  // once, not at every poll.
+  struct BadIndex {
+    bool active = false;
+    uint32_t value = 0;
+    bool note(uint32_t v);  // true when v is a new bad value
+  };
+  // Entries the kernel's producer index says are ready on a ring it produces, or -1 (counted) when it
+  // claims more than the ring holds.
+  int64_t available(const XskRing& r, uint32_t cons, BadIndex& bad);
+  // Free slots on a ring we produce, or 0 (counted) when the kernel's consumer index is ahead of our
+  // producer or more than a ring behind it.
+  uint32_t room(const XskRing& r, uint32_t prod, BadIndex& bad);
+  void refill();
+
+  XskGeometry g_;
+  uint32_t shift_;  // log2(frame_size)
+  uint8_t* umem_;
+  uint64_t umem_len_;
+  XskRing fill_, comp_, rx_, tx_;
+  QueueCounters* c_;
+  // Our own copies of the indices we advance; the shared ones are written, never read back.
+  uint32_t fill_prod_ = 0, comp_cons_ = 0, rx_cons_ = 0, tx_prod_ = 0;
+  BadIndex bad_fill_, bad_comp_, bad_rx_, bad_tx_;
+  std::vector<uint8_t> owner_;
+  std::vector<uint32_t> free_rx_, free_tx_;
+  int64_t filling_ = -1;  // the frame tx() is copying into, for abort_tx()
+};
+
+class AfXdpPort : public Port {
+ public:
+  // Opens an AF_XDP socket on queue 0 of ifname and redirects that queue's traffic to it with an XDP
+  // program attached through a bpf_link (native mode, else generic). counters are owned by the caller,
+  // outlive the port, and are only added to. On failure returns null and says in *err which interface
+  // and which step failed.
+  static std::unique_ptr<AfXdpPort> open(const std::string& name, const std::string& ifname, QueueCounters* counters,
+                                         std::string* err);
+  ~AfXdpPort() override;
+
+  uint16_t queue_pairs() const override { return 1; }
+  uint16_t rx_burst(uint16_t qp, Burst& b) override;
+  uint16_t tx_burst(uint16_t qp, const Burst& b) override;
+  void release(uint16_t qp, Burst& b) override;
+  void publish_counters() override {}
+  void abort_tx(uint16_t qp) override;
+  bool arm_wakeup(std::vector<pollfd>& fds) override;
+
+  const std::string& ifname() const { return ifname_; }
+  // "native" (the driver runs the program) or "generic" (the kernel runs it on socket buffers).
+  const char* xdp_mode() const { return native_ ? "native" : "generic"; }
+  // One line for logs: interface, mode, program id, busy-poll options the kernel accepted.
+  const std::string& description() const { return description_; }
+
+ private:
+  AfXdpPort(const std::string& name, const std::string& ifname, QueueCounters* counters);
+  bool setup(std::string* err);
+  void kick_tx();
+
+  std::string ifname_;
+  QueueCounters* counters_;
+  unsigned ifindex_ = 0;
+  int sock_ = -1, map_ = -1, prog_ = -1, link_ = -1;
+  int promisc_ = -1;  // a packet socket whose membership keeps the interface promiscuous while we run
+  uint8_t* umem_ = nullptr;
+  size_t umem_len_ = 0;
+  struct Mapping {
+    void* p = nullptr;
+    size_t len = 0;
+  } maps_[4];  // fill, completion, RX, TX
+  std::unique_ptr<XskRings> rings_;
+  bool native_ = false;
+  std::string description_;
+};
+
+}  // namespace vw

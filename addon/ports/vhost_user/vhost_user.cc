@@ -1,0 +1,875 @@
+#include "ports/vhost_user/vhost_user.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+
+#include "core/guest_memory.h"
+#include "core/port.h"
+#include "ports/vhost_user/vhost_user_wire.h"
+#include "virtio/virtio_spec.h"
+
+namespace vw {
+
+namespace {
+
+constexpr uint64_t bit(uint32_t n) { return uint64_t(1) << n; }
+
+// IN_ORDER: every vring returns chains in the order they were made available (virtio_net.cc keeps to
+// it), which lets a driver reclaim descriptors by counting instead of walking its free list. DPDK's
+// virtio PMD switches to its cheaper in-order paths when it is offered.
+constexpr uint64_t kOfferedFeatures = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) |
+                                      bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) |
+                                      bit(VIRTIO_NET_F_MTU) | bit(VIRTIO_F_IN_ORDER) |
+                                      bit(VHOST_USER_F_PROTOCOL_FEATURES);
+// LOG_SHMFD is deliberately absent: without dirty logging a front end must not migrate with us.
+constexpr uint64_t kOfferedProtocolFeatures = bit(VHOST_USER_PROTOCOL_F_MQ) |
+                                              bit(VHOST_USER_PROTOCOL_F_REPLY_ACK) |
+                                              bit(VHOST_USER_PROTOCOL_F_MTU) |
+                                              bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
+
+constexpr uint32_t kMaxVringSize = 32768;
+constexpr uint32_t kMinMtu = 68, kMaxMtu = 65535;
+constexpr uint32_t kMemTableHeader = offsetof(VhostUserMemory, regions);
+// Bounds how long a front end that stops mid-message can hold the control thread.
+constexpr time_t kSocketTimeoutSec = 1;
+constexpr time_t kReconnectSec = 1;
+
+std::string errno_text(int e) { return std::string(strerror(e)); }
+
+void close_fd(int& fd) {
+  if (fd >= 0) close(fd);
+  fd = -1;
+}
+
+void set_timeouts(int fd) {
+  timeval tv = {kSocketTimeoutSec, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+bool make_address(const std::string& path, sockaddr_un* sa, std::string* err) {
+  memset(sa, 0, sizeof(*sa));
+  sa->sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(sa->sun_path)) {
+    *err = "socket path \"" + path + "\" is empty or longer than " + std::to_string(sizeof(sa->sun_path) - 1) +
+           " bytes";
+    return false;
+  }
+  memcpy(sa->sun_path, path.c_str(), path.size() + 1);
+  return true;
+}
+
+// A received message and the fds that came with it. Handlers take ownership of an fd by setting its
+// slot to -1; the dispatcher closes whatever is left, so no error path can leak one.
+struct Message {
+  VhostUserMsg msg = {};
+  int fds[kVhostUserMaxFds];
+  size_t nfds = 0;
+  VhostUserMsg reply = {};  // filled by handlers whose request has a reply of its own
+};
+
+enum class SizeRule { kExact, kAtLeast };
+enum class FdRule {
+  kNone,
+  kOne,
+  kOneUnlessNofd,  // KICK/CALL/ERR: one fd, or none when the NOFD bit is set
+  kPerRegion,      // SET_MEM_TABLE: one per region
+  kOptional,       // REM_MEM_REG: tolerated for old front ends, closed unused
+};
+
+}  // namespace
+
+struct VhostUserPort::Impl {
+  struct Vring {
+    VringSetup setup;
+    bool has_addr = false;
+    bool enabled = false;
+    int kick = -1, call = -1, err = -1;  // kick is held only while the ring is started
+  };
+
+  using HandlerFn = bool (Impl::*)(Message&, std::string*);
+  struct Handler {
+    VhostUserRequest request;
+    const char* name;
+    uint32_t size;
+    SizeRule size_rule;
+    FdRule fds;
+    uint64_t needs_protocol;  // protocol feature bits that must be negotiated first (0: none)
+    HandlerFn fn;
+    bool has_reply;
+  };
+  static const Handler kHandlers[];
+
+  // Queue pairs come from the device, which caps them at what it can serve.
+  Impl(VirtioNetDevice& dev, std::string path, bool client, Reactor& reactor, EventSink events)
+      : dev_(dev),
+        path_(std::move(path)),
+        client_(client),
+        queue_pairs_(dev.queue_pairs()),
+        reactor_(reactor),
+        events_(std::move(events)),
+        vrings_(2u * queue_pairs_) {}
+
+  ~Impl() {
+    close_connection();
+    if (listen_fd_ >= 0) {
+      reactor_.unwatch(listen_fd_);
+      close_fd(listen_fd_);
+      unlink_own_socket();
+    }
+    if (timer_fd_ >= 0) {
+      reactor_.unwatch(timer_fd_);
+      close_fd(timer_fd_);
+    }
+  }
+
+  // ---- connection management ----
+
+  bool start(std::string* err) {
+    if (listen_fd_ >= 0 || timer_fd_ >= 0) {
+      *err = "port " + dev_.name() + " is already started";
+      return false;
+    }
+    if (!make_address(path_, &addr_, err)) return false;
+    return client_ ? start_client(err) : start_server(err);
+  }
+
+  bool start_server(std::string* err) {
+    if (!remove_stale_socket(err)) return false;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+      *err = "socket() for " + path_ + " failed: " + errno_text(errno);
+      return false;
+    }
+    struct stat st;
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_)) < 0 || listen(fd, 8) < 0 ||
+        stat(path_.c_str(), &st) < 0) {
+      int e = errno;
+      close(fd);
+      *err = "cannot listen on " + path_ + ": " + errno_text(e);
+      return false;
+    }
+    sock_dev_ = st.st_dev;
+    sock_ino_ = st.st_ino;
+    listen_fd_ = fd;
+    reactor_.watch(listen_fd_, [this](uint32_t) { on_accept(); });
+    return true;
+  }
+
+  // A socket file nobody listens on is left over from a process that died; a live one belongs to
+  // someone else and must not be taken over.
+  bool remove_stale_socket(std::string* err) {
+    struct stat st;
+    if (lstat(path_.c_str(), &st) < 0) {
+      if (errno == ENOENT) return true;
+      *err = "cannot inspect " + path_ + ": " + errno_text(errno);
+      return false;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+      *err = "path " + path_ + " exists and is not a socket";
+      return false;
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (probe < 0) {
+      *err = "socket() for " + path_ + " failed: " + errno_text(errno);
+      return false;
+    }
+    int rc = connect(probe, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_));
+    int e = errno;
+    close(probe);
+    if (rc == 0 || e == EAGAIN) {
+      *err = "path " + path_ + " is in use by another process";
+      return false;
+    }
+    if (e != ECONNREFUSED) {
+      *err = "cannot probe " + path_ + ": " + errno_text(e);
+      return false;
+    }
+    if (unlink(path_.c_str()) < 0 && errno != ENOENT) {
+      *err = "cannot remove stale socket " + path_ + ": " + errno_text(errno);
+      return false;
+    }
+    return true;
+  }
+
+  // Removes the socket file only if it is still the one we bound, not one another process put there.
+  void unlink_own_socket() {
+    struct stat st;
+    if (lstat(path_.c_str(), &st) == 0 && st.st_dev == sock_dev_ && st.st_ino == sock_ino_)
+      unlink(path_.c_str());
+  }
+
+  void on_accept() {
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) return;  // the peer left before we got to it, or a transient error: level-triggered retry
+    if (conn_fd_ >= 0) {
+      close(fd);
+      emit("error", "front end refused: port " + dev_.name() + " already has one");
+      return;
+    }
+    adopt(fd);
+  }
+
+  bool start_client(std::string* err) {
+    timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (timer_fd_ < 0) {
+      *err = "timerfd_create for " + path_ + " failed: " + errno_text(errno);
+      return false;
+    }
+    reactor_.watch(timer_fd_, [this](uint32_t) { on_timer(); });
+    if (!try_connect()) arm_timer(true);
+    return true;
+  }
+
+  void arm_timer(bool on) {
+    itimerspec its = {};
+    if (on) its.it_value.tv_sec = its.it_interval.tv_sec = kReconnectSec;
+    timerfd_settime(timer_fd_, 0, &its, nullptr);
+  }
+
+  void on_timer() {
+    uint64_t expirations;
+    if (read(timer_fd_, &expirations, sizeof(expirations)) < 0) return;
+    if (conn_fd_ < 0 && try_connect()) arm_timer(false);
+  }
+
+  bool try_connect() {
+    // Non-blocking so a listener with a full backlog cannot stall the control thread.
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return false;
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_)) < 0) {
+      close(fd);
+      return false;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    adopt(fd);
+    return true;
+  }
+
+  void adopt(int fd) {
+    set_timeouts(fd);
+    conn_fd_ = fd;
+    reactor_.watch(conn_fd_, [this](uint32_t) { on_readable(); });
+    emit("connected", "");
+  }
+
+  void close_connection() {
+    if (conn_fd_ < 0) return;
+    reactor_.unwatch(conn_fd_);
+    close_fd(conn_fd_);
+    reset_session();
+    protocol_features_ = 0;
+    mtu_ = 0;
+  }
+
+  void disconnect(const std::string& reason) {
+    close_connection();
+    emit("disconnected", reason);
+    if (client_) arm_timer(true);
+  }
+
+  // ---- session state ----
+
+  // Stops every ring and returns the device to its initial state, then closes the fds we held for it.
+  // The device forgets the fds first so that it never holds a number the kernel may hand out again.
+  void reset_session() {
+    {
+      DatapathPause pause(dev_);
+      for (uint16_t i = 0; i < vrings_.size(); i++) {
+        dev_.set_kick_fd(i, -1);
+        dev_.set_call_fd(i, -1);
+        dev_.set_err_fd(i, -1);
+      }
+      dev_.reset();
+    }
+    for (Vring& v : vrings_) {
+      close_fd(v.kick);
+      close_fd(v.call);
+      close_fd(v.err);
+      v = Vring();
+    }
+    features_ = 0;
+  }
+
+  // Starts ring idx from what the front end told us and hands it its fds. Data path paused by caller.
+  bool start_ring(uint16_t idx, std::string* err) {
+    Vring& v = vrings_[idx];
+    if (!dev_.start_vring(idx, v.setup, err)) return false;
+    dev_.set_kick_fd(idx, v.kick);
+    dev_.set_call_fd(idx, v.call);
+    dev_.set_err_fd(idx, v.err);
+    dev_.set_vring_enabled(idx, v.enabled);
+    return true;
+  }
+
+  // Stops ring idx, keeping its position as the base a later start resumes from. Data path paused.
+  void stop_ring(uint16_t idx) { vrings_[idx].setup.base = dev_.stop_vring(idx); }
+
+  // A stopped ring does not keep its kick fd: the next start brings a new one.
+  void drop_kick(uint16_t idx) {
+    dev_.set_kick_fd(idx, -1);
+    close_fd(vrings_[idx].kick);
+  }
+
+  // Restarts ring idx in place (new addresses or new memory). On failure it stays stopped.
+  bool restart_ring(uint16_t idx, std::string* err) {
+    stop_ring(idx);
+    if (start_ring(idx, err)) return true;
+    drop_kick(idx);
+    return false;
+  }
+
+  // Swaps in a whole new memory table. Running rings hold translations into the old table, whose
+  // mappings may go away with it, so they are restarted against the new one at the same position.
+  bool swap_memory(std::shared_ptr<const GuestMemory> mem, std::string* err) {
+    DatapathPause pause(dev_);
+    std::vector<uint16_t> running;
+    for (uint16_t i = 0; i < vrings_.size(); i++)
+      if (dev_.vring_started(i)) {
+        stop_ring(i);
+        running.push_back(i);
+      }
+    dev_.set_memory(std::move(mem));
+    bool ok = true;
+    for (uint16_t i : running) {
+      std::string e;
+      if (start_ring(i, &e)) continue;
+      drop_kick(i);
+      if (ok) *err = "the new table no longer holds vring " + std::to_string(i) + " (" + e + ")";
+      ok = false;
+    }
+    return ok;
+  }
+
+  bool protocol_negotiated(uint32_t f) const { return (protocol_features_ & bit(f)) != 0; }
+
+  bool check_vring(uint32_t idx, std::string* err) const {
+    if (idx < vrings_.size()) return true;
+    *err = "vring index " + std::to_string(idx) + " is out of range (the port has " +
+           std::to_string(vrings_.size()) + " vrings)";
+    return false;
+  }
+
+  // ---- handlers ----
+
+  bool get_features(Message& m, std::string*) {
+    uint64_t f = kOfferedFeatures;
+    if (queue_pairs_ > 1) f |= bit(VIRTIO_NET_F_MQ);
+    set_reply_u64(m, f);
+    return true;
+  }
+
+  bool set_features(Message& m, std::string* err) {
+    uint64_t f = m.msg.payload.u64;
+    uint64_t offered = kOfferedFeatures | (queue_pairs_ > 1 ? bit(VIRTIO_NET_F_MQ) : 0);
+    if (f & ~offered) {
+      *err = "features 0x" + hex(f & ~offered) + " were not offered";
+      return false;
+    }
+    features_ = f;
+    DatapathPause pause(dev_);
+    dev_.set_features(f);
+    return true;
+  }
+
+  bool get_protocol_features(Message& m, std::string*) {
+    set_reply_u64(m, kOfferedProtocolFeatures);
+    return true;
+  }
+
+  bool set_protocol_features(Message& m, std::string* err) {
+    uint64_t f = m.msg.payload.u64;
+    if (f & ~kOfferedProtocolFeatures) {
+      *err = "protocol features 0x" + hex(f & ~kOfferedProtocolFeatures) + " were not offered";
+      return false;
+    }
+    protocol_features_ = f;
+    return true;
+  }
+
+  // One connection is one owner, so there is no session to begin beyond the connection itself.
+  bool set_owner(Message&, std::string*) { return true; }
+
+  // Deprecated; the spec allows treating it as "disable all rings". We reset the device (rings, memory,
+  // features) but keep what was negotiated for the connection itself, which front ends send only once.
+  bool reset_owner(Message&, std::string*) {
+    reset_session();
+    return true;
+  }
+
+  bool set_mem_table(Message& m, std::string* err) {
+    const VhostUserMemory& t = m.msg.payload.memory;
+    if (t.nregions < 1 || t.nregions > kVhostUserMaxFds) {
+      *err = "region count " + std::to_string(t.nregions) + " is not between 1 and " + std::to_string(kVhostUserMaxFds);
+      return false;
+    }
+    if (m.msg.hdr.size < kMemTableHeader + t.nregions * sizeof(VhostUserMemRegion)) {
+      *err = "a payload of " + std::to_string(m.msg.hdr.size) + " bytes cannot hold " +
+             std::to_string(t.nregions) + " regions";
+      return false;
+    }
+    auto mem = std::make_shared<const GuestMemory>();
+    for (uint32_t i = 0; i < t.nregions; i++) {
+      const VhostUserMemRegion& r = t.regions[i];
+      int fd = m.fds[i];
+      m.fds[i] = -1;  // with_region owns it from here on, whatever happens
+      std::string e;
+      mem = mem->with_region(fd, r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset, &e);
+      if (!mem) {
+        *err = "region " + std::to_string(i) + " is unusable: " + e;
+        return false;
+      }
+    }
+    return swap_memory(std::move(mem), err);
+  }
+
+  bool get_max_mem_slots(Message& m, std::string*) {
+    set_reply_u64(m, kMaxMemRegions);
+    return true;
+  }
+
+  bool add_mem_reg(Message& m, std::string* err) {
+    const VhostUserMemRegion& r = m.msg.payload.memreg.region;
+    int fd = m.fds[0];
+    m.fds[0] = -1;
+    const GuestMemory empty;
+    const GuestMemory& cur = dev_.memory() ? *dev_.memory() : empty;
+    // QEMU before 8.2 sends ADD_MEM_REG once per queue pair: the same region again is not an error.
+    for (const MemRegion& x : cur.regions()) {
+      if (x.gpa == r.guest_phys_addr && x.size == r.memory_size && x.uaddr == r.userspace_addr &&
+          x.mmap_offset == r.mmap_offset) {
+        close(fd);
+        return true;
+      }
+    }
+    if (cur.regions().size() >= kMaxMemRegions) {
+      close(fd);
+      *err = "the table already holds the maximum of " + std::to_string(kMaxMemRegions) + " regions";
+      return false;
+    }
+    std::string e;
+    auto mem = cur.with_region(fd, r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset, &e);
+    if (!mem) {
+      *err = "the region is unusable: " + e;
+      return false;
+    }
+    return swap_memory(std::move(mem), err);
+  }
+
+  bool rem_mem_reg(Message& m, std::string* err) {
+    const VhostUserMemRegion& r = m.msg.payload.memreg.region;
+    const auto& cur = dev_.memory();
+    // QEMU before 8.2 also repeats REM_MEM_REG per queue pair: a range nothing is mapped at any more has
+    // nothing to remove. A range that only partly matches a mapped region is still refused.
+    bool overlaps = false;
+    if (cur) {
+      for (const MemRegion& x : cur->regions())
+        if (r.guest_phys_addr < x.gpa + x.size && x.gpa < r.guest_phys_addr + r.memory_size) overlaps = true;
+    }
+    if (!overlaps) return true;
+    std::string e;
+    auto mem = cur->without_region(r.guest_phys_addr, r.memory_size, r.userspace_addr, &e);
+    if (!mem) {
+      *err = "no region matches guest address 0x" + hex(r.guest_phys_addr) + ", size 0x" + hex(r.memory_size) +
+             " and user address 0x" + hex(r.userspace_addr);
+      return false;
+    }
+    return swap_memory(std::move(mem), err);
+  }
+
+  // SET_VRING_NUM/BASE describe a ring the front end is about to start; changing them under a running
+  // ring would desynchronise both sides, so that is refused.
+  bool check_stopped(uint32_t idx, std::string* err) const {
+    if (!dev_.vring_started(uint16_t(idx))) return true;
+    *err = "vring " + std::to_string(idx) + " is running (stop it with VHOST_USER_GET_VRING_BASE first)";
+    return false;
+  }
+
+  bool set_vring_num(Message& m, std::string* err) {
+    const VhostUserVringState& s = m.msg.payload.state;
+    if (!check_vring(s.index, err) || !check_stopped(s.index, err)) return false;
+    if (s.num < 1 || s.num > kMaxVringSize || (s.num & (s.num - 1))) {
+      *err = "vring " + std::to_string(s.index) + " size " + std::to_string(s.num) +
+             " is not a power of two between 1 and " + std::to_string(kMaxVringSize);
+      return false;
+    }
+    vrings_[s.index].setup.num = uint16_t(s.num);
+    return true;
+  }
+
+  bool set_vring_addr(Message& m, std::string* err) {
+    const VhostUserVringAddr& a = m.msg.payload.addr;
+    if (!check_vring(a.index, err)) return false;
+    if (a.flags) {
+      *err = "vring " + std::to_string(a.index) + " asks for flags 0x" + hex(a.flags) +
+             " (dirty logging is not supported)";
+      return false;
+    }
+    Vring& v = vrings_[a.index];
+    v.setup.desc_uaddr = a.desc_user_addr;
+    v.setup.avail_uaddr = a.avail_user_addr;
+    v.setup.used_uaddr = a.used_user_addr;
+    v.has_addr = true;
+    uint16_t idx = uint16_t(a.index);
+    if (!dev_.vring_started(idx)) return true;
+    DatapathPause pause(dev_);
+    std::string e;
+    if (restart_ring(idx, &e)) return true;
+    *err = "vring " + std::to_string(idx) + " cannot use the new addresses: " + e;
+    return false;
+  }
+
+  bool set_vring_base(Message& m, std::string* err) {
+    const VhostUserVringState& s = m.msg.payload.state;
+    if (!check_vring(s.index, err) || !check_stopped(s.index, err)) return false;
+    if (s.num > 0xffff) {
+      *err = "vring " + std::to_string(s.index) + " base " + std::to_string(s.num) + " does not fit 16 bits";
+      return false;
+    }
+    vrings_[s.index].setup.base = uint16_t(s.num);
+    return true;
+  }
+
+  bool get_vring_base(Message& m, std::string* err) {
+    const VhostUserVringState& s = m.msg.payload.state;
+    if (!check_vring(s.index, err)) return false;
+    uint16_t idx = uint16_t(s.index);
+    Vring& v = vrings_[idx];
+    if (dev_.vring_started(idx)) {
+      DatapathPause pause(dev_);
+      stop_ring(idx);
+      drop_kick(idx);
+    }
+    // A stopped ring is initially disabled again when it is next started (see SET_VRING_KICK).
+    v.enabled = false;
+    m.reply.hdr.size = sizeof(VhostUserVringState);
+    m.reply.payload.state = {s.index, v.setup.base};
+    return true;
+  }
+
+  // KICK/CALL/ERR fds are read and written by the PMD threads: they must be eventfds (a regular file
+  // always polls readable and keeps a sleeping PMD awake) and non-blocking (a blocking eventfd at its
+  // maximum, or a full pipe, would block the PMD's write forever).
+  static bool check_vring_fd(const Message& m, std::string* err) {
+    if (m.nfds == 0) return true;
+    const int fd = m.fds[0];
+    char path[40], link[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    const ssize_t n = readlink(path, link, sizeof(link));
+    if (n < 0 || std::string(link, size_t(n)) != "anon_inode:[eventfd]") {
+      *err = "its file descriptor is not an eventfd";
+      return false;
+    }
+    const int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+      *err = "its eventfd cannot be made non-blocking: " + errno_text(errno);
+      return false;
+    }
+    return true;
+  }
+
+  // Checks a KICK/CALL/ERR message: its u64 holds a vring index, the NOFD bit and nothing else, and its
+  // fd (if any) passes check_vring_fd.
+  bool check_vring_file(const Message& m, uint32_t* idx, std::string* err) const {
+    uint64_t u = m.msg.payload.u64;
+    if (u & ~(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD_MASK)) {
+      *err = "payload 0x" + hex(u) + " has bits set besides the vring index and the no-fd flag";
+      return false;
+    }
+    *idx = uint32_t(u & VHOST_USER_VRING_IDX_MASK);
+    return check_vring(*idx, err) && check_vring_fd(m, err);
+  }
+
+  // The fd of a KICK/CALL/ERR message, taken over from the message; -1 when NOFD was set.
+  static int take_vring_fd(Message& m) {
+    if (m.nfds == 0) return -1;
+    int fd = m.fds[0];
+    m.fds[0] = -1;
+    return fd;
+  }
+
+  bool set_vring_kick(Message& m, std::string* err) {
+    uint32_t i;
+    if (!check_vring_file(m, &i, err)) return false;
+    uint16_t idx = uint16_t(i);
+    Vring& v = vrings_[idx];
+    if (dev_.vring_started(idx)) {
+      int fd = take_vring_fd(m);
+      {
+        DatapathPause pause(dev_);
+        dev_.set_kick_fd(idx, fd);
+      }
+      close_fd(v.kick);
+      v.kick = fd;
+      return true;
+    }
+    if (!v.setup.num || !v.has_addr || !dev_.memory() || dev_.memory()->regions().empty()) {
+      *err = "vring " + std::to_string(idx) + " cannot start before its size, addresses and the memory table are set";
+      return false;
+    }
+    v.kick = take_vring_fd(m);
+    // Without protocol features there is no SET_VRING_ENABLE, so the ring is enabled as it starts.
+    if (!(features_ & bit(VHOST_USER_F_PROTOCOL_FEATURES))) v.enabled = true;
+    DatapathPause pause(dev_);
+    std::string e;
+    if (start_ring(idx, &e)) return true;
+    drop_kick(idx);
+    *err = "cannot start " + e;  // e names the vring
+    return false;
+  }
+
+  bool set_vring_call(Message& m, std::string* err) {
+    return replace_vring_fd(m, err, &Vring::call, &VirtioNetDevice::set_call_fd);
+  }
+
+  bool set_vring_err(Message& m, std::string* err) {
+    return replace_vring_fd(m, err, &Vring::err, &VirtioNetDevice::set_err_fd);
+  }
+
+  // CALL and ERR: hand the new fd to the device with the data path paused, then close the old one.
+  bool replace_vring_fd(Message& m, std::string* err, int Vring::*slot, void (VirtioNetDevice::*set)(uint16_t, int)) {
+    uint32_t idx;
+    if (!check_vring_file(m, &idx, err)) return false;
+    int fd = take_vring_fd(m);
+    {
+      DatapathPause pause(dev_);
+      (dev_.*set)(uint16_t(idx), fd);
+    }
+    close_fd(vrings_[idx].*slot);
+    vrings_[idx].*slot = fd;
+    return true;
+  }
+
+  bool set_vring_enable(Message& m, std::string* err) {
+    const VhostUserVringState& s = m.msg.payload.state;
+    if (!check_vring(s.index, err)) return false;
+    if (s.num > 1) {
+      *err = "vring " + std::to_string(s.index) + " enable value " + std::to_string(s.num) + " is not 0 or 1";
+      return false;
+    }
+    uint16_t idx = uint16_t(s.index);
+    vrings_[idx].enabled = s.num == 1;
+    // A ring that has not started yet takes the recorded state when it does.
+    if (dev_.vring_started(idx)) {
+      DatapathPause pause(dev_);
+      dev_.set_vring_enabled(idx, vrings_[idx].enabled);
+    }
+    return true;
+  }
+
+  bool get_queue_num(Message& m, std::string*) {
+    set_reply_u64(m, queue_pairs_);
+    return true;
+  }
+
+  bool net_set_mtu(Message& m, std::string* err) {
+    uint64_t mtu = m.msg.payload.u64;
+    if (mtu < kMinMtu || mtu > kMaxMtu) {
+      *err = "MTU " + std::to_string(mtu) + " is not between " + std::to_string(kMinMtu) + " and " +
+             std::to_string(kMaxMtu);
+      return false;
+    }
+    mtu_ = uint16_t(mtu);
+    return true;
+  }
+
+  // ---- dispatch ----
+
+  static void set_reply_u64(Message& m, uint64_t v) {
+    m.reply.hdr.size = sizeof(uint64_t);
+    m.reply.payload.u64 = v;
+  }
+
+  static std::string hex(uint64_t v) {
+    char buf[20];
+    snprintf(buf, sizeof(buf), "%llx", static_cast<unsigned long long>(v));
+    return buf;
+  }
+
+  static const Handler* find_handler(uint32_t request) {
+    for (const Handler* h = kHandlers; h->name; h++)
+      if (h->request == request) return h;
+    return nullptr;
+  }
+
+  // Checks what the table says about a request's shape before its handler sees it.
+  bool check_shape(const Handler& h, const Message& m, std::string* err) const {
+    uint32_t size = m.msg.hdr.size;
+    if (h.size_rule == SizeRule::kExact ? size != h.size : size < h.size) {
+      *err = "payload is " + std::to_string(size) + " bytes, expected " +
+             (h.size_rule == SizeRule::kAtLeast ? "at least " : "") + std::to_string(h.size);
+      return false;
+    }
+    size_t want_min = 0, want_max = 0;
+    switch (h.fds) {
+      case FdRule::kNone: break;
+      case FdRule::kOne: want_min = want_max = 1; break;
+      case FdRule::kOneUnlessNofd:
+        want_min = want_max = (m.msg.payload.u64 & VHOST_USER_VRING_NOFD_MASK) ? 0 : 1;
+        break;
+      case FdRule::kPerRegion: want_min = want_max = m.msg.payload.memory.nregions; break;
+      case FdRule::kOptional: want_max = 1; break;
+    }
+    if (m.nfds < want_min || m.nfds > want_max) {
+      *err = "it carries " + std::to_string(m.nfds) + " file descriptor(s), expected " +
+             (want_min == want_max ? std::to_string(want_min)
+                                   : std::to_string(want_min) + " to " + std::to_string(want_max));
+      return false;
+    }
+    if ((protocol_features_ & h.needs_protocol) != h.needs_protocol) {
+      *err = "it needs protocol features 0x" + hex(h.needs_protocol) + ", which were not negotiated";
+      return false;
+    }
+    return true;
+  }
+
+  void on_readable() {
+    Message m;
+    WireResult r = vhost_user_recv(conn_fd_, &m.msg, m.fds, kVhostUserMaxFds, &m.nfds);
+    if (r == WireResult::kClosed) {
+      disconnect("the front end hung up");
+      return;
+    }
+    if (r == WireResult::kError) {
+      disconnect("receiving a message failed: " + errno_text(errno));
+      return;
+    }
+    dispatch(m);
+  }
+
+  void dispatch(Message& m) {
+    const VhostUserHeader hdr = m.msg.hdr;
+    const Handler* h = find_handler(hdr.request);
+    bool ack_before = protocol_negotiated(VHOST_USER_PROTOCOL_F_REPLY_ACK);
+    m.reply.hdr = {hdr.request, VHOST_USER_VERSION | VHOST_USER_REPLY_MASK, 0};
+    const std::string name = h ? h->name : "request " + std::to_string(hdr.request);
+    std::string err;
+    bool ok = false;
+    if (!h)
+      err = "it is not supported";
+    else if ((hdr.flags & VHOST_USER_VERSION_MASK) != VHOST_USER_VERSION)
+      err = "it has protocol version " + std::to_string(hdr.flags & VHOST_USER_VERSION_MASK) + ", expected 1";
+    else if (check_shape(*h, m, &err))
+      ok = (this->*h->fn)(m, &err);
+    for (size_t i = 0; i < m.nfds; i++) close_fd(m.fds[i]);
+    if (!ok) emit("error", name + " was rejected: " + err);
+
+    bool reply_ack = (hdr.flags & VHOST_USER_NEED_REPLY_MASK) &&
+                     (ack_before || protocol_negotiated(VHOST_USER_PROTOCOL_F_REPLY_ACK));
+    if (h && h->has_reply) {
+      // An empty reply tells a front end waiting for this answer that it failed, instead of leaving it
+      // to time out.
+      if (!ok) m.reply.hdr.size = 0;
+    } else if (reply_ack) {
+      set_reply_u64(m, ok ? 0 : 1);
+    } else {
+      return;
+    }
+    if (!vhost_user_send(conn_fd_, m.reply, nullptr, 0))
+      disconnect("sending the reply to " + name + " failed: " + errno_text(errno));
+  }
+
+  void emit(const char* kind, const std::string& reason) {
+    if (!events_) return;
+    PortEvent e;
+    e.kind = kind;
+    e.port = dev_.name();
+    e.reason = reason;
+    events_(e);
+  }
+
+  VhostUserInfo info() const {
+    VhostUserInfo i;
+    i.connected = conn_fd_ >= 0;
+    i.features = features_;
+    i.protocol_features = protocol_features_;
+    i.mtu = mtu_;
+    i.mem_regions = dev_.memory() ? uint32_t(dev_.memory()->regions().size()) : 0;
+    for (uint16_t q = 0; q < vrings_.size(); q++) {
+      bool started = dev_.vring_started(q);
+      i.vrings.push_back({vrings_[q].setup.num, started, started && vrings_[q].enabled, dev_.vring_broken(q)});
+    }
+    return i;
+  }
+
+  VirtioNetDevice& dev_;
+  const std::string path_;
+  const bool client_;
+  const uint16_t queue_pairs_;
+  Reactor& reactor_;
+  EventSink events_;
+
+  sockaddr_un addr_ = {};
+  int listen_fd_ = -1;
+  int timer_fd_ = -1;
+  int conn_fd_ = -1;
+  dev_t sock_dev_ = 0;
+  ino_t sock_ino_ = 0;
+
+  uint64_t features_ = 0;
+  uint64_t protocol_features_ = 0;
+  uint16_t mtu_ = 0;
+  std::vector<Vring> vrings_;
+};
+
+// One row per request: its payload size, the fds it carries, the protocol features that must be
+// negotiated before it is legal, its handler, and whether it has a reply of its own (otherwise REPLY_ACK
+// decides).
+constexpr uint64_t kAlways = 0;
+constexpr uint64_t kMemSlots = bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
+constexpr uint64_t kMq = bit(VHOST_USER_PROTOCOL_F_MQ);
+constexpr uint64_t kMtu = bit(VHOST_USER_PROTOCOL_F_MTU);
+constexpr uint32_t kU64 = sizeof(uint64_t), kState = sizeof(VhostUserVringState),
+                   kAddr = sizeof(VhostUserVringAddr), kMemReg = sizeof(VhostUserMemRegMsg);
+
+#define VW_HANDLER(req, size, rule, fds, needs, fn, reply) \
+  {VHOST_USER_##req, "VHOST_USER_" #req, size, SizeRule::rule, FdRule::fds, needs, &Impl::fn, reply}
+
+const VhostUserPort::Impl::Handler VhostUserPort::Impl::kHandlers[] = {
+    VW_HANDLER(GET_FEATURES, 0, kExact, kNone, kAlways, get_features, true),
+    VW_HANDLER(SET_FEATURES, kU64, kExact, kNone, kAlways, set_features, false),
+    VW_HANDLER(GET_PROTOCOL_FEATURES, 0, kExact, kNone, kAlways, get_protocol_features, true),
+    VW_HANDLER(SET_PROTOCOL_FEATURES, kU64, kExact, kNone, kAlways, set_protocol_features, false),
+    VW_HANDLER(SET_OWNER, 0, kExact, kNone, kAlways, set_owner, false),
+    VW_HANDLER(RESET_OWNER, 0, kExact, kNone, kAlways, reset_owner, false),
+    VW_HANDLER(SET_MEM_TABLE, kMemTableHeader, kAtLeast, kPerRegion, kAlways, set_mem_table, false),
+    VW_HANDLER(GET_MAX_MEM_SLOTS, 0, kExact, kNone, kMemSlots, get_max_mem_slots, true),
+    VW_HANDLER(ADD_MEM_REG, kMemReg, kExact, kOne, kMemSlots, add_mem_reg, false),
+    VW_HANDLER(REM_MEM_REG, kMemReg, kExact, kOptional, kMemSlots, rem_mem_reg, false),
+    VW_HANDLER(SET_VRING_NUM, kState, kExact, kNone, kAlways, set_vring_num, false),
+    VW_HANDLER(SET_VRING_ADDR, kAddr, kExact, kNone, kAlways, set_vring_addr, false),
+    VW_HANDLER(SET_VRING_BASE, kState, kExact, kNone, kAlways, set_vring_base, false),
+    VW_HANDLER(GET_VRING_BASE, kState, kExact, kNone, kAlways, get_vring_base, true),
+    VW_HANDLER(SET_VRING_KICK, kU64, kExact, kOneUnlessNofd, kAlways, set_vring_kick, false),
+    VW_HANDLER(SET_VRING_CALL, kU64, kExact, kOneUnlessNofd, kAlways, set_vring_call, false),
+    VW_HANDLER(SET_VRING_ERR, kU64, kExact, kOneUnlessNofd, kAlways, set_vring_err, false),
+    VW_HANDLER(SET_VRING_ENABLE, kState, kExact, kNone, kAlways, set_vring_enable, false),
+    VW_HANDLER(GET_QUEUE_NUM, 0, kExact, kNone, kMq, get_queue_num, true),
+    VW_HANDLER(NET_SET_MTU, kU64, kExact, kNone, kMtu, net_set_mtu, false),
+    {VHOST_USER_REQUEST_MAX, nullptr, 0, SizeRule::kExact, FdRule::kNone, kAlways, nullptr, false},
+};
+
+#undef VW_HANDLER
+
+VhostUserPort::VhostUserPort(std::string name, std::string path, bool client, uint16_t queue_pairs,
+                             Reactor& reactor, CounterBlock& counters, EventSink events)
+    : device_(std::make_unique<VirtioNetDevice>(name, queue_pairs, counters, events)),
+      impl_(std::make_unique<Impl>(*device_, std::move(path), client, reactor, std::move(events))) {}
+
+VhostUserPort::~VhostUserPort() = default;
+
+bool VhostUserPort::start(std::string* err) { return impl_->start(err); }
+
+VhostUserInfo VhostUserPort::info() const { return impl_->info(); }
+
+}  // namespace vw

@@ -1,0 +1,110 @@
+// The engine: owns every port, wire and PMD thread, and runs the control thread, an epoll loop over
+// the vhost-user sockets (the Reactor ports see). One lock, the engine lock, is held by the control
+// thread while it handles an event and by every call from JavaScript, so control code never races
+// itself; the data path runs in the PMD threads, changed only while they are paused.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/counters.h"
+#include "runtime/pmd.h"
+#include "core/port.h"
+#include "runtime/reactor.h"
+#include "ports/uplink/uplink.h"
+#include "ports/vhost_user/vhost_user.h"
+
+namespace vw {
+
+struct PortSummary {
+  std::string name, kind, peer;
+  uint16_t queue_pairs = 0;
+  int counter_set = -1;
+  int pmd = -1;
+  // vhost-user only
+  std::string path;
+  bool client = false;
+  VhostUserInfo vhost;
+  // uplink only
+  std::string ifname;
+};
+
+class Engine : public Reactor {
+ public:
+  // Queue counter sets and PMD counter sets the shared block has room for.
+  static constexpr uint32_t kQueueSets = 1024;
+  static constexpr uint32_t kPmdSets = 64;
+
+  Engine(Mode mode, EventSink events);
+  ~Engine() override;
+
+  // Starts the control thread and one PMD thread per entry of pmd_cores (a CPU, or -1 for unpinned).
+  bool start(const std::vector<int>& pmd_cores, std::string* err);
+  // Stops and joins every thread, destroys every port (sockets removed). Idempotent.
+  void close();
+
+  bool add_vhost_user(const std::string& name, const std::string& path, bool client, uint16_t queue_pairs,
+                      std::string* err);
+  bool add_sink(const std::string& name, std::string* err);
+  bool add_gen(const std::string& name, uint32_t size, uint64_t rate, uint64_t count, std::string* err);
+  // A host uplink on interface ifname, with the driver the current mode wants.
+  bool add_uplink(const std::string& name, const std::string& ifname, std::string* err);
+  bool remove_port(const std::string& name, std::string* err);
+  bool wire(const std::string& a, const std::string& b, uint32_t pmd, std::string* err);
+  bool unwire(const std::string& a, std::string* err);
+  // Switches the PMDs and every uplink's driver. Every new driver is opened first: if one cannot be,
+  // nothing changes and *err says which.
+  bool set_mode(Mode m, std::string* err);
+  std::vector<PortSummary> ports();
+  // Shared with JavaScript: the block outlives the engine for as long as a view of it exists.
+  std::shared_ptr<CounterBlock> counters() const { return block_; }
+
+  // Reactor: called with the engine lock held.
+  void watch(int fd, std::function<void(uint32_t)> cb) override;
+  void unwatch(int fd) override;
+
+ private:
+  struct Entry {
+    std::string kind;
+    std::unique_ptr<VhostUserPort> vhost;  // vhost-user: the protocol side, owning the device
+    std::unique_ptr<Port> own;             // sink, gen, uplink
+    UplinkPort* uplink = nullptr;          // uplink: own, as an uplink
+    Port* port = nullptr;
+    int counter_set = -1;
+    std::string peer;
+    int pmd = -1;
+    std::string path;
+    bool client = false;
+  };
+  struct Watch {
+    uint32_t gen;
+    std::function<void(uint32_t)> cb;
+  };
+
+  bool check_new_name(const std::string& name, std::string* err) const;
+  void unwire_locked(Entry& e);
+  // Adds a port the engine owns outright (sink, gen); engine lock held.
+  void insert_owned(const std::string& name, const char* kind, std::unique_ptr<Port> port, int counter_set);
+  void control_loop();
+
+  std::mutex mu_;
+  Mode mode_;
+  EventSink events_;
+  std::shared_ptr<CounterBlock> block_;
+  std::map<std::string, Entry> ports_;
+  std::vector<std::unique_ptr<Pmd>> pmds_;
+  std::map<int, Watch> watches_;
+  uint32_t watch_gen_ = 0;
+  int epfd_ = -1;
+  int stop_fd_ = -1;
+  std::thread control_;
+  bool closed_ = false;
+};
+
+}  // namespace vw

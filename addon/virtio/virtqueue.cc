@@ -1,0 +1,177 @@
+#include "virtio/virtqueue.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace vw {
+
+namespace {
+
+// The guest may rewrite a descriptor while we check it. Copying it once and clobbering memory afterwards
+// keeps the compiler from reading guest memory again in place of the copy, so what we checked is what
+// we use. Indirect tables need not be aligned, hence bytes.
+inline vring_desc read_desc(const uint8_t* p) {
+  vring_desc d;
+  memcpy(&d, p, sizeof d);
+  asm volatile("" : : "r"(&d) : "memory");
+  return d;
+}
+
+inline uint16_t load16(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+inline void store16(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
+inline int fail(QueueCounter* why, QueueCounter reason) {
+  *why = reason;
+  return -1;
+}
+
+constexpr uint32_t kDescSize = sizeof(vring_desc);
+// Ring alignment the virtio spec requires (2.7: desc 16, avail 2, used 4).
+constexpr uintptr_t kDescAlign = 16, kAvailAlign = 2, kUsedAlign = 4;
+
+}  // namespace
+
+bool Virtqueue::attach(uint16_t size, void* desc, void* avail, void* used, bool device_writes, const char** why) {
+  if (size == 0 || (size & (size - 1)) != 0) {
+    *why = "queue size is not a power of two between 1 and 32768";
+    return false;
+  }
+  if (reinterpret_cast<uintptr_t>(desc) % kDescAlign) {
+    *why = "descriptor table is not 16-byte aligned";
+    return false;
+  }
+  if (reinterpret_cast<uintptr_t>(avail) % kAvailAlign) {
+    *why = "avail ring is not 2-byte aligned";
+    return false;
+  }
+  if (reinterpret_cast<uintptr_t>(used) % kUsedAlign) {
+    *why = "used ring is not 4-byte aligned";
+    return false;
+  }
+  desc_ = static_cast<vring_desc*>(desc);
+  avail_ = static_cast<vring_avail*>(avail);
+  used_ = static_cast<vring_used*>(used);
+  // A running queue moved to a new memory table keeps its heads in flight.
+  if (size != size_ || !inflight_) inflight_.reset(new uint64_t[(size + 63) / 64]());
+  size_ = size;
+  mask_ = uint16_t(size - 1);
+  device_writes_ = device_writes;
+  return true;
+}
+
+void Virtqueue::start(uint16_t base) {
+  used_idx_ = used_shadow_ = load16(&used_->idx);
+  nshadow_ = 0;
+  // A previous back end may have died with chains taken but not returned. Restarting from the used index
+  // hands them to us again instead of losing them for good (DPDK does the same); the guest sees a few
+  // packets again at worst.
+  last_avail_ = used_idx_ == base ? base : used_idx_;
+  avail_idx_ = start_idx_ = last_avail_;
+  primed_ = false;
+  std::fill_n(inflight_.get(), (size_ + 63) / 64, 0);
+  npopped_ = 0;
+  disable_notify();
+}
+
+int Virtqueue::pop(const GuestMemory& mem, Span* spans, uint32_t max_spans, Chain* c, QueueCounter* why) {
+  if (avail_idx_ == last_avail_) {
+    // Acquire: the ring entries and descriptors the guest wrote before publishing this index are visible.
+    avail_idx_ = __atomic_load_n(&avail_->idx, __ATOMIC_ACQUIRE);
+    if (uint16_t(avail_idx_ - last_avail_) > size_) return fail(why, INVALID_AVAIL_AHEAD);
+    if (avail_idx_ == last_avail_) return 0;
+  }
+  const uint16_t head = load16(&avail_->ring[last_avail_ & mask_]);
+  last_avail_++;
+  if (head >= size_) return fail(why, INVALID_BAD_HEAD);
+  if (in_flight(head)) return fail(why, INVALID_HEAD_IN_FLIGHT);
+
+  const uint8_t* table = reinterpret_cast<const uint8_t*>(desc_);
+  uint32_t table_len = size_;
+  bool in_indirect = false;
+  uint32_t count = 0;
+  uint32_t n = 0;
+  uint64_t len = 0;
+  bool truncated = false;
+  const uint16_t wrong_dir = device_writes_ ? 0 : VRING_DESC_F_WRITE;
+  uint16_t i = head;
+  for (;;) {
+    const vring_desc d = read_desc(table + size_t(i) * kDescSize);
+    if (d.flags & VRING_DESC_F_INDIRECT) {
+      if (!indirect_) return fail(why, INVALID_INDIRECT_NOT_NEGOTIATED);
+      if (in_indirect) return fail(why, INVALID_INDIRECT_NESTED);
+      if (d.flags & VRING_DESC_F_NEXT) return fail(why, INVALID_INDIRECT_WITH_NEXT);
+      if (d.len == 0 || d.len % kDescSize) return fail(why, INVALID_INDIRECT_LENGTH);
+      table = mem.translate_contiguous(d.addr, d.len);
+      if (!table) return fail(why, INVALID_BAD_ADDRESS);
+      // The table walk continues under the same descriptor budget, so the pointer descriptor itself does
+      // not count and a table of queue-size entries fits.
+      table_len = d.len / kDescSize;
+      in_indirect = true;
+      i = 0;
+      continue;
+    }
+    if (++count > size_) return fail(why, INVALID_CHAIN_TOO_LONG);
+    if ((d.flags & VRING_DESC_F_WRITE) == wrong_dir)
+      return fail(why, device_writes_ ? INVALID_READONLY_ON_RX : INVALID_WRITABLE_ON_TX);
+    if (d.len) {
+      int k = truncated ? -1 : mem.translate(d.addr, d.len, spans + n, int(max_spans - n));
+      if (k < 0) {
+        // Either outside guest memory or out of room: tell them apart, since only the first is the
+        // guest's fault. One descriptor never needs more spans than there are regions.
+        Span scratch[kMaxMemRegions];
+        if (mem.translate(d.addr, d.len, scratch, int(kMaxMemRegions)) < 0) return fail(why, INVALID_BAD_ADDRESS);
+        truncated = true;
+      } else {
+        n += uint32_t(k);
+        len += d.len;
+      }
+    }
+    if (!(d.flags & VRING_DESC_F_NEXT)) break;
+    if (d.next >= table_len) return fail(why, INVALID_BAD_NEXT);
+    i = d.next;
+  }
+  take_off(head);
+  popped_[npopped_++ % kMaxUnpop] = head;
+  c->head = head;
+  c->nspans = n;
+  c->len = len;
+  c->truncated = truncated;
+  return 1;
+}
+
+void Virtqueue::unpop(uint16_t n) {
+  for (uint16_t k = 0; k < n; k++) land(popped_[--npopped_ % kMaxUnpop]);
+  last_avail_ = uint16_t(last_avail_ - n);
+}
+
+bool Virtqueue::flush() {
+  write_shadow();
+  if (used_shadow_ == used_idx_) return false;
+  const uint16_t old = used_idx_;
+  used_idx_ = used_shadow_;
+  // Release: the guest that sees the new index also sees the entries written before it.
+  __atomic_store_n(&used_->idx, used_idx_, __ATOMIC_RELEASE);
+  // The guest's suppression state must be read after our index store is visible; otherwise a guest that
+  // re-enables interrupts just then would be missed and sleep forever (store-load needs a full fence).
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (event_idx_) return vring_need_event(load16(used_event()), used_idx_, old);
+  return !(load16(&avail_->flags) & VRING_AVAIL_F_NO_INTERRUPT);
+}
+
+bool Virtqueue::enable_notify() {
+  if (event_idx_)
+    store16(avail_event(), last_avail_);
+  else
+    store16(&used_->flags, 0);
+  // Same store-load race as flush(), from the other side: a chain made available just before the guest
+  // saw our request would otherwise never be kicked.
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  return __atomic_load_n(&avail_->idx, __ATOMIC_ACQUIRE) != last_avail_;
+}
+
+void Virtqueue::disable_notify() {
+  // With EVENT_IDX, leaving avail_event behind is enough: the guest kicks only when it passes it again.
+  if (!event_idx_) store16(&used_->flags, VRING_USED_F_NO_NOTIFY);
+}
+
+}  // namespace vw

@@ -1,0 +1,133 @@
+// Prometheus view of the shared counter block. Nothing is copied while packets flow: the collectors
+// read the native threads' BigUint64Array only when someone scrapes. One family per counter-table
+// family; entries that share a family (drops by direction and reason) become label sets of it.
+import { Counter, Gauge, Registry } from 'prom-client';
+import { ethtoolS, sysfsStatistics } from './ethtool';
+import { native } from '../native';
+import type { CounterInfo } from '../native';
+import type { Switch } from '../switch';
+
+type CounterBlockView = ReturnType<Switch['counterBlock']>;
+/** Where one set of counters starts in the block, and the labels that name it. */
+interface CounterSet {
+  base: number;
+  labels: Record<string, string>;
+}
+
+const PREFIX = 'vhostwire_';
+
+interface Entry {
+  /** word offset inside a counter set */
+  index: number;
+  labels: Record<string, string>;
+}
+
+interface Family {
+  name: string;
+  help: string;
+  labelNames: string[];
+  entries: Entry[];
+}
+
+/** `direction="transmit",reason="no_buffer"` -> { direction: 'transmit', reason: 'no_buffer' } */
+export function parseLabels(text: string): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const m of text.matchAll(/([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+    labels[m[1]] = m[2].replace(/\\(.)/g, '$1');
+  }
+  return labels;
+}
+
+function families(infos: CounterInfo[], baseLabels: string[]): Family[] {
+  const byName = new Map<string, Family>();
+  infos.forEach((c, index) => {
+    const labels = parseLabels(c.labels);
+    let f = byName.get(c.family);
+    if (!f) {
+      f = { name: PREFIX + c.family, help: '', labelNames: [...baseLabels], entries: [] };
+      byName.set(c.family, f);
+    }
+    for (const l of Object.keys(labels)) if (!f.labelNames.includes(l)) f.labelNames.push(l);
+    f.entries.push({ index, labels });
+  });
+  // A shared family's HELP lists what each label set counts, since the table describes entries.
+  for (const f of byName.values()) {
+    const own = infos.filter((c) => PREFIX + c.family === f.name);
+    f.help = own.length === 1 ? own[0].help : own.map((c) => `${c.labels}: ${c.help}`).join('; ');
+  }
+  return [...byName.values()];
+}
+
+/** A registry of its own (not prom-client's global one), so several switches never collide. */
+export function createRegistry(sw: Switch): Registry {
+  const registry = new Registry();
+
+  // One Counter per family; each scrape reads every counter set the family applies to from the block.
+  const register = (infos: CounterInfo[], baseLabels: string[], sets: (block: CounterBlockView) => CounterSet[]): void => {
+    for (const f of families(infos, baseLabels)) {
+      new Counter({
+        name: f.name,
+        help: f.help,
+        labelNames: f.labelNames,
+        registers: [registry],
+        collect() {
+          this.reset();
+          if (sw.closed) return;
+          const view = sw.counterBlock();
+          for (const set of sets(view)) {
+            for (const e of f.entries) this.inc({ ...set.labels, ...e.labels }, Number(view.block[set.base + e.index]));
+          }
+        },
+      });
+    }
+  };
+  register(native.queueCounters, ['port', 'queue'], ({ layout, ports }) =>
+    ports.flatMap((p) =>
+      Array.from({ length: p.queuePairs }, (_, q) => ({
+        base: (p.counterSet + q) * layout.queueStride,
+        labels: { port: p.name, queue: String(q) },
+      })),
+    ),
+  );
+  register(native.pmdCounters, ['pmd'], ({ layout }) =>
+    Array.from({ length: sw.pmdCount }, (_, j) => ({ base: layout.pmdBase + j * layout.pmdStride, labels: { pmd: String(j) } })),
+  );
+
+  new Gauge({
+    name: `${PREFIX}port_up`,
+    help: 'Whether the port can pass packets: 1 when a vhost-user front end is connected (sink, gen and uplink ports always), 0 otherwise',
+    labelNames: ['port'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (sw.closed) return;
+      for (const p of sw.portInfo()) this.set({ port: p.name }, p.kind !== 'vhost-user' || p.connected ? 1 : 0);
+    },
+  });
+
+  // The kernel's own counters for each uplink's interface, read at scrape time, beside ours: what the
+  // interface itself saw (sysfs statistics) and its driver's private counters (ethtool -S). An interface
+  // that vanished under its uplink has nothing to show.
+  const interfaceGauge = (name: string, help: string, read: (ifname: string) => Promise<Record<string, number> | null>) =>
+    new Gauge({
+      name: `${PREFIX}${name}`,
+      help,
+      labelNames: ['port', 'interface', 'stat'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        if (sw.closed) return;
+        const uplinks = sw.portInfo().filter((p) => p.kind === 'uplink' && p.ifname);
+        await Promise.all(
+          uplinks.map(async (p) => {
+            const stats = await read(p.ifname!).catch(() => null);
+            for (const [stat, v] of Object.entries(stats ?? {})) this.set({ port: p.name, interface: p.ifname!, stat }, v);
+          }),
+        );
+      },
+    });
+  interfaceGauge('uplink_interface_statistic', "The uplink interface's own counters, /sys/class/net/IF/statistics (the kernel's count, beside ours)", sysfsStatistics);
+  interfaceGauge('uplink_ethtool_statistic', "The uplink interface driver's counters, as `ethtool -S IF` reports them", async (i) => (await ethtoolS(i)).stats);
+
+  return registry;
+}

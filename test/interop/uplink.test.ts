@@ -1,0 +1,371 @@
+// Host uplinks through the real kernel stack. A veth pair: the uplink on the end in our namespace, the
+// other end in a namespace of its own with an IPv4 address; a vhost-user port served to our own front
+// end (VirtioUser) wired to the uplink. The namespace's kernel answers pings and counts what reaches its
+// interface; a raw socket inside it sends frames the other way. Kernel mode, one PMD thread.
+//
+// VLAN tags: the receiving kernel moves a frame's tag out of the frame into metadata before packet
+// sockets see it, so tagged frames sent into the veth show whether the uplink puts the tag back.
+import t, { type Test } from 'tap';
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { NativeVirtioUser } from '../../src/native';
+import { Fixture, receiveN } from '../support/fixture';
+import { Cli, freePort, runCli, waitFor } from '../support/helpers';
+
+const skip = process.getuid?.() === 0 ? false : 'needs root: network namespaces, veth pairs, AF_PACKET sockets';
+
+function ip(...args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8' });
+}
+
+// ---- frames, built here byte by byte ----
+
+function macBytes(mac: string): Buffer {
+  return Buffer.from(mac.split(':').map((x) => parseInt(x, 16)));
+}
+
+function ipBytes(addr: string): Buffer {
+  return Buffer.from(addr.split('.').map(Number));
+}
+
+function checksum(b: Buffer): number {
+  let sum = 0;
+  for (let i = 0; i + 1 < b.length; i += 2) sum += b.readUInt16BE(i);
+  if (b.length % 2) sum += b[b.length - 1] << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** Ethernet header (with an 802.1Q tag when vid is given) followed by payload. */
+function eth(dst: string, src: string, type: number, payload: Buffer, vid?: number): Buffer {
+  const tag = vid === undefined ? Buffer.alloc(0) : Buffer.from([0x81, 0x00, vid >> 8, vid & 0xff]);
+  const t = Buffer.alloc(2);
+  t.writeUInt16BE(type);
+  return Buffer.concat([macBytes(dst), macBytes(src), tag, t, payload]);
+}
+
+function ipv4(src: string, dst: string, proto: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(20);
+  h[0] = 0x45;
+  h.writeUInt16BE(20 + payload.length, 2);
+  h[8] = 64;
+  h[9] = proto;
+  ipBytes(src).copy(h, 12);
+  ipBytes(dst).copy(h, 16);
+  h.writeUInt16BE(checksum(h), 10);
+  return Buffer.concat([h, payload]);
+}
+
+function icmpEcho(type: number, id: number, seq: number, data: Buffer): Buffer {
+  const m = Buffer.concat([Buffer.from([type, 0, 0, 0, id >> 8, id & 0xff, seq >> 8, seq & 0xff]), data]);
+  m.writeUInt16BE(checksum(m), 2);
+  return m;
+}
+
+/** UDP without a checksum (allowed over IPv4); the payload's first 4 bytes are seq. */
+function udp(srcPort: number, dstPort: number, seq: number, size: number): Buffer {
+  const m = Buffer.alloc(8 + size);
+  m.writeUInt16BE(srcPort, 0);
+  m.writeUInt16BE(dstPort, 2);
+  m.writeUInt16BE(8 + size, 4);
+  for (let i = 8; i < m.length; i++) m[i] = (i * 7 + seq) & 0xff;
+  m.writeUInt32BE(seq, 8);
+  return m;
+}
+
+async function sendAll(vu: NativeVirtioUser, frames: Buffer[]): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (const f of frames) {
+    while (!vu.send(0, f)) {
+      if (Date.now() > deadline) throw new Error('the front end transmit ring stayed full for 5 s');
+      await sleep(1);
+    }
+  }
+}
+
+function openFds(): number {
+  return fs.readdirSync('/proc/self/fd').length;
+}
+
+// ---- the network ----
+
+/** A namespace with one end of a veth pair; the other end stays here for the uplink. */
+class Net {
+  readonly ns = `vwu${process.pid}`;
+  readonly host = `vwh${process.pid}`;
+  readonly peer = `vwp${process.pid}`;
+  readonly nsIp = '10.231.0.1';
+  readonly feIp = '10.231.0.2';
+  readonly broadcast = '10.231.0.255';
+  readonly vid = 10;
+  readonly feMac = '02:76:77:00:00:02';
+  readonly nsMac: string;
+
+  constructor() {
+    ip('netns', 'add', this.ns);
+    try {
+      ip('link', 'add', this.host, 'type', 'veth', 'peer', 'name', this.peer, 'netns', this.ns);
+      // Only the test's frames on the wire: no IPv6 (router solicitations, DAD, MLD) on any end.
+      this.sysctl(undefined, `net.ipv6.conf.${this.host}.disable_ipv6`);
+      this.sysctl(this.ns, `net.ipv6.conf.${this.peer}.disable_ipv6`);
+      ip('-n', this.ns, 'addr', 'add', `${this.nsIp}/24`, 'dev', this.peer);
+      ip('-n', this.ns, 'link', 'set', this.peer, 'up');
+      ip('link', 'set', this.host, 'up');
+      // The front end answers no ARP: the namespace knows its address statically.
+      ip('-n', this.ns, 'neigh', 'add', this.feIp, 'lladdr', this.feMac, 'dev', this.peer, 'nud', 'permanent');
+      this.nsMac = (JSON.parse(ip('-n', this.ns, '-j', 'link', 'show', this.peer)) as Array<{ address: string }>)[0].address;
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  private sysctl(ns: string | undefined, key: string): void {
+    const args = ['sysctl', '-qw', `${key}=1`];
+    execFileSync(ns === undefined ? args[0] : 'ip', ns === undefined ? args.slice(1) : ['netns', 'exec', ns, ...args]);
+  }
+
+  /** The namespace end's interface counters, as the kernel keeps them. */
+  peerStats(): { rxPackets: number; rxBytes: number; txPackets: number } {
+    const [l] = JSON.parse(ip('-n', this.ns, '-s', '-j', 'link', 'show', this.peer)) as Array<{
+      stats64: { rx: { packets: number; bytes: number }; tx: { packets: number } };
+    }>;
+    return { rxPackets: l.stats64.rx.packets, rxBytes: l.stats64.rx.bytes, txPackets: l.stats64.tx.packets };
+  }
+
+  private hostLink(): { promiscuity: number; xdp?: { prog?: { id: number } } } {
+    return (JSON.parse(ip('-d', '-j', 'link', 'show', this.host)) as Array<{ promiscuity: number; xdp?: { prog?: { id: number } } }>)[0];
+  }
+
+  /** The id of the XDP program attached to the host end, if any. */
+  hostXdpProgram(): number | undefined {
+    return this.hostLink().xdp?.prog?.id;
+  }
+
+  /** How many holders keep the uplink's interface promiscuous (packet sockets do not show in its flags). */
+  hostPromiscuity(): number {
+    return this.hostLink().promiscuity;
+  }
+
+  /** Sends frames out of the namespace end through a raw socket inside the namespace, paced by bursts. */
+  sendFromNamespace(frames: Buffer[]): void {
+    const py = [
+      'import socket, sys, time',
+      's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)',
+      's.bind((sys.argv[1], 0))',
+      'for i, line in enumerate(sys.stdin):',
+      '    s.send(bytes.fromhex(line.strip()))',
+      '    if i % 32 == 31: time.sleep(0.002)',
+    ].join('\n');
+    const r = spawnSync('ip', ['netns', 'exec', this.ns, 'python3', '-c', py, this.peer], {
+      input: frames.map((f) => f.toString('hex')).join('\n') + '\n',
+      encoding: 'utf8',
+    });
+    if (r.status !== 0) throw new Error(`python3 in ${this.ns} failed (${r.status}): ${r.stderr || r.error}`);
+  }
+
+  close(): void {
+    spawnSync('ip', ['link', 'del', this.host], { stdio: 'ignore' });
+    spawnSync('ip', ['netns', 'del', this.ns], { stdio: 'ignore' });
+  }
+}
+
+function setup(t: Test, net: Net, mode: 'kernel' | 'bypass' = 'kernel') {
+  const f = new Fixture(mode);
+  t.teardown(() => f.close());
+  const path = f.vhost('vm');
+  f.engine.addUplink('up', net.host);
+  f.engine.wire('vm', 'up', 0);
+  const fe = f.peer({ path });
+  return { f, fe };
+}
+
+/** The ICMP echo reply to an echo request the front end sent, checked field by field. */
+async function ping(t: Test, net: Net, fe: NativeVirtioUser, seq: number): Promise<void> {
+  const data = Buffer.from(`vhostwire uplink ping ${seq}`);
+  fe.send(0, eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.nsIp, 1, icmpEcho(8, 0x7677, seq, data))));
+  const [reply] = await receiveN(fe, 1, 0, 5000);
+  if (!reply) {
+    t.fail(`no echo reply ${seq}`);
+    return;
+  }
+  t.same([...reply.subarray(0, 12)], [...macBytes(net.feMac), ...macBytes(net.nsMac)], 'reply addressed to the front end by the namespace');
+  t.equal(reply.readUInt16BE(12), 0x0800, 'IPv4');
+  const ipHdr = reply.subarray(14, 34);
+  t.equal(ipHdr[9], 1, 'ICMP');
+  t.same([...ipHdr.subarray(12, 20)], [...ipBytes(net.nsIp), ...ipBytes(net.feIp)], 'from the namespace to the front end');
+  const icmp = reply.subarray(34);
+  t.equal(icmp[0], 0, 'an echo reply');
+  t.equal(icmp.readUInt16BE(6), seq, 'to our request');
+  t.ok(icmp.subarray(8).equals(data), 'carrying our data back');
+}
+
+t.test('uplink on a veth pair', { skip }, async (t) => {
+  const net = new Net();
+  t.teardown(() => net.close());
+
+  t.test('a missing interface is refused, naming it', async (t) => {
+    const f = new Fixture('kernel');
+    t.teardown(() => f.close());
+    const missing = `vwnone${process.pid}`.slice(0, 15);
+    t.throws(() => f.engine.addUplink('up', missing), { message: `port "up": interface "${missing}" does not exist` });
+    t.same(f.engine.ports(), [], 'no port was added');
+  });
+
+  // Kernel mode: AF_PACKET; bypass mode: AF_XDP (the PMD spins; the test is short).
+  for (const mode of ['kernel', 'bypass'] as const)
+  t.test(`${mode} mode: ping through the kernel stack, then counted frames both ways`, async (t) => {
+    const { f, fe } = setup(t, net, mode);
+    await f.waitConnected('vm');
+    t.same(f.port('up'), { name: 'up', kind: 'uplink', queuePairs: 1, counterSet: f.port('up').counterSet, peer: 'vm', pmd: 0, ifname: net.host });
+    t.equal(net.hostPromiscuity(), 1, 'the interface is in promiscuous mode');
+
+    for (let seq = 1; seq <= 3; seq++) await ping(t, net, fe, seq);
+
+    const N = 200;
+    const size = 300;
+    const toNs = Array.from({ length: N }, (_, i) => eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, i, size - 42))));
+    const ns0 = net.peerStats();
+    const up0 = { tx: f.counter('up', 'TX_PACKETS'), txBytes: f.counter('up', 'TX_BYTES'), rx: f.counter('up', 'RX_PACKETS') };
+    const vm0 = f.counter('vm', 'RX_PACKETS');
+    await sendAll(fe, toNs);
+    await waitFor(`${N} frames transmitted by the uplink`, () => f.counter('up', 'TX_PACKETS') - up0.tx >= BigInt(N));
+    await waitFor(`${N} frames counted by the namespace's interface`, () => net.peerStats().rxPackets - ns0.rxPackets >= N);
+    const ns1 = net.peerStats();
+    t.equal(f.counter('vm', 'RX_PACKETS') - vm0, BigInt(N), `the backend took ${N} frames from the front end`);
+    t.equal(f.counter('up', 'TX_PACKETS') - up0.tx, BigInt(N), `the uplink transmitted ${N}`);
+    t.equal(f.counter('up', 'TX_BYTES') - up0.txBytes, BigInt(N * size), `${N * size} bytes`);
+    t.equal(ns1.rxPackets - ns0.rxPackets, N, `the namespace's interface received exactly ${N}`);
+    t.equal(ns1.rxBytes - ns0.rxBytes, N * size, `and exactly ${N * size} bytes`);
+    t.equal(ns1.txPackets, ns0.txPackets, 'and sent nothing back');
+    t.equal(f.counter('up', 'RX_PACKETS'), up0.rx, 'the uplink received nothing meanwhile (its own frames are not looped back)');
+
+    const fromNs = Array.from({ length: N }, (_, i) => eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(5000, 5001, i, size - 42))));
+    const rx0 = { up: f.counter('up', 'RX_PACKETS'), upBytes: f.counter('up', 'RX_BYTES'), vm: f.counter('vm', 'TX_PACKETS') };
+    net.sendFromNamespace(fromNs);
+    const got = await receiveN(fe, N, 0, 10000);
+    t.equal(got.length, N, `the front end received all ${N} frames the namespace sent`);
+    const firstBad = got.findIndex((g, i) => !g.equals(fromNs[i]));
+    t.equal(firstBad, -1, 'unchanged and in order');
+    await waitFor('receive counters published', () => f.counter('vm', 'TX_PACKETS') - rx0.vm >= BigInt(N));
+    t.equal(f.counter('up', 'RX_PACKETS') - rx0.up, BigInt(N), `the uplink received ${N}`);
+    t.equal(f.counter('up', 'RX_BYTES') - rx0.upBytes, BigInt(N * size), `${N * size} bytes`);
+    t.equal(f.counter('vm', 'TX_PACKETS') - rx0.vm, BigInt(N), `the backend put ${N} into the front end`);
+    t.equal((await receiveN(fe, 1, 0, 300)).length, 0, 'and nothing else');
+
+    for (const id of ['DROP_TX_NO_BUFFER', 'DROP_TX_TOO_BIG', 'DROP_TX_NOT_READY', 'DROP_RX_TOO_BIG', 'DROP_RX_TRUNCATED', 'INVALID_KERNEL_ENTRY'])
+      t.equal(f.counter('up', id), 0n, `uplink ${id} 0`);
+  });
+
+  t.test('VLAN-tagged frames cross in both directions with their tags', async (t) => {
+    const { f, fe } = setup(t, net);
+    await f.waitConnected('vm');
+    const tagged = (vid: number, i: number, from: 'fe' | 'ns') =>
+      from === 'ns'
+        ? eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(5000, 5001, i, 200)), vid)
+        : eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, i, 200)), vid);
+    const fromNs = Array.from({ length: 20 }, (_, i) => tagged(i % 2 ? 10 : 4094, i, 'ns'));
+    net.sendFromNamespace(fromNs);
+    const got = await receiveN(fe, fromNs.length, 0, 5000);
+    t.equal(got.length, fromNs.length, 'every tagged frame arrives');
+    t.equal(got.findIndex((g, i) => !g.equals(fromNs[i])), -1, 'with its tag back in place, byte for byte');
+    await waitFor('counted', () => f.counter('up', 'RX_BYTES') === BigInt(fromNs.reduce((n, x) => n + x.length, 0)));
+    t.pass('received bytes count the tag');
+
+    const ns0 = net.peerStats();
+    const toNs = [tagged(10, 0, 'fe'), tagged(20, 1, 'fe')];
+    await sendAll(fe, toNs);
+    await waitFor('the namespace to count them', () => net.peerStats().rxPackets - ns0.rxPackets === toNs.length);
+    t.equal(net.peerStats().rxBytes - ns0.rxBytes, toNs[0].length + toNs[1].length, 'tagged frames go out whole');
+  });
+
+  t.test('frames longer than the interface MTU are dropped and counted, the rest still go', async (t) => {
+    const { f, fe } = setup(t, net);
+    await f.waitConnected('vm');
+    const big = eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, 0, 1473)));
+    t.equal(big.length, 1515, 'one byte more than a 1500-byte MTU and the Ethernet header allow');
+    const ns0 = net.peerStats();
+    await sendAll(fe, [big]);
+    await waitFor('too_big counted', () => f.counter('up', 'DROP_TX_TOO_BIG') === 1n);
+    await ping(t, net, fe, 7);
+    t.equal(net.peerStats().rxPackets - ns0.rxPackets, 1, 'only the echo request reached the namespace');
+
+    // Lowered under the uplink: the kernel itself refuses the frame (TP_STATUS_WRONG_FORMAT) and stops at
+    // it; the frames queued behind it must still go, in order.
+    ip('link', 'set', net.host, 'mtu', '1400');
+    t.teardown(() => spawnSync('ip', ['link', 'set', net.host, 'mtu', '1500'], { stdio: 'ignore' }));
+    const mid = eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, 1, 1400)));
+    const echo = (seq: number) => eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.nsIp, 1, icmpEcho(8, 0x7677, seq, Buffer.from('x'))));
+    const tx0 = f.counter('up', 'TX_PACKETS');
+    await sendAll(fe, [echo(8), mid, echo(9), echo(10)]);
+    const replies = await receiveN(fe, 3, 0, 5000);
+    t.same(replies.map((r) => r.readUInt16BE(34 + 6)), [8, 9, 10], 'the three echo requests around it were answered, in order');
+    await waitFor('the refused frame counted', () => f.counter('up', 'DROP_TX_TOO_BIG') === 2n);
+    t.equal(f.counter('up', 'TX_PACKETS') - tx0, 3n, 'transmitted: the three requests only');
+  });
+
+  t.test('switching mode reopens the driver; counters carry on; removal closes the socket', async (t) => {
+    const f = new Fixture('kernel');
+    t.teardown(() => f.close());
+    const path = f.vhost('vm');
+    const fe = f.peer({ path });
+    await f.waitConnected('vm');
+    const fds0 = openFds();
+    f.engine.addUplink('up', net.host);
+    t.equal(openFds(), fds0 + 1, 'the uplink holds one fd, its socket');
+    f.engine.wire('vm', 'up', 0);
+    await ping(t, net, fe, 1);
+    await waitFor('counted', () => f.counter('up', 'RX_PACKETS') === 1n && f.counter('up', 'TX_PACKETS') === 1n);
+
+    f.engine.setMode('bypass');
+    // AF_XDP: the socket, the XSKMAP, the program, its bpf_link and the packet socket whose membership
+    // keeps the interface promiscuous; the AF_PACKET socket is closed.
+    t.equal(openFds(), fds0 + 5, 'bypass: the AF_XDP driver holds five fds, the AF_PACKET socket is closed');
+    t.equal(net.hostPromiscuity(), 1, 'and one promiscuous membership');
+    t.ok(net.hostXdpProgram(), `an XDP program is attached (id ${net.hostXdpProgram()})`);
+    await ping(t, net, fe, 2);
+    f.engine.setMode('kernel');
+    t.equal(openFds(), fds0 + 1, 'kernel again: one socket');
+    t.equal(net.hostXdpProgram(), undefined, 'and the XDP program is gone');
+    await ping(t, net, fe, 3);
+    await waitFor('counters carried on across both switches', () => f.counter('up', 'RX_PACKETS') === 3n && f.counter('up', 'TX_PACKETS') === 3n);
+    t.pass('three round trips counted on one counter set');
+
+    f.engine.removePort('up');
+    t.equal(openFds(), fds0, 'removing the uplink closes its socket');
+    t.equal(net.hostPromiscuity(), 0, 'and takes the interface out of promiscuous mode');
+  });
+
+  t.test('serve --uplink: frames from the namespace reach a sink', async (t) => {
+    const port = await freePort();
+    const serve = new Cli(['serve', '--uplink', `up0=${net.host}`, '--sink', 's0', '--wire', 'up0=s0', '--mode', 'kernel', '--metrics', `127.0.0.1:${port}`]);
+    t.teardown(() => serve.kill('SIGKILL'));
+    await serve.line(/^ready$/);
+    t.match(serve.stdout, `up0: uplink on ${net.host}`);
+    const N = 50;
+    net.sendFromNamespace(Array.from({ length: N }, (_, i) => eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(5000, 5001, i, 100)))));
+    type Ports = Array<{ name: string; kind: string; ifname?: string; counters: Array<Record<string, number>> }>;
+    let ports: Ports = [];
+    await waitFor('the sink to count them', async () => {
+      ports = (await (await fetch(`http://127.0.0.1:${port}/api/ports`)).json()) as Ports;
+      return ports.find((p) => p.name === 's0')?.counters[0].TX_PACKETS === N;
+    });
+    const up = ports.find((p) => p.name === 'up0');
+    t.equal(up?.kind, 'uplink');
+    t.equal(up?.ifname, net.host);
+    t.equal(up?.counters[0].RX_PACKETS, N, `the uplink received ${N}`);
+
+    // The kernel's own counters beside ours: the interface received at least the N frames we took.
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const kernelRx = Number(new RegExp(`^vhostwire_uplink_interface_statistic\\{port="up0",interface="${net.host}",stat="rx_packets"\\} (\\d+)$`, 'm').exec(metrics)?.[1]);
+    t.ok(kernelRx >= N, `/metrics: the interface's own rx_packets (${kernelRx}) beside ours (${N})`);
+    t.match(metrics, new RegExp(`^vhostwire_uplink_ethtool_statistic\\{port="up0",interface="${net.host}",stat="peer_ifindex"\\} \\d+$`, 'm'), '/metrics: the driver\'s ethtool -S counters');
+    const stats = await runCli(['stats', '--url', `http://127.0.0.1:${port}`]);
+    t.equal(stats.code, 0, `stats exits 0 (${stats.stderr})`);
+    t.match(stats.stdout, new RegExp(`^UPLINK\\s+INTERFACE\\s+RX\\s+KERNEL RX`, 'm'), 'stats: an uplink table with the kernel\'s counts');
+    t.match(stats.stdout, new RegExp(`^up0\\s+${net.host}\\s`, 'm'));
+    serve.kill('SIGTERM');
+    t.same(await serve.wait(), { code: 0, signal: null }, 'exit 0 on SIGTERM');
+  });
+});
