@@ -45,9 +45,9 @@ export interface PortInfo {
   queuePairs: number;
   /** First queue counter set of the port; queue pair q uses set counterSet + q. -1: no counters. */
   counterSet: number;
-  /** Name of the port it is wired to, or '' */
-  peer: string;
-  /** PMD thread running it, or -1 */
+  /** Name of the forwarder (wire or bridge) it is in, or '' */
+  forwarder: string;
+  /** PMD thread serving its receive queues, or -1 */
   pmd: number;
   // vhost-user only
   path?: string;
@@ -61,6 +61,16 @@ export interface PortInfo {
   // uplink only
   /** The host interface the uplink is on */
   ifname?: string;
+}
+
+/** A forwarder: where the packets a port receives go. */
+export interface ForwarderInfo {
+  kind: 'wire';
+  /** wires: "A=B" */
+  name: string;
+  /** The PMD thread serving every member's receive queues */
+  pmd: number;
+  members: string[];
 }
 
 export interface EngineOptions {
@@ -79,8 +89,11 @@ export interface NativeEngine {
   /** A host uplink on interface ifname; its driver follows the mode (kernel: AF_PACKET). */
   addUplink(name: string, ifname: string): void;
   removePort(name: string): void;
-  /** Joins a and b in both directions, run by PMD thread pmd. Each port is in at most one wire. */
-  wire(a: string, b: string, pmd: number): void;
+  /**
+   * Joins a and b in both directions on the PMD thread serving the fewest receive queues, and returns that
+   * thread's index. A port is in at most one forwarder.
+   */
+  wire(a: string, b: string): number;
   /** Removes the wire port a is in. */
   unwire(a: string): void;
   /**
@@ -89,6 +102,7 @@ export interface NativeEngine {
    */
   setMode(mode: Mode): void;
   ports(): PortInfo[];
+  forwarders(): ForwarderInfo[];
   /** The shared counter block, written by the native threads; read it, never write it. */
   counters(): BigUint64Array;
   counterLayout(): CounterLayout;

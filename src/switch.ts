@@ -3,7 +3,7 @@
 // through here.
 import { EventEmitter } from 'node:events';
 import { native } from './native';
-import type { CounterLayout, Mode, NativeEngine, PortEvent, PortInfo } from './native';
+import type { CounterLayout, ForwarderInfo, Mode, NativeEngine, PortEvent, PortInfo } from './native';
 
 export interface SwitchOptions {
   mode?: Mode;
@@ -39,6 +39,8 @@ export interface UplinkPortOptions {
 export type CounterValues = Record<string, bigint>;
 
 export interface SwitchPortInfo extends PortInfo {
+  /** In a wire: the port at its other end; otherwise '' */
+  peer: string;
   /** One entry per queue pair. */
   counters: CounterValues[];
 }
@@ -89,15 +91,12 @@ export class Switch extends EventEmitter<SwitchEvents> {
   readonly #block: BigUint64Array;
   readonly #layout: CounterLayout;
   #sets: PortCounterSets[] = [];
-  readonly #wires = new Map<string, Wire>();
-  readonly #pmdLoad: number[];
 
   constructor(options: SwitchOptions = {}) {
     super();
     const cores = options.pmdCores && options.pmdCores.length > 0 ? options.pmdCores : [-1];
     this.#mode = options.mode ?? 'bypass';
     this.pmdCount = cores.length;
-    this.#pmdLoad = cores.map(() => 0);
     this.#engine = this.#native('create engine', undefined, () =>
       new native.Engine({
         pmdCores: cores,
@@ -144,37 +143,32 @@ export class Switch extends EventEmitter<SwitchEvents> {
     this.#refreshSets();
   }
 
-  /** Removes a port, unwiring it first. */
+  /** Removes a port, taking it out of its wire first. */
   removePort(name: string): void {
-    if (this.#wires.has(name)) this.unwire(name);
     this.#native(`remove port "${name}"`, name, () => this.#open().removePort(name));
     this.#refreshSets();
   }
 
-  /** Joins a and b in both directions on the PMD thread that runs the fewest wires. */
+  /** Joins a and b in both directions on the PMD thread that serves the fewest receive queues. */
   wire(a: string, b: string): Wire {
-    const pmd = this.#pmdLoad.indexOf(Math.min(...this.#pmdLoad));
-    this.#native(`wire "${a}" to "${b}"`, a, () => this.#open().wire(a, b, pmd));
-    const w = { a, b, pmd };
-    this.#wires.set(a, w);
-    this.#wires.set(b, w);
-    this.#pmdLoad[pmd]++;
-    return w;
+    const pmd = this.#native(`wire "${a}" to "${b}"`, a, () => this.#open().wire(a, b));
+    return { a, b, pmd };
   }
 
   /** Removes the wire port `name` is in. */
   unwire(name: string): void {
-    const w = this.#wires.get(name);
     this.#native(`unwire "${name}"`, name, () => this.#open().unwire(name));
-    if (w) {
-      this.#wires.delete(w.a);
-      this.#wires.delete(w.b);
-      this.#pmdLoad[w.pmd]--;
-    }
   }
 
+  /** The wires as the addon holds them (the topology lives there, once). */
   wires(): Wire[] {
-    return [...new Set(this.#wires.values())];
+    return this.forwarders()
+      .filter((f) => f.kind === 'wire')
+      .map((f) => ({ a: f.members[0], b: f.members[1], pmd: f.pmd }));
+  }
+
+  forwarders(): ForwarderInfo[] {
+    return this.#native('list forwarders', undefined, () => this.#open().forwarders());
   }
 
   /** Switches every PMD thread (and port) at run time; traffic pauses for one loop boundary. */
@@ -192,8 +186,14 @@ export class Switch extends EventEmitter<SwitchEvents> {
 
   /** Ports with their counters, one CounterValues per queue pair. */
   ports(): SwitchPortInfo[] {
+    const peers = new Map<string, string>();
+    for (const w of this.wires()) {
+      peers.set(w.a, w.b);
+      peers.set(w.b, w.a);
+    }
     return this.portInfo().map((p) => ({
       ...p,
+      peer: peers.get(p.name) ?? '',
       counters: Array.from({ length: p.counterSet < 0 ? 0 : p.queuePairs }, (_, q) =>
         this.#read(native.queueCounters, (p.counterSet + q) * this.#layout.queueStride),
       ),

@@ -126,7 +126,7 @@ int GuestMemory::translate(uint64_t gpa, uint64_t len, Span* out, int max_spans)
     const MemRegion& r = regions_[i];
     const uint64_t off = gpa - r.gpa;
     const uint64_t take = std::min(std::min(len, r.size - off), kMaxSpanBytes);
-    out[n++] = Span{r.host + off, uint32_t(take)};
+    out[n++] = Span{r.host + off, uint32_t(take), gpa};
     gpa += take;
     len -= take;
   }

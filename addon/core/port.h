@@ -1,8 +1,8 @@
-// A port is anything packets enter and leave the backend through: a vhost-user guest, a sink, a
-// generator, later the host uplinks. PMD threads move packets between two ports with three calls per
-// burst (Snabb's app/link shape): rx_burst borrows packets as views into memory the port owns,
-// tx_burst on the peer copies them in, release gives the borrowed buffers back. Nothing is borrowed
-// past one iteration, so a guest never waits on a slow peer.
+// A port is anything packets enter and leave the backend through: a vhost-user guest, a host uplink, a
+// sink, a generator. A PMD thread serves a port's receive queues with three calls per burst (Snabb's
+// app/link shape): rx_burst borrows packets as views into memory the port owns, the port's forwarder hands
+// them to tx_burst of each destination, which copies them in, and release gives the borrowed buffers
+// back. Nothing is borrowed past one iteration, so a guest never waits on a slow peer.
 #pragma once
 
 #include <poll.h>
@@ -13,32 +13,9 @@
 #include <vector>
 
 #include "core/counters.h"
+#include "core/packet.h"
 
 namespace vw {
-
-constexpr uint16_t kBurst = 32;         // packets per burst
-constexpr uint16_t kBurstSpans = 1024;  // memory segments one burst may borrow
-constexpr uint32_t kMaxFrame = 65535;   // largest frame (without virtio-net header) we forward
-
-struct Span {
-  uint8_t* p;
-  uint32_t len;
-};
-
-struct PacketView {
-  uint32_t len;     // frame bytes, without any virtio-net header
-  uint16_t first;   // index of the first span in Burst::span
-  uint16_t nseg;    // number of spans
-  uint32_t cookie;  // private to the port that filled the burst (a descriptor head, a frame index...)
-};
-
-struct Burst {
-  uint16_t n = 0;
-  uint16_t nspans = 0;
-  PacketView pkt[kBurst];
-  Span span[kBurstSpans];
-  void clear() { n = 0; nspans = 0; }
-};
 
 // Something that runs a port's data path and can stop it at a loop boundary (a PMD thread). Control
 // changes that affect the data path (memory table, ring addresses, features, mode) are applied between
@@ -109,29 +86,31 @@ class Port {
   // Kernel mode: woken up (or not sleeping after all). Suppresses notifications again and drains fds.
   virtual void disarm_wakeup() {}
 
-  // The thread running this port, or null. Set by the engine, only with the old and new runner paused.
-  PortRunner* runner() const { return runner_; }
-  void set_runner(PortRunner* r) { runner_ = r; }
+  // The threads that touch this port's rings or memory: those serving its receive queues and those that
+  // may transmit into it. Set by the engine, only with every old and new runner paused.
+  const std::vector<PortRunner*>& runners() const { return runners_; }
+  void set_runners(std::vector<PortRunner*> r) { runners_ = std::move(r); }
 
  private:
   std::string name_;
-  PortRunner* runner_ = nullptr;
+  std::vector<PortRunner*> runners_;
 };
 
-// Pauses a port's data path for the lifetime of the guard (no-op for a port no thread runs).
+// Pauses a port's data path for the lifetime of the guard: every thread that touches it, in the order the
+// engine gave them (a no-op for a port no thread runs).
 class DatapathPause {
  public:
-  explicit DatapathPause(Port& p) : r_(p.runner()) {
-    if (r_) r_->pause();
+  explicit DatapathPause(Port& p) : r_(p.runners()) {
+    for (PortRunner* r : r_) r->pause();
   }
   ~DatapathPause() {
-    if (r_) r_->resume();
+    for (auto it = r_.rbegin(); it != r_.rend(); ++it) (*it)->resume();
   }
   DatapathPause(const DatapathPause&) = delete;
   DatapathPause& operator=(const DatapathPause&) = delete;
 
  private:
-  PortRunner* r_;
+  std::vector<PortRunner*> r_;
 };
 
 }  // namespace vw

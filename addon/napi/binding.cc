@@ -73,6 +73,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod<&EngineWrap::Unwire>("unwire"),
                            InstanceMethod<&EngineWrap::SetMode>("setMode"),
                            InstanceMethod<&EngineWrap::Ports>("ports"),
+                           InstanceMethod<&EngineWrap::Forwarders>("forwarders"),
                            InstanceMethod<&EngineWrap::Counters>("counters"),
                            InstanceMethod<&EngineWrap::CounterLayout>("counterLayout"),
                            InstanceMethod<&EngineWrap::Close>("close"),
@@ -174,9 +175,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   }
   Napi::Value Wire(const Napi::CallbackInfo& info) {
     std::string err;
-    Check(info.Env(), engine(info.Env()).wire(info[0].ToString(), info[1].ToString(), u32(info[2], "pmd"), &err),
-          err);
-    return info.Env().Undefined();
+    uint32_t pmd = 0;
+    Check(info.Env(), engine(info.Env()).wire(info[0].ToString(), info[1].ToString(), &pmd, &err), err);
+    return Napi::Number::New(info.Env(), pmd);
   }
   Napi::Value Unwire(const Napi::CallbackInfo& info) {
     std::string err;
@@ -200,7 +201,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       o.Set("kind", p.kind);
       o.Set("queuePairs", p.queue_pairs);
       o.Set("counterSet", p.counter_set);
-      o.Set("peer", p.peer);
+      o.Set("forwarder", p.forwarder);
       o.Set("pmd", p.pmd);
       if (p.kind == "vhost-user") {
         o.Set("path", p.path);
@@ -222,6 +223,23 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         o.Set("vrings", vr);
       }
       if (p.kind == "uplink") o.Set("ifname", p.ifname);
+      out.Set(uint32_t(i), o);
+    }
+    return out;
+  }
+
+  Napi::Value Forwarders(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto fwds = engine(env).forwarders();
+    Napi::Array out = Napi::Array::New(env, fwds.size());
+    for (size_t i = 0; i < fwds.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("kind", fwds[i].kind);
+      o.Set("name", fwds[i].name);
+      o.Set("pmd", fwds[i].pmd);
+      Napi::Array m = Napi::Array::New(env, fwds[i].members.size());
+      for (size_t k = 0; k < fwds[i].members.size(); k++) m.Set(uint32_t(k), fwds[i].members[k]);
+      o.Set("members", m);
       out.Set(uint32_t(i), o);
     }
     return out;

@@ -8,10 +8,15 @@
 #include <cerrno>
 #include <cstring>
 
+#include "forward/wire.h"
 #include "ports/test/gen.h"
 #include "ports/test/sink.h"
 
 namespace vw {
+
+namespace {
+Wait wait_policy(Mode m) { return m == Mode::kBypass ? Wait::kSpin : Wait::kSleep; }
+}  // namespace
 
 Engine::Engine(Mode mode, EventSink events)
     : mode_(mode), events_(std::move(events)), block_(std::make_shared<CounterBlock>(kQueueSets, kPmdSets)) {}
@@ -34,7 +39,7 @@ bool Engine::start(const std::vector<int>& pmd_cores, std::string* err) {
   ev.data.u64 = uint64_t(uint32_t(stop_fd_));
   epoll_ctl(epfd_, EPOLL_CTL_ADD, stop_fd_, &ev);
   for (size_t i = 0; i < pmd_cores.size(); i++) {
-    pmds_.push_back(std::make_unique<Pmd>(uint32_t(i), pmd_cores[i], mode_, *block_));
+    pmds_.push_back(std::make_unique<Pmd>(uint32_t(i), pmd_cores[i], wait_policy(mode_), *block_));
     if (!pmds_.back()->start(err)) return false;
   }
   control_ = std::thread([this] { control_loop(); });
@@ -54,6 +59,7 @@ void Engine::close() {
   }
   for (auto& p : pmds_) p->stop();
   std::lock_guard<std::mutex> l(mu_);
+  forwarders_.clear();
   ports_.clear();  // vhost-user ports unwatch their fds and remove their sockets here
   pmds_.clear();
   if (epfd_ >= 0) ::close(epfd_);
@@ -172,19 +178,34 @@ bool Engine::add_uplink(const std::string& name, const std::string& ifname, std:
   return true;
 }
 
-void Engine::unwire_locked(Entry& e) {
-  if (e.peer.empty()) return;
-  Entry& peer = ports_.at(e.peer);
-  Pmd& pmd = *pmds_.at(size_t(e.pmd));
-  pmd.pause();
-  pmd.remove_wire(e.port);
-  e.port->set_runner(nullptr);
-  peer.port->set_runner(nullptr);
-  pmd.resume();
-  peer.peer.clear();
-  peer.pmd = -1;
-  e.peer.clear();
-  e.pmd = -1;
+Pmd& Engine::place(std::unique_ptr<Forwarder> fwd) {
+  Pmd* pmd = pmds_.front().get();
+  for (auto& p : pmds_)
+    if (p->queue_count() < pmd->queue_count()) pmd = p.get();
+  pmd->pause();
+  for (Port* m : fwd->members()) {
+    pmd->add_port(*m, *fwd);
+    m->set_runners({pmd});
+    ports_.at(m->name()).fwd = fwd.get();
+  }
+  pmd->resume();
+  const std::string name = fwd->name();
+  forwarders_[name] = Placed{std::move(fwd), pmd};
+  return *pmd;
+}
+
+void Engine::unplace(Entry& e) {
+  if (!e.fwd) return;
+  auto it = forwarders_.find(e.fwd->name());
+  Placed& pl = it->second;
+  pl.pmd->pause();
+  for (Port* m : pl.fwd->members()) {
+    pl.pmd->remove_port(m);
+    m->set_runners({});
+    ports_.at(m->name()).fwd = nullptr;
+  }
+  pl.pmd->resume();
+  forwarders_.erase(it);
 }
 
 bool Engine::remove_port(const std::string& name, std::string* err) {
@@ -194,12 +215,12 @@ bool Engine::remove_port(const std::string& name, std::string* err) {
     *err = "no port named \"" + name + "\"";
     return false;
   }
-  unwire_locked(it->second);
+  unplace(it->second);
   ports_.erase(it);
   return true;
 }
 
-bool Engine::wire(const std::string& a, const std::string& b, uint32_t pmd, std::string* err) {
+bool Engine::wire(const std::string& a, const std::string& b, uint32_t* pmd, std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
   auto ia = ports_.find(a), ib = ports_.find(b);
   if (ia == ports_.end() || ib == ports_.end()) {
@@ -211,24 +232,12 @@ bool Engine::wire(const std::string& a, const std::string& b, uint32_t pmd, std:
     return false;
   }
   for (auto* e : {&ia->second, &ib->second}) {
-    if (!e->peer.empty()) {
-      *err = "port \"" + (e == &ia->second ? a : b) + "\" is already wired to \"" + e->peer + "\"";
+    if (e->fwd) {
+      *err = "port \"" + (e == &ia->second ? a : b) + "\" is already in " + e->fwd->kind() + " \"" + e->fwd->name() + "\"";
       return false;
     }
   }
-  if (pmd >= pmds_.size()) {
-    *err = "no PMD thread " + std::to_string(pmd) + " (there are " + std::to_string(pmds_.size()) + ")";
-    return false;
-  }
-  Pmd& p = *pmds_[pmd];
-  p.pause();
-  p.add_wire({ia->second.port, ib->second.port});
-  ia->second.port->set_runner(&p);
-  ib->second.port->set_runner(&p);
-  p.resume();
-  ia->second.peer = b;
-  ib->second.peer = a;
-  ia->second.pmd = ib->second.pmd = int(pmd);
+  *pmd = place(std::make_unique<Wire>(*ia->second.port, *ib->second.port)).index();
   return true;
 }
 
@@ -239,11 +248,11 @@ bool Engine::unwire(const std::string& a, std::string* err) {
     *err = "no port named \"" + a + "\"";
     return false;
   }
-  if (it->second.peer.empty()) {
+  if (!it->second.fwd || std::string(it->second.fwd->kind()) != "wire") {
     *err = "port \"" + a + "\" is not wired";
     return false;
   }
-  unwire_locked(it->second);
+  unplace(it->second);
   return true;
 }
 
@@ -263,10 +272,21 @@ bool Engine::set_mode(Mode m, std::string* err) {
   mode_ = m;
   for (auto& p : pmds_) {
     p->pause();
-    p->set_mode(m);
+    p->set_wait(wait_policy(m));
     p->resume();
   }
   return true;
+}
+
+std::vector<ForwarderSummary> Engine::forwarders() {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<ForwarderSummary> out;
+  for (auto& [name, pl] : forwarders_) {
+    ForwarderSummary f{pl.fwd->kind(), name, int(pl.pmd->index()), {}};
+    for (Port* m : pl.fwd->members()) f.members.push_back(m->name());
+    out.push_back(std::move(f));
+  }
+  return out;
 }
 
 std::vector<PortSummary> Engine::ports() {
@@ -276,10 +296,13 @@ std::vector<PortSummary> Engine::ports() {
     PortSummary s;
     s.name = name;
     s.kind = e.kind;
-    s.peer = e.peer;
     s.queue_pairs = e.port->queue_pairs();
     s.counter_set = e.counter_set;
-    s.pmd = e.pmd;
+    if (e.fwd) {
+      s.forwarder = e.fwd->name();
+      const Placed& pl = forwarders_.at(e.fwd->name());
+      s.pmd = int(pl.pmd->index());
+    }
     s.path = e.path;
     s.client = e.client;
     if (e.vhost) s.vhost = e.vhost->info();

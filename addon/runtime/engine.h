@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "core/counters.h"
+#include "forward/forwarder.h"
+#include "runtime/mode.h"
 #include "runtime/pmd.h"
 #include "core/port.h"
 #include "runtime/reactor.h"
@@ -23,7 +25,8 @@
 namespace vw {
 
 struct PortSummary {
-  std::string name, kind, peer;
+  std::string name, kind;
+  std::string forwarder;  // the wire or bridge it is in, or ""
   uint16_t queue_pairs = 0;
   int counter_set = -1;
   int pmd = -1;
@@ -33,6 +36,12 @@ struct PortSummary {
   VhostUserInfo vhost;
   // uplink only
   std::string ifname;
+};
+
+struct ForwarderSummary {
+  std::string kind, name;
+  int pmd;
+  std::vector<std::string> members;
 };
 
 class Engine : public Reactor {
@@ -56,12 +65,15 @@ class Engine : public Reactor {
   // A host uplink on interface ifname, with the driver the current mode wants.
   bool add_uplink(const std::string& name, const std::string& ifname, std::string* err);
   bool remove_port(const std::string& name, std::string* err);
-  bool wire(const std::string& a, const std::string& b, uint32_t pmd, std::string* err);
+  // Joins a and b in both directions, served by the PMD thread with the fewest receive queues; *pmd says
+  // which.
+  bool wire(const std::string& a, const std::string& b, uint32_t* pmd, std::string* err);
   bool unwire(const std::string& a, std::string* err);
   // Switches the PMDs and every uplink's driver. Every new driver is opened first: if one cannot be,
   // nothing changes and *err says which.
   bool set_mode(Mode m, std::string* err);
   std::vector<PortSummary> ports();
+  std::vector<ForwarderSummary> forwarders();
   // Shared with JavaScript: the block outlives the engine for as long as a view of it exists.
   std::shared_ptr<CounterBlock> counters() const { return block_; }
 
@@ -77,8 +89,7 @@ class Engine : public Reactor {
     UplinkPort* uplink = nullptr;          // uplink: own, as an uplink
     Port* port = nullptr;
     int counter_set = -1;
-    std::string peer;
-    int pmd = -1;
+    Forwarder* fwd = nullptr;  // the forwarder it is a member of
     std::string path;
     bool client = false;
   };
@@ -87,8 +98,17 @@ class Engine : public Reactor {
     std::function<void(uint32_t)> cb;
   };
 
+  // A forwarder and the PMD thread that runs it (all its members' receive queues).
+  struct Placed {
+    std::unique_ptr<Forwarder> fwd;
+    Pmd* pmd;
+  };
+
   bool check_new_name(const std::string& name, std::string* err) const;
-  void unwire_locked(Entry& e);
+  // Puts fwd on the least-loaded PMD, serving every member's queues; engine lock held.
+  Pmd& place(std::unique_ptr<Forwarder> fwd);
+  // Takes the forwarder port e is in off its PMD and destroys it; engine lock held.
+  void unplace(Entry& e);
   // Adds a port the engine owns outright (sink, gen); engine lock held.
   void insert_owned(const std::string& name, const char* kind, std::unique_ptr<Port> port, int counter_set);
   void control_loop();
@@ -98,6 +118,7 @@ class Engine : public Reactor {
   EventSink events_;
   std::shared_ptr<CounterBlock> block_;
   std::map<std::string, Entry> ports_;
+  std::map<std::string, Placed> forwarders_;
   std::vector<std::unique_ptr<Pmd>> pmds_;
   std::map<int, Watch> watches_;
   uint32_t watch_gen_ = 0;

@@ -56,7 +56,7 @@ uint32_t pauses_for(uint64_t ns) {
 }
 }  // namespace
 
-Pmd::Pmd(uint32_t index, int cpu, Mode mode, CounterBlock& block) : index_(index), cpu_(cpu), mode_(mode) {
+Pmd::Pmd(uint32_t index, int cpu, Wait wait, CounterBlock& block) : index_(index), cpu_(cpu), wait_(wait) {
   if (index < block.pmd_sets()) counters_.shared = block.pmd_set(index);
 }
 
@@ -128,18 +128,20 @@ void Pmd::drain_wake_fd() {
   }
 }
 
-void Pmd::add_wire(const Wire& w) { wires_.push_back(w); }
+void Pmd::add_port(Port& p, Forwarder& fwd) {
+  for (uint16_t q = 0; q < p.queue_pairs(); q++) queues_.push_back(RxQueue{&p, q, &fwd});
+  ports_.emplace_back(&p, &fwd);
+}
 
-void Pmd::remove_wire(const Port* p) {
-  wires_.erase(std::remove_if(wires_.begin(), wires_.end(), [p](const Wire& w) { return w.a == p || w.b == p; }),
-               wires_.end());
+void Pmd::remove_port(const Port* p) {
+  queues_.erase(std::remove_if(queues_.begin(), queues_.end(), [p](const RxQueue& q) { return q.port == p; }),
+                queues_.end());
+  ports_.erase(std::remove_if(ports_.begin(), ports_.end(), [p](const auto& e) { return e.first == p; }),
+               ports_.end());
 }
 
 void Pmd::publish() {
-  for (const Wire& w : wires_) {
-    w.a->publish_counters();
-    w.b->publish_counters();
-  }
+  for (auto& [p, fwd] : ports_) p->publish_counters();
   counters_.publish();
 }
 
@@ -152,71 +154,56 @@ bool Pmd::guarded(F&& f) {
 }
 
 void Pmd::recover(const void* addr) {
-  Port* const from = from_;
-  Port* const to = to_;
+  Port* const in = in_;
+  const uint16_t q = q_;
   const Step step = step_;
-  at(nullptr, nullptr, 0, Step::kNone);
-  Port* owner = from && from->owns(addr) ? from : to && to->owns(addr) ? to : nullptr;
+  uint16_t tq = 0;
+  Port* const to = step == Step::kForward ? tx_.in_progress(&tq) : nullptr;
+  at(nullptr, 0, Step::kNone);
+  tx_.clear_in_progress();
+  Port* owner = in && in->owns(addr) ? in : to && to->owns(addr) ? to : nullptr;
   if (!owner) {
-    // Only the step's two ports touch guest memory; should neither claim the address, stop both.
-    if (from) from->memory_fault();
-    if (to && to != from) to->memory_fault();
+    // Only the step's ports touch guest memory; should none claim the address, stop them all.
+    if (in) in->memory_fault();
+    if (to && to != in) to->memory_fault();
     return;
   }
   owner->memory_fault();
-  if (step != Step::kTx) return;
-  // tx_burst was copying from `from`'s memory into `to`'s: the side that did not fault is put back.
-  const uint16_t q = q_, tq = to_q_;
-  if (owner == from) {
-    if (!guest_access([to, tq] { to->abort_tx(tq); })) to->memory_fault();
-  } else {
-    if (!guest_access([this, from, q] { from->release(q, burst_); })) from->memory_fault();
-  }
+  if (step != Step::kForward) return;
+  // The burst borrowed from `in` was being forwarded: each port that did not fault puts its own side back.
+  // A destination cut short in the middle of its copy undoes it; the source gets its burst back.
+  if (to && owner != to && !guest_access([to, tq] { to->abort_tx(tq); })) to->memory_fault();
+  if (owner != in && !guest_access([this, in, q] { in->release(q, burst_); })) in->memory_fault();
 }
 
-bool Pmd::move(Port* from, Port* to) {
-  at(to, to, 0, Step::kCheck);
-  if (from->holds_until_peer_ready() && !to->tx_ready()) return false;
-  bool moved = false;
-  const uint16_t nq = from->queue_pairs(), to_nq = to->queue_pairs();
-  for (uint16_t q = 0; q < nq; q++) {
-    at(from, from, q, Step::kRx);
-    if (!from->rx_burst(q, burst_)) continue;
-    const uint16_t tq = uint16_t(q % to_nq);
-    at(from, to, q, Step::kTx);
-    to_q_ = tq;
-    delivered_ += to->tx_burst(tq, burst_);
-    at(from, from, q, Step::kRelease);
-    from->release(q, burst_);
-    moved = true;
+void Pmd::serve_queues() {
+  for (const RxQueue& rq : queues_) {
+    Port* const p = rq.port;
+    at(p, rq.qp, Step::kCheck);
+    if (!rq.fwd->accepts_from(*p)) continue;
+    at(p, rq.qp, Step::kRx);
+    if (!p->rx_burst(rq.qp, burst_)) continue;
+    at(p, rq.qp, Step::kForward);
+    rq.fwd->forward(*p, rq.qp, burst_, tx_);
+    at(p, rq.qp, Step::kRelease);
+    p->release(rq.qp, burst_);
+    busy_ = true;
   }
-  return moved;
-}
-
-void Pmd::run_wires() {
-  for (const Wire& w : wires_) {
-    busy_ |= move(w.a, w.b);
-    busy_ |= move(w.b, w.a);
-  }
-  at(nullptr, nullptr, 0, Step::kNone);
+  at(nullptr, 0, Step::kNone);
 }
 
 void Pmd::sleep_until_work() {
   fds_.clear();
   fds_.push_back({wake_fd_, POLLIN, 0});
-  // A source held back until its peer is ready has nothing to do yet: the poll timeout looks again.
+  // A source held back until a destination is ready has nothing to do yet: the poll timeout looks again.
   bool can_sleep = true;
-  auto arm = [this, &can_sleep](Port* p, Port* peer) {
-    return guarded([&] {
-      at(p, peer, 0, Step::kCheck);
-      const bool ok = (p->holds_until_peer_ready() && !peer->tx_ready()) || p->arm_wakeup(fds_);
+  bool faulted = false;
+  for (auto& [p, fwd] : ports_) {
+    faulted |= !guarded([&, p = p, fwd = fwd] {
+      at(p, 0, Step::kCheck);
+      const bool ok = !fwd->accepts_from(*p) || p->arm_wakeup(fds_);
       can_sleep = can_sleep && ok;
     });
-  };
-  bool faulted = false;
-  for (const Wire& w : wires_) {
-    faulted |= !arm(w.a, w.b);
-    faulted |= !arm(w.b, w.a);
   }
   if (can_sleep && !faulted && pause_requests_.load(std::memory_order_acquire) == 0 && !stop_.load()) {
     counters_.add(SLEEPS);
@@ -226,13 +213,12 @@ void Pmd::sleep_until_work() {
     // nested inside another (two ports of one PMD paused together) writes it while we are parked.
     if (poll(fds_.data(), fds_.size(), kSleepMs) > 0 && (fds_[0].revents & POLLIN)) drain_wake_fd();
   }
-  for (const Wire& w : wires_)
-    for (Port* p : {w.a, w.b})
-      guarded([this, p] {
-        at(p, p, 0, Step::kCheck);
-        p->disarm_wakeup();
-      });
-  at(nullptr, nullptr, 0, Step::kNone);
+  for (auto& [p, fwd] : ports_)
+    guarded([this, p = p] {
+      at(p, 0, Step::kCheck);
+      p->disarm_wakeup();
+    });
+  at(nullptr, 0, Step::kNone);
 }
 
 void Pmd::run() {
@@ -250,11 +236,10 @@ void Pmd::run() {
       continue;
     }
     busy_ = false;
-    delivered_ = 0;
     // A fault ends the iteration early; the next one carries on with the guest's rings stopped.
-    guarded([this] { run_wires(); });
+    guarded([this] { serve_queues(); });
     const bool busy = busy_;
-    if (delivered_ < kLowYield && !wires_.empty())
+    if (tx_.take_delivered() < kLowYield && !queues_.empty())
       for (uint32_t k = 0; k < low_yield_pauses; k++) cpu_relax();
     counters_.add(busy ? BUSY_ITERATIONS : IDLE_ITERATIONS);
     if (++since_publish >= kPublishEvery) {
@@ -263,11 +248,11 @@ void Pmd::run() {
     }
     if (busy) {
       idle = 0;
-    } else if (mode_ == Mode::kKernel && ++idle >= kIdleSpinsBeforeSleep) {
+    } else if (wait_ == Wait::kSleep && ++idle >= kIdleSpinsBeforeSleep) {
       idle = 0;
       sleep_until_work();
-    } else if (wires_.empty()) {
-      // Nothing to run: sleep rather than spin until wires arrive (a pause or stop wakes us).
+    } else if (queues_.empty()) {
+      // Nothing to serve: sleep rather than spin until queues arrive (a pause or stop wakes us).
       pollfd p = {wake_fd_, POLLIN, 0};
       poll(&p, 1, kSleepMs);
     }

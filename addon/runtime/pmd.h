@@ -1,7 +1,7 @@
-// A poll-mode driver thread: runs the wires given to it, moving bursts between their two ports in both
-// directions. In bypass mode it spins; in kernel mode an idle PMD arms its ports' wakeup notifications
-// and sleeps in poll() until a guest kicks (or a timer fires). Control changes reach it only while it is
-// paused at a loop boundary, so the loop itself takes no locks.
+// A poll-mode driver thread: serves the receive queues given to it, handing each burst to the queue's
+// forwarder. With the spin wait policy (bypass mode) it never sleeps; with the sleep policy (kernel mode) an
+// idle PMD arms its ports' wakeup notifications and sleeps in poll() until a guest kicks (or a timer fires).
+// Control changes reach it only while it is paused at a loop boundary, so the loop itself takes no locks.
 #pragma once
 
 #include <atomic>
@@ -13,20 +13,25 @@
 
 #include "core/counters.h"
 #include "core/port.h"
+#include "forward/forwarder.h"
 
 namespace vw {
 
-enum class Mode { kBypass, kKernel };
+// How an idle PMD waits for work: spinning (lowest latency, a core used up) or sleeping on its ports'
+// notification fds.
+enum class Wait { kSpin, kSleep };
 
-struct Wire {
-  Port* a;
-  Port* b;
+// One receive queue a PMD serves, and where its packets go.
+struct RxQueue {
+  Port* port;
+  uint16_t qp;
+  Forwarder* fwd;
 };
 
 class Pmd : public PortRunner {
  public:
   // cpu: the CPU to pin the thread to, or -1.
-  Pmd(uint32_t index, int cpu, Mode mode, CounterBlock& block);
+  Pmd(uint32_t index, int cpu, Wait wait, CounterBlock& block);
   ~Pmd() override;
 
   bool start(std::string* err);
@@ -38,48 +43,49 @@ class Pmd : public PortRunner {
   void resume() override;
 
   // Only with this PMD paused (or not started).
-  void add_wire(const Wire& w);
-  void remove_wire(const Port* p);
-  void set_mode(Mode m) { mode_ = m; }
-  size_t wire_count() const { return wires_.size(); }
+  // Serves every receive queue pair of p, handing its bursts to fwd.
+  void add_port(Port& p, Forwarder& fwd);
+  void remove_port(const Port* p);
+  void set_wait(Wait w) { wait_ = w; }
+  Wait wait() const { return wait_; }
+  size_t queue_count() const { return queues_.size(); }
   uint32_t index() const { return index_; }
 
  private:
   void run();
-  void run_wires();
-  bool move(Port* from, Port* to);
+  void serve_queues();
   void sleep_until_work();
   void drain_wake_fd();
   void publish();
   // Runs f inside guest_access(); after a fault, stops the guest whose memory it was and puts the other
-  // port of the step back in order. false after a fault.
+  // ports of the step back in order. false after a fault.
   template <class F>
   bool guarded(F&& f);
   void recover(const void* addr);
 
   // The step the loop is in, so that recover() knows whose memory a fault can be in and what was left
-  // half done: kTx is tx_burst on `to` with a burst borrowed from `from`.
-  enum class Step { kNone, kRx, kTx, kRelease, kCheck };
-  void at(Port* from, Port* to, uint16_t q, Step s) {
-    from_ = from;
-    to_ = to;
+  // half done. kForward: the burst borrowed from `in_` is being forwarded; Transmit says which destination
+  // was being written.
+  enum class Step { kNone, kRx, kForward, kRelease, kCheck };
+  void at(Port* in, uint16_t q, Step s) {
+    in_ = in;
     q_ = q;
     step_ = s;
   }
-  Port* from_ = nullptr;
-  Port* to_ = nullptr;
-  uint16_t q_ = 0;     // from's queue pair
-  uint16_t to_q_ = 0;  // kTx: to's queue pair
+  Port* in_ = nullptr;
+  uint16_t q_ = 0;
   Step step_ = Step::kNone;
 
   uint32_t index_;
   int cpu_;
-  Mode mode_;
-  std::vector<Wire> wires_;
+  Wait wait_;
+  std::vector<RxQueue> queues_;
+  // Each port served once, with its forwarder: for sleeping, waking and publishing counters.
+  std::vector<std::pair<Port*, Forwarder*>> ports_;
   Burst burst_;
+  Transmit tx_;
   PmdCounters counters_;
-  uint32_t delivered_ = 0;  // packets the current iteration got into their destination
-  bool busy_ = false;       // the current iteration moved something
+  bool busy_ = false;  // the current iteration moved something
   std::vector<pollfd> fds_;  // what a kernel-mode sleep waits on
 
   std::thread thread_;

@@ -16,7 +16,7 @@ function pair(t: Test, opts: { queues?: number; a?: object; b?: object } = {}) {
   const q = opts.queues ?? 1;
   const pa = f.vhost('a', q);
   const pb = f.vhost('b', q);
-  f.engine.wire('a', 'b', 0);
+  f.engine.wire('a', 'b');
   const a = f.peer({ path: pa, queuePairs: q, ...opts.a });
   const b = f.peer({ path: pb, queuePairs: q, ...opts.b });
   return { f, a, b };
@@ -175,7 +175,7 @@ t.test('server socket: the front end leaves and comes back', async (t) => {
   t.teardown(() => f.close());
   const pa = f.vhost('a');
   const pb = f.vhost('b');
-  f.engine.wire('a', 'b', 0);
+  f.engine.wire('a', 'b');
   const b = f.peer({ path: pb });
   for (let round = 0; round < 3; round++) {
     const a = new native.VirtioUser({ path: pa, timeoutMs: 5000 });
@@ -194,7 +194,7 @@ t.test('client socket: we connect to a listening front end and reconnect after i
   const pb = f.vhost('b');
   const pa = f.sock('a');
   f.engine.addVhostUser('a', pa, true, 1);
-  f.engine.wire('a', 'b', 0);
+  f.engine.wire('a', 'b');
   const b = f.peer({ path: pb });
   for (let round = 0; round < 2; round++) {
     // The backend retries every second, so the listening front end is connected to within that.

@@ -144,10 +144,10 @@ const f = new Fixture('kernel', [-1]);
 t.teardown(() => f.close());
 const g0p = f.vhost('g0');
 const g1p = f.vhost('g1');
-f.engine.wire('g0', 'g1', 0);
+f.engine.wire('g0', 'g1');
 const vp = f.vhost('v');
 f.engine.addGen('gen', 64, 5000, 0);
-f.engine.wire('v', 'gen', 0);
+f.engine.wire('v', 'gen');
 // A faster generator for the receive-side racer (rate-limited, so the kernel-mode PMD still sleeps).
 f.engine.addGen('genfast', 64, 200000, 0);
 const g0 = f.peer({ path: g0p });
@@ -919,7 +919,7 @@ t.test('a racing thread rewrites receive descriptors while the backend writes th
   const lfn: [number, number, number][] = [...good, [2048, 0, 0], [2048, W | N, 999], [2048, W | N, 0], [0xffffffff, W, 0]];
   const out = [native.guestBase - 8192n, 0xfffffffffffff000n];
   f.engine.unwire('v');
-  f.engine.wire('v', 'genfast', 0);
+  f.engine.wire('v', 'genfast');
   try {
     await race(t, v, RX, {
       vring: RX,
@@ -931,7 +931,7 @@ t.test('a racing thread rewrites receive descriptors while the backend writes th
     }, 'receive racer');
   } finally {
     f.engine.unwire('v');
-    f.engine.wire('v', 'gen', 0);
+    f.engine.wire('v', 'gen');
   }
   t.ok(after > bufB, 'the guard lies after the raced buffers');
   v.check(t);
@@ -1060,7 +1060,7 @@ t.test('a kick fd that is not an eventfd must not keep the kernel-mode PMD awake
   // v joined to an idle port, so that the PMD has nothing to do but sleep.
   f.engine.unwire('v');
   f.vhost('idle');
-  f.engine.wire('v', 'idle', 0);
+  f.engine.wire('v', 'idle');
   const v = await victim();
   const L = f.engine.counterLayout();
   const sleeps = () => f.engine.counters()[L.pmdBase + native.pmdCounters.findIndex((c) => c.id === 'SLEEPS')];
@@ -1091,7 +1091,7 @@ t.test('a kick fd that is not an eventfd must not keep the kernel-mode PMD awake
     await closeVictim(v);
     f.engine.unwire('v');
     f.engine.removePort('idle');
-    f.engine.wire('v', 'gen', 0);
+    f.engine.wire('v', 'gen');
   }
   await survives(t, 'a memfd as kick fd');
 });
@@ -1114,7 +1114,7 @@ t.test('a front end that truncates its memory file after SET_MEM_TABLE breaks on
 
       // 1. The payload of a transmitted frame lies in a page the victim then cuts off; its header does not.
       const vp = f.vhost('v'), gp = f.vhost('g');
-      f.engine.wire('v', 'g', 0);
+      f.engine.wire('v', 'g');
       const hv = f.peer({ path: vp, memSize: ${VICTIM_MEM} });
       const hg = f.peer({ path: gp });
       await f.waitConnected('v');
@@ -1151,7 +1151,7 @@ t.test('a front end that truncates its memory file after SET_MEM_TABLE breaks on
       // 2. A gen feeds w; w's front end truncates its memory to nothing: the PMD faults on the rings.
       const wp = f.vhost('w');
       f.engine.addGen('gen', 64, 5000, 0);
-      f.engine.wire('w', 'gen', 0);
+      f.engine.wire('w', 'gen');
       const hw = f.peer({ path: wp, memSize: ${VICTIM_MEM} });
       await f.waitConnected('w');
       await waitFor('gen traffic into w', () => f.counter('w', 'TX_PACKETS') > 0n);

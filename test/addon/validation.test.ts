@@ -21,7 +21,7 @@ async function setup(t: Test, opts: { indirect?: boolean } = {}): Promise<Hostil
   t.teardown(() => f.close());
   const g0p = f.vhost('g0');
   const g1p = f.vhost('g1');
-  f.engine.wire('g0', 'g1', 0);
+  f.engine.wire('g0', 'g1');
   f.engine.addGen('gen', 64, 2000, 0);
   const hp = f.vhost('h');
   const good: [NativeVirtioUser, NativeVirtioUser] = [f.peer({ path: g0p }), f.peer({ path: g1p })];
@@ -72,7 +72,7 @@ async function rxStillWorks(t: Test, x: Hostile): Promise<void> {
 async function txRule(t: Test, descs: (h: NativeVirtioUser) => RawDesc[], reason: string, counter: string, opts = {}) {
   const x = await setup(t, opts);
   post(x.h, TX, descs(x.h));
-  x.f.engine.wire('h', 'gen', 0);
+  x.f.engine.wire('h', 'gen');
   await expectBroken(t, x, TX, reason, counter);
   await rxStillWorks(t, x);
 }
@@ -93,7 +93,7 @@ t.test('a buffer ending exactly at the end of guest memory is accepted', async (
   const data = Buffer.concat([Buffer.alloc(HDR_LEN), frame(88, 3)]);
   x.h.memWrite(end - BigInt(data.length), data);
   x.f.engine.unwire('g1');
-  x.f.engine.wire('h', 'g1', 0);
+  x.f.engine.wire('h', 'g1');
   post(x.h, TX, [{ addr: end - BigInt(data.length), len: data.length, flags: 0, next: 0 }]);
   const got = await receiveN(x.good[1], 1);
   t.same(got[0], frame(88, 3), 'the frame arrives intact');
@@ -115,7 +115,7 @@ t.test('head index beyond the queue', async (t) => {
   const x = await setup(t);
   x.h.rawAvailPush(TX, QSIZE + 3);
   x.h.kick(TX);
-  x.f.engine.wire('h', 'gen', 0);
+  x.f.engine.wire('h', 'gen');
   await expectBroken(t, x, TX, 'bad_head', 'INVALID_BAD_HEAD');
 });
 
@@ -124,7 +124,7 @@ t.test('a head already in flight named again', async (t) => {
   post(x.h, TX, [{ addr: packet(x.h), len: HDR_LEN + 64, flags: 0, next: 0 }]);
   x.h.rawAvailPush(TX, 0);
   x.h.kick(TX);
-  x.f.engine.wire('h', 'gen', 0);
+  x.f.engine.wire('h', 'gen');
   await expectBroken(t, x, TX, 'head_in_flight', 'INVALID_HEAD_IN_FLIGHT');
   t.equal(x.h.rawUsedIdx(TX), 1, 'the chain taken before the repeat is returned, once');
   t.same(x.h.rawUsedElem(TX, 0), { id: 0, len: 0 }, 'as head 0, nothing written');
@@ -135,7 +135,7 @@ t.test('avail index more than a queue ahead', async (t) => {
   const x = await setup(t);
   x.h.rawSetAvailIdx(TX, QSIZE + 1);
   x.h.kick(TX);
-  x.f.engine.wire('h', 'gen', 0);
+  x.f.engine.wire('h', 'gen');
   await expectBroken(t, x, TX, 'avail_index_ahead', 'INVALID_AVAIL_AHEAD');
   await rxStillWorks(t, x);
 });
@@ -199,7 +199,7 @@ t.test('indirect descriptor when INDIRECT_DESC was not negotiated', (t) =>
 async function rxRule(t: Test, desc: (h: NativeVirtioUser, i: number) => RawDesc, reason: string, counter: string) {
   const x = await setup(t);
   for (let i = 0; i < QSIZE; i++) x.h.rawDesc(RX, i, desc(x.h, i));
-  x.f.engine.wire('h', 'gen', 0);
+  x.f.engine.wire('h', 'gen');
   await expectBroken(t, x, RX, reason, counter);
   return x;
 }
@@ -223,7 +223,7 @@ t.test('receive buffer outside guest memory', (t) =>
 t.test('virtio-net header rules drop the packet and keep the ring', async (t) => {
   const x = await setup(t);
   x.f.engine.unwire('g1');
-  x.f.engine.wire('h', 'g1', 0);
+  x.f.engine.wire('h', 'g1');
   const bad: RawDesc[][] = [
     // chain shorter than the header
     [{ addr: packet(x.h), len: 8, flags: 0, next: 0 }],
@@ -256,7 +256,7 @@ t.test('virtio-net header rules drop the packet and keep the ring', async (t) =>
 t.test('a transmit chain no longer than the header is dropped, not forwarded as an empty frame', async (t) => {
   const x = await setup(t);
   x.f.engine.unwire('g1');
-  x.f.engine.wire('h', 'g1', 0);
+  x.f.engine.wire('h', 'g1');
   // A bare header (its 12 bytes, nothing after), then a valid packet behind it.
   x.h.rawDesc(TX, 0, { addr: packet(x.h, Buffer.alloc(HDR_LEN), Buffer.alloc(0)), len: HDR_LEN, flags: 0, next: 0 });
   x.h.rawAvailPush(TX, 0);

@@ -176,7 +176,7 @@ function setup(t: Test, net: Net, mode: 'kernel' | 'bypass' = 'kernel') {
   t.teardown(() => f.close());
   const path = f.vhost('vm');
   f.engine.addUplink('up', net.host);
-  f.engine.wire('vm', 'up', 0);
+  f.engine.wire('vm', 'up');
   const fe = f.peer({ path });
   return { f, fe };
 }
@@ -218,7 +218,7 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
   t.test(`${mode} mode: ping through the kernel stack, then counted frames both ways`, async (t) => {
     const { f, fe } = setup(t, net, mode);
     await f.waitConnected('vm');
-    t.same(f.port('up'), { name: 'up', kind: 'uplink', queuePairs: 1, counterSet: f.port('up').counterSet, peer: 'vm', pmd: 0, ifname: net.host });
+    t.same(f.port('up'), { name: 'up', kind: 'uplink', queuePairs: 1, counterSet: f.port('up').counterSet, forwarder: 'vm=up', pmd: 0, ifname: net.host });
     t.equal(net.hostPromiscuity(), 1, 'the interface is in promiscuous mode');
 
     for (let seq = 1; seq <= 3; seq++) await ping(t, net, fe, seq);
@@ -314,7 +314,7 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     const fds0 = openFds();
     f.engine.addUplink('up', net.host);
     t.equal(openFds(), fds0 + 1, 'the uplink holds one fd, its socket');
-    f.engine.wire('vm', 'up', 0);
+    f.engine.wire('vm', 'up');
     await ping(t, net, fe, 1);
     await waitFor('counted', () => f.counter('up', 'RX_PACKETS') === 1n && f.counter('up', 'TX_PACKETS') === 1n);
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/counters.h"
-#include "runtime/pmd.h"
+#include "runtime/mode.h"
 #include "core/port.h"
 
 namespace vw {

@@ -1,0 +1,60 @@
+// What moves between ports: bursts of packets, each a view into memory the receiving port owns (a guest's
+// buffers, a kernel ring, a UMEM frame) plus the metadata that travels with it. A port translates its own
+// wire metadata (virtio-net header, PACKET_VNET_HDR, a VLAN tag the kernel took out) to and from PacketMeta,
+// so forwarders and other ports never parse a header format that is not theirs.
+#pragma once
+
+#include <cstdint>
+
+namespace vw {
+
+constexpr uint16_t kBurst = 32;         // packets per burst
+constexpr uint16_t kBurstSpans = 1024;  // memory segments one burst may borrow
+constexpr uint32_t kMaxFrame = 65535;   // largest frame (without virtio-net header) we forward
+constexpr uint32_t kMinFrame = 60;      // shortest Ethernet frame without FCS
+
+// A contiguous piece of a packet. gpa is the guest physical address of p when the memory is a guest's
+// (for dirty-page logging while a guest migrates), 0 otherwise.
+struct Span {
+  uint8_t* p;
+  uint32_t len;
+  uint64_t gpa;
+};
+
+// Offload and tag state of one packet, in the virtio-net header's terms (virtio 1.x 5.1.6), which every
+// port kind can express: a frame whose checksum is left to finish, or a super-frame to be segmented.
+struct PacketMeta {
+  enum : uint8_t {
+    kVlan = 1 << 0,         // vlan_tci holds an 802.1Q tag that is not in the frame bytes
+    kCsumPartial = 1 << 1,  // the checksum at csum_start + csum_offset is to be completed (NEEDS_CSUM)
+    kCsumValid = 1 << 2,    // the sender vouches for the checksums (DATA_VALID)
+  };
+  uint8_t flags;
+  uint8_t gso_type;  // VIRTIO_NET_HDR_GSO_* including the ECN bit; 0: not a super-frame
+  uint16_t vlan_tci;
+  uint16_t gso_size;
+  uint16_t hdr_len;
+  uint16_t csum_start;
+  uint16_t csum_offset;
+};
+
+struct PacketView {
+  uint32_t len;     // frame bytes, without any virtio-net header
+  uint16_t first;   // index of the first span in Burst::span
+  uint16_t nseg;    // number of spans
+  uint32_t cookie;  // private to the port that filled the burst (a descriptor head, a frame index...)
+  PacketMeta meta;
+};
+
+struct Burst {
+  uint16_t n = 0;
+  uint16_t nspans = 0;
+  PacketView pkt[kBurst];
+  Span span[kBurstSpans];
+  void clear() {
+    n = 0;
+    nspans = 0;
+  }
+};
+
+}  // namespace vw

@@ -1,0 +1,70 @@
+// Forwarding, apart from the PMD loop: the PMD serves a port's receive queues and hands each burst it got
+// to the port's forwarder, which decides where the packets go and transmits them through Transmit. A wire
+// (forward/wire.h) is the first forwarder; the learning bridge is another. Forwarders are changed only with
+// every PMD that runs them paused, so forward() itself takes no locks.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/port.h"
+
+namespace vw {
+
+// How a forwarder hands packets to a destination. The PMD owns one per thread: it records which port is
+// being written while tx_burst runs, so that a fault in guest memory can be pinned on the right guest and
+// the destination asked to undo its half-done transmit (Port::abort_tx).
+class Transmit {
+ public:
+  uint16_t send(Port& to, uint16_t qp, const Burst& b) {
+    to_ = &to;
+    qp_ = qp;
+    const uint16_t n = to.tx_burst(qp, b);
+    to_ = nullptr;
+    delivered_ += n;
+    return n;
+  }
+  // The destination whose tx_burst was running when the thread was interrupted (a fault), or null.
+  Port* in_progress(uint16_t* qp) const {
+    *qp = qp_;
+    return to_;
+  }
+  void clear_in_progress() { to_ = nullptr; }
+  // Packets delivered since the last take_delivered().
+  uint32_t take_delivered() {
+    const uint32_t n = delivered_;
+    delivered_ = 0;
+    return n;
+  }
+
+ private:
+  Port* to_ = nullptr;
+  uint16_t qp_ = 0;
+  uint32_t delivered_ = 0;
+};
+
+class Forwarder {
+ public:
+  explicit Forwarder(std::string name) : name_(std::move(name)) {}
+  virtual ~Forwarder() = default;
+  Forwarder(const Forwarder&) = delete;
+  Forwarder& operator=(const Forwarder&) = delete;
+
+  const std::string& name() const { return name_; }
+  virtual const char* kind() const = 0;
+  // The ports it joins, in the order they were given.
+  virtual const std::vector<Port*>& members() const = 0;
+
+  // Whether packets may be taken from `in` now. A port that holds_until_peer_ready() (a generator) is not
+  // read before a destination can take what it would produce.
+  virtual bool accepts_from(Port& in) = 0;
+  // Delivers burst b, just received from queue pair qp of `in`, to its destinations. The PMD releases the
+  // burst afterwards.
+  virtual void forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) = 0;
+
+ private:
+  std::string name_;
+};
+
+}  // namespace vw
