@@ -6,6 +6,7 @@
         "addon/core/counters.cc",
         "addon/core/guest_fault.cc",
         "addon/core/guest_memory.cc",
+        "addon/core/port_params.cc",
         "addon/frontend/virtio_user.cc",
         "addon/napi/binding.cc",
         "addon/ports/test/gen.cc",
@@ -18,6 +19,7 @@
         "addon/ports/vhost_user/virtio_net.cc",
         "addon/runtime/engine.cc",
         "addon/runtime/pmd.cc",
+        "addon/runtime/port_kinds.cc",
         "addon/virtio/virtqueue.cc"
       ],
       "include_dirs": [

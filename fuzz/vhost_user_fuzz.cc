@@ -378,7 +378,7 @@ void Harness::send_message() {
 void Harness::poke_datapath() {
   // What a PMD would do between two messages; the rings mostly hold zeros, this exercises the control
   // state (memory swapped, rings restarted) under the data path.
-  VirtioNetDevice& dev = port_->device();
+  VirtioNetDevice& dev = *port_;
   const uint16_t qp = fdp_.ConsumeIntegralInRange<uint16_t>(0, qp_);
   Burst b;
   dev.rx_burst(qp, b);

@@ -404,12 +404,13 @@ void Harness::start(int ring, uint16_t base) {
   s.used_uaddr = ring_[ring].used + kUvaDelta;
   s.base = base;
   std::string err;
-  started_[ring] = dev_->start_vring(uint16_t(ring), s, &err);
+  dev_->vring(uint16_t(ring)).setup = s;
+  started_[ring] = dev_->start_vring(uint16_t(ring), &err);
   // Regions are page aligned and mapped at page boundaries, so guest and host alignment agree.
   if (ring_ok(ring) && !started_[ring]) die(("a valid ring was refused: " + err).c_str());
   if (!ring_ok(ring) && started_[ring]) die("a ring outside guest memory or misaligned was accepted");
   if (started_[ring]) {
-    dev_->set_vring_enabled(uint16_t(ring), fdp_.ConsumeIntegralInRange<int>(0, 15) != 0);
+    dev_->vring(uint16_t(ring)).enabled = fdp_.ConsumeIntegralInRange<int>(0, 15) != 0;
     device_used_[ring] = used(ring)->idx;
   }
 }
@@ -634,7 +635,8 @@ void Harness::op() {
     case 7: {
       // Stop and start a vring (GET_VRING_BASE then SET_VRING_*), maybe at another base.
       const int ring = fdp_.ConsumeIntegralInRange<int>(0, 1);
-      uint16_t base = dev_->stop_vring(uint16_t(ring));
+      dev_->stop_vring(uint16_t(ring));
+      uint16_t base = dev_->vring(uint16_t(ring)).setup.base;
       if (fdp_.ConsumeBool()) base = fdp_.ConsumeIntegral<uint16_t>();
       start(ring, base);
       break;
@@ -698,8 +700,8 @@ void Harness::run() {
   dev_->set_memory(mem_);
   dev_->set_features(features_);
   for (int ring = 0; ring < 2; ring++) {
-    dev_->set_call_fd(uint16_t(ring), g().call_fd);
-    dev_->set_err_fd(uint16_t(ring), g().err_fd);
+    dev_->vring(uint16_t(ring)).call = g().call_fd;
+    dev_->vring(uint16_t(ring)).err = g().err_fd;
     start(ring, base);
   }
   const int nops = fdp_.ConsumeIntegralInRange<int>(1, 12);

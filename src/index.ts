@@ -2,20 +2,20 @@
 export { Switch, SwitchError } from './switch';
 export type {
   CounterValues,
-  GenPortOptions,
   PortCounterSets,
   SwitchEvents,
   SwitchOptions,
   SwitchPortInfo,
-  VhostUserPortOptions,
   Wire,
 } from './switch';
+export { portKinds } from './ports';
+export type { AnyPortSpec, GenSpec, PortKind, SinkSpec, UplinkDetails, UplinkSpec, VhostUserDetails, VhostUserSpec, VringInfo } from './ports';
 export { Peer, PeerError } from './harness/peer';
 export type { PeerOptions, PeerRate } from './harness/peer';
 export { createRegistry } from './api/metrics';
 export { startHttp, portToJson } from './api/http';
 export type { HttpServer, PortJson, PortState } from './api/http';
 export { buildServeConfig, loadConfigFile, UsageError } from './config/options';
-export type { ServeConfig, ServeFlags, VhostUserSpec, GenSpec, Endpoint } from './config/options';
+export type { ServeConfig, ServeFlags, Endpoint } from './config/options';
 export { native } from './native';
-export type { CounterInfo, Mode, PortEvent, PortInfo, TrafficOptions, VirtioUserStats } from './native';
+export type { CounterInfo, ForwarderInfo, Limits, Mode, PortEvent, PortInfo, TrafficOptions, VirtioUserStats } from './native';

@@ -32,16 +32,10 @@ export interface PortEvent {
   reason: string;
 }
 
-export interface VringInfo {
-  size: number;
-  started: boolean;
-  enabled: boolean;
-  broken: boolean;
-}
-
 export interface PortInfo {
   name: string;
-  kind: 'vhost-user' | 'sink' | 'gen' | 'uplink';
+  /** The port's kind, as registered (src/ports/index.ts, addon/runtime/port_kinds.cc) */
+  kind: string;
   queuePairs: number;
   /** First queue counter set of the port; queue pair q uses set counterSet + q. -1: no counters. */
   counterSet: number;
@@ -49,18 +43,22 @@ export interface PortInfo {
   forwarder: string;
   /** PMD thread serving its receive queues, or -1 */
   pmd: number;
-  // vhost-user only
-  path?: string;
-  client?: boolean;
-  connected?: boolean;
-  features?: bigint;
-  protocolFeatures?: bigint;
-  mtu?: number;
-  memRegions?: number;
-  vrings?: VringInfo[];
-  // uplink only
-  /** The host interface the uplink is on */
-  ifname?: string;
+  /** "connected" or "disconnected" for ports a peer connects to, "up" otherwise */
+  state: string;
+  /**
+   * Whatever else the port says about itself (Port::describe in the addon): its kind's details, typed by
+   * the kind (src/ports/<kind>.ts). Feature bits are bigints.
+   */
+  [detail: string]: unknown;
+}
+
+/** The limits user input is checked against, as the addon states them. */
+export interface Limits {
+  maxQueuePairs: number;
+  /** Ethernet frame bytes without FCS */
+  minFrame: number;
+  maxFrame: number;
+  maxPmdThreads: number;
 }
 
 /** A forwarder: where the packets a port receives go. */
@@ -82,12 +80,8 @@ export interface EngineOptions {
 }
 
 export interface NativeEngine {
-  addVhostUser(name: string, path: string, client: boolean, queuePairs: number): void;
-  addSink(name: string): void;
-  /** size: frame bytes; rate: packets/s (0 = unlimited); count: total packets (0 = unlimited) */
-  addGen(name: string, size: number, rate: number, count: number): void;
-  /** A host uplink on interface ifname; its driver follows the mode (kernel: AF_PACKET). */
-  addUplink(name: string, ifname: string): void;
+  /** A port of a registered kind, from the flat parameters its kind takes (src/ports/<kind>.ts: params). */
+  addPort(kind: string, name: string, params: Record<string, string | number | boolean>): void;
   removePort(name: string): void;
   /**
    * Joins a and b in both directions on the PMD thread serving the fewest receive queues, and returns that
@@ -97,8 +91,8 @@ export interface NativeEngine {
   /** Removes the wire port a is in. */
   unwire(a: string): void;
   /**
-   * Switches the PMD threads and every uplink's driver. Each uplink's new driver is opened before any
-   * is switched: if one cannot be, this throws and nothing has changed.
+   * Switches the PMD threads' wait policy and every port's part of the mode (an uplink's driver). Every
+   * port prepares its part before any is switched: if one cannot, this throws and nothing has changed.
    */
   setMode(mode: Mode): void;
   ports(): PortInfo[];
@@ -213,6 +207,7 @@ export interface Native {
   VirtioUser: new (options: VirtioUserOptions) => NativeVirtioUser;
   queueCounters: CounterInfo[];
   pmdCounters: CounterInfo[];
+  limits: Limits;
   /** Guest physical address where our front end's memory starts. */
   guestBase: bigint;
 }

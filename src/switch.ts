@@ -3,36 +3,13 @@
 // through here.
 import { EventEmitter } from 'node:events';
 import { native } from './native';
+import { portKind, type AnyPortSpec } from './ports';
 import type { CounterLayout, ForwarderInfo, Mode, NativeEngine, PortEvent, PortInfo } from './native';
 
 export interface SwitchOptions {
   mode?: Mode;
   /** One PMD thread per entry, pinned to that CPU. Empty or absent: one unpinned PMD thread. */
   pmdCores?: number[];
-}
-
-export interface VhostUserPortOptions {
-  name: string;
-  path: string;
-  /** Connect to a front end that listens (QEMU server=on) instead of listening ourselves. */
-  client?: boolean;
-  queues?: number;
-}
-
-export interface GenPortOptions {
-  name: string;
-  /** frame bytes, default 64 */
-  size?: number;
-  /** packets per second, 0 (default) = unlimited */
-  rate?: number;
-  /** packets in total, 0 (default) = unlimited */
-  count?: number;
-}
-
-export interface UplinkPortOptions {
-  name: string;
-  /** The host interface, e.g. eth0 */
-  ifname: string;
 }
 
 /** Counter id (RX_PACKETS, DROP_TX_NO_BUFFER, ...) to value. */
@@ -118,28 +95,13 @@ export class Switch extends EventEmitter<SwitchEvents> {
     return this.#closed;
   }
 
-  addVhostUser(options: VhostUserPortOptions): void {
-    const { name, path, client = false, queues = 1 } = options;
-    this.#native(`add vhost-user port "${name}" (${path})`, name, () =>
-      this.#open().addVhostUser(name, path, client, queues),
+  /** Adds a port of any registered kind, as the configuration describes it (src/ports/). */
+  addPort(spec: AnyPortSpec): void {
+    const kind = portKind(spec.kind);
+    const held = kind.exclusive?.(spec);
+    this.#native(`add ${spec.kind} port "${spec.name}"${held ? ` (${held.value})` : ''}`, spec.name, () =>
+      this.#open().addPort(spec.kind, spec.name, kind.params(spec)),
     );
-    this.#refreshSets();
-  }
-
-  addSink(name: string): void {
-    this.#native(`add sink port "${name}"`, name, () => this.#open().addSink(name));
-    this.#refreshSets();
-  }
-
-  addGen(options: GenPortOptions): void {
-    const { name, size = 64, rate = 0, count = 0 } = options;
-    this.#native(`add gen port "${name}"`, name, () => this.#open().addGen(name, size, rate, count));
-    this.#refreshSets();
-  }
-
-  addUplink(options: UplinkPortOptions): void {
-    const { name, ifname } = options;
-    this.#native(`add uplink port "${name}" (${ifname})`, name, () => this.#open().addUplink(name, ifname));
     this.#refreshSets();
   }
 

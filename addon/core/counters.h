@@ -119,6 +119,26 @@ class CounterBlock {
   std::vector<bool> used_;
 };
 
+// The queue counter sets of one port, n consecutive sets, given back when the port goes. first() is -1
+// when the block had no room.
+class CounterSets {
+ public:
+  CounterSets(CounterBlock& block, uint32_t n) : block_(block), n_(n), first_(block.alloc_queue_sets(n)) {}
+  ~CounterSets() {
+    if (first_ >= 0) block_.free_queue_sets(first_, n_);
+  }
+  CounterSets(const CounterSets&) = delete;
+  CounterSets& operator=(const CounterSets&) = delete;
+  int first() const { return first_; }
+  // Queue set i of the port's, or null when the block had no room.
+  uint64_t* set(uint32_t i) const { return first_ < 0 ? nullptr : block_.queue_set(uint32_t(first_) + i); }
+
+ private:
+  CounterBlock& block_;
+  uint32_t n_;
+  int first_;
+};
+
 // Private counters of one writer thread, published to the shared block with relaxed stores so the hot
 // loop never writes a cache line another thread reads (Snabb's counter.lua does the same).
 template <uint32_t N>

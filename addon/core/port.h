@@ -9,13 +9,19 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/counters.h"
+#include "core/description.h"
+#include "core/mode.h"
 #include "core/packet.h"
 
 namespace vw {
+
+// Queue pairs one port may have (a vhost-user device's MQ, an uplink's queues).
+constexpr uint16_t kMaxQueuePairs = 8;
 
 // Something that runs a port's data path and can stop it at a loop boundary (a PMD thread). Control
 // changes that affect the data path (memory table, ring addresses, features, mode) are applied between
@@ -44,6 +50,19 @@ class Port {
   Port& operator=(const Port&) = delete;
 
   const std::string& name() const { return name_; }
+
+  // Queue counter sets of the shared block that are this port's: queue pair q counts in set
+  // counter_set() + q. -1: none.
+  virtual int counter_set() const { return -1; }
+  // What the port says about itself, for the API and `stats`; "state" first ("connected", "disconnected",
+  // "up").
+  virtual void describe(Description& d) const { d.set("state", "up"); }
+  // The port's part of switching to mode m: *change is what commit() will make current (left null when the
+  // port has nothing to change). false and *err when the port cannot run in mode m; nothing changes then.
+  virtual bool prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::string* err) {
+    (void)m, (void)change, (void)err;
+    return true;
+  }
 
   // Queue pairs the port was created with. Queue pair q means "the q-th receive/transmit pair".
   virtual uint16_t queue_pairs() const = 0;

@@ -58,16 +58,37 @@ uint64_t u64(const Napi::Value& v, const char* what) {
   return uint64_t(d);
 }
 
+// Copies a port's self-description onto o, whatever its kind.
+void set_description(Napi::Object o, const vw::Description& d) {
+  Napi::Env env = o.Env();
+  for (const auto& [key, v] : d.fields()) {
+    using T = vw::Description::Value::Type;
+    switch (v.type) {
+      case T::kString: o.Set(key, v.s); break;
+      case T::kNumber: o.Set(key, v.d); break;
+      case T::kBool: o.Set(key, v.b); break;
+      case T::kU64: o.Set(key, Napi::BigInt::New(env, v.u)); break;
+      case T::kList: {
+        Napi::Array a = Napi::Array::New(env, v.list.size());
+        for (size_t i = 0; i < v.list.size(); i++) {
+          Napi::Object e = Napi::Object::New(env);
+          set_description(e, v.list[i]);
+          a.Set(uint32_t(i), e);
+        }
+        o.Set(key, a);
+        break;
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Engine",
                        {
-                           InstanceMethod<&EngineWrap::AddVhostUser>("addVhostUser"),
-                           InstanceMethod<&EngineWrap::AddSink>("addSink"),
-                           InstanceMethod<&EngineWrap::AddGen>("addGen"),
-                           InstanceMethod<&EngineWrap::AddUplink>("addUplink"),
+                           InstanceMethod<&EngineWrap::AddPort>("addPort"),
                            InstanceMethod<&EngineWrap::RemovePort>("removePort"),
                            InstanceMethod<&EngineWrap::Wire>("wire"),
                            InstanceMethod<&EngineWrap::Unwire>("unwire"),
@@ -142,31 +163,28 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     if (!ok) throw make_error(env, err);
   }
 
-  Napi::Value AddVhostUser(const Napi::CallbackInfo& info) {
+  // addPort(kind, name, params): params is a flat object of strings, numbers and booleans.
+  Napi::Value AddPort(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[2].IsObject()) throw make_error(env, "port parameters must be an object", "ERR_INVALID_ARG_TYPE");
+    Napi::Object o = info[2].As<Napi::Object>();
+    vw::PortParams params;
+    Napi::Array keys = o.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); i++) {
+      const std::string k = keys.Get(i).ToString();
+      Napi::Value v = o.Get(k);
+      if (v.IsBoolean())
+        params.set(k, v.As<Napi::Boolean>().Value());
+      else if (v.IsNumber())
+        params.set(k, v.As<Napi::Number>().DoubleValue());
+      else if (v.IsString())
+        params.set(k, v.As<Napi::String>().Utf8Value());
+      else if (!v.IsUndefined())
+        throw make_error(env, "port parameter " + k + " must be a string, number or boolean", "ERR_INVALID_ARG_TYPE");
+    }
     std::string err;
-    Check(info.Env(),
-          engine(info.Env()).add_vhost_user(info[0].ToString(), info[1].ToString(), info[2].ToBoolean(),
-                                            uint16_t(u32(info[3], "queuePairs")), &err),
-          err);
-    return info.Env().Undefined();
-  }
-  Napi::Value AddSink(const Napi::CallbackInfo& info) {
-    std::string err;
-    Check(info.Env(), engine(info.Env()).add_sink(info[0].ToString(), &err), err);
-    return info.Env().Undefined();
-  }
-  Napi::Value AddGen(const Napi::CallbackInfo& info) {
-    std::string err;
-    Check(info.Env(),
-          engine(info.Env()).add_gen(info[0].ToString(), u32(info[1], "size"), u64(info[2], "rate"),
-                                     u64(info[3], "count"), &err),
-          err);
-    return info.Env().Undefined();
-  }
-  Napi::Value AddUplink(const Napi::CallbackInfo& info) {
-    std::string err;
-    Check(info.Env(), engine(info.Env()).add_uplink(info[0].ToString(), info[1].ToString(), &err), err);
-    return info.Env().Undefined();
+    Check(env, engine(env).add_port(info[0].ToString(), info[1].ToString(), params, &err), err);
+    return env.Undefined();
   }
   Napi::Value RemovePort(const Napi::CallbackInfo& info) {
     std::string err;
@@ -203,26 +221,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       o.Set("counterSet", p.counter_set);
       o.Set("forwarder", p.forwarder);
       o.Set("pmd", p.pmd);
-      if (p.kind == "vhost-user") {
-        o.Set("path", p.path);
-        o.Set("client", p.client);
-        o.Set("connected", p.vhost.connected);
-        o.Set("features", Napi::BigInt::New(env, p.vhost.features));
-        o.Set("protocolFeatures", Napi::BigInt::New(env, p.vhost.protocol_features));
-        o.Set("mtu", p.vhost.mtu);
-        o.Set("memRegions", p.vhost.mem_regions);
-        Napi::Array vr = Napi::Array::New(env, p.vhost.vrings.size());
-        for (size_t k = 0; k < p.vhost.vrings.size(); k++) {
-          Napi::Object v = Napi::Object::New(env);
-          v.Set("size", p.vhost.vrings[k].size);
-          v.Set("started", p.vhost.vrings[k].started);
-          v.Set("enabled", p.vhost.vrings[k].enabled);
-          v.Set("broken", p.vhost.vrings[k].broken);
-          vr.Set(uint32_t(k), v);
-        }
-        o.Set("vrings", vr);
-      }
-      if (p.kind == "uplink") o.Set("ifname", p.ifname);
+      set_description(o, p.description);
       out.Set(uint32_t(i), o);
     }
     return out;
@@ -633,6 +632,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   for (uint32_t i = 0; i < vw::kPmdCounterCount; i++) p.Set(i, counter_info(env, vw::kPmdCounterInfo[i]));
   exports.Set("queueCounters", q);
   exports.Set("pmdCounters", p);
+  // The limits user input is checked against in TypeScript, stated once, here.
+  Napi::Object limits = Napi::Object::New(env);
+  limits.Set("maxQueuePairs", uint32_t(vw::kMaxQueuePairs));
+  limits.Set("minFrame", vw::kMinFrame);
+  limits.Set("maxFrame", vw::kMaxFrame);
+  limits.Set("maxPmdThreads", vw::Engine::kPmdSets);
+  exports.Set("limits", limits);
   exports.Set("guestBase", Napi::BigInt::New(env, uint64_t(VirtioUser::kGuestBase)));
   return exports;
 }

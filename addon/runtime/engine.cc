@@ -9,8 +9,7 @@
 #include <cstring>
 
 #include "forward/wire.h"
-#include "ports/test/gen.h"
-#include "ports/test/sink.h"
+#include "runtime/port_kind.h"
 
 namespace vw {
 
@@ -108,73 +107,25 @@ bool Engine::check_new_name(const std::string& name, std::string* err) const {
   return true;
 }
 
-bool Engine::add_vhost_user(const std::string& name, const std::string& path, bool client, uint16_t queue_pairs,
-                            std::string* err) {
+bool Engine::add_port(const std::string& kind, const std::string& name, const PortParams& params,
+                      std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
   if (!check_new_name(name, err)) return false;
-  if (queue_pairs < 1 || queue_pairs > kMaxQueuePairs) {
-    *err = "port \"" + name + "\": queues must be 1.." + std::to_string(kMaxQueuePairs);
+  const PortKind* k = find_port_kind(kind);
+  if (!k) {
+    *err = "port \"" + name + "\": there is no port kind \"" + kind + "\"";
     return false;
   }
-  auto vu = std::make_unique<VhostUserPort>(name, path, client, queue_pairs, *this, *block_, events_);
-  if (!vu->start(err)) {
-    *err = "port \"" + name + "\": " + *err;
+  PortContext ctx{*block_, *this, events_, mode_};
+  std::string why;
+  std::unique_ptr<Port> port = k->create(name, params, ctx, &why);
+  if (port && port->counter_set() < 0)
+    why = "no room left for its counters (the switch has " + std::to_string(kQueueSets) + " queue counter sets)";
+  if (!port || !why.empty()) {
+    *err = "port \"" + name + "\": " + why;
     return false;
   }
-  Entry e;
-  e.kind = "vhost-user";
-  e.port = &vu->device();
-  e.counter_set = vu->device().counter_set();
-  e.path = path;
-  e.client = client;
-  e.vhost = std::move(vu);
-  ports_.emplace(name, std::move(e));
-  return true;
-}
-
-void Engine::insert_owned(const std::string& name, const char* kind, std::unique_ptr<Port> port, int counter_set) {
-  Entry e;
-  e.kind = kind;
-  e.port = port.get();
-  e.counter_set = counter_set;
-  e.own = std::move(port);
-  ports_.emplace(name, std::move(e));
-}
-
-bool Engine::add_sink(const std::string& name, std::string* err) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (!check_new_name(name, err)) return false;
-  auto s = std::make_unique<SinkPort>(name, *block_);
-  const int set = s->counter_set();
-  insert_owned(name, "sink", std::move(s), set);
-  return true;
-}
-
-bool Engine::add_gen(const std::string& name, uint32_t size, uint64_t rate, uint64_t count, std::string* err) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (!check_new_name(name, err)) return false;
-  if (size < 60 || size > kMaxFrame) {
-    *err = "port \"" + name + "\": frame size must be 60.." + std::to_string(kMaxFrame);
-    return false;
-  }
-  auto g = std::make_unique<GenPort>(name, size, rate, count, *block_);
-  const int set = g->counter_set();
-  insert_owned(name, "gen", std::move(g), set);
-  return true;
-}
-
-bool Engine::add_uplink(const std::string& name, const std::string& ifname, std::string* err) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (!check_new_name(name, err)) return false;
-  auto u = UplinkPort::open(name, ifname, mode_, *block_, err);
-  if (!u) {
-    *err = "port \"" + name + "\": " + *err;
-    return false;
-  }
-  UplinkPort* up = u.get();
-  insert_owned(name, "uplink", std::move(u), up->counter_set());
-  Entry& e = ports_.at(name);
-  e.uplink = up;
+  ports_.emplace(name, Entry{kind, std::move(port), nullptr});
   return true;
 }
 
@@ -258,17 +209,17 @@ bool Engine::unwire(const std::string& a, std::string* err) {
 
 bool Engine::set_mode(Mode m, std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
-  std::vector<std::pair<UplinkPort*, std::unique_ptr<Port>>> drivers;
+  // Every port prepares its part first; one that cannot run in mode m leaves everything as it was.
+  std::vector<std::unique_ptr<ModeChange>> changes;
   for (auto& [name, e] : ports_) {
-    if (!e.uplink || e.uplink->mode() == m) continue;
-    auto d = e.uplink->open_driver(m, err);
-    if (!d) {
-      *err = "port \"" + name + "\": cannot switch to " + (m == Mode::kKernel ? "kernel" : "bypass") + " mode: " + *err;
+    std::unique_ptr<ModeChange> c;
+    if (!e.port->prepare_mode(m, &c, err)) {
+      *err = "port \"" + name + "\": cannot switch to " + mode_name(m) + " mode: " + *err;
       return false;
     }
-    drivers.emplace_back(e.uplink, std::move(d));
+    if (c) changes.push_back(std::move(c));
   }
-  for (auto& [uplink, driver] : drivers) uplink->install(m, std::move(driver));
+  for (auto& c : changes) c->commit();
   mode_ = m;
   for (auto& p : pmds_) {
     p->pause();
@@ -297,16 +248,13 @@ std::vector<PortSummary> Engine::ports() {
     s.name = name;
     s.kind = e.kind;
     s.queue_pairs = e.port->queue_pairs();
-    s.counter_set = e.counter_set;
+    s.counter_set = e.port->counter_set();
+    e.port->describe(s.description);
     if (e.fwd) {
       s.forwarder = e.fwd->name();
       const Placed& pl = forwarders_.at(e.fwd->name());
       s.pmd = int(pl.pmd->index());
     }
-    s.path = e.path;
-    s.client = e.client;
-    if (e.vhost) s.vhost = e.vhost->info();
-    if (e.uplink) s.ifname = e.uplink->ifname();
     out.push_back(std::move(s));
   }
   return out;

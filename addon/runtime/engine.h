@@ -15,12 +15,11 @@
 
 #include "core/counters.h"
 #include "forward/forwarder.h"
-#include "runtime/mode.h"
+#include "core/mode.h"
 #include "runtime/pmd.h"
 #include "core/port.h"
 #include "runtime/reactor.h"
-#include "ports/uplink/uplink.h"
-#include "ports/vhost_user/vhost_user.h"
+#include "runtime/port_kind.h"
 
 namespace vw {
 
@@ -30,12 +29,7 @@ struct PortSummary {
   uint16_t queue_pairs = 0;
   int counter_set = -1;
   int pmd = -1;
-  // vhost-user only
-  std::string path;
-  bool client = false;
-  VhostUserInfo vhost;
-  // uplink only
-  std::string ifname;
+  Description description;  // what the port says about itself (Port::describe)
 };
 
 struct ForwarderSummary {
@@ -58,19 +52,15 @@ class Engine : public Reactor {
   // Stops and joins every thread, destroys every port (sockets removed). Idempotent.
   void close();
 
-  bool add_vhost_user(const std::string& name, const std::string& path, bool client, uint16_t queue_pairs,
-                      std::string* err);
-  bool add_sink(const std::string& name, std::string* err);
-  bool add_gen(const std::string& name, uint32_t size, uint64_t rate, uint64_t count, std::string* err);
-  // A host uplink on interface ifname, with the driver the current mode wants.
-  bool add_uplink(const std::string& name, const std::string& ifname, std::string* err);
+  // A port of the registered kind (runtime/port_kind.h) from its parameters.
+  bool add_port(const std::string& kind, const std::string& name, const PortParams& params, std::string* err);
   bool remove_port(const std::string& name, std::string* err);
   // Joins a and b in both directions, served by the PMD thread with the fewest receive queues; *pmd says
   // which.
   bool wire(const std::string& a, const std::string& b, uint32_t* pmd, std::string* err);
   bool unwire(const std::string& a, std::string* err);
-  // Switches the PMDs and every uplink's driver. Every new driver is opened first: if one cannot be,
-  // nothing changes and *err says which.
+  // Switches the PMDs' wait policy and every port's part of the mode (an uplink's driver). Every port
+  // prepares first: if one cannot, nothing changes and *err says which.
   bool set_mode(Mode m, std::string* err);
   std::vector<PortSummary> ports();
   std::vector<ForwarderSummary> forwarders();
@@ -84,14 +74,8 @@ class Engine : public Reactor {
  private:
   struct Entry {
     std::string kind;
-    std::unique_ptr<VhostUserPort> vhost;  // vhost-user: the protocol side, owning the device
-    std::unique_ptr<Port> own;             // sink, gen, uplink
-    UplinkPort* uplink = nullptr;          // uplink: own, as an uplink
-    Port* port = nullptr;
-    int counter_set = -1;
+    std::unique_ptr<Port> port;
     Forwarder* fwd = nullptr;  // the forwarder it is a member of
-    std::string path;
-    bool client = false;
   };
   struct Watch {
     uint32_t gen;
@@ -109,8 +93,6 @@ class Engine : public Reactor {
   Pmd& place(std::unique_ptr<Forwarder> fwd);
   // Takes the forwarder port e is in off its PMD and destroys it; engine lock held.
   void unplace(Entry& e);
-  // Adds a port the engine owns outright (sink, gen); engine lock held.
-  void insert_owned(const std::string& name, const char* kind, std::unique_ptr<Port> port, int counter_set);
   void control_loop();
 
   std::mutex mu_;

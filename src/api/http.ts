@@ -6,58 +6,45 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { sysfsStatistics } from './ethtool';
-import type { VringInfo } from '../native';
+import { hostInterface } from '../ports';
 import type { Switch, SwitchPortInfo } from '../switch';
 
 export type PortState = 'connected' | 'disconnected' | 'up';
 
-/** One element of GET /api/ports. Counters are numbers: exact up to 2^53, far beyond any real count. */
+/**
+ * One element of GET /api/ports: what every port has, then whatever its kind says about itself (a
+ * vhost-user port's path, features and vrings, an uplink's interface and driver; see src/ports/<kind>.ts).
+ * Feature bits are hex strings ("0x130000000"); counters are numbers: exact up to 2^53, far beyond any
+ * real count.
+ */
 export interface PortJson {
   name: string;
-  kind: SwitchPortInfo['kind'];
+  kind: string;
   state: PortState;
   queuePairs: number;
   peer: string;
+  forwarder: string;
   pmd: number;
-  path?: string;
-  client?: boolean;
-  /** hex, e.g. "0x130000000" */
-  features?: string;
-  protocolFeatures?: string;
-  mtu?: number;
-  memRegions?: number;
-  vrings?: VringInfo[];
-  /** uplink: the host interface */
-  ifname?: string;
-  /** uplink: the interface's own counters (/sys/class/net/IF/statistics), to compare with ours */
+  /** ports on a host interface: the interface's own counters, to compare with ours */
   interfaceStatistics?: Record<string, number>;
   /** one object per queue pair: counter id -> value */
   counters: Array<Record<string, number>>;
-}
-
-export function portState(p: SwitchPortInfo): PortState {
-  if (p.kind !== 'vhost-user') return 'up';
-  return p.connected ? 'connected' : 'disconnected';
+  [detail: string]: unknown;
 }
 
 export function portToJson(p: SwitchPortInfo): PortJson {
-  const hex = (v: bigint | undefined): string | undefined => (v === undefined ? undefined : `0x${v.toString(16)}`);
+  const { counters, counterSet: _set, ...rest } = p;
+  const details = Object.fromEntries(Object.entries(rest).map(([k, v]) => [k, typeof v === 'bigint' ? `0x${v.toString(16)}` : v]));
   return {
+    ...details,
     name: p.name,
     kind: p.kind,
-    state: portState(p),
+    state: p.state as PortState,
     queuePairs: p.queuePairs,
     peer: p.peer,
+    forwarder: p.forwarder,
     pmd: p.pmd,
-    path: p.path,
-    client: p.client,
-    features: hex(p.features),
-    protocolFeatures: hex(p.protocolFeatures),
-    mtu: p.mtu,
-    memRegions: p.memRegions,
-    vrings: p.vrings,
-    ifname: p.ifname,
-    counters: p.counters.map((set) => Object.fromEntries(Object.entries(set).map(([id, v]) => [id, Number(v)]))),
+    counters: counters.map((set) => Object.fromEntries(Object.entries(set).map(([id, v]) => [id, Number(v)]))),
   };
 }
 
@@ -66,7 +53,8 @@ export async function portsJson(sw: Switch): Promise<PortJson[]> {
   return Promise.all(
     sw.ports().map(async (p) => {
       const j = portToJson(p);
-      if (p.kind === 'uplink' && p.ifname) j.interfaceStatistics = (await sysfsStatistics(p.ifname).catch(() => undefined)) ?? undefined;
+      const ifname = hostInterface(p);
+      if (ifname) j.interfaceStatistics = (await sysfsStatistics(ifname).catch(() => undefined)) ?? undefined;
       return j;
     }),
   );

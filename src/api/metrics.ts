@@ -5,6 +5,7 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import { ethtoolS, sysfsStatistics } from './ethtool';
 import { native } from '../native';
 import type { CounterInfo } from '../native';
+import { hostInterface } from '../ports';
 import type { Switch } from '../switch';
 
 type CounterBlockView = ReturnType<Switch['counterBlock']>;
@@ -95,13 +96,13 @@ export function createRegistry(sw: Switch): Registry {
 
   new Gauge({
     name: `${PREFIX}port_up`,
-    help: 'Whether the port can pass packets: 1 when a vhost-user front end is connected (sink, gen and uplink ports always), 0 otherwise',
+    help: 'Whether the port can pass packets: 1 when it is up or its front end is connected, 0 otherwise',
     labelNames: ['port'],
     registers: [registry],
     collect() {
       this.reset();
       if (sw.closed) return;
-      for (const p of sw.portInfo()) this.set({ port: p.name }, p.kind !== 'vhost-user' || p.connected ? 1 : 0);
+      for (const p of sw.portInfo()) this.set({ port: p.name }, p.state === 'disconnected' ? 0 : 1);
     },
   });
 
@@ -117,11 +118,12 @@ export function createRegistry(sw: Switch): Registry {
       async collect() {
         this.reset();
         if (sw.closed) return;
-        const uplinks = sw.portInfo().filter((p) => p.kind === 'uplink' && p.ifname);
         await Promise.all(
-          uplinks.map(async (p) => {
-            const stats = await read(p.ifname!).catch(() => null);
-            for (const [stat, v] of Object.entries(stats ?? {})) this.set({ port: p.name, interface: p.ifname!, stat }, v);
+          sw.portInfo().map(async (p) => {
+            const ifname = hostInterface(p);
+            if (!ifname) return;
+            const stats = await read(ifname).catch(() => null);
+            for (const [stat, v] of Object.entries(stats ?? {})) this.set({ port: p.name, interface: ifname, stat }, v);
           }),
         );
       },

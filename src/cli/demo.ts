@@ -157,8 +157,8 @@ async function vmDemo(qemu: string, guest: Guest, interrupt: Interrupt): Promise
     sw.on('connected', (e) => console.log(`${e.port}: QEMU connected and negotiated`));
     const sock0 = path.join(dir, 'vm0.sock');
     const sock1 = path.join(dir, 'vm1.sock');
-    sw.addVhostUser({ name: 'vm0', path: sock0 });
-    sw.addVhostUser({ name: 'vm1', path: sock1 });
+    sw.addPort({ kind: 'vhost-user', name: 'vm0', path: sock0, client: false, queues: 1 });
+    sw.addPort({ kind: 'vhost-user', name: 'vm1', path: sock1, client: false, queues: 1 });
     sw.wire('vm0', 'vm1');
     console.log(`switch: vm0 (${sock0}) <-> vm1 (${sock1}), kernel mode, 1 PMD thread`);
 
@@ -254,8 +254,8 @@ async function frontEndDemo(seconds: number, interrupt: Interrupt): Promise<numb
     sw.on('ring-broken', (e) => console.log(`${e.port}: ring broken on vring ${e.queue} (${e.reason})`));
     const vm0 = path.join(dir, 'vm0.sock');
     const vm1 = path.join(dir, 'vm1.sock');
-    sw.addVhostUser({ name: 'vm0', path: vm0 });
-    sw.addVhostUser({ name: 'vm1', path: vm1 });
+    sw.addPort({ kind: 'vhost-user', name: 'vm0', path: vm0, client: false, queues: 1 });
+    sw.addPort({ kind: 'vhost-user', name: 'vm1', path: vm1, client: false, queues: 1 });
     sw.wire('vm0', 'vm1');
     console.log(`switch: vm0 (${vm0}) <-> vm1 (${vm1}), kernel mode, 1 PMD thread`);
 

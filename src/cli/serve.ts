@@ -4,29 +4,11 @@
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
 import { buildServeConfig, DEFAULT_METRICS_PORT } from '../config/options';
 import type { ServeConfig } from '../config/options';
-import type { Switch } from '../switch';
+import { portKind, portKinds } from '../ports';
+import { Switch } from '../switch';
 import type { HttpServer } from '../api/http';
 
 const options = {
-  'vhost-user': {
-    type: 'string',
-    array: true,
-    requiresArg: true,
-    describe: 'a vhost-user port: NAME=PATH[,client][,queues=N] (client: connect to a listening front end; queues 1..8)',
-  },
-  uplink: {
-    type: 'string',
-    array: true,
-    requiresArg: true,
-    describe: 'a host uplink on an existing interface: NAME=IFNAME (kernel mode: an AF_PACKET socket, promiscuous)',
-  },
-  sink: { type: 'string', array: true, requiresArg: true, describe: 'a port that drops what it is sent: NAME' },
-  gen: {
-    type: 'string',
-    array: true,
-    requiresArg: true,
-    describe: 'a port that generates frames: NAME[,size=N][,rate=PPS][,count=N] (size 60..9000, default 64; 0 = unlimited)',
-  },
   wire: { type: 'string', array: true, requiresArg: true, describe: 'join two ports in both directions: A=B (repeatable)' },
   mode: { type: 'string', requiresArg: true, describe: 'bypass (PMDs spin) or kernel (idle PMDs sleep) [default: bypass]' },
   'pmd-cores': { type: 'string', requiresArg: true, describe: 'CPUs to pin one PMD thread each to, e.g. 1, 0,1 or 2-3 [default: one unpinned thread]' },
@@ -35,8 +17,17 @@ const options = {
     requiresArg: true,
     describe: `serve /metrics and /api/ports on HOST:PORT or PORT (host 127.0.0.1); \`vhostwire stats\` looks at ${DEFAULT_METRICS_PORT}`,
   },
-  config: { type: 'string', requiresArg: true, describe: 'JSON file with the same keys (vhostUser, uplink, sink, gen, wire, mode, pmdCores, metrics); flags add to it' },
+  config: {
+    type: 'string',
+    requiresArg: true,
+    describe: `JSON file with the same keys (${[...portKinds.map((k) => k.configKey), 'wire', 'mode', 'pmdCores', 'metrics'].join(', ')}); flags add to it`,
+  },
 } as const;
+
+// One repeatable flag per port kind, from the kinds themselves (src/ports/).
+const portOptions = Object.fromEntries(
+  portKinds.map((k) => [k.flag, { type: 'string', array: true, requiresArg: true, describe: k.help } as const]),
+);
 
 type ServeArgs = InferredOptionTypes<typeof options>;
 
@@ -45,16 +36,14 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
   describe: 'run the backend: ports wired together by busy-poll (PMD) threads',
   builder: (y: Argv) =>
     y
+      .options(portOptions)
       .options(options)
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --vhost-user vm1=/tmp/vm1.sock --wire vm0=vm1', 'two VMs joined')
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --sink s0 --wire vm0=s0 --metrics 9470', 'a VM into a sink, with metrics')
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --uplink up0=eth1 --wire vm0=up0 --mode kernel', 'a VM on the host network'),
   handler: async (argv) => {
     const config = buildServeConfig({
-      vhostUser: argv['vhost-user'],
-      uplink: argv.uplink,
-      sink: argv.sink,
-      gen: argv.gen,
+      ports: Object.fromEntries(portKinds.map((k) => [k.flag, argv[k.flag] as string[] | undefined])),
       wire: argv.wire,
       mode: argv.mode,
       pmdCores: argv['pmd-cores'],
@@ -81,8 +70,6 @@ function untilSignal(): Promise<NodeJS.Signals> {
 
 async function serve(config: ServeConfig): Promise<void> {
   const signal = untilSignal();
-  // Loaded here, not at the top: --help and flag errors must work without the native addon.
-  const { Switch } = await import('../switch');
   const sw = new Switch({ mode: config.mode, pmdCores: config.pmdCores });
   sw.on('connected', (e) => console.log(`${e.port}: connected`));
   sw.on('disconnected', (e) => console.log(`${e.port}: disconnected`));
@@ -115,23 +102,9 @@ function setUp(sw: Switch, config: ServeConfig): void {
   const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
   const threads = sw.pmdCount === 1 && config.pmdCores.length === 0 ? '1 unpinned PMD thread' : `${plural(sw.pmdCount, 'PMD thread')} on CPUs ${config.pmdCores.join(',')}`;
   console.log(`mode ${config.mode}, ${threads}`);
-  for (const v of config.vhostUser) {
-    sw.addVhostUser(v);
-    console.log(`${v.name}: vhost-user ${v.path} (${v.client ? 'client' : 'server'}, ${plural(v.queues, 'queue pair')})`);
-  }
-  for (const u of config.uplink) {
-    sw.addUplink(u);
-    console.log(`${u.name}: uplink on ${u.ifname}`);
-  }
-  for (const name of config.sink) {
-    sw.addSink(name);
-    console.log(`${name}: sink`);
-  }
-  for (const g of config.gen) {
-    sw.addGen(g);
-    const rate = g.rate === 0 ? 'unlimited rate' : `${g.rate} pps`;
-    const count = g.count === 0 ? 'no count limit' : `${g.count} packets`;
-    console.log(`${g.name}: gen ${g.size}-byte frames, ${rate}, ${count}`);
+  for (const spec of config.ports) {
+    sw.addPort(spec);
+    console.log(`${spec.name}: ${portKind(spec.kind).summary(spec)}`);
   }
   for (const [a, b] of config.wire) {
     const w = sw.wire(a, b);

@@ -59,14 +59,14 @@ function render(before: PortJson[], after: PortJson[], seconds: number): string 
   let out = `${table(rows)}\n(RX: what the backend took from the port, TX: what it put into it)`;
   // Uplinks: the interface's own count beside ours. The kernel counts on its side of the socket: what
   // the interface received (which we then take) and transmitted (which we put into it).
-  const uplinks = after.filter((p) => p.kind === 'uplink' && p.interfaceStatistics);
+  const uplinks = after.filter((p) => p.interfaceStatistics);
   if (uplinks.length) {
     const up = [['UPLINK', 'INTERFACE', 'RX', 'KERNEL RX', 'TX', 'KERNEL TX', 'KERNEL DROPS']];
     for (const p of uplinks) {
       const old = before.find((b) => b.name === p.name);
       const ours = (id: string): string => pps((total(p, (k) => k === id) - total(old, (k) => k === id)) / seconds);
       const kernel = (stat: string): number => (p.interfaceStatistics?.[stat] ?? 0) - (old?.interfaceStatistics?.[stat] ?? 0);
-      up.push([p.name, p.ifname ?? '-', ours('RX_PACKETS'), pps(kernel('rx_packets') / seconds), ours('TX_PACKETS'), pps(kernel('tx_packets') / seconds),
+      up.push([p.name, String(p.ifname ?? '-'), ours('RX_PACKETS'), pps(kernel('rx_packets') / seconds), ours('TX_PACKETS'), pps(kernel('tx_packets') / seconds),
         `rx=${p.interfaceStatistics?.rx_dropped ?? 0} tx=${p.interfaceStatistics?.tx_dropped ?? 0}`]);
     }
     out += `\n\n${table(up)}\n(KERNEL: the interface's own counters, /sys/class/net/IF/statistics; \`ethtool -S IF\` and /metrics have the driver's)`;

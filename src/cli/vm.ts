@@ -4,7 +4,7 @@
 // command). With --test it runs the tests, prints the console, powers off and exits 0 when every test
 // passed, 1 otherwise. --print shows the QEMU command line instead of running it.
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
-import { MAX_QUEUE_PAIRS, UsageError } from '../config/options';
+import { limits, UsageError } from '../config/parse';
 
 const options = {
   name: { type: 'string', requiresArg: true, demandOption: true, describe: 'VM name (letters, digits, - and _)' },
@@ -14,7 +14,7 @@ const options = {
     type: 'boolean',
     describe: 'QEMU listens on the socket (server=on,wait=off); serve it with --vhost-user NAME=PATH,client. Default: QEMU connects (reconnect=1)',
   },
-  queues: { type: 'string', requiresArg: true, describe: `queue pairs (1..${MAX_QUEUE_PAIRS}); more than 1 adds mq=on [default: 1]` },
+  queues: { type: 'string', requiresArg: true, describe: `queue pairs (1..${limits.maxQueuePairs}); more than 1 adds mq=on [default: 1]` },
   memory: { type: 'string', requiresArg: true, describe: 'guest RAM in MiB, shared with the backend [default: 256]' },
   hugepages: { type: 'boolean', describe: 'back guest RAM with /dev/hugepages instead of a memfd' },
   mac: { type: 'string', requiresArg: true, describe: 'the NIC MAC [default: 52:54:00 + 3 bytes derived from the name]' },
@@ -78,7 +78,7 @@ export function buildVmConfig(a: VmArgs): VmCliConfig {
     socket: a.socket,
     ip: a.ip,
     server: !!a.server,
-    queues: int('queues', a.queues, 1, MAX_QUEUE_PAIRS, 1),
+    queues: int('queues', a.queues, 1, limits.maxQueuePairs, 1),
     memoryMb: int('memory', a.memory, 64, 65536, 256),
     hugepages: !!a.hugepages,
     mac: a.mac?.toLowerCase(),

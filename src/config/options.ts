@@ -1,50 +1,18 @@
 // User input is validated here, once, at the edge: the command line and the --config file become one
 // flat, checked ServeConfig, and everything below (Switch, native addon) trusts it. Every problem is a
-// UsageError whose one-line message names the flag (or config key) and the bad value.
+// UsageError whose one-line message names the flag (or config key) and the bad value. What is particular to
+// a port kind (its flag, its options, its config entry) lives with the kind in src/ports/.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { Mode } from '../native';
+import { portKinds, type AnyPortSpec } from '../ports';
+import { checkName, checkRange, checkSocketPath, configArray, configObject, configString, configUint, describe, fail, flagWhere, limits, parseUint, UsageError, type Json } from './parse';
 
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+export { UsageError };
 
-export const MAX_QUEUE_PAIRS = 8;
-export const MIN_FRAME = 60;
-export const MAX_FRAME = 9000;
-export const DEFAULT_FRAME = 64;
 export const DEFAULT_METRICS_HOST = '127.0.0.1';
 /** Where `vhostwire stats` looks when no --url is given; serve listens there with `--metrics 9470`. */
 export const DEFAULT_METRICS_PORT = 9470;
-// sun_path is 108 bytes including the terminating NUL.
-const MAX_SOCKET_PATH = 107;
-const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
-// What Linux accepts as an interface name: 1-15 bytes, no '/', ':' or whitespace, not "." or "..".
-const IFNAME_RE = /^[^/:\s]{1,15}$/;
-const MAX_IFNAME = 15;
-
-export interface VhostUserSpec {
-  name: string;
-  path: string;
-  client: boolean;
-  queues: number;
-}
-
-export interface UplinkSpec {
-  name: string;
-  /** host interface */
-  ifname: string;
-}
-
-export interface GenSpec {
-  name: string;
-  /** frame bytes */
-  size: number;
-  /** packets per second, 0 = unlimited */
-  rate: number;
-  /** packets in total, 0 = unlimited */
-  count: number;
-}
 
 export interface Endpoint {
   host: string;
@@ -52,10 +20,8 @@ export interface Endpoint {
 }
 
 export interface ServeConfig {
-  vhostUser: VhostUserSpec[];
-  uplink: UplinkSpec[];
-  sink: string[];
-  gen: GenSpec[];
+  /** Every port, of every kind, config-file ports first, in the order given. */
+  ports: AnyPortSpec[];
   wire: Array<[string, string]>;
   mode: Mode;
   /** CPUs to pin one PMD thread each to; empty: one unpinned PMD thread. */
@@ -65,124 +31,13 @@ export interface ServeConfig {
 
 /** The serve flags as yargs hands them over: raw strings, repeatable flags as arrays. */
 export interface ServeFlags {
-  vhostUser?: string[];
-  uplink?: string[];
-  sink?: string[];
-  gen?: string[];
+  /** Port flags by name ("vhost-user", "uplink", ...): the values of each repeatable flag */
+  ports?: Record<string, string[] | undefined>;
   wire?: string[];
   mode?: string;
   pmdCores?: string;
   metrics?: string;
   config?: string;
-}
-
-function fail(where: string, message: string): never {
-  throw new UsageError(`${where}: ${message}`);
-}
-
-function flagWhere(flag: string, value: string): string {
-  return `${flag} ${JSON.stringify(value)}`;
-}
-
-// Strict decimal: "08" and "1e3" are fine for Number() but are typos on a command line.
-function parseUint(where: string, what: string, text: string): number {
-  if (!/^(0|[1-9][0-9]*)$/.test(text)) fail(where, `${what} must be a non-negative integer, got "${text}"`);
-  const n = Number(text);
-  if (!Number.isSafeInteger(n)) fail(where, `${what} is too large: ${text}`);
-  return n;
-}
-
-function parseRate(where: string, text: string): number {
-  if (!/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(text)) fail(where, `rate must be a non-negative number of packets per second, got "${text}"`);
-  return Number(text);
-}
-
-function checkRange(where: string, what: string, n: number, min: number, max: number): number {
-  if (n < min || n > max) fail(where, `${what} must be ${min}..${max}, got ${n}`);
-  return n;
-}
-
-function checkName(where: string, name: string): string {
-  if (!NAME_RE.test(name)) fail(where, `port name "${name}" must be 1-32 of A-Z a-z 0-9 _ . -`);
-  return name;
-}
-
-function checkSocketPath(where: string, path: string): string {
-  if (path === '') fail(where, 'socket path is empty');
-  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) fail(where, `socket path is longer than ${MAX_SOCKET_PATH} bytes`);
-  return path;
-}
-
-/** `NAME=PATH[,client][,queues=N]` */
-export function parseVhostUser(text: string): VhostUserSpec {
-  const where = flagWhere('--vhost-user', text);
-  const eq = text.indexOf('=');
-  if (eq <= 0 || eq === text.length - 1) fail(where, 'expected NAME=PATH[,client][,queues=N]');
-  const [path, ...opts] = text.slice(eq + 1).split(',');
-  const spec: VhostUserSpec = {
-    name: checkName(where, text.slice(0, eq)),
-    path: checkSocketPath(where, path),
-    client: false,
-    queues: 1,
-  };
-  const seen = new Set<string>();
-  for (const opt of opts) {
-    const [key, value] = splitOption(opt);
-    if (seen.has(key)) fail(where, `option "${key}" given twice`);
-    seen.add(key);
-    if (key === 'client' && value === undefined) spec.client = true;
-    else if (key === 'queues' && value !== undefined)
-      spec.queues = checkRange(where, 'queues', parseUint(where, 'queues', value), 1, MAX_QUEUE_PAIRS);
-    else fail(where, `unknown option "${opt}" (expected client or queues=N)`);
-  }
-  return spec;
-}
-
-export function interfaceExists(ifname: string): boolean {
-  return fs.existsSync(`/sys/class/net/${ifname}`);
-}
-
-function checkInterface(where: string, ifname: string): string {
-  if (!IFNAME_RE.test(ifname) || ifname === '.' || ifname === '..' || Buffer.byteLength(ifname) > MAX_IFNAME)
-    fail(where, `"${ifname}" is not an interface name (1-${MAX_IFNAME} bytes, no '/', ':' or spaces)`);
-  if (!interfaceExists(ifname)) fail(where, `interface "${ifname}" does not exist (no /sys/class/net/${ifname})`);
-  return ifname;
-}
-
-/** `NAME=IFNAME`: the interface must exist now. */
-export function parseUplink(text: string): UplinkSpec {
-  const where = flagWhere('--uplink', text);
-  const eq = text.indexOf('=');
-  if (eq <= 0 || eq === text.length - 1) fail(where, 'expected NAME=IFNAME');
-  return { name: checkName(where, text.slice(0, eq)), ifname: checkInterface(where, text.slice(eq + 1)) };
-}
-
-/** `NAME[,size=N][,rate=PPS][,count=N]` */
-export function parseGen(text: string): GenSpec {
-  const where = flagWhere('--gen', text);
-  const [name, ...opts] = text.split(',');
-  const spec: GenSpec = { name: checkName(where, name), size: DEFAULT_FRAME, rate: 0, count: 0 };
-  const seen = new Set<string>();
-  for (const opt of opts) {
-    const [key, value] = splitOption(opt);
-    if (seen.has(key)) fail(where, `option "${key}" given twice`);
-    seen.add(key);
-    if (value === undefined) fail(where, `unknown option "${opt}" (expected size=N, rate=PPS or count=N)`);
-    if (key === 'size') spec.size = checkRange(where, 'size', parseUint(where, 'size', value), MIN_FRAME, MAX_FRAME);
-    else if (key === 'rate') spec.rate = parseRate(where, value);
-    else if (key === 'count') spec.count = parseUint(where, 'count', value);
-    else fail(where, `unknown option "${opt}" (expected size=N, rate=PPS or count=N)`);
-  }
-  return spec;
-}
-
-function splitOption(opt: string): [string, string | undefined] {
-  const eq = opt.indexOf('=');
-  return eq < 0 ? [opt, undefined] : [opt.slice(0, eq), opt.slice(eq + 1)];
-}
-
-export function parseSink(text: string): string {
-  return checkName(flagWhere('--sink', text), text);
 }
 
 /** `A=B`; whether A and B exist is checked against the whole configuration. */
@@ -227,40 +82,7 @@ export function parseEndpoint(text: string, where = flagWhere('--metrics', text)
 
 // ---- the --config file ----
 
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-type JsonObject = { [key: string]: Json };
-
-const CONFIG_KEYS = ['vhostUser', 'uplink', 'sink', 'gen', 'wire', 'mode', 'pmdCores', 'metrics'];
-
-function isObject(v: Json | undefined): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function describe(v: Json | undefined): string {
-  return v === undefined ? 'nothing' : JSON.stringify(v);
-}
-
-function configString(where: string, v: Json | undefined): string {
-  if (typeof v !== 'string') fail(where, `expected a string, got ${describe(v)}`);
-  return v;
-}
-
-function configUint(where: string, v: Json | undefined): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
-    fail(where, `expected a non-negative integer, got ${describe(v)}`);
-  return v;
-}
-
-function configArray(where: string, v: Json | undefined): Json[] {
-  if (!Array.isArray(v)) fail(where, `expected an array, got ${describe(v)}`);
-  return v;
-}
-
-function configObject(where: string, v: Json | undefined, keys: string[]): JsonObject {
-  if (!isObject(v)) fail(where, `expected an object, got ${describe(v)}`);
-  for (const key of Object.keys(v)) if (!keys.includes(key)) fail(where, `unknown key "${key}" (expected ${keys.join(', ')})`);
-  return v;
-}
+const CONFIG_KEYS = [...portKinds.map((k) => k.configKey), 'wire', 'mode', 'pmdCores', 'metrics'];
 
 /** A config file's contents, checked; keys the file does not give stay undefined. */
 type ConfigFile = Partial<ServeConfig>;
@@ -281,48 +103,11 @@ export function loadConfigFile(file: string, cpuCount = os.cpus().length): Confi
   }
   const obj = configObject(top, json, CONFIG_KEYS);
   const out: ConfigFile = {};
-  if (obj.vhostUser !== undefined) {
-    out.vhostUser = configArray(`${top}: vhostUser`, obj.vhostUser).map((item, i) => {
-      const where = `${top}: vhostUser[${i}]`;
-      const o = configObject(where, item, ['name', 'path', 'client', 'queues']);
-      if (o.client !== undefined && typeof o.client !== 'boolean')
-        fail(`${where}.client`, `expected true or false, got ${describe(o.client)}`);
-      return {
-        name: checkName(where, configString(`${where}.name`, o.name)),
-        path: checkSocketPath(where, configString(`${where}.path`, o.path)),
-        client: o.client === true,
-        queues: o.queues === undefined ? 1 : checkRange(where, 'queues', configUint(`${where}.queues`, o.queues), 1, MAX_QUEUE_PAIRS),
-      };
-    });
-  }
-  if (obj.uplink !== undefined) {
-    out.uplink = configArray(`${top}: uplink`, obj.uplink).map((item, i) => {
-      const where = `${top}: uplink[${i}]`;
-      const o = configObject(where, item, ['name', 'ifname']);
-      return {
-        name: checkName(where, configString(`${where}.name`, o.name)),
-        ifname: checkInterface(where, configString(`${where}.ifname`, o.ifname)),
-      };
-    });
-  }
-  if (obj.sink !== undefined) {
-    out.sink = configArray(`${top}: sink`, obj.sink).map((item, i) =>
-      checkName(`${top}: sink[${i}]`, configString(`${top}: sink[${i}]`, item)),
-    );
-  }
-  if (obj.gen !== undefined) {
-    out.gen = configArray(`${top}: gen`, obj.gen).map((item, i) => {
-      const where = `${top}: gen[${i}]`;
-      const o = configObject(where, item, ['name', 'size', 'rate', 'count']);
-      if (o.rate !== undefined && (typeof o.rate !== 'number' || !Number.isFinite(o.rate) || o.rate < 0))
-        fail(`${where}.rate`, `expected a non-negative number, got ${describe(o.rate)}`);
-      return {
-        name: checkName(where, configString(`${where}.name`, o.name)),
-        size: o.size === undefined ? DEFAULT_FRAME : checkRange(where, 'size', configUint(`${where}.size`, o.size), MIN_FRAME, MAX_FRAME),
-        rate: o.rate ?? 0,
-        count: o.count === undefined ? 0 : configUint(`${where}.count`, o.count),
-      };
-    });
+  for (const kind of portKinds) {
+    const items = obj[kind.configKey];
+    if (items === undefined) continue;
+    const specs = configArray(`${top}: ${kind.configKey}`, items).map((item, i) => kind.parseConfig(`${top}: ${kind.configKey}[${i}]`, item));
+    out.ports = [...(out.ports ?? []), ...(specs as AnyPortSpec[])];
   }
   if (obj.wire !== undefined) {
     out.wire = configArray(`${top}: wire`, obj.wire).map((item, i) => {
@@ -357,17 +142,15 @@ function wireWhere(a: string, b: string, fromFile: boolean): string {
 
 /**
  * Merges the config file (if any) with the flags: list flags add to the file's lists, single-valued
- * flags override the file. Then checks what only the whole configuration can tell (unique names and
- * paths, wires between existing ports).
+ * flags override the file. Then checks what only the whole configuration can tell (unique names,
+ * resources only one port may hold, wires between existing ports).
  */
 export function buildServeConfig(flags: ServeFlags, cpuCount = os.cpus().length): ServeConfig {
   const file = flags.config === undefined ? {} : loadConfigFile(flags.config, cpuCount);
   const fileWires = file.wire ?? [];
+  const fromFlags = portKinds.flatMap((kind) => (flags.ports?.[kind.flag] ?? []).map((text) => kind.parseFlag(text) as AnyPortSpec));
   const config: ServeConfig = {
-    vhostUser: [...(file.vhostUser ?? []), ...(flags.vhostUser ?? []).map(parseVhostUser)],
-    uplink: [...(file.uplink ?? []), ...(flags.uplink ?? []).map(parseUplink)],
-    sink: [...(file.sink ?? []), ...(flags.sink ?? []).map(parseSink)],
-    gen: [...(file.gen ?? []), ...(flags.gen ?? []).map(parseGen)],
+    ports: [...(file.ports ?? []), ...fromFlags],
     wire: [...fileWires, ...(flags.wire ?? []).map(parseWire)],
     mode: flags.mode === undefined ? (file.mode ?? 'bypass') : parseMode(flags.mode),
     pmdCores: flags.pmdCores === undefined ? (file.pmdCores ?? []) : parsePmdCores(flags.pmdCores, cpuCount),
@@ -375,27 +158,21 @@ export function buildServeConfig(flags: ServeFlags, cpuCount = os.cpus().length)
   };
 
   const names = new Map<string, string>();
-  const claim = (flag: string, name: string): void => {
-    const previous = names.get(name);
-    if (previous !== undefined) fail(`${flag} ${JSON.stringify(name)}`, `port name "${name}" is already used by ${previous}`);
-    names.set(name, flag);
-  };
-  const paths = new Map<string, string>();
-  for (const v of config.vhostUser) {
-    claim('--vhost-user', v.name);
-    const other = paths.get(v.path);
-    if (other !== undefined) fail(`--vhost-user ${JSON.stringify(v.name)}`, `socket path ${v.path} is already used by port "${other}"`);
-    paths.set(v.path, v.name);
+  const held = new Map<string, string>();
+  for (const spec of config.ports) {
+    const kind = portKinds.find((k) => k.kind === spec.kind)!;
+    const where = `--${kind.flag} ${JSON.stringify(spec.name)}`;
+    const previous = names.get(spec.name);
+    if (previous !== undefined) fail(where, `port name "${spec.name}" is already used by ${previous}`);
+    names.set(spec.name, `--${kind.flag}`);
+    const res = kind.exclusive?.(spec);
+    if (res) {
+      const key = `${res.what}\0${res.value}`;
+      const other = held.get(key);
+      if (other !== undefined) fail(where, `${res.what} ${res.value} is already used by port "${other}"`);
+      held.set(key, spec.name);
+    }
   }
-  const interfaces = new Map<string, string>();
-  for (const u of config.uplink) {
-    claim('--uplink', u.name);
-    const other = interfaces.get(u.ifname);
-    if (other !== undefined) fail(`--uplink ${JSON.stringify(u.name)}`, `interface ${u.ifname} is already used by uplink "${other}"`);
-    interfaces.set(u.ifname, u.name);
-  }
-  for (const s of config.sink) claim('--sink', s);
-  for (const g of config.gen) claim('--gen', g.name);
 
   const wired = new Map<string, string>();
   config.wire.forEach(([a, b], i) => {
@@ -440,12 +217,18 @@ export interface PeerConfig {
 
 export const DEFAULT_PEER_SECONDS = 10;
 
+// Our front end paces its transmit thread by time, so a fraction of a packet per second is meaningful.
+function parseRate(where: string, text: string): number {
+  if (!/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(text)) fail(where, `rate must be a non-negative number of packets per second, got "${text}"`);
+  return Number(text);
+}
+
 /** Without --tx or --rx the peer receives: listening is the harmless default. */
 export function buildPeerConfig(flags: PeerFlags): PeerConfig {
   if (flags.connect === undefined) fail('--connect', 'the socket path is required');
   const path = checkSocketPath(flagWhere('--connect', flags.connect), flags.connect);
   const txSize =
-    flags.tx === undefined ? 0 : checkRange(flagWhere('--tx', flags.tx), 'size', parseUint(flagWhere('--tx', flags.tx), 'size', flags.tx), MIN_FRAME, MAX_FRAME);
+    flags.tx === undefined ? 0 : checkRange(flagWhere('--tx', flags.tx), 'size', parseUint(flagWhere('--tx', flags.tx), 'size', flags.tx), limits.minFrame, limits.maxFrame);
   for (const [flag, value] of [['--rate', flags.rate], ['--count', flags.count]] as const) {
     if (value !== undefined && txSize === 0) fail(flagWhere(flag, value), 'only meaningful with --tx SIZE');
   }
@@ -458,7 +241,7 @@ export function buildPeerConfig(flags: PeerFlags): PeerConfig {
   return {
     path,
     server: flags.server === true,
-    queues: flags.queues === undefined ? 1 : checkRange(flagWhere('--queues', flags.queues), 'queues', parseUint(flagWhere('--queues', flags.queues), 'queues', flags.queues), 1, MAX_QUEUE_PAIRS),
+    queues: flags.queues === undefined ? 1 : checkRange(flagWhere('--queues', flags.queues), 'queues', parseUint(flagWhere('--queues', flags.queues), 'queues', flags.queues), 1, limits.maxQueuePairs),
     txSize,
     txRate: flags.rate === undefined ? 0 : parseRate(flagWhere('--rate', flags.rate), flags.rate),
     txCount: flags.count === undefined ? 0 : parseUint(flagWhere('--count', flags.count), 'count', flags.count),

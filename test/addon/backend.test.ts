@@ -193,7 +193,7 @@ t.test('client socket: we connect to a listening front end and reconnect after i
   t.teardown(() => f.close());
   const pb = f.vhost('b');
   const pa = f.sock('a');
-  f.engine.addVhostUser('a', pa, true, 1);
+  f.engine.addPort('vhost-user', 'a', { path: pa, client: true, queues: 1 });
   f.engine.wire('a', 'b');
   const b = f.peer({ path: pb });
   for (let round = 0; round < 2; round++) {

@@ -146,10 +146,10 @@ const g0p = f.vhost('g0');
 const g1p = f.vhost('g1');
 f.engine.wire('g0', 'g1');
 const vp = f.vhost('v');
-f.engine.addGen('gen', 64, 5000, 0);
+f.engine.addPort('gen', 'gen', { size: 64, rate: 5000, count: 0 });
 f.engine.wire('v', 'gen');
 // A faster generator for the receive-side racer (rate-limited, so the kernel-mode PMD still sleeps).
-f.engine.addGen('genfast', 64, 200000, 0);
+f.engine.addPort('gen', 'genfast', { size: 64, rate: 200000, count: 0 });
 const g0 = f.peer({ path: g0p });
 const g1 = f.peer({ path: g1p });
 
@@ -1150,7 +1150,7 @@ t.test('a front end that truncates its memory file after SET_MEM_TABLE breaks on
 
       // 2. A gen feeds w; w's front end truncates its memory to nothing: the PMD faults on the rings.
       const wp = f.vhost('w');
-      f.engine.addGen('gen', 64, 5000, 0);
+      f.engine.addPort('gen', 'gen', { size: 64, rate: 5000, count: 0 });
       f.engine.wire('w', 'gen');
       const hw = f.peer({ path: wp, memSize: ${VICTIM_MEM} });
       await f.waitConnected('w');

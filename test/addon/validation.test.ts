@@ -22,7 +22,7 @@ async function setup(t: Test, opts: { indirect?: boolean } = {}): Promise<Hostil
   const g0p = f.vhost('g0');
   const g1p = f.vhost('g1');
   f.engine.wire('g0', 'g1');
-  f.engine.addGen('gen', 64, 2000, 0);
+  f.engine.addPort('gen', 'gen', { size: 64, rate: 2000, count: 0 });
   const hp = f.vhost('h');
   const good: [NativeVirtioUser, NativeVirtioUser] = [f.peer({ path: g0p }), f.peer({ path: g1p })];
   const h = f.peer({ path: hp, queueSize: QSIZE, indirect: opts.indirect ?? true });

@@ -175,7 +175,7 @@ function setup(t: Test, net: Net, mode: 'kernel' | 'bypass' = 'kernel') {
   const f = new Fixture(mode);
   t.teardown(() => f.close());
   const path = f.vhost('vm');
-  f.engine.addUplink('up', net.host);
+  f.engine.addPort('uplink', 'up', { ifname: net.host });
   f.engine.wire('vm', 'up');
   const fe = f.peer({ path });
   return { f, fe };
@@ -209,7 +209,7 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     const f = new Fixture('kernel');
     t.teardown(() => f.close());
     const missing = `vwnone${process.pid}`.slice(0, 15);
-    t.throws(() => f.engine.addUplink('up', missing), { message: `port "up": interface "${missing}" does not exist` });
+    t.throws(() => f.engine.addPort('uplink', 'up', { ifname: missing }), { message: `port "up": interface "${missing}" does not exist` });
     t.same(f.engine.ports(), [], 'no port was added');
   });
 
@@ -218,7 +218,7 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
   t.test(`${mode} mode: ping through the kernel stack, then counted frames both ways`, async (t) => {
     const { f, fe } = setup(t, net, mode);
     await f.waitConnected('vm');
-    t.same(f.port('up'), { name: 'up', kind: 'uplink', queuePairs: 1, counterSet: f.port('up').counterSet, forwarder: 'vm=up', pmd: 0, ifname: net.host });
+    t.same(f.port('up'), { name: 'up', kind: 'uplink', queuePairs: 1, counterSet: f.port('up').counterSet, forwarder: 'vm=up', pmd: 0, state: 'up', ifname: net.host, driver: mode === 'kernel' ? 'af_packet' : 'af_xdp' });
     t.equal(net.hostPromiscuity(), 1, 'the interface is in promiscuous mode');
 
     for (let seq = 1; seq <= 3; seq++) await ping(t, net, fe, seq);
@@ -312,7 +312,7 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     const fe = f.peer({ path });
     await f.waitConnected('vm');
     const fds0 = openFds();
-    f.engine.addUplink('up', net.host);
+    f.engine.addPort('uplink', 'up', { ifname: net.host });
     t.equal(openFds(), fds0 + 1, 'the uplink holds one fd, its socket');
     f.engine.wire('vm', 'up');
     await ping(t, net, fe, 1);

@@ -2,7 +2,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { native, type Mode, type NativeEngine, type NativeVirtioUser, type PortEvent, type VirtioUserOptions } from '../../src/native';
+import { native, type Mode, type NativeEngine, type NativeVirtioUser, type PortEvent, type PortInfo, type VirtioUserOptions } from '../../src/native';
+import type { UplinkDetails, VhostUserDetails } from '../../src/ports';
 
 export const VRING_DESC_F_NEXT = 1;
 export const VRING_DESC_F_WRITE = 2;
@@ -33,7 +34,7 @@ export class Fixture {
 
   vhost(name: string, queuePairs = 1, client = false): string {
     const p = this.sock(name);
-    this.engine.addVhostUser(name, p, client, queuePairs);
+    this.engine.addPort('vhost-user', name, { path: p, client, queues: queuePairs });
     return p;
   }
 
@@ -43,7 +44,8 @@ export class Fixture {
     return vu;
   }
 
-  port(name: string) {
+  /** A port as the addon describes it, with the fields of the kinds these tests use. */
+  port(name: string): PortInfo & Partial<VhostUserDetails & UplinkDetails> {
     const p = this.engine.ports().find((x) => x.name === name);
     if (!p) throw new Error(`no port ${name}`);
     return p;

@@ -1,22 +1,27 @@
 // Every way the serve and peer flags (and the --config file) can be wrong, and how the file and the
-// flags merge. Pure TypeScript: no addon, no processes.
+// flags merge. No processes; the limits come from the addon (native.limits).
 import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import {
-  buildPeerConfig,
-  buildServeConfig,
-  parseEndpoint,
-  parseGen,
-  parseMode,
-  parsePmdCores,
-  parseSink,
-  parseUplink,
-  parseVhostUser,
-  parseWire,
-  UsageError,
-} from '../../src/config/options';
+import { buildPeerConfig, buildServeConfig as build, parseEndpoint, parseMode, parsePmdCores, parseWire, UsageError } from '../../src/config/options';
 import type { ServeFlags } from '../../src/config/options';
+import { gen } from '../../src/ports/gen';
+import { sink } from '../../src/ports/sink';
+import { uplink } from '../../src/ports/uplink';
+import { vhostUser } from '../../src/ports/vhost-user';
+
+const parseVhostUser = (text: string) => vhostUser.parseFlag(text);
+const parseUplink = (text: string) => uplink.parseFlag(text);
+const parseSink = (text: string) => sink.parseFlag(text);
+const parseGen = (text: string) => gen.parseFlag(text);
+
+/** The port flags by kind, as yargs hands them to serve (ServeFlags.ports). */
+type Flags = Omit<ServeFlags, 'ports'> & { vhostUser?: string[]; uplink?: string[]; sink?: string[]; gen?: string[] };
+function buildServeConfig(f: Flags, cpus?: number) {
+  const { vhostUser: v, uplink: u, sink: s, gen: g, ...rest } = f;
+  return build({ ...rest, ports: { 'vhost-user': v, uplink: u, sink: s, gen: g } }, cpus);
+}
+const ofKind = (c: ReturnType<typeof buildServeConfig>, kind: string) => c.ports.filter((p) => p.kind === kind);
 import { tempDir } from '../support/helpers';
 
 /** Asserts fn throws a one-line UsageError whose message starts with `prefix` and contains `part`. */
@@ -35,9 +40,9 @@ function rejects(tt: Test, fn: () => unknown, prefix: string, part: string | Reg
 }
 
 t.test('--vhost-user', async (t) => {
-  t.same(parseVhostUser('vm0=/tmp/vm0.sock'), { name: 'vm0', path: '/tmp/vm0.sock', client: false, queues: 1 });
-  t.same(parseVhostUser('a.b-c_9=/x,client,queues=8'), { name: 'a.b-c_9', path: '/x', client: true, queues: 8 });
-  t.same(parseVhostUser('vm0=/x,queues=2,client'), { name: 'vm0', path: '/x', client: true, queues: 2 });
+  t.same(parseVhostUser('vm0=/tmp/vm0.sock'), { kind: 'vhost-user', name: 'vm0', path: '/tmp/vm0.sock', client: false, queues: 1 });
+  t.same(parseVhostUser('a.b-c_9=/x,client,queues=8'), { kind: 'vhost-user', name: 'a.b-c_9', path: '/x', client: true, queues: 8 });
+  t.same(parseVhostUser('vm0=/x,queues=2,client'), { kind: 'vhost-user', name: 'vm0', path: '/x', client: true, queues: 2 });
   const bad: Array<[string, string | RegExp]> = [
     ['vm0', 'expected NAME=PATH[,client][,queues=N]'],
     ['', 'expected NAME=PATH'],
@@ -63,17 +68,18 @@ t.test('--vhost-user', async (t) => {
 });
 
 t.test('--gen', async (t) => {
-  t.same(parseGen('g0'), { name: 'g0', size: 64, rate: 0, count: 0 });
-  t.same(parseGen('g0,size=1518,rate=1000.5,count=10'), { name: 'g0', size: 1518, rate: 1000.5, count: 10 });
-  t.same(parseGen('g0,size=60'), { name: 'g0', size: 60, rate: 0, count: 0 });
-  t.same(parseGen('g0,size=9000'), { name: 'g0', size: 9000, rate: 0, count: 0 });
+  t.same(parseGen('g0'), { kind: 'gen', name: 'g0', size: 64, rate: 0, count: 0 });
+  t.same(parseGen('g0,size=1518,rate=1000,count=10'), { kind: 'gen', name: 'g0', size: 1518, rate: 1000, count: 10 });
+  t.same(parseGen('g0,size=60'), { kind: 'gen', name: 'g0', size: 60, rate: 0, count: 0 });
+  t.same(parseGen('g0,size=65535'), { kind: 'gen', name: 'g0', size: 65535, rate: 0, count: 0 }, 'up to the largest frame the addon forwards');
   const bad: Array<[string, string]> = [
     ['', 'port name ""'],
     ['g!,size=64', 'port name "g!"'],
-    ['g0,size=59', 'size must be 60..9000, got 59'],
-    ['g0,size=9001', 'size must be 60..9000, got 9001'],
+    ['g0,size=59', 'size must be 60..65535, got 59'],
+    ['g0,size=65536', 'size must be 60..65535, got 65536'],
     ['g0,size=big', 'size must be a non-negative integer, got "big"'],
-    ['g0,rate=-1', 'rate must be a non-negative number of packets per second, got "-1"'],
+    ['g0,rate=-1', 'rate must be a non-negative integer, got "-1"'],
+    ['g0,rate=1000.5', 'rate must be a non-negative integer, got "1000.5"'],
     ['g0,rate=1e6', 'got "1e6"'],
     ['g0,count=-5', 'count must be a non-negative integer, got "-5"'],
     ['g0,count=1.5', 'count must be a non-negative integer, got "1.5"'],
@@ -86,7 +92,7 @@ t.test('--gen', async (t) => {
 });
 
 t.test('--sink', async (t) => {
-  t.equal(parseSink('s0'), 's0');
+  t.same(parseSink('s0'), { kind: 'sink', name: 's0' });
   rejects(t, () => parseSink(''), '--sink "": ', 'port name ""');
   rejects(t, () => parseSink('s,0'), '--sink "s,0": ', 'port name "s,0"');
 });
@@ -145,7 +151,7 @@ t.test('--metrics', async (t) => {
 
 t.test('--uplink', async (t) => {
   // lo exists on every Linux machine; the missing name is made unique to this run.
-  t.same(parseUplink('up0=lo'), { name: 'up0', ifname: 'lo' });
+  t.same(parseUplink('up0=lo'), { kind: 'uplink', name: 'up0', ifname: 'lo' });
   const missing = `vwnone${process.pid}`.slice(0, 15);
   const bad: Array<[string, string]> = [
     ['up0', 'expected NAME=IFNAME'],
@@ -159,26 +165,23 @@ t.test('--uplink', async (t) => {
     [`up0=${missing}`, `interface "${missing}" does not exist (no /sys/class/net/${missing})`],
   ];
   for (const [text, part] of bad) rejects(t, () => parseUplink(text), `--uplink ${JSON.stringify(text)}: `, part);
-  rejects(t, () => buildServeConfig({ uplink: ['a=lo', 'b=lo'] }, 2), '--uplink "b": ', 'interface lo is already used by uplink "a"');
+  rejects(t, () => buildServeConfig({ uplink: ['a=lo', 'b=lo'] }, 2), '--uplink "b": ', 'interface lo is already used by port "a"');
   rejects(t, () => buildServeConfig({ uplink: ['a=lo'], sink: ['a'] }, 2), '--sink "a": ', 'port name "a" is already used by --uplink');
 });
 
 t.test('whole configuration', async (t) => {
-  const two: ServeFlags = { vhostUser: ['vm0=/tmp/a.sock', 'vm1=/tmp/b.sock'] };
+  const two: Flags = { vhostUser: ['vm0=/tmp/a.sock', 'vm1=/tmp/b.sock'] };
   t.same(buildServeConfig({ ...two, wire: ['vm0=vm1'] }, 2), {
-    vhostUser: [
-      { name: 'vm0', path: '/tmp/a.sock', client: false, queues: 1 },
-      { name: 'vm1', path: '/tmp/b.sock', client: false, queues: 1 },
+    ports: [
+      { kind: 'vhost-user', name: 'vm0', path: '/tmp/a.sock', client: false, queues: 1 },
+      { kind: 'vhost-user', name: 'vm1', path: '/tmp/b.sock', client: false, queues: 1 },
     ],
-    uplink: [],
-    sink: [],
-    gen: [],
     wire: [['vm0', 'vm1']],
     mode: 'bypass',
     pmdCores: [],
     metrics: null,
   });
-  t.same(buildServeConfig({}, 2).vhostUser, [], 'nothing at all is a valid (idle) switch');
+  t.same(buildServeConfig({}, 2).ports, [], 'nothing at all is a valid (idle) switch');
   rejects(t, () => buildServeConfig({ ...two, wire: ['vm0=vm9'] }, 2), '--wire vm0=vm9: ', 'no port named "vm9"');
   rejects(t, () => buildServeConfig({ ...two, wire: ['vm0=vm0'] }, 2), '--wire vm0=vm0: ', 'cannot be wired to itself');
   rejects(t, () => buildServeConfig({ ...two, sink: ['s0'], wire: ['vm0=vm1', 's0=vm1'] }, 2), '--wire s0=vm1: ', 'port "vm1" is already wired (vm0=vm1)');
@@ -210,15 +213,13 @@ t.test('--config file', async (t) => {
       metrics: '9470',
     });
     t.same(buildServeConfig({ config: file }, 2), {
-      vhostUser: [
-        { name: 'vm0', path: '/tmp/a.sock', client: false, queues: 1 },
-        { name: 'vm1', path: '/tmp/b.sock', client: true, queues: 4 },
-      ],
-      uplink: [{ name: 'up0', ifname: 'lo' }],
-      sink: ['s0'],
-      gen: [
-        { name: 'g0', size: 128, rate: 10, count: 5 },
-        { name: 'g1', size: 64, rate: 0, count: 0 },
+      ports: [
+        { kind: 'vhost-user', name: 'vm0', path: '/tmp/a.sock', client: false, queues: 1 },
+        { kind: 'vhost-user', name: 'vm1', path: '/tmp/b.sock', client: true, queues: 4 },
+        { kind: 'uplink', name: 'up0', ifname: 'lo' },
+        { kind: 'sink', name: 's0' },
+        { kind: 'gen', name: 'g0', size: 128, rate: 10, count: 5 },
+        { kind: 'gen', name: 'g1', size: 64, rate: 0, count: 0 },
       ],
       wire: [['vm0', 'vm1']],
       mode: 'kernel',
@@ -229,9 +230,9 @@ t.test('--config file', async (t) => {
       { config: file, vhostUser: ['vm2=/tmp/c.sock'], sink: ['s1'], gen: ['g2'], wire: ['vm2=s0'], mode: 'bypass', pmdCores: '1', metrics: '0.0.0.0:1' },
       2,
     );
-    t.same(merged.vhostUser.map((v) => v.name), ['vm0', 'vm1', 'vm2'], 'file ports first, then the flags');
-    t.same(merged.sink, ['s0', 's1']);
-    t.same(merged.gen.map((g) => g.name), ['g0', 'g1', 'g2']);
+    t.same(ofKind(merged, 'vhost-user').map((v) => v.name), ['vm0', 'vm1', 'vm2'], 'file ports first, then the flags');
+    t.same(ofKind(merged, 'sink').map((v) => v.name), ['s0', 's1']);
+    t.same(ofKind(merged, 'gen').map((g) => g.name), ['g0', 'g1', 'g2']);
     t.same(merged.wire, [['vm0', 'vm1'], ['vm2', 's0']]);
     t.equal(merged.mode, 'bypass');
     t.same(merged.pmdCores, [1]);
@@ -264,8 +265,8 @@ t.test('--config file', async (t) => {
       [{ uplink: [{ name: 'up0', ifname: 'vw/x' }] }, 'uplink[0]: "vw/x" is not an interface name'],
       [{ sink: 's0' }, 'sink: expected an array, got "s0"'],
       [{ sink: [1] }, 'sink[0]: expected a string, got 1'],
-      [{ gen: [{ name: 'g0', size: 10 }] }, 'gen[0]: size must be 60..9000, got 10'],
-      [{ gen: [{ name: 'g0', rate: -1 }] }, 'gen[0].rate: expected a non-negative number, got -1'],
+      [{ gen: [{ name: 'g0', size: 10 }] }, 'gen[0]: size must be 60..65535, got 10'],
+      [{ gen: [{ name: 'g0', rate: -1 }] }, 'gen[0].rate: expected a non-negative integer, got -1'],
       [{ gen: [{ name: 'g0', count: -1 }] }, 'gen[0].count: expected a non-negative integer, got -1'],
       [{ gen: [{ name: 'g0', burst: 1 }] }, 'gen[0]: unknown key "burst"'],
       [{ wire: ['a=b'] }, 'wire[0]: expected an array, got "a=b"'],
@@ -311,7 +312,7 @@ t.test('peer flags', async (t) => {
   t.equal(buildPeerConfig({ connect: '/x', tx: '64', rx: true }).rx, true);
   rejects(t, () => buildPeerConfig({}), '--connect: ', 'required');
   rejects(t, () => buildPeerConfig({ connect: '' }), '--connect "": ', 'socket path is empty');
-  rejects(t, () => buildPeerConfig({ connect: '/x', tx: '59' }), '--tx "59": ', 'size must be 60..9000, got 59');
+  rejects(t, () => buildPeerConfig({ connect: '/x', tx: '59' }), '--tx "59": ', 'size must be 60..65535, got 59');
   rejects(t, () => buildPeerConfig({ connect: '/x', tx: 'big' }), '--tx "big": ', 'non-negative integer');
   rejects(t, () => buildPeerConfig({ connect: '/x', rate: '10' }), '--rate "10": ', 'only meaningful with --tx SIZE');
   rejects(t, () => buildPeerConfig({ connect: '/x', count: '10' }), '--count "10": ', 'only meaningful with --tx SIZE');

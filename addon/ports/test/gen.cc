@@ -1,6 +1,7 @@
 #include "ports/test/gen.h"
 
 #include "core/clock.h"
+#include "runtime/port_kind.h"
 
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -49,20 +50,18 @@ void build_frame(uint8_t* f, uint32_t size) {
 
 GenPort::GenPort(std::string name, uint32_t size, uint64_t rate, uint64_t count, CounterBlock& block)
     : Port(std::move(name)),
-      block_(block),
-      counter_set_(block.alloc_queue_sets(1)),
+      sets_(block, 1),
       size_(size),
       rate_(rate),
       count_(count),
       frame_(new uint8_t[size]) {
-  if (counter_set_ >= 0) counters_.shared = block.queue_set(uint32_t(counter_set_));
+  counters_.shared = sets_.set(0);
   build_frame(frame_.get(), size);
   if (rate_) timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 }
 
 GenPort::~GenPort() {
   if (timer_fd_ >= 0) close(timer_fd_);
-  if (counter_set_ >= 0) block_.free_queue_sets(counter_set_, 1);
 }
 
 // Packets that should have been produced by now_ns under the rate limit.
@@ -119,5 +118,25 @@ void GenPort::disarm_wakeup() {
     // Not expired yet: nothing to drain.
   }
 }
+
+void GenPort::describe(Description& d) const {
+  Port::describe(d);
+  d.set("size", size_);
+  d.set("rate", double(rate_));
+  d.set("count", double(count_));
+}
+
+namespace {
+std::unique_ptr<Port> create_gen(const std::string& name, const PortParams& p, PortContext& ctx, std::string* err) {
+  uint64_t size, rate, count;
+  if (!p.num("size", 64, kMinFrame, kMaxFrame, &size, err) || !p.num("rate", 0, 0, UINT64_MAX >> 11, &rate, err) ||
+      !p.num("count", 0, 0, UINT64_MAX >> 11, &count, err))
+    return nullptr;
+  return std::make_unique<GenPort>(name, uint32_t(size), rate, count, ctx.counters);
+}
+}  // namespace
+
+// Registered in runtime/port_kinds.cc (extern: a namespace-scope const is otherwise private to this file).
+extern const PortKind kGenKind = {"gen", create_gen};
 
 }  // namespace vw

@@ -27,13 +27,13 @@ class GenPort : public Port {
   bool holds_until_peer_ready() const override { return true; }
   bool arm_wakeup(std::vector<pollfd>& fds) override;
   void disarm_wakeup() override;
-  int counter_set() const { return counter_set_; }
+  int counter_set() const override { return sets_.first(); }
+  void describe(Description& d) const override;
 
  private:
   uint64_t due(uint64_t now_ns) const;
 
-  CounterBlock& block_;
-  int counter_set_;
+  CounterSets sets_;
   QueueCounters counters_;
   uint32_t size_;
   uint64_t rate_, count_, sent_ = 0;

@@ -2,15 +2,13 @@
 
 #include <cstring>
 
+#include "runtime/port_kind.h"
+
 namespace vw {
 
 SinkPort::SinkPort(std::string name, CounterBlock& block)
-    : Port(std::move(name)), block_(block), counter_set_(block.alloc_queue_sets(1)), buf_(new uint8_t[kMaxFrame]) {
-  if (counter_set_ >= 0) counters_.shared = block.queue_set(uint32_t(counter_set_));
-}
-
-SinkPort::~SinkPort() {
-  if (counter_set_ >= 0) block_.free_queue_sets(counter_set_, 1);
+    : Port(std::move(name)), sets_(block, 1), buf_(new uint8_t[kMaxFrame]) {
+  counters_.shared = sets_.set(0);
 }
 
 uint16_t SinkPort::tx_burst(uint16_t, const Burst& b) {
@@ -29,5 +27,10 @@ uint16_t SinkPort::tx_burst(uint16_t, const Burst& b) {
   counters_.add(TX_BYTES, bytes);
   return b.n;
 }
+
+// Registered in runtime/port_kinds.cc (extern: a namespace-scope const is otherwise private to this file).
+extern const PortKind kSinkKind = {"sink", [](const std::string& name, const PortParams&, PortContext& ctx, std::string*) {
+                              return std::unique_ptr<Port>(new SinkPort(name, ctx.counters));
+                            }};
 
 }  // namespace vw

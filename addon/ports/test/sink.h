@@ -11,7 +11,6 @@ namespace vw {
 class SinkPort : public Port {
  public:
   SinkPort(std::string name, CounterBlock& block);
-  ~SinkPort() override;
 
   uint16_t queue_pairs() const override { return 1; }
   uint16_t rx_burst(uint16_t, Burst& b) override {
@@ -21,11 +20,10 @@ class SinkPort : public Port {
   uint16_t tx_burst(uint16_t qp, const Burst& b) override;
   void release(uint16_t, Burst&) override {}
   void publish_counters() override { counters_.publish(); }
-  int counter_set() const { return counter_set_; }
+  int counter_set() const override { return sets_.first(); }
 
  private:
-  CounterBlock& block_;
-  int counter_set_;
+  CounterSets sets_;
   QueueCounters counters_;
   std::unique_ptr<uint8_t[]> buf_;
 };

@@ -2,6 +2,7 @@
 
 #include "ports/uplink/af_packet.h"
 #include "ports/uplink/af_xdp.h"
+#include "runtime/port_kind.h"
 
 namespace vw {
 
@@ -10,53 +11,84 @@ namespace {
 // The one place that decides which driver serves an uplink in which mode: kernel mode is an AF_PACKET
 // ring served by the kernel stack, bypass mode an AF_XDP socket whose XDP program takes the interface's
 // frames before the stack sees them.
-std::unique_ptr<Port> open_driver_for(Mode mode, const std::string& name, const std::string& ifname,
-                                      QueueCounters* counters, std::string* err) {
-  switch (mode) {
-    case Mode::kKernel:
-      return AfPacketPort::open(name, ifname, counters, err);
-    case Mode::kBypass:
-      return AfXdpPort::open(name, ifname, counters, err);
-  }
-  return nullptr;
-}
+UplinkDriver driver_for(Mode m) { return m == Mode::kKernel ? UplinkDriver::kAfPacket : UplinkDriver::kAfXdp; }
+
+const char* driver_name(UplinkDriver d) { return d == UplinkDriver::kAfPacket ? "af_packet" : "af_xdp"; }
 
 }  // namespace
 
 UplinkPort::UplinkPort(const std::string& name, const std::string& ifname, CounterBlock& block)
-    : Port(name), block_(block), counter_set_(block.alloc_queue_sets(1)), ifname_(ifname) {
-  if (counter_set_ >= 0) counters_.shared = block.queue_set(uint32_t(counter_set_));
+    : Port(name), sets_(block, 1), ifname_(ifname) {
+  counters_.shared = sets_.set(0);
 }
 
-UplinkPort::~UplinkPort() {
-  driver_.reset();
-  if (counter_set_ >= 0) block_.free_queue_sets(counter_set_, 1);
-}
+UplinkPort::~UplinkPort() { driver_.reset(); }
 
 std::unique_ptr<UplinkPort> UplinkPort::open(const std::string& name, const std::string& ifname, Mode mode,
                                              CounterBlock& block, std::string* err) {
   std::unique_ptr<UplinkPort> u(new UplinkPort(name, ifname, block));
-  u->driver_ = u->open_driver(mode, err);
+  const UplinkDriver d = driver_for(mode);
+  u->driver_ = u->open_driver(d, err);
   if (!u->driver_) return nullptr;
-  u->mode_ = mode;
+  u->driver_kind_ = d;
   return u;
 }
 
-std::unique_ptr<Port> UplinkPort::open_driver(Mode m, std::string* err) {
-  return open_driver_for(m, name(), ifname_, &counters_, err);
+std::unique_ptr<Port> UplinkPort::open_driver(UplinkDriver d, std::string* err) {
+  if (d == UplinkDriver::kAfPacket) return AfPacketPort::open(name(), ifname_, &counters_, err);
+  return AfXdpPort::open(name(), ifname_, &counters_, err);
+}
+
+void UplinkPort::describe(Description& d) const {
+  Port::describe(d);
+  d.set("ifname", ifname_);
+  d.set("driver", driver_name(driver_kind_));
 }
 
 // While both drivers are open, frames go to whichever takes them first: once the AF_XDP driver is open
 // its XDP program redirects the interface's frames into its ring, where they wait until it is installed
 // (kernel to bypass loses nothing); from bypass to kernel, frames left in the AF_XDP ring when the old
 // driver closes are lost, and the AF_PACKET socket sees frames again from that moment.
-void UplinkPort::install(Mode m, std::unique_ptr<Port> driver) {
+void UplinkPort::install(UplinkDriver d, std::unique_ptr<Port> driver) {
   {
     DatapathPause pause(*this);
     driver_.swap(driver);
-    mode_ = m;
+    driver_kind_ = d;
   }
   driver.reset();
 }
+
+class UplinkPort::DriverSwitch final : public ModeChange {
+ public:
+  DriverSwitch(UplinkPort& port, UplinkDriver d, std::unique_ptr<Port> driver)
+      : port_(port), d_(d), driver_(std::move(driver)) {}
+  void commit() override { port_.install(d_, std::move(driver_)); }
+
+ private:
+  UplinkPort& port_;
+  UplinkDriver d_;
+  std::unique_ptr<Port> driver_;
+};
+
+bool UplinkPort::prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::string* err) {
+  const UplinkDriver d = driver_for(m);
+  if (d == driver_kind_) return true;
+  auto driver = open_driver(d, err);
+  if (!driver) return false;
+  *change = std::make_unique<DriverSwitch>(*this, d, std::move(driver));
+  return true;
+}
+
+namespace {
+std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p, PortContext& ctx,
+                                    std::string* err) {
+  std::string ifname;
+  if (!p.str("ifname", &ifname, err)) return nullptr;
+  return UplinkPort::open(name, ifname, ctx.mode, ctx.counters, err);
+}
+}  // namespace
+
+// Registered in runtime/port_kinds.cc (extern: a namespace-scope const is otherwise private to this file).
+extern const PortKind kUplinkKind = {"uplink", create_uplink};
 
 }  // namespace vw

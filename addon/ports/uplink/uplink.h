@@ -1,7 +1,7 @@
 // A host uplink as the engine sees it: one port on one host interface, whatever driver moves its
-// packets (AF_PACKET in kernel mode, AF_XDP in bypass mode). The driver follows the engine's mode
-// (open_driver in uplink.cc is the one place that picks it); switching drivers keeps the port, its
-// name, its wire and its counters.
+// packets: an AF_PACKET socket served by the kernel stack, or an AF_XDP socket that takes the interface's
+// frames before the stack sees them. The switch's mode picks the driver (driver_for in uplink.cc is the one
+// place that does); switching drivers keeps the port, its name, its forwarder and its counters.
 #pragma once
 
 #include <memory>
@@ -9,10 +9,12 @@
 #include <vector>
 
 #include "core/counters.h"
-#include "runtime/mode.h"
+#include "core/mode.h"
 #include "core/port.h"
 
 namespace vw {
+
+enum class UplinkDriver { kAfPacket, kAfXdp };
 
 class UplinkPort : public Port {
  public:
@@ -22,15 +24,13 @@ class UplinkPort : public Port {
   ~UplinkPort() override;
 
   const std::string& ifname() const { return ifname_; }
-  int counter_set() const { return counter_set_; }
-  Mode mode() const { return mode_; }
+  UplinkDriver driver() const { return driver_kind_; }
 
-  // Switching drivers, in two steps so that a caller switching several ports can open every new driver
-  // before it changes any. open_driver: the driver mode m wants, opened next to the running one (which
-  // keeps running). install: makes it the running driver with the data path paused, and closes the old
-  // one once the data path runs again.
-  std::unique_ptr<Port> open_driver(Mode m, std::string* err);
-  void install(Mode m, std::unique_ptr<Port> driver);
+  int counter_set() const override { return sets_.first(); }
+  void describe(Description& d) const override;
+  // Opens the driver mode m wants next to the running one (which keeps running); its commit makes it the
+  // running driver with the data path paused and closes the old one once the data path runs again.
+  bool prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::string* err) override;
 
   uint16_t queue_pairs() const override { return driver_->queue_pairs(); }
   uint16_t rx_burst(uint16_t qp, Burst& b) override { return driver_->rx_burst(qp, b); }
@@ -46,13 +46,15 @@ class UplinkPort : public Port {
   void disarm_wakeup() override { driver_->disarm_wakeup(); }
 
  private:
+  class DriverSwitch;
   UplinkPort(const std::string& name, const std::string& ifname, CounterBlock& block);
+  std::unique_ptr<Port> open_driver(UplinkDriver d, std::string* err);
+  void install(UplinkDriver d, std::unique_ptr<Port> driver);
 
-  CounterBlock& block_;
-  int counter_set_;
+  CounterSets sets_;
   QueueCounters counters_;  // written by the driver, published by us
   std::string ifname_;
-  Mode mode_ = Mode::kKernel;
+  UplinkDriver driver_kind_ = UplinkDriver::kAfPacket;
   std::unique_ptr<Port> driver_;
 };
 

@@ -11,8 +11,10 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "core/guest_memory.h"
+#include "runtime/port_kind.h"
 #include "core/port.h"
 #include "ports/vhost_user/vhost_user_wire.h"
 #include "virtio/virtio_spec.h"
@@ -89,13 +91,6 @@ enum class FdRule {
 }  // namespace
 
 struct VhostUserPort::Impl {
-  struct Vring {
-    VringSetup setup;
-    bool has_addr = false;
-    bool enabled = false;
-    int kick = -1, call = -1, err = -1;  // kick is held only while the ring is started
-  };
-
   using HandlerFn = bool (Impl::*)(Message&, std::string*);
   struct Handler {
     VhostUserRequest request;
@@ -116,8 +111,7 @@ struct VhostUserPort::Impl {
         client_(client),
         queue_pairs_(dev.queue_pairs()),
         reactor_(reactor),
-        events_(std::move(events)),
-        vrings_(2u * queue_pairs_) {}
+        events_(std::move(events)) {}
 
   ~Impl() {
     close_connection();
@@ -283,48 +277,26 @@ struct VhostUserPort::Impl {
   // Stops every ring and returns the device to its initial state, then closes the fds we held for it.
   // The device forgets the fds first so that it never holds a number the kernel may hand out again.
   void reset_session() {
+    std::vector<int> fds;
     {
       DatapathPause pause(dev_);
-      for (uint16_t i = 0; i < vrings_.size(); i++) {
-        dev_.set_kick_fd(i, -1);
-        dev_.set_call_fd(i, -1);
-        dev_.set_err_fd(i, -1);
-      }
+      for (uint16_t i = 0; i < dev_.vring_count(); i++)
+        for (int fd : {dev_.vring(i).kick, dev_.vring(i).call, dev_.vring(i).err})
+          if (fd >= 0) fds.push_back(fd);
       dev_.reset();
     }
-    for (Vring& v : vrings_) {
-      close_fd(v.kick);
-      close_fd(v.call);
-      close_fd(v.err);
-      v = Vring();
-    }
+    for (int fd : fds) close(fd);
     features_ = 0;
   }
 
-  // Starts ring idx from what the front end told us and hands it its fds. Data path paused by caller.
-  bool start_ring(uint16_t idx, std::string* err) {
-    Vring& v = vrings_[idx];
-    if (!dev_.start_vring(idx, v.setup, err)) return false;
-    dev_.set_kick_fd(idx, v.kick);
-    dev_.set_call_fd(idx, v.call);
-    dev_.set_err_fd(idx, v.err);
-    dev_.set_vring_enabled(idx, v.enabled);
-    return true;
-  }
+  // A stopped ring does not keep its kick fd: the next start brings a new one. Data path paused.
+  void drop_kick(uint16_t idx) { close_fd(dev_.vring(idx).kick); }
 
-  // Stops ring idx, keeping its position as the base a later start resumes from. Data path paused.
-  void stop_ring(uint16_t idx) { vrings_[idx].setup.base = dev_.stop_vring(idx); }
-
-  // A stopped ring does not keep its kick fd: the next start brings a new one.
-  void drop_kick(uint16_t idx) {
-    dev_.set_kick_fd(idx, -1);
-    close_fd(vrings_[idx].kick);
-  }
-
-  // Restarts ring idx in place (new addresses or new memory). On failure it stays stopped.
+  // Restarts ring idx in place (new addresses or new memory). On failure it stays stopped. Data path
+  // paused.
   bool restart_ring(uint16_t idx, std::string* err) {
-    stop_ring(idx);
-    if (start_ring(idx, err)) return true;
+    dev_.stop_vring(idx);
+    if (dev_.start_vring(idx, err)) return true;
     drop_kick(idx);
     return false;
   }
@@ -334,16 +306,16 @@ struct VhostUserPort::Impl {
   bool swap_memory(std::shared_ptr<const GuestMemory> mem, std::string* err) {
     DatapathPause pause(dev_);
     std::vector<uint16_t> running;
-    for (uint16_t i = 0; i < vrings_.size(); i++)
-      if (dev_.vring_started(i)) {
-        stop_ring(i);
+    for (uint16_t i = 0; i < dev_.vring_count(); i++)
+      if (dev_.vring(i).started) {
+        dev_.stop_vring(i);
         running.push_back(i);
       }
     dev_.set_memory(std::move(mem));
     bool ok = true;
     for (uint16_t i : running) {
       std::string e;
-      if (start_ring(i, &e)) continue;
+      if (dev_.start_vring(i, &e)) continue;
       drop_kick(i);
       if (ok) *err = "the new table no longer holds vring " + std::to_string(i) + " (" + e + ")";
       ok = false;
@@ -354,9 +326,9 @@ struct VhostUserPort::Impl {
   bool protocol_negotiated(uint32_t f) const { return (protocol_features_ & bit(f)) != 0; }
 
   bool check_vring(uint32_t idx, std::string* err) const {
-    if (idx < vrings_.size()) return true;
+    if (idx < dev_.vring_count()) return true;
     *err = "vring index " + std::to_string(idx) + " is out of range (the port has " +
-           std::to_string(vrings_.size()) + " vrings)";
+           std::to_string(dev_.vring_count()) + " vrings)";
     return false;
   }
 
@@ -490,7 +462,7 @@ struct VhostUserPort::Impl {
   // SET_VRING_NUM/BASE describe a ring the front end is about to start; changing them under a running
   // ring would desynchronise both sides, so that is refused.
   bool check_stopped(uint32_t idx, std::string* err) const {
-    if (!dev_.vring_started(uint16_t(idx))) return true;
+    if (!dev_.vring(uint16_t(idx)).started) return true;
     *err = "vring " + std::to_string(idx) + " is running (stop it with VHOST_USER_GET_VRING_BASE first)";
     return false;
   }
@@ -503,7 +475,7 @@ struct VhostUserPort::Impl {
              " is not a power of two between 1 and " + std::to_string(kMaxVringSize);
       return false;
     }
-    vrings_[s.index].setup.num = uint16_t(s.num);
+    dev_.vring(uint16_t(s.index)).setup.num = uint16_t(s.num);
     return true;
   }
 
@@ -515,13 +487,13 @@ struct VhostUserPort::Impl {
              " (dirty logging is not supported)";
       return false;
     }
-    Vring& v = vrings_[a.index];
+    const uint16_t idx = uint16_t(a.index);
+    Vring& v = dev_.vring(idx);
     v.setup.desc_uaddr = a.desc_user_addr;
     v.setup.avail_uaddr = a.avail_user_addr;
     v.setup.used_uaddr = a.used_user_addr;
     v.has_addr = true;
-    uint16_t idx = uint16_t(a.index);
-    if (!dev_.vring_started(idx)) return true;
+    if (!v.started) return true;
     DatapathPause pause(dev_);
     std::string e;
     if (restart_ring(idx, &e)) return true;
@@ -536,22 +508,24 @@ struct VhostUserPort::Impl {
       *err = "vring " + std::to_string(s.index) + " base " + std::to_string(s.num) + " does not fit 16 bits";
       return false;
     }
-    vrings_[s.index].setup.base = uint16_t(s.num);
+    dev_.vring(uint16_t(s.index)).setup.base = uint16_t(s.num);
     return true;
   }
 
   bool get_vring_base(Message& m, std::string* err) {
     const VhostUserVringState& s = m.msg.payload.state;
     if (!check_vring(s.index, err)) return false;
-    uint16_t idx = uint16_t(s.index);
-    Vring& v = vrings_[idx];
-    if (dev_.vring_started(idx)) {
+    const uint16_t idx = uint16_t(s.index);
+    Vring& v = dev_.vring(idx);
+    {
       DatapathPause pause(dev_);
-      stop_ring(idx);
-      drop_kick(idx);
+      if (v.started) {
+        dev_.stop_vring(idx);
+        drop_kick(idx);
+      }
+      // A stopped ring is initially disabled again when it is next started (see SET_VRING_KICK).
+      v.enabled = false;
     }
-    // A stopped ring is initially disabled again when it is next started (see SET_VRING_KICK).
-    v.enabled = false;
     m.reply.hdr.size = sizeof(VhostUserVringState);
     m.reply.payload.state = {s.index, v.setup.base};
     return true;
@@ -601,52 +575,46 @@ struct VhostUserPort::Impl {
   bool set_vring_kick(Message& m, std::string* err) {
     uint32_t i;
     if (!check_vring_file(m, &i, err)) return false;
-    uint16_t idx = uint16_t(i);
-    Vring& v = vrings_[idx];
-    if (dev_.vring_started(idx)) {
+    const uint16_t idx = uint16_t(i);
+    Vring& v = dev_.vring(idx);
+    if (v.started) {
       int fd = take_vring_fd(m);
       {
         DatapathPause pause(dev_);
-        dev_.set_kick_fd(idx, fd);
+        std::swap(v.kick, fd);
       }
-      close_fd(v.kick);
-      v.kick = fd;
+      close_fd(fd);
       return true;
     }
     if (!v.setup.num || !v.has_addr || !dev_.memory() || dev_.memory()->regions().empty()) {
       *err = "vring " + std::to_string(idx) + " cannot start before its size, addresses and the memory table are set";
       return false;
     }
+    DatapathPause pause(dev_);
     v.kick = take_vring_fd(m);
     // Without protocol features there is no SET_VRING_ENABLE, so the ring is enabled as it starts.
     if (!(features_ & bit(VHOST_USER_F_PROTOCOL_FEATURES))) v.enabled = true;
-    DatapathPause pause(dev_);
     std::string e;
-    if (start_ring(idx, &e)) return true;
+    if (dev_.start_vring(idx, &e)) return true;
     drop_kick(idx);
     *err = "cannot start " + e;  // e names the vring
     return false;
   }
 
-  bool set_vring_call(Message& m, std::string* err) {
-    return replace_vring_fd(m, err, &Vring::call, &VirtioNetDevice::set_call_fd);
-  }
+  bool set_vring_call(Message& m, std::string* err) { return replace_vring_fd(m, err, &Vring::call); }
 
-  bool set_vring_err(Message& m, std::string* err) {
-    return replace_vring_fd(m, err, &Vring::err, &VirtioNetDevice::set_err_fd);
-  }
+  bool set_vring_err(Message& m, std::string* err) { return replace_vring_fd(m, err, &Vring::err); }
 
-  // CALL and ERR: hand the new fd to the device with the data path paused, then close the old one.
-  bool replace_vring_fd(Message& m, std::string* err, int Vring::*slot, void (VirtioNetDevice::*set)(uint16_t, int)) {
+  // CALL and ERR: swap the new fd in with the data path paused, then close the old one.
+  bool replace_vring_fd(Message& m, std::string* err, int Vring::*slot) {
     uint32_t idx;
     if (!check_vring_file(m, &idx, err)) return false;
     int fd = take_vring_fd(m);
     {
       DatapathPause pause(dev_);
-      (dev_.*set)(uint16_t(idx), fd);
+      std::swap(dev_.vring(uint16_t(idx)).*slot, fd);
     }
-    close_fd(vrings_[idx].*slot);
-    vrings_[idx].*slot = fd;
+    close_fd(fd);
     return true;
   }
 
@@ -657,13 +625,9 @@ struct VhostUserPort::Impl {
       *err = "vring " + std::to_string(s.index) + " enable value " + std::to_string(s.num) + " is not 0 or 1";
       return false;
     }
-    uint16_t idx = uint16_t(s.index);
-    vrings_[idx].enabled = s.num == 1;
     // A ring that has not started yet takes the recorded state when it does.
-    if (dev_.vring_started(idx)) {
-      DatapathPause pause(dev_);
-      dev_.set_vring_enabled(idx, vrings_[idx].enabled);
-    }
+    DatapathPause pause(dev_);
+    dev_.vring(uint16_t(s.index)).enabled = s.num == 1;
     return true;
   }
 
@@ -788,18 +752,25 @@ struct VhostUserPort::Impl {
     events_(e);
   }
 
-  VhostUserInfo info() const {
-    VhostUserInfo i;
-    i.connected = conn_fd_ >= 0;
-    i.features = features_;
-    i.protocol_features = protocol_features_;
-    i.mtu = mtu_;
-    i.mem_regions = dev_.memory() ? uint32_t(dev_.memory()->regions().size()) : 0;
-    for (uint16_t q = 0; q < vrings_.size(); q++) {
-      bool started = dev_.vring_started(q);
-      i.vrings.push_back({vrings_[q].setup.num, started, started && vrings_[q].enabled, dev_.vring_broken(q)});
+  void describe(Description& d) const {
+    d.set("state", conn_fd_ >= 0 ? "connected" : "disconnected");
+    d.set("path", path_);
+    d.set("client", client_);
+    d.set("connected", conn_fd_ >= 0);
+    d.set_u64("features", features_);
+    d.set_u64("protocolFeatures", protocol_features_);
+    d.set("mtu", unsigned(mtu_));
+    d.set("memRegions", unsigned(dev_.memory() ? dev_.memory()->regions().size() : 0));
+    auto& vrings = d.list("vrings");
+    for (uint16_t q = 0; q < dev_.vring_count(); q++) {
+      const Vring& v = dev_.vring(q);
+      Description vd;
+      vd.set("size", unsigned(v.setup.num));
+      vd.set("started", v.started);
+      vd.set("enabled", v.started && v.enabled);
+      vd.set("broken", v.broken);
+      vrings.push_back(std::move(vd));
     }
-    return i;
   }
 
   VirtioNetDevice& dev_;
@@ -819,7 +790,6 @@ struct VhostUserPort::Impl {
   uint64_t features_ = 0;
   uint64_t protocol_features_ = 0;
   uint16_t mtu_ = 0;
-  std::vector<Vring> vrings_;
 };
 
 // One row per request: its payload size, the fds it carries, the protocol features that must be
@@ -863,13 +833,33 @@ const VhostUserPort::Impl::Handler VhostUserPort::Impl::kHandlers[] = {
 
 VhostUserPort::VhostUserPort(std::string name, std::string path, bool client, uint16_t queue_pairs,
                              Reactor& reactor, CounterBlock& counters, EventSink events)
-    : device_(std::make_unique<VirtioNetDevice>(name, queue_pairs, counters, events)),
-      impl_(std::make_unique<Impl>(*device_, std::move(path), client, reactor, std::move(events))) {}
+    : VirtioNetDevice(std::move(name), queue_pairs, counters, events),
+      impl_(std::make_unique<Impl>(*this, std::move(path), client, reactor, std::move(events))) {}
 
-VhostUserPort::~VhostUserPort() = default;
+// The session goes first: closing it stops and resets the device, which must still exist.
+VhostUserPort::~VhostUserPort() { impl_.reset(); }
 
 bool VhostUserPort::start(std::string* err) { return impl_->start(err); }
 
-VhostUserInfo VhostUserPort::info() const { return impl_->info(); }
+void VhostUserPort::describe(Description& d) const { impl_->describe(d); }
+
+namespace {
+std::unique_ptr<Port> create_vhost_user(const std::string& name, const PortParams& p, PortContext& ctx,
+                                        std::string* err) {
+  std::string path;
+  bool client;
+  uint64_t queues;
+  if (!p.str("path", &path, err) || !p.flag("client", &client, err) ||
+      !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err))
+    return nullptr;
+  auto port = std::make_unique<VhostUserPort>(name, path, client, uint16_t(queues), ctx.reactor, ctx.counters,
+                                              ctx.events);
+  if (!port->start(err)) return nullptr;
+  return port;
+}
+}  // namespace
+
+// Registered in runtime/port_kinds.cc (extern: a namespace-scope const is otherwise private to this file).
+extern const PortKind kVhostUserKind = {"vhost-user", create_vhost_user};
 
 }  // namespace vw

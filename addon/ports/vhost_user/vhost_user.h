@@ -1,4 +1,5 @@
-// One vhost-user socket and the front end connected to it: the protocol side of a VM's port. In server
+// One vhost-user socket and the front end connected to it: a VM's port, the virtio-net device it drives
+// (virtio_net.h) plus the protocol session. In server
 // mode we listen on the path and serve one front end at a time, accepting again after it leaves; in
 // client mode we connect to a front end that listens (QEMU with server=on) and reconnect every second
 // while it is away. Messages are handled by a table, one handler per request, which also says how many
@@ -10,7 +11,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "core/counters.h"
 #include "runtime/reactor.h"
@@ -18,35 +18,20 @@
 
 namespace vw {
 
-struct VhostUserInfo {
-  bool connected = false;
-  uint64_t features = 0;
-  uint64_t protocol_features = 0;
-  uint16_t mtu = 0;
-  uint32_t mem_regions = 0;
-  struct Vring {
-    uint16_t size;
-    bool started, enabled, broken;
-  };
-  std::vector<Vring> vrings;  // 2 * queue pairs entries
-};
-
-class VhostUserPort {
+class VhostUserPort final : public VirtioNetDevice {
  public:
   VhostUserPort(std::string name, std::string path, bool client, uint16_t queue_pairs, Reactor& reactor,
                 CounterBlock& counters, EventSink events);
   // Closes the connection and every fd it holds, removes the socket file we created (server mode).
-  ~VhostUserPort();
+  ~VhostUserPort() override;
 
   // Server: binds and listens (a stale socket file nobody listens on is replaced; a live one is an
   // error). Client: connects now, or keeps retrying every second. false and *err on failure.
   bool start(std::string* err);
-  VirtioNetDevice& device() { return *device_; }
-  VhostUserInfo info() const;
+  void describe(Description& d) const override;
 
  private:
   struct Impl;
-  std::unique_ptr<VirtioNetDevice> device_;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -12,23 +12,6 @@
 
 namespace vw {
 
-struct VirtioNetDevice::Vring {
-  Virtqueue vq;
-  VringSetup setup;
-  bool started = false, enabled = false, broken = false;
-  int kick_fd = -1, call_fd = -1, err_fd = -1;
-  // Receive rings only: when the guest first made buffers available since start, and whether it has
-  // since said the ring is ready (see tx_ready()).
-  uint64_t primed_ns = 0;
-  bool ready = false;
-
-  bool served() const { return started && enabled && !broken; }
-  // Translates the ring addresses of setup through mem and points vq at them (indices untouched).
-  bool attach(uint16_t idx, const GuestMemory& mem, uint64_t features, std::string* err);
-  // Publishes pushed used entries and notifies the guest if it asked for it.
-  void flush(QueueCounters& c);
-};
-
 namespace {
 
 constexpr uint64_t bit(unsigned b) { return uint64_t(1) << b; }
@@ -103,7 +86,10 @@ std::string hex(uint64_t v) {
 
 }  // namespace
 
-bool VirtioNetDevice::Vring::attach(uint16_t idx, const GuestMemory& mem, uint64_t features, std::string* err) {
+bool VirtioNetDevice::attach(uint16_t idx, std::string* err) {
+  Vring& r = vrings_[idx];
+  const GuestMemory& mem = *mem_;
+  const VringSetup& setup = r.setup;
   const uint64_t n = setup.num;
   const std::string num = std::to_string(n);
   struct {
@@ -126,32 +112,28 @@ bool VirtioNetDevice::Vring::attach(uint16_t idx, const GuestMemory& mem, uint64
   }
   const char* why = nullptr;
   // Even vrings are the guest's receive queues: the device writes their buffers.
-  if (!vq.attach(setup.num, part[0].host, part[1].host, part[2].host, idx % 2 == 0, &why)) {
+  if (!r.vq.attach(setup.num, part[0].host, part[1].host, part[2].host, idx % 2 == 0, &why)) {
     if (err) *err = name + why;
     return false;
   }
-  vq.set_features(features & bit(VIRTIO_RING_F_EVENT_IDX), features & bit(VIRTIO_RING_F_INDIRECT_DESC));
+  r.vq.set_features(features_ & bit(VIRTIO_RING_F_EVENT_IDX), features_ & bit(VIRTIO_RING_F_INDIRECT_DESC));
   return true;
 }
 
-void VirtioNetDevice::Vring::flush(QueueCounters& c) {
-  if (vq.flush() && call_fd >= 0 && signal_fd(call_fd)) c.add(GUEST_NOTIFICATIONS);
+void VirtioNetDevice::flush(Vring& r, QueueCounters& c) {
+  if (r.vq.flush() && r.call >= 0 && signal_fd(r.call)) c.add(GUEST_NOTIFICATIONS);
 }
 
 VirtioNetDevice::VirtioNetDevice(std::string name, uint16_t queue_pairs, CounterBlock& counters, EventSink events)
     : Port(std::move(name)),
       queue_pairs_(std::min(queue_pairs, kMaxQueuePairs)),
-      block_(counters),
-      counter_set_(counters.alloc_queue_sets(queue_pairs_)),
+      sets_(counters, queue_pairs_),
       events_(std::move(events)),
       vrings_(new Vring[2 * queue_pairs_]) {
-  if (counter_set_ < 0) return;
-  for (uint16_t qp = 0; qp < queue_pairs_; qp++) counters_[qp].shared = block_.queue_set(uint32_t(counter_set_) + qp);
+  for (uint16_t qp = 0; qp < queue_pairs_; qp++) counters_[qp].shared = sets_.set(qp);
 }
 
-VirtioNetDevice::~VirtioNetDevice() {
-  if (counter_set_ >= 0) block_.free_queue_sets(counter_set_, queue_pairs_);
-}
+VirtioNetDevice::~VirtioNetDevice() = default;
 
 void VirtioNetDevice::set_memory(std::shared_ptr<const GuestMemory> mem) {
   mem_ = std::move(mem);
@@ -159,7 +141,7 @@ void VirtioNetDevice::set_memory(std::shared_ptr<const GuestMemory> mem) {
   // The old table may be unmapped as soon as nobody holds it: running rings must point into the new one.
   for (uint16_t idx = 0; idx < 2 * queue_pairs_; idx++) {
     Vring& r = vrings_[idx];
-    if (r.started && !r.broken && !r.attach(idx, *mem_, features_, nullptr)) ring_broken(idx, INVALID_BAD_ADDRESS);
+    if (r.started && !r.broken && !attach(idx, nullptr)) ring_broken(idx, INVALID_BAD_ADDRESS);
   }
 }
 
@@ -170,7 +152,7 @@ void VirtioNetDevice::set_features(uint64_t features) {
                                  features & bit(VIRTIO_RING_F_INDIRECT_DESC));
 }
 
-bool VirtioNetDevice::start_vring(uint16_t idx, const VringSetup& s, std::string* err) {
+bool VirtioNetDevice::start_vring(uint16_t idx, std::string* err) {
   if (idx >= 2 * queue_pairs_) {
     if (err) *err = "vring " + std::to_string(idx) + ": the port has only " + std::to_string(2 * queue_pairs_) + " vrings";
     return false;
@@ -181,10 +163,9 @@ bool VirtioNetDevice::start_vring(uint16_t idx, const VringSetup& s, std::string
   }
   Vring& r = vrings_[idx];
   r.started = false;
-  r.setup = s;
-  if (!r.attach(idx, *mem_, features_, err)) return false;
+  if (!attach(idx, err)) return false;
   // start() reads and writes the used ring: the front end may have truncated the memory behind it.
-  if (!guest_access([&r, &s] { r.vq.start(s.base); })) {
+  if (!guest_access([&r] { r.vq.start(r.setup.base); })) {
     if (err) *err = "vring " + std::to_string(idx) + ": its rings lie in guest memory the front end has truncated";
     return false;
   }
@@ -195,37 +176,19 @@ bool VirtioNetDevice::start_vring(uint16_t idx, const VringSetup& s, std::string
   return true;
 }
 
-uint16_t VirtioNetDevice::stop_vring(uint16_t idx) {
-  if (idx >= 2 * queue_pairs_) return 0;
-  vrings_[idx].started = false;
-  return vrings_[idx].vq.last_avail();
-}
-
-bool VirtioNetDevice::vring_started(uint16_t idx) const { return idx < 2 * queue_pairs_ && vrings_[idx].started; }
-
-bool VirtioNetDevice::vring_broken(uint16_t idx) const { return idx < 2 * queue_pairs_ && vrings_[idx].broken; }
-
-void VirtioNetDevice::set_vring_enabled(uint16_t idx, bool enabled) {
-  if (idx < 2 * queue_pairs_) vrings_[idx].enabled = enabled;
-}
-
-void VirtioNetDevice::set_kick_fd(uint16_t idx, int fd) {
-  if (idx < 2 * queue_pairs_) vrings_[idx].kick_fd = fd;
-}
-
-void VirtioNetDevice::set_call_fd(uint16_t idx, int fd) {
-  if (idx < 2 * queue_pairs_) vrings_[idx].call_fd = fd;
-}
-
-void VirtioNetDevice::set_err_fd(uint16_t idx, int fd) {
-  if (idx < 2 * queue_pairs_) vrings_[idx].err_fd = fd;
+void VirtioNetDevice::stop_vring(uint16_t idx) {
+  if (idx >= 2 * queue_pairs_) return;
+  Vring& r = vrings_[idx];
+  r.started = false;
+  r.setup.base = r.vq.last_avail();
 }
 
 void VirtioNetDevice::reset() {
   for (uint16_t idx = 0; idx < 2 * queue_pairs_; idx++) {
     Vring& r = vrings_[idx];
-    r.started = r.enabled = r.broken = false;
-    r.kick_fd = r.call_fd = r.err_fd = -1;
+    r.setup = VringSetup();
+    r.has_addr = r.started = r.enabled = r.broken = false;
+    r.kick = r.call = r.err = -1;
   }
   mem_.reset();
   set_features(0);
@@ -240,7 +203,7 @@ void VirtioNetDevice::ring_broken(uint16_t idx, QueueCounter reason) {
   // Whoever reacts to the event reads the counters next; they must already say why.
   c.publish();
   if (events_) events_(PortEvent{"ring-broken", name(), int(idx), invalid_reason(reason)});
-  if (r.err_fd >= 0) signal_fd(r.err_fd);
+  if (r.err >= 0) signal_fd(r.err);
 }
 
 uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
@@ -313,7 +276,7 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
   c.add(RX_PACKETS, b.n);
   c.add(RX_BYTES, bytes);
   // With packets borrowed, release() publishes the dropped chains together with them.
-  if (dropped && b.n == 0) r.flush(c);
+  if (dropped && b.n == 0) flush(r, c);
   return b.n;
 }
 
@@ -323,7 +286,7 @@ void VirtioNetDevice::release(uint16_t qp, Burst& b) {
   // A ring that broke during the burst still gets back the chains validated before it broke.
   if (!r.started) return;
   for (uint16_t i = 0; i < b.n; i++) r.vq.push(uint16_t(b.pkt[i].cookie), 0);
-  r.flush(counters_[qp]);
+  flush(r, counters_[qp]);
 }
 
 uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
@@ -461,7 +424,7 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
     tx_open_.idx = -1;
   }
   if (i < b.n) c.add(DROP_TX_NOT_READY, b.n - i);
-  r.flush(c);
+  flush(r, c);
   return sent;
 }
 
@@ -472,7 +435,7 @@ void VirtioNetDevice::abort_tx(uint16_t) {
   Vring& r = vrings_[idx];
   r.vq.unpop(uint16_t(tx_open_.npieces));
   // The packets copied before the fault were pushed: the guest gets them.
-  r.flush(counters_[idx / 2]);
+  flush(r, counters_[idx / 2]);
 }
 
 bool VirtioNetDevice::owns(const void* addr) const { return mem_ && mem_->contains(addr); }
@@ -497,7 +460,7 @@ bool VirtioNetDevice::tx_ready() {
     if (!r.vq.primed()) continue;
     const uint64_t now = now_ns();
     if (!r.primed_ns) r.primed_ns = now;
-    if (signalled(r.kick_fd) || now - r.primed_ns >= kReadyWithoutKickNs) {
+    if (signalled(r.kick) || now - r.primed_ns >= kReadyWithoutKickNs) {
       r.ready = true;
       return true;
     }
@@ -515,7 +478,7 @@ bool VirtioNetDevice::arm_wakeup(std::vector<pollfd>& fds) {
     Vring& r = vrings_[2 * qp + 1];
     if (!r.served()) continue;
     if (r.vq.enable_notify()) return false;
-    if (r.kick_fd >= 0) fds.push_back(pollfd{r.kick_fd, POLLIN, 0});
+    if (r.kick >= 0) fds.push_back(pollfd{r.kick, POLLIN, 0});
   }
   return true;
 }
@@ -529,8 +492,8 @@ void VirtioNetDevice::disarm_wakeup() {
     Vring& r = vrings_[2 * qp + 1];
     if (!r.served()) continue;
     r.vq.disable_notify();
-    if (r.kick_fd >= 0) {
-      pfd[n] = pollfd{r.kick_fd, POLLIN, 0};
+    if (r.kick >= 0) {
+      pfd[n] = pollfd{r.kick, POLLIN, 0};
       owner[n++] = qp;
     }
   }

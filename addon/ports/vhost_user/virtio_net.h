@@ -3,7 +3,8 @@
 // and its transmit vring 2q+1 (we receive from it).
 //
 // Control methods are called by the vhost-user protocol code on the control thread, always with the
-// data path paused (DatapathPause), so they never race the PMD running this port.
+// data path paused (DatapathPause), so they never race the PMD running this port. The protocol code
+// (vhost_user.cc) derives from the device: a vhost-user port is this device plus its session.
 #pragma once
 
 #include "virtio/virtio_spec.h"
@@ -19,7 +20,6 @@
 
 namespace vw {
 
-constexpr uint16_t kMaxQueuePairs = 8;
 constexpr uint16_t kMaxVrings = 2 * kMaxQueuePairs;
 
 // What SET_VRING_NUM/ADDR/BASE said about one vring.
@@ -29,29 +29,46 @@ struct VringSetup {
   uint16_t base = 0;                                          // SET_VRING_BASE
 };
 
+// One vring: what the front end said about it (SET_VRING_NUM/ADDR/BASE/ENABLE and the KICK/CALL/ERR
+// eventfds) and the data path's state, in one record. Every field the data path reads (started, enabled,
+// broken, the fds, the queue) is written only with the data path paused; setup and has_addr it never
+// reads. The fds belong to the protocol code, which closes them.
+struct Vring {
+  VringSetup setup;
+  bool has_addr = false;
+  bool enabled = false;
+  int kick = -1, call = -1, err = -1;  // kick is held only while the ring is started
+  bool started = false, broken = false;
+  Virtqueue vq;
+  // Receive rings only: when the guest first made buffers available since start, and whether it has
+  // since said the ring is ready (see tx_ready()).
+  uint64_t primed_ns = 0;
+  bool ready = false;
+
+  bool served() const { return started && enabled && !broken; }
+};
+
 class VirtioNetDevice : public Port {
  public:
   VirtioNetDevice(std::string name, uint16_t queue_pairs, CounterBlock& counters, EventSink events);
   ~VirtioNetDevice() override;
 
   // ---- control side (data path paused) ----
+  uint16_t vring_count() const { return uint16_t(2 * queue_pairs_); }
+  Vring& vring(uint16_t idx) { return vrings_[idx]; }
+  const Vring& vring(uint16_t idx) const { return vrings_[idx]; }
   void set_memory(std::shared_ptr<const GuestMemory> mem);
   const std::shared_ptr<const GuestMemory>& memory() const { return mem_; }
   void set_features(uint64_t features);
   uint64_t features() const { return features_; }
-  // Starts vring idx: translates and checks the ring addresses against guest memory and alignment,
-  // takes over the indices. The fds are borrowed: the protocol code owns and closes them. false and *err
-  // when the ring cannot be used.
-  bool start_vring(uint16_t idx, const VringSetup& s, std::string* err);
-  // Stops vring idx; returns the avail index the next read would have used (GET_VRING_BASE's answer).
-  uint16_t stop_vring(uint16_t idx);
-  bool vring_started(uint16_t idx) const;
-  bool vring_broken(uint16_t idx) const;
-  void set_vring_enabled(uint16_t idx, bool enabled);
-  void set_kick_fd(uint16_t idx, int fd);
-  void set_call_fd(uint16_t idx, int fd);
-  void set_err_fd(uint16_t idx, int fd);
-  // Stops every vring and forgets memory and features (front end gone or RESET_OWNER).
+  // Starts vring idx from its setup: translates and checks the ring addresses against guest memory and
+  // alignment, takes over the indices. false and *err when the ring cannot be used.
+  bool start_vring(uint16_t idx, std::string* err);
+  // Stops vring idx, keeping in setup.base the avail index the next read would have used (GET_VRING_BASE's
+  // answer and where a later start resumes).
+  void stop_vring(uint16_t idx);
+  // Stops every vring and forgets memory, features and every record, fds included (front end gone or
+  // RESET_OWNER): the caller closes the fds it held first.
   void reset();
 
   // ---- data path (the PMD running this port) ----
@@ -67,15 +84,18 @@ class VirtioNetDevice : public Port {
   void memory_fault() override;
   void abort_tx(uint16_t qp) override;
 
-  int counter_set() const { return counter_set_; }
+  int counter_set() const override { return sets_.first(); }
 
  private:
-  struct Vring;
+  // Translates the ring addresses of vring idx's setup through the memory table and points its queue at
+  // them (indices untouched).
+  bool attach(uint16_t idx, std::string* err);
+  // Publishes the used entries pushed on r and notifies the guest if it asked for it.
+  void flush(Vring& r, QueueCounters& c);
   void ring_broken(uint16_t idx, QueueCounter reason);
 
   uint16_t queue_pairs_;
-  CounterBlock& block_;
-  int counter_set_;
+  CounterSets sets_;
   EventSink events_;
   std::shared_ptr<const GuestMemory> mem_;
   uint64_t features_ = 0;

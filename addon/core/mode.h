@@ -10,4 +10,13 @@ enum class Mode { kBypass, kKernel };
 
 inline const char* mode_name(Mode m) { return m == Mode::kBypass ? "bypass" : "kernel"; }
 
+// A port's part of a mode switch, prepared while the old mode still runs (Port::prepare_mode) and made
+// current by commit() once every port has prepared its own; destroying it uncommitted undoes the
+// preparation.
+class ModeChange {
+ public:
+  virtual ~ModeChange() = default;
+  virtual void commit() = 0;
+};
+
 }  // namespace vw
