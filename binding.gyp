@@ -18,6 +18,7 @@
         "addon/ports/vhost_user/virtio_net.cc",
         "addon/runtime/engine.cc",
         "addon/runtime/pmd.cc",
+        "addon/runtime/privileges.cc",
         "addon/virtio/virtqueue.cc"
       ],
       "include_dirs": [
