@@ -145,10 +145,25 @@ std::vector<pid_t> list_threads() {
 
 std::string thread_name(const ThreadStatus& st) { return "thread " + std::to_string(st.tid) + " (" + st.name + ")"; }
 
+// capabilities(7)'s names, by number.
+const char* const kCapNames[] = {"cap_chown", "cap_dac_override", "cap_dac_read_search", "cap_fowner", "cap_fsetid",
+                                 "cap_kill", "cap_setgid", "cap_setuid", "cap_setpcap", "cap_linux_immutable",
+                                 "cap_net_bind_service", "cap_net_broadcast", "cap_net_admin", "cap_net_raw",
+                                 "cap_ipc_lock", "cap_ipc_owner", "cap_sys_module", "cap_sys_rawio", "cap_sys_chroot",
+                                 "cap_sys_ptrace", "cap_sys_pacct", "cap_sys_admin", "cap_sys_boot", "cap_sys_nice",
+                                 "cap_sys_resource", "cap_sys_time", "cap_sys_tty_config", "cap_mknod", "cap_lease",
+                                 "cap_audit_write", "cap_audit_control", "cap_setfcap", "cap_mac_override",
+                                 "cap_mac_admin", "cap_syslog", "cap_wake_alarm", "cap_block_suspend",
+                                 "cap_audit_read", "cap_perfmon", "cap_bpf", "cap_checkpoint_restore"};
+
 std::string cap_list(uint64_t mask) {
+  if (!mask) return "none";
   std::string s;
-  for (int c = 0; c < 64; c++)
-    if (mask >> c & 1) s += (s.empty() ? "" : ",") + std::to_string(c);
+  for (int c = 0; c < 64; c++) {
+    if (!(mask >> c & 1)) continue;
+    s += s.empty() ? "" : ",";
+    s += c < int(sizeof kCapNames / sizeof *kCapNames) ? kCapNames[c] : "cap_" + std::to_string(c);
+  }
   return s;
 }
 
@@ -261,9 +276,9 @@ bool verify(const Account* account, uint64_t keep, std::string* err) {
     // Ambient capabilities are cleared on every thread the broadcast reached; one it could not reach
     // keeps what it was started with, which is acceptable only within the kept set.
     if (const uint64_t extra = (st.prm | st.eff | st.amb) & ~keep) {
-      *err = who + " keeps capabilities " + cap_list(extra) + " beyond " + (keep ? cap_list(keep) : "none") +
-             (st.sigblk ? ": it blocks signals, so it kept what the process was started with; start it with only "
-                          "the capabilities it keeps, or change user with --user"
+      *err = who + " still has " + cap_list(extra) + ", beyond what is kept (" + cap_list(keep) + ")" +
+             (st.sigblk ? ": it blocks signals, so it keeps what the process was started with; grant the process "
+                          "only what it keeps, or start it as root and change user"
                         : "");
       return false;
     }

@@ -143,10 +143,15 @@ async function serve(config: ServeConfig): Promise<void> {
     }
     if (user || process.geteuid?.() !== 0) {
       const keep = neededCapabilities(config).map((c) => c.number);
-      const r = native.dropPrivileges({ user: user ?? undefined, keep });
+      let r: ReturnType<typeof native.dropPrivileges>;
+      try {
+        r = native.dropPrivileges({ user: user ?? undefined, keep });
+      } catch (e) {
+        throw new Error(`dropping privileges: ${(e as Error).message}`);
+      }
       const who = user ? `user ${user.name} (uid ${user.uid}, gid ${user.gid})` : `uid ${process.geteuid?.()}`;
       const kept = r.kept.length ? r.kept.map(capabilityName).join(',') : 'no capability';
-      console.log(`privileges: ${who}, ${kept}, every other capability dropped${r.boundingDropped ? ' (bounding set too)' : ''}, no_new_privs`);
+      console.log(`privileges: ${who}; kept ${kept}, dropped every other one${r.boundingDropped ? ' (bounding set too)' : ''}; no_new_privs`);
     } else {
       console.log('privileges: root with every capability (--user USER gives them up after setup; see docs/security.md)');
     }
