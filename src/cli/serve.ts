@@ -106,6 +106,9 @@ function untilSignal(): Promise<NodeJS.Signals> {
 
 async function serve(config: ServeConfig): Promise<void> {
   const signal = untilSignal();
+  // Node opens its inspector on 127.0.0.1:9229 on SIGUSR1, without authentication: whoever may signal
+  // serve would hand every local user a way to run code inside it. A listener of our own replaces that.
+  process.on('SIGUSR1', () => console.log('SIGUSR1: ignored (serve does not open the Node.js inspector)'));
   // Loaded here, not at the top: --help and flag errors must work without the native addon. All of it
   // before setup: once serve has become --user, the checkout may not be readable any more.
   const { Switch } = await import('../switch');

@@ -398,3 +398,31 @@ t.test('control flags: bad ones exit 2 with one line naming the flag', async (t)
   const results = await Promise.all(cases.map(([args]) => runCli(args)));
   for (const [i, [args, line]] of cases.entries()) t.match(results[i], { code: 2, stdout: '', stderr: `vhostwire serve: ${line}\n` }, args.join(' '));
 });
+
+/** The TCP ports process pid listens on (its socket inodes, looked up in /proc/net/tcp and tcp6). */
+function listeningPorts(pid: number): number[] {
+  const inodes = new Set(
+    fs.readdirSync(`/proc/${pid}/fd`).flatMap((fd) => {
+      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+      return m ? [m[1]] : [];
+    }),
+  );
+  const ports: number[] = [];
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of fs.readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 9 && f[3] === '0A' && inodes.has(f[9])) ports.push(parseInt(f[1].split(':')[1], 16));
+    }
+  }
+  return ports.sort();
+}
+
+t.test('SIGUSR1 does not open the Node.js inspector, which would let any local user run code in serve', async (t) => {
+  const { serve, port } = await startServe(t, (_api, port) => ['--metrics', `127.0.0.1:${port}`]);
+  t.same(listeningPorts(serve.pid), [port], 'serve listens on its --metrics port only');
+  serve.kill('SIGUSR1');
+  await serve.line(/^SIGUSR1: ignored \(serve does not open the Node.js inspector\)$/);
+  t.same(listeningPorts(serve.pid), [port], 'and still only there');
+  serve.kill('SIGTERM');
+  t.same(await serve.wait(), { code: 0, signal: null });
+});
