@@ -134,7 +134,7 @@ async function serve(config: ServeConfig): Promise<void> {
       });
     }
     if (api?.url) {
-      const changes = control.apiTcp ? `changes from this host${control.apiToken ? ' with the bearer token' : ''}` : 'read-only';
+      const changes = !control.apiTcp ? 'read-only' : control.apiToken ? 'changes from this host with the bearer token' : 'changes from any local user: --api-token-file requires a token';
       console.log(`metrics on ${api.url}/metrics, ports on ${api.url}/api/ports (${changes})`);
     }
     if (api?.path) console.log(`API on ${api.path} (mode 0660, owner ${control.api?.uid}:${control.api?.gid})`);

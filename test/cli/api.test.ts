@@ -140,7 +140,8 @@ t.test('changes over TCP are refused without --api-tcp, with a message naming bo
 });
 
 t.test('Host, Origin and content type decide on both listeners; each refusal is counted', async (t) => {
-  const { base, port, api } = await startServe(t, (api, port) => ['--metrics', `127.0.0.1:${port}`, '--api', api, '--api-tcp']);
+  const { serve, base, port, api } = await startServe(t, (api, port) => ['--metrics', `127.0.0.1:${port}`, '--api', api, '--api-tcp']);
+  t.match(serve.stdout, `(changes from any local user: --api-token-file requires a token)\n`, 'serve says who may change things over TCP');
   const refused: Array<[string, Record<string, string>, string, number, string, RegExp]> = [
     ['a foreign Host', { Host: 'evil.example', ...json }, MODE, 403, 'foreign_host', /^Host "evil.example" is not this host/],
     ['a loopback address as a subdomain', { Host: '127.0.0.1.evil.example', ...json }, MODE, 403, 'foreign_host', /is not this host/],
@@ -221,7 +222,8 @@ t.test('a bearer token for changes over TCP', async (t) => {
   const file = `${tmp.dir}/token`;
   const token = randomBytes(32).toString('base64');
   fs.writeFileSync(file, `${token}\n`, { mode: 0o600 });
-  const { base, port } = await startServe(t, (_api, port) => ['--metrics', `127.0.0.1:${port}`, '--api-tcp', '--api-token-file', file]);
+  const { serve, base, port } = await startServe(t, (_api, port) => ['--metrics', `127.0.0.1:${port}`, '--api-tcp', '--api-token-file', file]);
+  t.match(serve.stdout, `(changes from this host with the bearer token)\n`);
   const put = (auth?: string): Promise<Raw> => raw({ port }, request('PUT', '/api/mode', { Host: 'localhost', ...json, ...(auth ? { Authorization: auth } : {}) }, MODE));
   const none = await put();
   t.equal(none.status, 401, 'no token: 401');
