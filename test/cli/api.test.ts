@@ -428,3 +428,20 @@ t.test('SIGUSR1 does not open the Node.js inspector, which would let any local u
   serve.kill('SIGTERM');
   t.same(await serve.wait(), { code: 0, signal: null });
 });
+
+t.test('the API socket: a live one is not taken over, one left by a killed serve is replaced', async (t) => {
+  const first = await startServe(t, (api) => ['--api', api]);
+  const second = await runCli(['serve', '--sink', 's0', '--mode', 'kernel', '--api', first.api]);
+  t.match(second, { code: 1, stderr: `vhostwire serve: --api ${first.api}: another process is listening on it\n` }, 'a second serve on the same path exits 1');
+  t.match(await runCli(['mode', '--api', first.api]), { code: 0, stdout: 'mode kernel\n' }, 'the first one still answers');
+  first.serve.kill('SIGKILL');
+  await first.serve.wait();
+  t.ok(fs.existsSync(first.api), 'a killed serve leaves its socket behind');
+  const third = new Cli(['serve', '--sink', 's0', '--mode', 'kernel', '--api', first.api]);
+  t.teardown(() => third.kill('SIGKILL'));
+  await third.line(/^ready$/);
+  t.match(await runCli(['mode', 'bypass', '--api', first.api]), { code: 0, stdout: 'mode bypass (was kernel)\n' }, 'the next serve removed it and listens there');
+  fs.writeFileSync(`${first.api}.file`, '');
+  t.match(await runCli(['serve', '--api', `${first.api}.file`]), { code: 1, stderr: `vhostwire serve: --api ${first.api}.file: exists and is not a socket\n` }, 'a file that is not a socket is left alone');
+  t.ok(fs.existsSync(`${first.api}.file`));
+});
