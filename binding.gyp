@@ -20,6 +20,7 @@
         "addon/runtime/engine.cc",
         "addon/runtime/pmd.cc",
         "addon/runtime/port_kinds.cc",
+        "addon/runtime/privileges.cc",
         "addon/virtio/virtqueue.cc"
       ],
       "include_dirs": [

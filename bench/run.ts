@@ -1,11 +1,13 @@
-// Benchmark entry point: `npm run bench -- vhost [--rounds N] [--seconds S] [--sizes 64,1518] ...` and
-// `npm run bench -- vm` (guest to guest through QEMU VMs, bench/vm.ts)
+// Benchmark entry point: `npm run bench -- vhost [--rounds N] [--seconds S] [--sizes 64,1518] ...`,
+// `npm run bench -- vm` (guest to guest through QEMU VMs, bench/vm.ts) and `npm run bench -- scrape`
+// (the data path's rate with and without a storm of API clients, bench/scrape.ts)
 // (package.json: "bench": "node dist/bench/run.js"). See bench/README.md.
 import { parseArgs } from 'node:util';
 import { DEFAULTS, formatTable, runVhostBench, verdicts, writeResult, type Direction, type VhostBenchOptions } from './vhost';
 
 const USAGE = `usage: npm run bench -- vhost [options]
        npm run bench -- vm [--help]
+       npm run bench -- scrape [--help]
 
   --rounds N          rounds per case; implementations alternate within each round (default ${DEFAULTS.rounds})
   --seconds S         measurement window per run (default ${DEFAULTS.seconds})
@@ -74,8 +76,9 @@ async function main(argv: string[]): Promise<number> {
     return name === undefined ? 2 : 0;
   }
   if (name === 'vm') return (await import('./vm')).vmBenchMain(rest);
+  if (name === 'scrape') return (await import('./scrape')).scrapeBenchMain(rest);
   if (name !== 'vhost') {
-    process.stderr.write(`unknown benchmark "${name}" (available: vhost, vm)\n${USAGE}`);
+    process.stderr.write(`unknown benchmark "${name}" (available: vhost, vm, scrape)\n${USAGE}`);
     return 2;
   }
   let opts: VhostBenchOptions;

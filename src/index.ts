@@ -13,8 +13,8 @@ export type { AnyPortSpec, GenSpec, PortKind, SinkSpec, UplinkDetails, UplinkSpe
 export { Peer, PeerError } from './harness/peer';
 export type { PeerOptions, PeerRate } from './harness/peer';
 export { createRegistry } from './api/metrics';
-export { startHttp, portToJson } from './api/http';
-export type { HttpServer, PortJson, PortState } from './api/http';
+export { startApi, portToJson } from './api/http';
+export type { Api, ApiOptions, PortJson, PortState } from './api/http';
 export { buildServeConfig, loadConfigFile, UsageError } from './config/options';
 export type { ServeConfig, ServeFlags, Endpoint } from './config/options';
 export { native } from './native';

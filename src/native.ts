@@ -202,6 +202,24 @@ export interface NativeVirtioUser {
   close(): void;
 }
 
+export interface PrivilegeRequest {
+  /** Become this user (every thread); absent: keep the current one. Numbers, already resolved. */
+  user?: { uid: number; gid: number; groups: number[] };
+  /** Capability numbers (capabilities(7)) to keep; every other one is dropped, on every thread. */
+  keep: number[];
+}
+
+export interface PrivilegeReport {
+  /** The capabilities kept: those asked for that the process had. */
+  kept: number[];
+  /** The bounding set was cut to `kept` (possible only with CAP_SETPCAP). */
+  boundingDropped: boolean;
+  /** Threads that made the change themselves, the calling one included. */
+  threads: number;
+  /** Threads that block every signal (Node's SIGUSR1 watchdog): only the user change and no_new_privs reach them. */
+  unreachable: number[];
+}
+
 export interface Native {
   Engine: new (options: EngineOptions) => NativeEngine;
   VirtioUser: new (options: VirtioUserOptions) => NativeVirtioUser;
@@ -210,6 +228,12 @@ export interface Native {
   limits: Limits;
   /** Guest physical address where our front end's memory starts. */
   guestBase: bigint;
+  /**
+   * After setup: becomes request.user (if given) and keeps only request.keep, on every thread, with
+   * no_new_privs set; every thread's /proc status is checked afterwards. Throws (code ERR_PRIVILEGES)
+   * when any of it fails, possibly half way: the process must then exit.
+   */
+  dropPrivileges(request: PrivilegeRequest): PrivilegeReport;
 }
 
 // dist/src/native.js -> <package root>/build/Release/vhostwire.node

@@ -9,6 +9,7 @@
 #include "core/counters.h"
 #include "runtime/engine.h"
 #include "frontend/virtio_user.h"
+#include "runtime/privileges.h"
 
 namespace {
 
@@ -623,6 +624,47 @@ class VirtioUserWrap : public Napi::ObjectWrap<VirtioUserWrap> {
   std::unique_ptr<VirtioUser> vu_;
 };
 
+// ---------------------------------------------------------------------------------------------------
+// dropPrivileges({ user?: { uid, gid, groups }, keep: capability numbers }): runtime/privileges.h.
+Napi::Value DropPrivileges(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw make_error(env, "dropPrivileges(options: object)", "ERR_INVALID_ARG_TYPE");
+  Napi::Object o = info[0].As<Napi::Object>();
+  vw::Account account;
+  const bool change_user = !o.Get("user").IsUndefined();
+  if (change_user) {
+    if (!o.Get("user").IsObject()) throw make_error(env, "user must be an object", "ERR_INVALID_ARG_TYPE");
+    Napi::Object u = o.Get("user").As<Napi::Object>();
+    account.uid = u32(u.Get("uid"), "uid");
+    account.gid = u32(u.Get("gid"), "gid");
+    if (!u.Get("groups").IsArray()) throw make_error(env, "groups must be an array", "ERR_INVALID_ARG_TYPE");
+    Napi::Array g = u.Get("groups").As<Napi::Array>();
+    for (uint32_t i = 0; i < g.Length(); i++) account.groups.push_back(u32(g.Get(i), "group"));
+  }
+  if (!o.Get("keep").IsArray()) throw make_error(env, "keep must be an array of capability numbers", "ERR_INVALID_ARG_TYPE");
+  Napi::Array k = o.Get("keep").As<Napi::Array>();
+  uint64_t keep = 0;
+  for (uint32_t i = 0; i < k.Length(); i++) {
+    uint32_t cap = u32(k.Get(i), "capability");
+    if (cap > 63) throw make_error(env, "capability numbers are 0..63", "ERR_OUT_OF_RANGE");
+    keep |= uint64_t(1) << cap;
+  }
+  vw::PrivilegeReport r;
+  std::string err;
+  if (!vw::drop_privileges(change_user ? &account : nullptr, keep, &r, &err)) throw make_error(env, err, "ERR_PRIVILEGES");
+  Napi::Object out = Napi::Object::New(env);
+  Napi::Array kept = Napi::Array::New(env);
+  for (uint32_t cap = 0; cap < 64; cap++)
+    if (r.kept >> cap & 1) kept.Set(kept.Length(), cap);
+  out.Set("kept", kept);
+  out.Set("boundingDropped", r.bounding_dropped);
+  out.Set("threads", r.threads);
+  Napi::Array unreachable = Napi::Array::New(env, r.unreachable.size());
+  for (size_t i = 0; i < r.unreachable.size(); i++) unreachable.Set(uint32_t(i), double(r.unreachable[i]));
+  out.Set("unreachable", unreachable);
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::Init(env));
   exports.Set("VirtioUser", VirtioUserWrap::Init(env));
@@ -640,6 +682,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   limits.Set("maxPmdThreads", vw::Engine::kPmdSets);
   exports.Set("limits", limits);
   exports.Set("guestBase", Napi::BigInt::New(env, uint64_t(VirtioUser::kGuestBase)));
+  exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));
   return exports;
 }
 

@@ -1,12 +1,17 @@
-// The HTTP face of a running switch: Prometheus text at /metrics, the ports as JSON at /api/ports (what
-// `vhostwire stats` reads), and the mode at /api/mode (GET; PUT switches it, what `vhostwire mode`
-// sends). Nothing else is served. The only change accepted, PUT /api/mode, must come from this host,
-// whatever address the server listens on: metrics are often exposed wider than control should be.
-import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
+// The HTTP API of a running switch, the same over the unix socket (serve --api PATH) and over TCP
+// (serve --metrics HOST:PORT): Prometheus text at /metrics, the ports as JSON at /api/ports (what
+// `vhostwire stats` reads), the mode at /api/mode (GET; PUT switches it, what `vhostwire mode` sends).
+// Every route is declared once, in ROUTES; a route that changes state says so (`change: true`) and is
+// then guarded (guard.ts: which listener, Host, Origin, content type, token) and given a bounded JSON
+// body. Where it listens and what any client may hold is server.ts and limits.ts.
+import type * as http from 'node:http';
 import type { Registry } from 'prom-client';
 import { sysfsStatistics } from './ethtool';
 import { hostInterface } from '../ports';
+import { checkChange } from './guard';
+import { LIMITS } from './limits';
+import { refusal, refusalBody, RefusalCounter, type ListenerKind, type Refusal } from './refusals';
+import { listenApi, type ApiListener, type Handler, type UnixTarget } from './server';
 import type { Switch, SwitchPortInfo } from '../switch';
 
 export type PortState = 'connected' | 'disconnected' | 'up';
@@ -60,100 +65,161 @@ export async function portsJson(sw: Switch): Promise<PortJson[]> {
   );
 }
 
-export interface HttpServer {
-  /** e.g. http://127.0.0.1:9470 */
-  url: string;
+
+interface Reply {
+  status: number;
+  type: string;
+  body: string;
+}
+
+interface Context {
+  sw: Switch;
+  registry: Registry;
+}
+
+interface Route {
+  method: 'GET' | 'PUT';
+  path: string;
+  /** Changes state: only through the guard, and handed the request's JSON body. */
+  change: boolean;
+  handle(ctx: Context, body: unknown): Reply | Refusal | Promise<Reply | Refusal>;
+}
+
+const json = (status: number, body: unknown): Reply => ({ status, type: 'application/json', body: JSON.stringify(body) });
+
+function setMode({ sw }: Context, body: unknown): Reply | Refusal {
+  const mode = (body as { mode?: unknown } | null)?.mode;
+  if (mode !== 'bypass' && mode !== 'kernel')
+    return refusal(400, 'bad_body', `the body must be {"mode": "bypass"} or {"mode": "kernel"}, not ${JSON.stringify(body)}`);
+  const was = sw.mode;
+  try {
+    sw.setMode(mode);
+  } catch (e) {
+    return json(500, { error: e instanceof Error ? e.message : String(e) });
+  }
+  return json(200, { mode, was });
+}
+
+/** Every route the API has. */
+const ROUTES: Route[] = [
+  { method: 'GET', path: '/metrics', change: false, handle: async ({ registry }) => ({ status: 200, type: registry.contentType, body: await registry.metrics() }) },
+  { method: 'GET', path: '/api/ports', change: false, handle: async ({ sw }) => json(200, await portsJson(sw)) },
+  { method: 'GET', path: '/api/mode', change: false, handle: ({ sw }) => json(200, { mode: sw.mode }) },
+  { method: 'PUT', path: '/api/mode', change: true, handle: setMode },
+];
+
+const isRefusal = (r: Reply | Refusal): r is Refusal => 'reason' in r;
+
+/** The JSON body of a change, at most LIMITS.maxBodyBytes. */
+function readBody(req: http.IncomingMessage): Promise<unknown> {
+  const tooLarge = refusal(413, 'body_too_large', `the body is larger than ${LIMITS.maxBodyBytes} bytes`);
+  if (Number(req.headers['content-length'] ?? 0) > LIMITS.maxBodyBytes) return Promise.reject(tooLarge);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > LIMITS.maxBodyBytes) {
+        req.removeAllListeners('data');
+        reject(tooLarge);
+      } else chunks.push(c);
+    });
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch (e) {
+        reject(refusal(400, 'bad_body', `the body is not JSON: ${(e as Error).message}`));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+function createHandler(ctx: Context, refusals: RefusalCounter): Handler {
+  // Concurrent reads of one route share one answer: a scrape storm renders /metrics once per round.
+  const inflight = new Map<Route, Promise<Reply | Refusal>>();
+  const read = (route: Route): Promise<Reply | Refusal> => {
+    let p = inflight.get(route);
+    if (p === undefined) {
+      p = Promise.resolve(route.handle(ctx, undefined)).finally(() => inflight.delete(route));
+      inflight.set(route, p);
+    }
+    return p;
+  };
+
+  return (req, res, policy) => {
+    const refuse = (r: Refusal): void => {
+      refusals.count(policy.kind, r.reason);
+      res.writeHead(r.status, { 'content-type': 'application/json', connection: 'close', ...r.headers });
+      res.end(refusalBody(r));
+    };
+    const answer = (r: Reply | Refusal): void => {
+      if (isRefusal(r)) return refuse(r);
+      res.writeHead(r.status, { 'content-type': r.type });
+      res.end(r.body);
+    };
+    const failed = (e: unknown): void => {
+      if (e !== null && typeof e === 'object' && 'reason' in e) return refuse(e as Refusal);
+      answer(json(500, { error: e instanceof Error ? e.message : String(e) }));
+    };
+
+    if (req.httpVersion === '1.1' && req.headers.host === undefined) return refuse(refusal(400, 'malformed_request', 'an HTTP/1.1 request must carry a Host header'));
+    const path = (req.url ?? '/').split('?')[0];
+    const here = ROUTES.filter((r) => r.path === path);
+    if (here.length === 0)
+      return refuse(refusal(404, 'not_found', `no such endpoint: ${path} (there are ${[...new Set(ROUTES.map((r) => r.path))].join(', ')})`));
+    const route = here.find((r) => r.method === (req.method === 'HEAD' ? 'GET' : req.method));
+    if (route === undefined) {
+      const allowed = here.map((r) => r.method).join(', ');
+      return refuse(refusal(405, 'method_not_allowed', `${req.method} ${path}: use ${allowed}`, { allow: allowed }));
+    }
+    if (!route.change) {
+      read(route).then(answer, failed);
+      return;
+    }
+    const denied = checkChange(req, policy);
+    if (denied) return refuse(denied);
+    readBody(req)
+      .then((body) => route.handle(ctx, body))
+      .then(answer, failed);
+  };
+}
+
+export interface ApiOptions {
+  /** serve --metrics HOST:PORT: read-only unless changes (--api-tcp), then with token if set */
+  tcp?: { host: string; port: number; changes: boolean; token: string | null };
+  /** serve --api PATH: reads and changes */
+  unix?: UnixTarget;
+}
+
+export interface Api {
+  /** http://HOST:PORT of the TCP listener */
+  url?: string;
+  /** the unix socket's path */
+  path?: string;
   close(): Promise<void>;
 }
 
-const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
-
-function serveMode(sw: Switch, req: http.IncomingMessage, send: (status: number, type: string, body: string) => void): void {
-  const json = (status: number, body: unknown) => send(status, 'application/json', JSON.stringify(body));
-  if (req.method === 'GET') {
-    json(200, { mode: sw.mode });
-    return;
-  }
-  if (req.method !== 'PUT') {
-    json(405, { error: 'use GET to read the mode or PUT to change it' });
-    return;
-  }
-  if (!LOOPBACK.test(req.socket.remoteAddress ?? '')) {
-    json(403, { error: `mode changes are accepted from this host only, not from ${req.socket.remoteAddress}` });
-    return;
-  }
-  let body = '';
-  req.setEncoding('utf8');
-  req.on('data', (c: string) => {
-    body += c;
-    if (body.length > 1024) req.destroy();
-  });
-  req.on('end', () => {
-    let mode: unknown;
-    try {
-      mode = (JSON.parse(body) as { mode?: unknown }).mode;
-    } catch {
-      json(400, { error: 'the body must be JSON: {"mode": "bypass"} or {"mode": "kernel"}' });
-      return;
-    }
-    if (mode !== 'bypass' && mode !== 'kernel') {
-      json(400, { error: `mode must be "bypass" or "kernel", not ${JSON.stringify(mode)}` });
-      return;
-    }
-    const was = sw.mode;
-    try {
-      sw.setMode(mode);
-    } catch (e) {
-      json(500, { error: e instanceof Error ? e.message : String(e) });
-      return;
-    }
-    json(200, { mode, was });
-  });
-}
-
-export async function startHttp(sw: Switch, registry: Registry, host: string, port: number): Promise<HttpServer> {
-  const server = http.createServer((req, res) => {
-    const send = (status: number, type: string, body: string): void => {
-      res.writeHead(status, { 'content-type': type });
-      res.end(body);
-    };
-    const path = (req.url ?? '/').split('?')[0];
-    if (path === '/api/mode') {
-      serveMode(sw, req, send);
-      return;
-    }
-    if (req.method !== 'GET' || (path !== '/metrics' && path !== '/api/ports')) {
-      send(404, 'text/plain; charset=utf-8', 'not found\n');
-      return;
-    }
-    const body =
-      path === '/metrics'
-        ? registry.metrics().then((text) => [registry.contentType, text])
-        : portsJson(sw).then((ports) => ['application/json', JSON.stringify(ports)]);
-    body.then(
-      ([type, text]) => send(200, type, text),
-      (e: unknown) => send(500, 'text/plain; charset=utf-8', `${e instanceof Error ? e.message : String(e)}\n`),
-    );
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const addr = server.address() as AddressInfo;
-  const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  let closing: Promise<void> | undefined;
-  return {
-    url: `http://${shown}:${addr.port}`,
-    close() {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // Keep-alive clients (Prometheus) would otherwise hold close() open.
-        server.closeAllConnections();
-      });
-      return closing;
-    },
+/** Starts the listeners asked for, all answered by one handler; refusals are counted on `registry`. */
+export async function startApi(sw: Switch, registry: Registry, options: ApiOptions): Promise<Api> {
+  const kinds: ListenerKind[] = [...(options.tcp ? ['tcp' as const] : []), ...(options.unix ? ['unix' as const] : [])];
+  const refusals = new RefusalCounter(registry, kinds);
+  const handle = createHandler({ sw, registry }, refusals);
+  const listeners: ApiListener[] = [];
+  const close = async (): Promise<void> => {
+    await Promise.all(listeners.map((l) => l.close()));
   };
+  try {
+    if (options.tcp) {
+      const { host, port, changes, token } = options.tcp;
+      listeners.push(await listenApi({ tcp: { host, port } }, { kind: 'tcp', changes, token }, handle, refusals));
+    }
+    if (options.unix) listeners.push(await listenApi({ unix: options.unix }, { kind: 'unix', changes: true, token: null }, handle, refusals));
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  const tcp = options.tcp ? listeners[0] : undefined;
+  const unix = options.unix ? listeners[listeners.length - 1] : undefined;
+  return { url: tcp?.address, path: unix?.address, close };
 }

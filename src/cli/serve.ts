@@ -1,12 +1,14 @@
 // `vhostwire serve`: the backend as a long-running process. It validates the flags, builds the
-// switch, serves metrics if asked, prints what it set up and every port event, and on SIGINT/SIGTERM
-// closes everything (sockets removed, threads joined) before exiting 0.
+// switch, starts the API (--metrics over TCP, --api over a unix socket), then gives up what it no longer
+// needs (the user with --user, every capability the ports do not need), prints what it set up and every
+// port event, and on SIGINT/SIGTERM closes everything (sockets removed, threads joined) before exiting 0.
+import * as fs from 'node:fs';
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
 import { buildServeConfig, DEFAULT_METRICS_PORT } from '../config/options';
 import type { ServeConfig } from '../config/options';
 import { portKind, portKinds } from '../ports';
-import { Switch } from '../switch';
-import type { HttpServer } from '../api/http';
+import type { Switch } from '../switch';
+import type { Api } from '../api/http';
 
 const options = {
   wire: { type: 'string', array: true, requiresArg: true, describe: 'join two ports in both directions: A=B (repeatable)' },
@@ -17,10 +19,23 @@ const options = {
     requiresArg: true,
     describe: `serve /metrics and /api/ports on HOST:PORT or PORT (host 127.0.0.1); \`vhostwire stats\` looks at ${DEFAULT_METRICS_PORT}`,
   },
+  api: {
+    type: 'string',
+    requiresArg: true,
+    describe: 'serve the API on this unix socket too (mode 0660): where changes (vhostwire mode ...) are made',
+  },
+  'api-owner': { type: 'string', requiresArg: true, describe: 'owner of the --api socket: USER[:GROUP] or :GROUP [default: the user serve runs as]' },
+  'api-tcp': { type: 'boolean', describe: 'accept changes on the --metrics listener too (from this host only; read-only without this)' },
+  'api-token-file': { type: 'string', requiresArg: true, describe: 'with --api-tcp: changes over TCP must carry the bearer token in this file (mode 600)' },
+  user: {
+    type: 'string',
+    requiresArg: true,
+    describe: 'after setup, become USER[:GROUP] (needs root) and keep only the capabilities the ports need',
+  },
   config: {
     type: 'string',
     requiresArg: true,
-    describe: `JSON file with the same keys (${[...portKinds.map((k) => k.configKey), 'wire', 'mode', 'pmdCores', 'metrics'].join(', ')}); flags add to it`,
+    describe: `JSON file with the same keys (${[...portKinds.map((k) => k.configKey), 'wire', 'mode', 'pmdCores', 'metrics', 'api', 'apiOwner', 'apiTcp', 'apiTokenFile', 'user'].join(', ')}); flags add to it`,
   },
 } as const;
 
@@ -40,7 +55,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .options(options)
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --vhost-user vm1=/tmp/vm1.sock --wire vm0=vm1', 'two VMs joined')
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --sink s0 --wire vm0=s0 --metrics 9470', 'a VM into a sink, with metrics')
-      .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --uplink up0=eth1 --wire vm0=up0 --mode kernel', 'a VM on the host network'),
+      .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --uplink up0=eth1 --wire vm0=up0 --mode kernel', 'a VM on the host network')
+      .example('$0 serve --vhost-user vm0=/run/vhostwire/vm0.sock --sink s0 --wire vm0=s0 --api /run/vhostwire/api.sock --user vhostwire', 'as root: set up, then run as vhostwire'),
   handler: async (argv) => {
     const config = buildServeConfig({
       ports: Object.fromEntries(portKinds.map((k) => [k.flag, argv[k.flag] as string[] | undefined])),
@@ -49,6 +65,11 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       pmdCores: argv['pmd-cores'],
       metrics: argv.metrics,
       config: argv.config,
+      api: argv.api,
+      apiOwner: argv['api-owner'],
+      apiTcp: argv['api-tcp'],
+      apiTokenFile: argv['api-token-file'],
+      user: argv.user,
     });
     await serve(config);
   },
@@ -70,6 +91,16 @@ function untilSignal(): Promise<NodeJS.Signals> {
 
 async function serve(config: ServeConfig): Promise<void> {
   const signal = untilSignal();
+  // Node opens its inspector on 127.0.0.1:9229 on SIGUSR1, without authentication: whoever may signal
+  // serve would hand every local user a way to run code inside it. A listener of our own replaces that.
+  process.on('SIGUSR1', () => console.log('SIGUSR1: ignored (serve does not open the Node.js inspector)'));
+  // Loaded here, all of it before setup: once serve has become --user, the checkout may not be readable
+  // any more.
+  const { Switch } = await import('../switch');
+  const { createRegistry } = await import('../api/metrics');
+  const { startApi } = await import('../api/http');
+  const { native } = await import('../native');
+  const { neededCapabilities, capabilityName } = await import('../config/privileges');
   const sw = new Switch({ mode: config.mode, pmdCores: config.pmdCores });
   sw.on('connected', (e) => console.log(`${e.port}: connected`));
   sw.on('disconnected', (e) => console.log(`${e.port}: disconnected`));
@@ -77,24 +108,50 @@ async function serve(config: ServeConfig): Promise<void> {
   sw.on('error', (e) => console.log(`${e.port}: error: ${e.reason}`));
   sw.on('mode', (e) => console.log(`mode ${e.mode} (was ${e.was})`));
 
-  let server: HttpServer | undefined;
+  let api: Api | undefined;
   try {
     setUp(sw, config);
-    if (config.metrics) {
-      const { createRegistry } = await import('../api/metrics');
-      const { startHttp } = await import('../api/http');
-      server = await startHttp(sw, createRegistry(sw), config.metrics.host, config.metrics.port);
-      console.log(`metrics on ${server.url}/metrics, ports on ${server.url}/api/ports`);
+    const { metrics, control } = config;
+    if (metrics || control.api) {
+      api = await startApi(sw, createRegistry(sw), {
+        tcp: metrics ? { ...metrics, changes: control.apiTcp, token: control.apiToken } : undefined,
+        unix: control.api ?? undefined,
+      });
+    }
+    if (api?.url) {
+      const changes = !control.apiTcp ? 'read-only' : control.apiToken ? 'changes from this host with the bearer token' : 'changes from any local user: --api-token-file requires a token';
+      console.log(`metrics on ${api.url}/metrics, ports on ${api.url}/api/ports (${changes})`);
+    }
+    if (api?.path) console.log(`API on ${api.path} (mode 0660, owner ${control.api?.uid}:${control.api?.gid})`);
+
+    const user = control.user;
+    if (user) {
+      // Ours to remove at close, also from a sticky directory such as /tmp, once we are this user.
+      for (const p of config.ports) for (const f of portKind(p.kind).createdFiles?.(p) ?? []) fs.chownSync(f, user.uid, user.gid);
+    }
+    if (user || process.geteuid?.() !== 0) {
+      const keep = neededCapabilities(config).map((c) => c.number);
+      let r: ReturnType<typeof native.dropPrivileges>;
+      try {
+        r = native.dropPrivileges({ user: user ?? undefined, keep });
+      } catch (e) {
+        throw new Error(`dropping privileges: ${(e as Error).message}`);
+      }
+      const who = user ? `user ${user.name} (uid ${user.uid}, gid ${user.gid})` : `uid ${process.geteuid?.()}`;
+      const kept = r.kept.length ? r.kept.map(capabilityName).join(',') : 'no capability';
+      console.log(`privileges: ${who}; kept ${kept}, dropped every other one${r.boundingDropped ? ' (bounding set too)' : ''}; no_new_privs`);
+    } else {
+      console.log('privileges: root with every capability (--user USER gives them up after setup; see docs/security.md)');
     }
   } catch (e) {
-    await sw.close();
+    await Promise.all([sw.close(), api?.close()]);
     throw e;
   }
   console.log('ready');
 
   const sig = await signal;
   console.log(`${sig}: closing`);
-  await Promise.all([sw.close(), server?.close()]);
+  await Promise.all([sw.close(), api?.close()]);
   console.log('closed');
 }
 

@@ -1,33 +1,32 @@
 // `vhostwire stats`: a table of a running serve's ports, from two /api/ports samples one second
-// apart. It talks HTTP only, so it needs no native addon and can watch a backend from anywhere.
+// apart. It talks HTTP only (over --api PATH or --url), so it needs no native addon and can watch a
+// backend from anywhere its --metrics listener is reachable.
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PortJson } from '../api/http';
-import { apiUrl, request, urlOption } from './api';
+import { answerJson, apiRequest, apiTarget, connectionOptions, type Target } from './api';
 import { pps, table } from './format';
 
-const options = urlOption;
+const options = connectionOptions;
 
 type StatsArgs = InferredOptionTypes<typeof options>;
 
 export const statsCommand: CommandModule<object, StatsArgs> = {
   command: 'stats',
-  describe: 'show the ports of a running `vhostwire serve --metrics ...`: state, packet rates, drops',
+  describe: 'show the ports of a running `vhostwire serve` (--api PATH or --url URL): state, packet rates, drops',
   builder: (y: Argv) => y.options(options),
   handler: async (argv) => {
-    const base = apiUrl(argv.url, '/api/ports');
-    const before = await fetchPorts(base);
+    const target = apiTarget(argv);
+    const before = await fetchPorts(target);
     const t0 = process.hrtime.bigint();
     await sleep(1000);
-    const after = await fetchPorts(base);
+    const after = await fetchPorts(target);
     console.log(render(before, after, Number(process.hrtime.bigint() - t0) / 1e9));
   },
 };
 
-async function fetchPorts(url: URL): Promise<PortJson[]> {
-  const res = await request(url);
-  if (!res.ok) throw new Error(`${url.href}: HTTP ${res.status}`);
-  return (await res.json()) as PortJson[];
+async function fetchPorts(target: Target): Promise<PortJson[]> {
+  return answerJson<PortJson[]>(await apiRequest(target, 'GET', '/api/ports'));
 }
 
 function total(p: PortJson | undefined, pick: (id: string) => boolean): number {

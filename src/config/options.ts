@@ -5,8 +5,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { Mode } from '../native';
-import { portKinds, type AnyPortSpec } from '../ports';
-import { checkName, checkRange, checkSocketPath, configArray, configObject, configString, configUint, describe, fail, flagWhere, limits, parseUint, UsageError, type Json } from './parse';
+import { readTokenFile } from '../api/token';
+import { portKind, portKinds, type AnyPortSpec } from '../ports';
+import { lookupAccount, lookupGroup, type Account } from './account';
+import { checkName, checkRange, checkSocketPath, configArray, configObject, configString, configUint, describe, fail, flagWhere, limits, parseUint, UsageError, type Json, type JsonObject } from './parse';
 
 export { UsageError };
 
@@ -27,6 +29,7 @@ export interface ServeConfig {
   /** CPUs to pin one PMD thread each to; empty: one unpinned PMD thread. */
   pmdCores: number[];
   metrics: Endpoint | null;
+  control: ControlConfig;
 }
 
 /** The serve flags as yargs hands them over: raw strings, repeatable flags as arrays. */
@@ -38,6 +41,11 @@ export interface ServeFlags {
   pmdCores?: string;
   metrics?: string;
   config?: string;
+  api?: string;
+  apiOwner?: string;
+  apiTcp?: boolean;
+  apiTokenFile?: string;
+  user?: string;
 }
 
 /** `A=B`; whether A and B exist is checked against the whole configuration. */
@@ -80,12 +88,118 @@ export function parseEndpoint(text: string, where = flagWhere('--metrics', text)
   return { host, port };
 }
 
+// ---- the control plane: the API's sockets, who may change things, the user serve runs as ----
+
+export interface ControlConfig {
+  /** --api PATH: the unix-socket API, where changes are made; the socket gets mode 0660 and this owner */
+  api: { path: string; uid: number; gid: number } | null;
+  /** --api-tcp: changes are accepted on the --metrics listener too (from this host) */
+  apiTcp: boolean;
+  /** --api-token-file: the bearer token changes over TCP must carry */
+  apiToken: string | null;
+  /** --user: the user serve becomes after setup (serve must start as root) */
+  user: Account | null;
+}
+
+/** The control settings of one source (the flags, or the config file), checked one by one. */
+interface ControlSettings {
+  api?: string;
+  /** --api-owner: parts not given come from --user or the process */
+  apiOwner?: { uid?: number; gid?: number };
+  apiTcp?: boolean;
+  apiToken?: string;
+  user?: Account;
+}
+
+const CONTROL_KEYS = ['api', 'apiOwner', 'apiTcp', 'apiTokenFile', 'user'];
+
+function resolve<T>(where: string, lookup: () => T): T {
+  try {
+    return lookup();
+  } catch (e) {
+    return fail(where, (e as Error).message);
+  }
+}
+
+/** `USER[:GROUP]` or `:GROUP` */
+function parseOwner(where: string, text: string): { uid?: number; gid?: number } {
+  const colon = text.indexOf(':');
+  const user = colon < 0 ? text : text.slice(0, colon);
+  const group = colon < 0 ? undefined : text.slice(colon + 1);
+  if (user === '' && (group === undefined || group === '')) fail(where, 'expected USER, USER:GROUP or :GROUP');
+  return {
+    uid: user === '' ? undefined : resolve(where, () => lookupAccount(user).uid),
+    gid: group === undefined ? undefined : resolve(where, () => lookupGroup(group)),
+  };
+}
+
+/** `USER[:GROUP]`, an existing unprivileged user; changing to it needs root. */
+function parseUser(where: string, text: string): Account {
+  const account = resolve(where, () => lookupAccount(text));
+  if (account.uid === 0) fail(where, 'uid 0 is root: name the unprivileged user serve should become');
+  const euid = process.geteuid?.() ?? 0;
+  if (euid !== 0)
+    fail(where, `changing user needs root, and this process runs as uid ${euid}: start serve as that user instead, with the capabilities docs/security.md lists`);
+  return account;
+}
+
+function controlSettings(raw: { api?: string; apiOwner?: string; apiTcp?: boolean; apiTokenFile?: string; user?: string }, where: (key: string, flag: string, value?: string) => string): ControlSettings {
+  const out: ControlSettings = {};
+  if (raw.api !== undefined) out.api = checkSocketPath(where('api', '--api', raw.api), raw.api);
+  if (raw.apiOwner !== undefined) out.apiOwner = parseOwner(where('apiOwner', '--api-owner', raw.apiOwner), raw.apiOwner);
+  if (raw.apiTcp !== undefined) out.apiTcp = raw.apiTcp;
+  if (raw.apiTokenFile !== undefined) {
+    const file = raw.apiTokenFile;
+    try {
+      out.apiToken = readTokenFile(where('apiTokenFile', '--api-token-file'), file);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  if (raw.user !== undefined) out.user = parseUser(where('user', '--user', raw.user), raw.user);
+  return out;
+}
+
+function loadControlSettings(obj: JsonObject, top: string): ControlSettings {
+  const at = (key: string): string => `${top}: ${key}`;
+  if (obj.apiTcp !== undefined && typeof obj.apiTcp !== 'boolean') fail(at('apiTcp'), `expected true or false, got ${describe(obj.apiTcp)}`);
+  const text = (key: string): string | undefined => (obj[key] === undefined ? undefined : configString(at(key), obj[key]));
+  return controlSettings(
+    { api: text('api'), apiOwner: text('apiOwner'), apiTcp: obj.apiTcp as boolean | undefined, apiTokenFile: text('apiTokenFile'), user: text('user') },
+    (key, _flag, value) => (value === undefined ? at(key) : `${at(key)} ${JSON.stringify(value)}`),
+  );
+}
+
+/** The flags override the file, setting by setting. */
+function buildControlConfig(file: ControlSettings, flags: ServeFlags): ControlConfig {
+  const s: ControlSettings = { ...file, ...controlSettings(flags, (_key, flag, value) => (value === undefined ? flag : flagWhere(flag, value))) };
+  if (s.apiOwner !== undefined && s.api === undefined) fail('--api-owner', 'only meaningful with --api PATH');
+  if (s.apiToken !== undefined && s.apiTcp !== true)
+    fail('--api-token-file', 'only meaningful with --api-tcp (who may use the unix socket is decided by its owner and mode)');
+  const uid = s.apiOwner?.uid ?? s.user?.uid ?? process.geteuid?.() ?? 0;
+  const gid = s.apiOwner?.gid ?? s.user?.gid ?? process.getegid?.() ?? 0;
+  return {
+    api: s.api === undefined ? null : { path: s.api, uid, gid },
+    apiTcp: s.apiTcp === true,
+    apiToken: s.apiToken ?? null,
+    user: s.user ?? null,
+  };
+}
+
+/** What only the whole configuration can tell. */
+function checkControl(config: ServeConfig): void {
+  const { api, apiTcp } = config.control;
+  if (apiTcp && config.metrics === null) fail('--api-tcp', 'changes over TCP are taken on the --metrics listener: give --metrics HOST:PORT too');
+  const port = api && config.ports.find((p) => portKind(p.kind).exclusive?.(p)?.value === api.path);
+  if (api && port) fail(flagWhere('--api', api.path), `socket path is already used by port "${port.name}"`);
+}
+
 // ---- the --config file ----
 
-const CONFIG_KEYS = [...portKinds.map((k) => k.configKey), 'wire', 'mode', 'pmdCores', 'metrics'];
+const CONFIG_KEYS = [...portKinds.map((k) => k.configKey), 'wire', 'mode', 'pmdCores', 'metrics', ...CONTROL_KEYS];
 
 /** A config file's contents, checked; keys the file does not give stay undefined. */
-type ConfigFile = Partial<ServeConfig>;
+type ConfigFile = Partial<Omit<ServeConfig, 'control'>> & { control?: ControlSettings };
 
 export function loadConfigFile(file: string, cpuCount = os.cpus().length): ConfigFile {
   const top = `--config ${JSON.stringify(file)}`;
@@ -131,6 +245,7 @@ export function loadConfigFile(file: string, cpuCount = os.cpus().length): Confi
   if (obj.metrics !== undefined) {
     out.metrics = parseEndpoint(configString(`${top}: metrics`, obj.metrics), `${top}: metrics`);
   }
+  out.control = loadControlSettings(obj, top);
   return out;
 }
 
@@ -155,7 +270,9 @@ export function buildServeConfig(flags: ServeFlags, cpuCount = os.cpus().length)
     mode: flags.mode === undefined ? (file.mode ?? 'bypass') : parseMode(flags.mode),
     pmdCores: flags.pmdCores === undefined ? (file.pmdCores ?? []) : parsePmdCores(flags.pmdCores, cpuCount),
     metrics: flags.metrics === undefined ? (file.metrics ?? null) : parseEndpoint(flags.metrics),
+    control: buildControlConfig(file.control ?? {}, flags),
   };
+  checkControl(config);
 
   const names = new Map<string, string>();
   const held = new Map<string, string>();

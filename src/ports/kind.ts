@@ -3,6 +3,7 @@
 // from. Everything kind-specific on the TypeScript side lives in the kind's own file next to this one;
 // index.ts lists them, one line each.
 import type { Json } from '../config/parse';
+import type { Capability } from '../config/privileges';
 
 export interface PortSpec {
   /** The kind's name, as the addon registers it */
@@ -31,4 +32,8 @@ export interface PortKind<S extends PortSpec = PortSpec> {
   summary(spec: S): string;
   /** A resource only one port may hold (a socket path, an interface), checked across the configuration */
   exclusive?(spec: S): { what: string; value: string };
+  /** The capabilities its ports still need once set up (serve --user keeps them and drops the rest) */
+  readonly capabilities?: readonly Capability[];
+  /** Files its port creates and removes at close: serve --user gives them to that user */
+  createdFiles?(spec: S): string[];
 }

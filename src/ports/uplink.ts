@@ -2,6 +2,7 @@
 // (addon/ports/uplink/).
 import * as fs from 'node:fs';
 import { checkName, configObject, configString, fail, flagWhere, splitNamed } from '../config/parse';
+import type { Capability } from '../config/privileges';
 import type { PortKind } from './kind';
 
 export interface UplinkSpec {
@@ -17,6 +18,14 @@ export interface UplinkDetails {
   /** The driver the mode picked: af_packet (kernel) or af_xdp (bypass) */
   driver: 'af_packet' | 'af_xdp';
 }
+
+// What an uplink needs after setup, and why (tried one by one: test/interop/privileges.test.ts).
+const CAPABILITIES: readonly Capability[] = [
+  { name: 'net_raw', number: 13, why: 'the AF_PACKET socket of kernel mode and the AF_XDP socket of bypass mode, opened at start and at every mode switch' },
+  { name: 'net_admin', number: 12, why: 'bypass mode: the XSKMAP and the XDP program are of kinds only CAP_NET_ADMIN may create, and attaching the program to the interface needs it' },
+  { name: 'bpf', number: 39, why: 'bypass mode: bpf() to create the XSKMAP and load the XDP program (unprivileged bpf() is off: kernel.unprivileged_bpf_disabled)' },
+  { name: 'ipc_lock', number: 14, why: 'bypass mode: the AF_XDP UMEM (16 MiB per uplink) is pinned, beyond the default RLIMIT_MEMLOCK (8 MiB)' },
+];
 
 // What Linux accepts as an interface name: 1-15 bytes, no '/', ':' or whitespace, not "." or "..".
 const IFNAME_RE = /^[^/:\s]{1,15}$/;
@@ -56,4 +65,5 @@ export const uplink: PortKind<UplinkSpec> = {
   params: (s) => ({ ifname: s.ifname }),
   summary: (s) => `uplink on ${s.ifname}`,
   exclusive: (s) => ({ what: 'interface', value: s.ifname }),
+  capabilities: CAPABILITIES,
 };

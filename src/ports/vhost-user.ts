@@ -66,4 +66,6 @@ export const vhostUser: PortKind<VhostUserSpec> = {
   params: (s) => ({ path: s.path, client: s.client, queues: s.queues }),
   summary: (s) => `vhost-user ${s.path} (${s.client ? 'client' : 'server'}, ${s.queues} queue pair${s.queues === 1 ? '' : 's'})`,
   exclusive: (s) => ({ what: 'socket path', value: s.path }),
+  // A server socket is ours; in client mode the front end's.
+  createdFiles: (s) => (s.client ? [] : [s.path]),
 };

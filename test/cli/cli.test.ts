@@ -67,7 +67,8 @@ t.test('serve: metrics, ports, events, clean shutdown on SIGTERM', async (t) => 
   const base = `http://127.0.0.1:${port}`;
   const vm0 = tmp.sock('vm0');
   const vm1 = tmp.sock('vm1');
-  const serve = new Cli(['serve', '--vhost-user', `vm0=${vm0}`, '--vhost-user', `vm1=${vm1}`, '--wire', 'vm0=s0', '--sink', 's0', '--mode', 'kernel', '--metrics', `127.0.0.1:${port}`]);
+  const api = tmp.sock('api');
+  const serve = new Cli(['serve', '--vhost-user', `vm0=${vm0}`, '--vhost-user', `vm1=${vm1}`, '--wire', 'vm0=s0', '--sink', 's0', '--mode', 'kernel', '--metrics', `127.0.0.1:${port}`, '--api', api]);
   t.teardown(() => serve.kill('SIGKILL'));
   await serve.line(/^ready$/);
   t.match(serve.stdout, `vm0: vhost-user ${vm0} (server, 1 queue pair)`);
@@ -125,9 +126,9 @@ t.test('serve: metrics, ports, events, clean shutdown on SIGTERM', async (t) => 
   t.match(stats.stdout, /^vm0\s+vhost-user\s+disconnected\s+s0/m);
   t.match(stats.stdout, /^s0\s+sink\s+up\s+vm0/m);
 
-  // The mode, read and switched at run time over the HTTP API.
+  // The mode, read over TCP and switched at run time over the unix-socket API.
   t.match(await runCli(['mode', '--url', base]), { code: 0, stdout: 'mode kernel\n' }, 'mode shows kernel');
-  t.match(await runCli(['mode', 'bypass', '--url', base]), { code: 0, stdout: 'mode bypass (was kernel)\n' }, 'mode bypass switches');
+  t.match(await runCli(['mode', 'bypass', '--api', api]), { code: 0, stdout: 'mode bypass (was kernel)\n' }, 'mode bypass switches');
   await serve.line(/^mode bypass \(was kernel\)$/);
   t.same(JSON.parse((await get(`${base}/api/mode`)).body), { mode: 'bypass' }, 'GET /api/mode agrees');
   const bad = await runCli(['mode', 'fast', '--url', base]);
@@ -140,6 +141,7 @@ t.test('serve: metrics, ports, events, clean shutdown on SIGTERM', async (t) => 
   t.match(serve.stdout, /SIGTERM: closing\nclosed\n$/);
   t.notOk(fs.existsSync(vm0), 'vm0 socket removed');
   t.notOk(fs.existsSync(vm1), 'vm1 socket removed');
+  t.notOk(fs.existsSync(api), 'API socket removed');
   t.equal(serve.stderr, '');
 });
 

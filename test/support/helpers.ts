@@ -40,6 +40,12 @@ export interface Exit {
   signal: NodeJS.Signals | null;
 }
 
+/** How a Cli starts: through a launcher that execs node in place (setpriv), from another copy of bin/. */
+export interface Launch {
+  prefix?: string[];
+  bin?: string;
+}
+
 /** A running `node bin/vhostwire.js ...` with its output collected. */
 export class Cli {
   readonly child: ChildProcess;
@@ -49,8 +55,10 @@ export class Cli {
   readonly exited: Promise<Exit>;
   #exit: Exit | undefined;
 
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(args: string[], launch: Launch = {}) {
+    const [command, ...rest] = [...(launch.prefix ?? []), process.execPath, launch.bin ?? BIN, ...args];
+    const cwd = launch.bin === undefined ? ROOT : path.dirname(path.dirname(launch.bin));
+    this.child = spawn(command, rest, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     if (this.child.pid === undefined) throw new Error(`could not spawn ${BIN}`);
     this.pid = this.child.pid;
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
@@ -95,8 +103,8 @@ export class Cli {
 }
 
 /** Runs the CLI to completion. */
-export async function runCli(args: string[], timeoutMs = 20000): Promise<Exit & { stdout: string; stderr: string }> {
-  const cli = new Cli(args);
+export async function runCli(args: string[], timeoutMs = 20000, launch?: Launch): Promise<Exit & { stdout: string; stderr: string }> {
+  const cli = new Cli(args, launch);
   const exit = await cli.wait(timeoutMs);
   return { ...exit, stdout: cli.stdout, stderr: cli.stderr };
 }

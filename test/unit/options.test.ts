@@ -180,6 +180,7 @@ t.test('whole configuration', async (t) => {
     mode: 'bypass',
     pmdCores: [],
     metrics: null,
+    control: { api: null, apiTcp: false, apiToken: null, user: null },
   });
   t.same(buildServeConfig({}, 2).ports, [], 'nothing at all is a valid (idle) switch');
   rejects(t, () => buildServeConfig({ ...two, wire: ['vm0=vm9'] }, 2), '--wire vm0=vm9: ', 'no port named "vm9"');
@@ -225,6 +226,7 @@ t.test('--config file', async (t) => {
       mode: 'kernel',
       pmdCores: [0, 1],
       metrics: { host: '127.0.0.1', port: 9470 },
+      control: { api: null, apiTcp: false, apiToken: null, user: null },
     });
     const merged = buildServeConfig(
       { config: file, vhostUser: ['vm2=/tmp/c.sock'], sink: ['s1'], gen: ['g2'], wire: ['vm2=s0'], mode: 'bypass', pmdCores: '1', metrics: '0.0.0.0:1' },
