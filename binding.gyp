@@ -21,7 +21,7 @@
         "addon/runtime/pmd.cc",
         "addon/runtime/port_kinds.cc",
         "addon/runtime/privileges.cc",
-        "addon/virtio/virtqueue.cc"
+        "addon/virtio/split_ring.cc"
       ],
       "include_dirs": [
         "<!@(node -p \"require('node-addon-api').include\")",

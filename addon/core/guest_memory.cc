@@ -29,9 +29,6 @@ struct Mapping {
 
 namespace {
 
-// A translated span holds at most this much; longer pieces of one region are split (Span::len is 32 bits).
-constexpr uint64_t kMaxSpanBytes = UINT32_MAX;
-
 // Half-open ranges [a, a + alen) and [b, b + blen); neither wraps (checked before).
 bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) { return a < b + blen && b < a + alen; }
 
@@ -113,7 +110,7 @@ std::shared_ptr<const GuestMemory> GuestMemory::without_region(uint64_t gpa, uin
   return nullptr;
 }
 
-int GuestMemory::translate(uint64_t gpa, uint64_t len, Span* out, int max_spans) const {
+int GuestMemory::translate_slow(uint64_t gpa, uint64_t len, Span* out, int max_spans) const {
   uint64_t end;
   if (__builtin_add_overflow(gpa, len, &end)) return -1;
   int n = 0;
@@ -124,6 +121,7 @@ int GuestMemory::translate(uint64_t gpa, uint64_t len, Span* out, int max_spans)
     while (i < nr && gpa - regions_[i].gpa >= regions_[i].size) i++;
     if (i == nr || n == max_spans) return -1;
     const MemRegion& r = regions_[i];
+    if (n == 0) last_.store(uint32_t(i), std::memory_order_relaxed);
     const uint64_t off = gpa - r.gpa;
     const uint64_t take = std::min(std::min(len, r.size - off), kMaxSpanBytes);
     out[n++] = Span{r.host + off, uint32_t(take), gpa};
@@ -131,6 +129,20 @@ int GuestMemory::translate(uint64_t gpa, uint64_t len, Span* out, int max_spans)
     len -= take;
   }
   return n;
+}
+
+bool GuestMemory::contains_range(uint64_t gpa, uint64_t len) const {
+  uint64_t end;
+  if (__builtin_add_overflow(gpa, len, &end)) return false;
+  for (size_t i = 0; len && i < regions_.size(); i++) {
+    const MemRegion& r = regions_[i];
+    const uint64_t off = gpa - r.gpa;
+    if (off >= r.size) continue;
+    const uint64_t take = std::min(len, r.size - off);
+    gpa += take;
+    len -= take;
+  }
+  return len == 0;
 }
 
 uint8_t* GuestMemory::translate_contiguous(uint64_t gpa, uint64_t len) const {

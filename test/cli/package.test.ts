@@ -9,7 +9,7 @@ t.test('npm pack ships the CLI, the compiled library and the addon sources, and 
   const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8' });
   t.equal(r.status, 0, `npm pack --dry-run: ${r.stderr.trim().split('\n').pop() ?? ''}`);
   const files: string[] = JSON.parse(r.stdout)[0].files.map((f: { path: string }) => f.path);
-  for (const want of ['bin/vhostwire.js', 'dist/src/cli/main.js', 'dist/src/native.js', 'binding.gyp', 'addon/napi/binding.cc', 'addon/virtio/virtqueue.cc', 'qemu/build-guest.sh', 'package.json']) {
+  for (const want of ['bin/vhostwire.js', 'dist/src/cli/main.js', 'dist/src/native.js', 'binding.gyp', 'addon/napi/binding.cc', 'addon/virtio/split_ring.cc', 'qemu/build-guest.sh', 'package.json']) {
     t.ok(files.includes(want), `${want} is in the package`);
   }
   t.notOk(files.some((f) => f.startsWith('test/') || f.startsWith('dist/test/') || f.startsWith('fuzz/')), 'no tests or fuzzers');

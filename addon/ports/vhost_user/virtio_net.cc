@@ -19,7 +19,7 @@ constexpr uint64_t bit(unsigned b) { return uint64_t(1) << b; }
 // Spans of guest receive buffers one packet may fill (all its chains together when merging).
 constexpr uint32_t kTxSpans = 256;
 // tx_burst gives back the chains of one packet, at most one per span.
-static_assert(kTxSpans <= Virtqueue::kMaxUnpop, "unpop must cover a packet's chains");
+static_assert(kTxSpans <= SplitRing::kMaxUnpop, "unpop must cover a packet's chains");
 
 // A receive ring whose driver posts buffers but never kicks counts as ready this long after it first
 // posted them (see tx_ready()).

@@ -16,7 +16,7 @@
 #include "core/counters.h"
 #include "core/guest_memory.h"
 #include "core/port.h"
-#include "virtio/virtqueue.h"
+#include "virtio/split_ring.h"
 
 namespace vw {
 
@@ -39,7 +39,7 @@ struct Vring {
   bool enabled = false;
   int kick = -1, call = -1, err = -1;  // kick is held only while the ring is started
   bool started = false, broken = false;
-  Virtqueue vq;
+  SplitRing vq;
   // Receive rings only: when the guest first made buffers available since start, and whether it has
   // since said the ring is ready (see tx_ready()).
   uint64_t primed_ns = 0;

@@ -1,8 +1,9 @@
-// The device side of one split virtqueue, written for a guest we do not trust (the rules follow rust-vmm
-// vm-virtio chain.rs/queue.rs). Every descriptor is copied once into private memory before it is looked
-// at, every chain is bounded by the queue size, indirect tables may not nest, and an avail index that
-// claims more than a queue's worth is refused. A broken rule is reported as the INVALID_* counter that
-// names it; the caller then stops using the queue.
+// The device side of one split virtqueue (virtio 1.x, 2.7), written for a guest we do not trust (the
+// rules follow rust-vmm vm-virtio chain.rs/queue.rs). Every descriptor is copied once into private memory
+// before it is looked at, every chain is bounded by the queue size and by kChainBudget descriptors,
+// indirect tables may not nest, and an avail index that claims more than a queue's worth is refused. A
+// broken rule is reported as the INVALID_* counter that names it; the caller then stops using the queue.
+// Implements the ring interface of ring.h.
 //
 // Used entries are written into the used ring as they are pushed and made visible to the guest once per
 // burst by flush(), which also says whether the guest asked to be notified.
@@ -13,25 +14,19 @@
 #include "virtio/virtio_spec.h"
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 
 #include "core/counters.h"
 #include "core/guest_memory.h"
-#include "core/port.h"
+#include "core/packet.h"
+#include "virtio/ring.h"
 
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "virtqueue assumes a little-endian host");
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the split ring assumes a little-endian host");
 
 namespace vw {
 
-// What pop() found: the chain's head and its buffers, translated to host spans.
-struct Chain {
-  uint16_t head;
-  uint32_t nspans;  // spans stored
-  uint64_t len;     // bytes in the stored spans
-  bool truncated;   // the chain needs more spans than the caller had room for (nothing past room is stored)
-};
-
-class Virtqueue {
+class SplitRing {
  public:
   // Points the queue at its rings: host addresses covering the whole descriptor table (16 * size bytes),
   // avail ring (6 + 2 * size) and used ring (6 + 8 * size). device_writes: the device writes the buffers
@@ -55,9 +50,41 @@ class Virtqueue {
   }
 
   // Takes the next available chain, storing up to max_spans spans of its buffers. Returns 1 with *c
-  // filled, 0 when the ring is empty, -1 when the guest broke a rule (*why names it). The whole chain is
-  // validated even when its spans do not fit.
-  int pop(const GuestMemory& mem, Span* spans, uint32_t max_spans, Chain* c, QueueCounter* why);
+  // filled, 0 when the ring is empty, -1 when the guest broke a rule (*why names it). A chain whose spans
+  // do not fit, or that runs past kChainBudget descriptors, is cut there (c->truncated): the rest of it is
+  // neither stored nor read.
+  int pop(const GuestMemory& mem, Span* spans, uint32_t max_spans, Chain* c, QueueCounter* why) {
+    if (avail_idx_ == last_avail_) {
+      // Acquire: the ring entries and descriptors the guest wrote before publishing this index are visible.
+      avail_idx_ = __atomic_load_n(&avail_->idx, __ATOMIC_ACQUIRE);
+      if (uint16_t(avail_idx_ - last_avail_) > size_) return fail(why, INVALID_AVAIL_AHEAD);
+      if (avail_idx_ == last_avail_) return 0;
+    }
+    const uint16_t head = __atomic_load_n(&avail_->ring[last_avail_ & mask_], __ATOMIC_RELAXED);
+    last_avail_++;
+    if (head >= size_) return fail(why, INVALID_BAD_HEAD);
+    if (in_flight(head)) return fail(why, INVALID_HEAD_IN_FLIGHT);
+    const vring_desc d = read_desc(reinterpret_cast<const uint8_t*>(desc_ + head));
+    // One descriptor, the chain every driver posts for a receive buffer and DPDK's for a frame with its
+    // header pushed in front: checked here without the general walk.
+    if (!(d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT))) {
+      if ((d.flags & VRING_DESC_F_WRITE) == wrong_dir_) return fail(why, wrong_dir_reason());
+      int n = 0;
+      if (d.len) {
+        n = mem.translate(d.addr, d.len, spans, int(max_spans));
+        if (n < 0) {
+          if (!mem.contains_range(d.addr, d.len)) return fail(why, INVALID_BAD_ADDRESS);
+          *c = Chain{head, 1, 0, 0, true, false};
+          take(head);
+          return 1;
+        }
+      }
+      *c = Chain{head, 1, uint32_t(n), n ? d.len : 0, false, false};
+      take(head);
+      return 1;
+    }
+    return pop_chain(mem, head, d, spans, max_spans, c, why);
+  }
   // Gives back the last n popped chains (n <= kMaxUnpop): the next pops read them again from the ring.
   static constexpr uint16_t kMaxUnpop = 256;
   void unpop(uint16_t n);
@@ -79,6 +106,31 @@ class Virtqueue {
 
  private:
   static constexpr uint16_t kShadowEntries = 64;
+
+  static int fail(QueueCounter* why, QueueCounter reason) {
+    *why = reason;
+    return -1;
+  }
+  // The guest may rewrite a descriptor while we check it. The copy is made once, and the empty asm that
+  // claims to rewrite it keeps the compiler from reading guest memory again in place of the copy (it no
+  // longer knows the copy equals the source), so what we checked is what we use. Clobbering only the
+  // copy, not all memory, leaves everything else in registers. Indirect tables need not be aligned,
+  // hence bytes.
+  static vring_desc read_desc(const uint8_t* p) {
+    vring_desc d;
+    memcpy(&d, p, sizeof d);
+    asm volatile("" : "+m"(d));
+    return d;
+  }
+  QueueCounter wrong_dir_reason() const { return device_writes_ ? INVALID_READONLY_ON_RX : INVALID_WRITABLE_ON_TX; }
+  // The general walk: several descriptors, an indirect table, or both. first is the head's descriptor.
+  int pop_chain(const GuestMemory& mem, uint16_t head, vring_desc first, Span* spans, uint32_t max_spans, Chain* c,
+                QueueCounter* why);
+  // Marks head as lent and remembers it for unpop().
+  void take(uint16_t head) {
+    inflight_[head >> 6] |= uint64_t(1) << (head & 63);
+    popped_[npopped_++ % kMaxUnpop] = head;
+  }
   // Copies the collected entries into the used ring, unpublished. Their heads are no longer in flight.
   void write_shadow() {
     for (uint16_t i = 0; i < nshadow_; i++) {
@@ -91,7 +143,6 @@ class Virtqueue {
   // Heads taken by pop() and not yet returned, one bit each: a guest that names a head again before we
   // gave it back would have us hand out the same buffers twice.
   bool in_flight(uint16_t head) const { return inflight_[head >> 6] & (uint64_t(1) << (head & 63)); }
-  void take_off(uint16_t head) { inflight_[head >> 6] |= uint64_t(1) << (head & 63); }
   void land(uint16_t head) { inflight_[head >> 6] &= ~(uint64_t(1) << (head & 63)); }
   uint16_t* used_event() const { return &avail_->ring[size_]; }
   uint16_t* avail_event() const { return reinterpret_cast<uint16_t*>(&used_->ring[size_]); }
@@ -101,6 +152,7 @@ class Virtqueue {
   vring_used* used_ = nullptr;
   uint16_t size_ = 0, mask_ = 0;
   bool device_writes_ = false, event_idx_ = false, indirect_ = false;
+  uint16_t wrong_dir_ = VRING_DESC_F_WRITE;  // the WRITE flag value this ring's buffers must not have
   uint16_t last_avail_ = 0;   // next avail entry to read
   uint16_t start_idx_ = 0;    // last_avail_ at start()
   bool primed_ = false;

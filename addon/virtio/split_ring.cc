@@ -1,4 +1,4 @@
-#include "virtio/virtqueue.h"
+#include "virtio/split_ring.h"
 
 #include <algorithm>
 #include <cstring>
@@ -7,23 +7,8 @@ namespace vw {
 
 namespace {
 
-// The guest may rewrite a descriptor while we check it. Copying it once and clobbering memory afterwards
-// keeps the compiler from reading guest memory again in place of the copy, so what we checked is what
-// we use. Indirect tables need not be aligned, hence bytes.
-inline vring_desc read_desc(const uint8_t* p) {
-  vring_desc d;
-  memcpy(&d, p, sizeof d);
-  asm volatile("" : : "r"(&d) : "memory");
-  return d;
-}
-
 inline uint16_t load16(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 inline void store16(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
-
-inline int fail(QueueCounter* why, QueueCounter reason) {
-  *why = reason;
-  return -1;
-}
 
 constexpr uint32_t kDescSize = sizeof(vring_desc);
 // Ring alignment the virtio spec requires (2.7: desc 16, avail 2, used 4).
@@ -31,7 +16,7 @@ constexpr uintptr_t kDescAlign = 16, kAvailAlign = 2, kUsedAlign = 4;
 
 }  // namespace
 
-bool Virtqueue::attach(uint16_t size, void* desc, void* avail, void* used, bool device_writes, const char** why) {
+bool SplitRing::attach(uint16_t size, void* desc, void* avail, void* used, bool device_writes, const char** why) {
   if (size == 0 || (size & (size - 1)) != 0) {
     *why = "queue size is not a power of two between 1 and 32768";
     return false;
@@ -56,10 +41,11 @@ bool Virtqueue::attach(uint16_t size, void* desc, void* avail, void* used, bool 
   size_ = size;
   mask_ = uint16_t(size - 1);
   device_writes_ = device_writes;
+  wrong_dir_ = device_writes ? 0 : VRING_DESC_F_WRITE;
   return true;
 }
 
-void Virtqueue::start(uint16_t base) {
+void SplitRing::start(uint16_t base) {
   used_idx_ = used_shadow_ = load16(&used_->idx);
   nshadow_ = 0;
   // A previous back end may have died with chains taken but not returned. Restarting from the used index
@@ -73,29 +59,18 @@ void Virtqueue::start(uint16_t base) {
   disable_notify();
 }
 
-int Virtqueue::pop(const GuestMemory& mem, Span* spans, uint32_t max_spans, Chain* c, QueueCounter* why) {
-  if (avail_idx_ == last_avail_) {
-    // Acquire: the ring entries and descriptors the guest wrote before publishing this index are visible.
-    avail_idx_ = __atomic_load_n(&avail_->idx, __ATOMIC_ACQUIRE);
-    if (uint16_t(avail_idx_ - last_avail_) > size_) return fail(why, INVALID_AVAIL_AHEAD);
-    if (avail_idx_ == last_avail_) return 0;
-  }
-  const uint16_t head = load16(&avail_->ring[last_avail_ & mask_]);
-  last_avail_++;
-  if (head >= size_) return fail(why, INVALID_BAD_HEAD);
-  if (in_flight(head)) return fail(why, INVALID_HEAD_IN_FLIGHT);
-
+int SplitRing::pop_chain(const GuestMemory& mem, uint16_t head, vring_desc d, Span* spans, uint32_t max_spans,
+                         Chain* c, QueueCounter* why) {
   const uint8_t* table = reinterpret_cast<const uint8_t*>(desc_);
   uint32_t table_len = size_;
   bool in_indirect = false;
   uint32_t count = 0;
   uint32_t n = 0;
   uint64_t len = 0;
-  bool truncated = false;
-  const uint16_t wrong_dir = device_writes_ ? 0 : VRING_DESC_F_WRITE;
-  uint16_t i = head;
+  bool truncated = false, over_budget = false;
+  // A chain loops if it runs past the queue size; it costs too much if it runs past the budget. Within a
+  // queue no larger than the budget, the first check always comes first, so a loop still breaks the ring.
   for (;;) {
-    const vring_desc d = read_desc(table + size_t(i) * kDescSize);
     if (d.flags & VRING_DESC_F_INDIRECT) {
       if (!indirect_) return fail(why, INVALID_INDIRECT_NOT_NEGOTIATED);
       if (in_indirect) return fail(why, INVALID_INDIRECT_NESTED);
@@ -103,48 +78,46 @@ int Virtqueue::pop(const GuestMemory& mem, Span* spans, uint32_t max_spans, Chai
       if (d.len == 0 || d.len % kDescSize) return fail(why, INVALID_INDIRECT_LENGTH);
       table = mem.translate_contiguous(d.addr, d.len);
       if (!table) return fail(why, INVALID_BAD_ADDRESS);
-      // The table walk continues under the same descriptor budget, so the pointer descriptor itself does
+      // The table walk continues under the same descriptor count, so the pointer descriptor itself does
       // not count and a table of queue-size entries fits.
       table_len = d.len / kDescSize;
       in_indirect = true;
-      i = 0;
+      d = read_desc(table);
       continue;
     }
     if (++count > size_) return fail(why, INVALID_CHAIN_TOO_LONG);
-    if ((d.flags & VRING_DESC_F_WRITE) == wrong_dir)
-      return fail(why, device_writes_ ? INVALID_READONLY_ON_RX : INVALID_WRITABLE_ON_TX);
+    if (count > kChainBudget) {
+      truncated = over_budget = true;
+      break;
+    }
+    if ((d.flags & VRING_DESC_F_WRITE) == wrong_dir_) return fail(why, wrong_dir_reason());
     if (d.len) {
-      int k = truncated ? -1 : mem.translate(d.addr, d.len, spans + n, int(max_spans - n));
+      const int k = mem.translate(d.addr, d.len, spans + n, int(max_spans - n));
       if (k < 0) {
-        // Either outside guest memory or out of room: tell them apart, since only the first is the
-        // guest's fault. One descriptor never needs more spans than there are regions.
-        Span scratch[kMaxMemRegions];
-        if (mem.translate(d.addr, d.len, scratch, int(kMaxMemRegions)) < 0) return fail(why, INVALID_BAD_ADDRESS);
+        // Either outside guest memory or out of room: only the first is the guest's fault. Out of room,
+        // the chain is cut here.
+        if (!mem.contains_range(d.addr, d.len)) return fail(why, INVALID_BAD_ADDRESS);
         truncated = true;
-      } else {
-        n += uint32_t(k);
-        len += d.len;
+        break;
       }
+      n += uint32_t(k);
+      len += d.len;
     }
     if (!(d.flags & VRING_DESC_F_NEXT)) break;
     if (d.next >= table_len) return fail(why, INVALID_BAD_NEXT);
-    i = d.next;
+    d = read_desc(table + size_t(d.next) * kDescSize);
   }
-  take_off(head);
-  popped_[npopped_++ % kMaxUnpop] = head;
-  c->head = head;
-  c->nspans = n;
-  c->len = len;
-  c->truncated = truncated;
+  take(head);
+  *c = Chain{head, uint16_t(std::min<uint32_t>(count, kChainBudget)), n, len, truncated, over_budget};
   return 1;
 }
 
-void Virtqueue::unpop(uint16_t n) {
+void SplitRing::unpop(uint16_t n) {
   for (uint16_t k = 0; k < n; k++) land(popped_[--npopped_ % kMaxUnpop]);
   last_avail_ = uint16_t(last_avail_ - n);
 }
 
-bool Virtqueue::flush() {
+bool SplitRing::flush() {
   write_shadow();
   if (used_shadow_ == used_idx_) return false;
   const uint16_t old = used_idx_;
@@ -158,7 +131,7 @@ bool Virtqueue::flush() {
   return !(load16(&avail_->flags) & VRING_AVAIL_F_NO_INTERRUPT);
 }
 
-bool Virtqueue::enable_notify() {
+bool SplitRing::enable_notify() {
   if (event_idx_)
     store16(avail_event(), last_avail_);
   else
@@ -169,7 +142,7 @@ bool Virtqueue::enable_notify() {
   return __atomic_load_n(&avail_->idx, __ATOMIC_ACQUIRE) != last_avail_;
 }
 
-void Virtqueue::disable_notify() {
+void SplitRing::disable_notify() {
   // With EVENT_IDX, leaving avail_event behind is enough: the guest kicks only when it passes it again.
   if (!event_idx_) store16(&used_->flags, VRING_USED_F_NO_NOTIFY);
 }

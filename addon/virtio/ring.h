@@ -1,0 +1,43 @@
+// What the virtio-net device needs from a ring, whatever its layout: the interface a split ring
+// (split_ring.h) implements and a packed ring would implement beside it. The device's data path is
+// written against these members only (ports/vhost_user/virtio_net.cc), so a second ring layout is a
+// second class with the same members, chosen once per burst, not a branch per descriptor.
+//
+//   bool attach(uint16_t size, void* desc, void* driver, void* device, bool device_writes, const char** why)
+//   void set_features(bool event_idx, bool indirect)
+//   void start(uint16_t base)            take the ring over at the front end's index
+//   uint16_t last_avail() const          where the next pop() reads (GET_VRING_BASE's answer)
+//   bool primed()                        the driver has made buffers available since start()
+//   int pop(const GuestMemory&, Span*, uint32_t max_spans, Chain*, QueueCounter* why)
+//                                        1: *Chain filled; 0: empty; -1: a ring rule broken (*why)
+//   void unpop(uint16_t n)               give the last n popped chains back, in order
+//   void push(uint16_t head, uint32_t len), bool flush()
+//                                        return chains; publish them (true: notify the guest)
+//   bool enable_notify(), void disable_notify()
+//
+// Every chain is read once into private memory, its descriptors checked, its buffers translated through
+// the guest memory table, and its length bounded by kChainBudget descriptors; see split_ring.h.
+#pragma once
+
+#include <cstdint>
+
+namespace vw {
+
+// What pop() found: the chain's head and its buffers, translated to host spans.
+struct Chain {
+  uint16_t head;
+  uint16_t descriptors;  // descriptors read, counting indirect entries and zero-length ones
+  uint32_t nspans;       // spans stored
+  uint64_t len;          // bytes in the stored spans
+  // The chain was cut short: its buffers needed more spans than the caller had room for, or it ran past
+  // kChainBudget descriptors. Nothing past the cut is stored, or read.
+  bool truncated;
+  bool over_budget;  // the cut was the descriptor budget
+};
+
+// Descriptors one chain may use (indirect table entries and zero-length descriptors included). The most
+// any driver needs (Linux: MAX_SKB_FRAGS + 2 for a transmit chain; DPDK's vhost keeps 256 buffer
+// vectors) and a bound on the work a hostile chain costs, whatever the queue size.
+constexpr uint16_t kChainBudget = 256;
+
+}  // namespace vw

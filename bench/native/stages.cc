@@ -1,0 +1,244 @@
+// Where the data path's cycles go, stage by stage, over real split rings in one process: a guest of our
+// own (memory in a memfd, the driver side of the rings written here), two virtio-net devices as the
+// backend serves them (a: the guest that transmits, b: the guest that receives), and the device's data
+// path called the way a PMD wire calls it. Single-threaded and cache-hot: what it measures is the
+// software's own cost per packet (instructions, branches, stores), not the cache-line transfers between
+// a guest's core and ours that the side-by-side benchmarks (npm run bench) add on top. Run it under
+// valgrind --tool=callgrind (bench/native/run.sh --callgrind) for instruction counts that do not depend
+// on how busy the machine is.
+//
+//   stages [--size BYTES] [--bursts N] [--queue-size N] [--mrg 0|1] [--event-idx 0|1]
+#include <sys/mman.h>
+#include <unistd.h>
+#include <x86intrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/counters.h"
+#include "core/guest_memory.h"
+#include "ports/vhost_user/virtio_net.h"
+#include "virtio/virtio_spec.h"
+
+using namespace vw;
+
+namespace {
+
+constexpr uint64_t kGuestBase = 0x100000000ull;
+constexpr uint32_t kRxBuf = 2048;  // what DPDK's virtio PMD and Linux post per receive buffer, about
+constexpr uint32_t kHdr = 12;
+
+uint64_t bit(unsigned b) { return uint64_t(1) << b; }
+
+[[noreturn]] void die(const std::string& why) {
+  fprintf(stderr, "stages: %s\n", why.c_str());
+  exit(1);
+}
+
+// The driver side of one split ring, laid out in our guest memory.
+struct DriverRing {
+  uint16_t size = 0;
+  vring_desc* desc = nullptr;
+  vring_avail* avail = nullptr;
+  vring_used* used = nullptr;
+  uint64_t desc_gpa = 0, avail_gpa = 0, used_gpa = 0;
+  uint16_t avail_idx = 0;  // next avail entry we write
+  uint16_t used_seen = 0;  // used entries we have reaped
+  uint16_t next_head = 0;  // heads are posted and come back in order (IN_ORDER)
+
+  void post(uint16_t n) {
+    for (uint16_t i = 0; i < n; i++) {
+      avail->ring[avail_idx & (size - 1)] = next_head;
+      next_head = uint16_t((next_head + 1) & (size - 1));
+      avail_idx++;
+    }
+    __atomic_store_n(&avail->idx, avail_idx, __ATOMIC_RELEASE);
+  }
+  uint16_t reap() {
+    const uint16_t u = __atomic_load_n(&used->idx, __ATOMIC_ACQUIRE);
+    const uint16_t n = uint16_t(u - used_seen);
+    used_seen = u;
+    return n;
+  }
+  uint16_t in_flight() const { return uint16_t(avail_idx - used_seen); }
+};
+
+struct Guest {
+  int fd = -1;
+  uint64_t size = 0;
+  uint8_t* host = nullptr;
+  uint64_t next = 0;  // bump allocator, offset from the start
+  std::shared_ptr<const GuestMemory> mem;
+
+  explicit Guest(uint64_t bytes) : size(bytes) {
+    fd = memfd_create("stages", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, off_t(bytes)) != 0) die("memfd");
+    host = static_cast<uint8_t*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    if (host == MAP_FAILED) die("mmap");
+    std::string err;
+    mem = std::make_shared<const GuestMemory>()->with_region(dup(fd), kGuestBase, bytes,
+                                                              reinterpret_cast<uint64_t>(host), 0, &err);
+    if (!mem) die(err);
+  }
+  uint64_t alloc(uint64_t len, uint64_t align = 64) {
+    next = (next + align - 1) / align * align;
+    const uint64_t off = next;
+    next += len;
+    if (next > size) die("guest memory exhausted");
+    return kGuestBase + off;
+  }
+  uint8_t* at(uint64_t gpa) { return host + (gpa - kGuestBase); }
+
+  DriverRing ring(uint16_t qsize) {
+    DriverRing r;
+    r.size = qsize;
+    r.desc_gpa = alloc(16ull * qsize, 16);
+    r.avail_gpa = alloc(6 + 2ull * qsize, 2);
+    r.used_gpa = alloc(6 + 8ull * qsize, 4096);
+    r.desc = reinterpret_cast<vring_desc*>(at(r.desc_gpa));
+    r.avail = reinterpret_cast<vring_avail*>(at(r.avail_gpa));
+    r.used = reinterpret_cast<vring_used*>(at(r.used_gpa));
+    return r;
+  }
+};
+
+// Starts vring idx of dev on ring r (the user address of a byte is its host address here).
+void start(VirtioNetDevice& dev, Guest& g, uint16_t idx, const DriverRing& r) {
+  Vring& v = dev.vring(idx);
+  v.setup.num = r.size;
+  v.setup.desc_uaddr = reinterpret_cast<uint64_t>(g.at(r.desc_gpa));
+  v.setup.avail_uaddr = reinterpret_cast<uint64_t>(g.at(r.avail_gpa));
+  v.setup.used_uaddr = reinterpret_cast<uint64_t>(g.at(r.used_gpa));
+  v.setup.base = 0;
+  v.enabled = true;
+  std::string err;
+  if (!dev.start_vring(idx, &err)) die(err);
+}
+
+struct Stage {
+  const char* name;
+  uint64_t cycles = 0;
+  uint64_t units = 0;  // packets (or chains, or bursts) the cycles were spent on
+  void add(uint64_t c, uint64_t n) {
+    cycles += c;
+    units += n;
+  }
+};
+
+double tsc_per_ns() {
+  timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  const uint64_t t0 = __rdtsc();
+  do clock_gettime(CLOCK_MONOTONIC, &b);
+  while ((b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec) < 50000000);
+  const uint64_t t1 = __rdtsc();
+  return double(t1 - t0) / double((b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint32_t size = 64, bursts = 200000, qsize = 256;
+  bool mrg = true, event_idx = false;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i];
+    const uint32_t v = uint32_t(strtoul(argv[i + 1], nullptr, 10));
+    if (k == "--size") size = v;
+    else if (k == "--bursts") bursts = v;
+    else if (k == "--queue-size") qsize = v;
+    else if (k == "--mrg") mrg = v;
+    else if (k == "--event-idx") event_idx = v;
+    else die("unknown option " + k);
+  }
+  if (size < 60 || size + kHdr > kRxBuf || qsize < 2 * kBurst || (qsize & (qsize - 1))) die("bad size or queue size");
+
+  Guest g(64ull << 20);
+  // What DPDK's virtio PMD negotiates with us, EVENT_IDX on request.
+  const uint64_t features = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_IN_ORDER) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
+                            (mrg ? bit(VIRTIO_NET_F_MRG_RXBUF) : 0) | (event_idx ? bit(VIRTIO_RING_F_EVENT_IDX) : 0);
+  CounterBlock block(8, 1);
+  VirtioNetDevice a("a", 1, block, nullptr), b("b", 1, block, nullptr);
+  for (VirtioNetDevice* d : {&a, &b}) {
+    d->set_memory(g.mem);
+    d->set_features(features);
+  }
+  // a's transmit ring (vring 1) holds one header-and-frame buffer per descriptor, as DPDK's virtio PMD
+  // posts them with IN_ORDER (the header pushed in front of the frame); b's receive ring (vring 0) holds
+  // writable buffers.
+  DriverRing atx = g.ring(uint16_t(qsize)), brx = g.ring(uint16_t(qsize));
+  for (uint16_t i = 0; i < qsize; i++) {
+    const uint64_t t = g.alloc(kHdr + size);
+    memset(g.at(t), 0, kHdr);
+    for (uint32_t k = 0; k < size; k++) g.at(t)[kHdr + k] = uint8_t(k);
+    atx.desc[i] = vring_desc{t, kHdr + size, 0, 0};
+    brx.desc[i] = vring_desc{g.alloc(kRxBuf), kRxBuf, VRING_DESC_F_WRITE, 0};
+  }
+  start(a, g, 1, atx);
+  start(b, g, 0, brx);
+
+  Stage rx{"rx_burst (dequeue: pop, header check, spans)"}, tx{"tx_burst (enqueue: pop, header, copy, push, flush)"},
+      rel{"release (push, flush)"}, pop{"  split ring pop, one chain"}, pushflush{"  split ring push x32 + flush"};
+  Burst burst;
+  uint64_t moved = 0;
+  for (uint32_t it = 0; it < bursts; it++) {
+    atx.post(uint16_t(kBurst - atx.in_flight()));
+    brx.post(uint16_t(kBurst - brx.in_flight()));
+    const uint64_t t0 = __rdtsc();
+    const uint16_t n = a.rx_burst(0, burst);
+    const uint64_t t1 = __rdtsc();
+    const uint16_t sent = b.tx_burst(0, burst);
+    const uint64_t t2 = __rdtsc();
+    a.release(0, burst);
+    const uint64_t t3 = __rdtsc();
+    rx.add(t1 - t0, n);
+    tx.add(t2 - t1, sent);
+    rel.add(t3 - t2, n);
+    if (n != kBurst || sent != kBurst) die("a burst moved " + std::to_string(n) + "/" + std::to_string(sent));
+    moved += sent;
+    atx.reap();
+    brx.reap();
+  }
+
+  // The ring primitives alone, on b's receive ring: pops of single-descriptor chains, then their return.
+  SplitRing& vq = b.vring(0).vq;
+  Span spans[kBurstSpans];
+  for (uint32_t it = 0; it < bursts; it++) {
+    brx.post(uint16_t(kBurst - brx.in_flight()));
+    Chain ch[kBurst];
+    QueueCounter why;
+    const uint64_t t0 = __rdtsc();
+    for (uint16_t i = 0; i < kBurst; i++)
+      if (vq.pop(*g.mem, spans + i, 1, &ch[i], &why) != 1) die("pop");
+    const uint64_t t1 = __rdtsc();
+    for (uint16_t i = 0; i < kBurst; i++) vq.push(ch[i].head, 0);
+    vq.flush();
+    const uint64_t t2 = __rdtsc();
+    pop.add(t1 - t0, kBurst);
+    pushflush.add(t2 - t1, 1);
+    brx.reap();
+  }
+
+  const double f = tsc_per_ns();
+  printf("%u-byte frames, queue size %u, %s, %s, %u bursts of %u (%llu packets moved a -> b)\n", size, qsize,
+         mrg ? "MRG_RXBUF" : "no MRG_RXBUF", event_idx ? "EVENT_IDX" : "no EVENT_IDX", bursts, kBurst,
+         static_cast<unsigned long long>(moved));
+  printf("%-52s %10s %10s\n", "stage", "cycles", "ns");
+  double per_packet = 0;
+  for (const Stage* s : {&rx, &tx, &rel}) {
+    const double c = double(s->cycles) / double(s->units);
+    per_packet += c;
+    printf("%-52s %10.1f %10.2f   per packet\n", s->name, c, c / f);
+  }
+  printf("%-52s %10.1f %10.2f   per packet (%.1f Mpps on one core)\n", "one copy a -> b, all stages", per_packet,
+         per_packet / f, 1000.0 * f / per_packet);
+  const double pc = double(pop.cycles) / double(pop.units), pf = double(pushflush.cycles) / double(pushflush.units);
+  printf("%-52s %10.1f %10.2f   per chain\n", pop.name, pc, pc / f);
+  printf("%-52s %10.1f %10.2f   per burst\n", pushflush.name, pf, pf / f);
+  return 0;
+}
