@@ -33,6 +33,14 @@ namespace vw {
     "Packets dropped because they were larger than the largest frame the backend forwards")               \
   X(DROP_RX_TOO_MANY_SEGMENTS, "port_drops_total", "direction=\"receive\",reason=\"too_many_segments\"",  \
     "Packets dropped because they were scattered over more memory segments than one burst can hold")      \
+  X(DROP_RX_TOO_MANY_DESCRIPTORS, "port_drops_total", "direction=\"receive\",reason=\"too_many_descriptors\"", \
+    "Packets dropped because their descriptor chain ran past the 256 descriptors one chain may use")      \
+  X(DROP_TX_BUDGET, "port_drops_total", "direction=\"transmit\",reason=\"budget\"",                     \
+    "Packets dropped because the port's receive buffers took more descriptor reads than one burst may make") \
+  X(BUDGET_CUTS_CHAIN, "port_budget_cuts_total", "budget=\"chain\"",                                     \
+    "Descriptor chains cut at the 256 descriptors one chain may use")                                     \
+  X(BUDGET_CUTS_BURST, "port_budget_cuts_total", "budget=\"burst\"",                                     \
+    "Bursts ended early because they had read the 4096 descriptors one burst may read")                   \
   X(DROP_RX_TRUNCATED, "port_drops_total", "direction=\"receive\",reason=\"truncated\"",                \
     "Frames dropped because the kernel delivered them cut short (longer than the uplink's ring frames)") \
   X(INVALID_BAD_ADDRESS, "port_invalid_descriptors_total", "reason=\"bad_address\"",                      \
@@ -70,7 +78,11 @@ namespace vw {
 #define VW_PMD_COUNTERS(X)                                                                                \
   X(BUSY_ITERATIONS, "pmd_iterations_total", "state=\"busy\"", "PMD loop iterations that moved packets") \
   X(IDLE_ITERATIONS, "pmd_iterations_total", "state=\"idle\"", "PMD loop iterations that found no work") \
-  X(SLEEPS, "pmd_sleeps_total", "", "Times an idle PMD in kernel mode went to sleep on its wakeup fds")
+  X(SLEEPS, "pmd_sleeps_total", "", "Times an idle PMD in kernel mode went to sleep on its wakeup fds") \
+  X(TIME_BUDGET_CUTS, "pmd_time_budget_cuts_total", "",                                                  \
+    "Iterations ended before serving every queue because they ran past the time budget; the next starts with the queue after") \
+  X(LONGEST_STEP_NS, "pmd_longest_step_nanoseconds", "",                                                 \
+    "The longest one queue's step (receive, forward, transmit, release) has taken, in nanoseconds (a high-water mark)")
 
 #define VW_ENUM(id, family, labels, help) id,
 enum QueueCounter : uint32_t { VW_QUEUE_COUNTERS(VW_ENUM) kQueueCounterCount };
@@ -146,6 +158,10 @@ struct PrivateCounters {
   uint64_t v[N] = {};
   uint64_t* shared = nullptr;
   void add(uint32_t id, uint64_t n = 1) { v[id] += n; }
+  // For high-water marks.
+  void raise(uint32_t id, uint64_t x) {
+    if (x > v[id]) v[id] = x;
+  }
   void publish() {
     if (!shared) return;
     for (uint32_t i = 0; i < N; i++)

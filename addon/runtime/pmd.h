@@ -80,6 +80,7 @@ class Pmd : public PortRunner {
   int cpu_;
   Wait wait_;
   std::vector<RxQueue> queues_;
+  size_t next_queue_ = 0;  // where the next iteration starts: after the last queue a time-cut one served
   // Each port served once, with its forwarder: for sleeping, waking and publishing counters.
   std::vector<std::pair<Port*, Forwarder*>> ports_;
   Burst burst_;

@@ -40,4 +40,11 @@ struct Chain {
 // vectors) and a bound on the work a hostile chain costs, whatever the queue size.
 constexpr uint16_t kChainBudget = 256;
 
+// Descriptors one burst may read in either direction, re-reads of chains given back included: 16 chains
+// at the chain budget, or 32 packets of 64 KiB in 1 KiB merged buffers, while an ordinary burst reads 32 to
+// 64. With it, the work of one burst no longer grows with the queue size (a ring of 32768 would otherwise
+// let a guest make one burst read 32 x 32768 descriptors), and the device ends a burst at the first chain
+// that could take it past the budget.
+constexpr uint32_t kBurstBudget = 4096;
+
 }  // namespace vw

@@ -8,6 +8,9 @@
 // on how busy the machine is.
 //
 //   stages [--size BYTES] [--bursts N] [--queue-size N] [--mrg 0|1] [--event-idx 0|1]
+//   stages --hostile QUEUE_SIZE
+// --hostile times single bursts against the rings a hostile guest builds to make them expensive (see
+// hostile()): the worst case one PMD step costs, which every other port on that PMD waits through.
 #include <sys/mman.h>
 #include <unistd.h>
 #include <x86intrin.h>
@@ -141,6 +144,80 @@ double tsc_per_ns() {
   return double(t1 - t0) / double((b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec));
 }
 
+// Two rings a hostile guest can build, at queue size qsize, each burst timed alone:
+// - receive buffers (b's vring 0, MRG_RXBUF): descriptor i zero bytes long leading to i+1, the last one
+//   byte; every head starts a chain of up to qsize descriptors that holds one byte, and a 64-byte frame
+//   needs 76 bytes of them;
+// - transmit chains (a's vring 1): as many chains of one-byte descriptors as fit, each max(qsize/32, 300)
+//   long.
+void hostile(uint32_t qsize) {
+  const uint32_t rounds = 101;
+  Guest g(64ull << 20);
+  const uint64_t features = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_NET_F_MRG_RXBUF);
+  CounterBlock block(8, 1);
+  VirtioNetDevice a("a", 1, block, nullptr), b("b", 1, block, nullptr);
+  for (VirtioNetDevice* d : {&a, &b}) {
+    d->set_memory(g.mem);
+    d->set_features(features);
+  }
+  DriverRing atx = g.ring(uint16_t(qsize)), brx = g.ring(uint16_t(qsize));
+  const uint64_t byte = g.alloc(1);
+  for (uint32_t i = 0; i < qsize; i++)
+    brx.desc[i] = i + 1 < qsize ? vring_desc{byte, 0, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, uint16_t(i + 1)}
+                                : vring_desc{byte, 1, VRING_DESC_F_WRITE, 0};
+  const uint32_t len = std::max<uint32_t>(qsize / kBurst, 300) > qsize ? qsize : std::max<uint32_t>(qsize / kBurst, 300);
+  const uint32_t chains = qsize / len;
+  for (uint32_t i = 0; i < qsize; i++)
+    atx.desc[i] = vring_desc{byte, 1, uint16_t((i + 1) % len ? VRING_DESC_F_NEXT : 0), uint16_t(i + 1)};
+  start(a, g, 1, atx);
+  start(b, g, 0, brx);
+  brx.post(uint16_t(qsize));
+
+  // A burst of ordinary 64-byte frames to offer b, from a ring of good buffers.
+  Burst burst;
+  std::vector<uint8_t> frames(kBurst * 64);
+  for (uint16_t i = 0; i < kBurst; i++) {
+    burst.span[i] = Span{frames.data() + 64 * i, 64, 0};
+    burst.pkt[i] = PacketView{64, i, 1, 0, PacketMeta{}};
+  }
+  burst.n = kBurst;
+  burst.nspans = kBurst;
+  // The median burst: what the work costs; the longest adds whatever preempted us.
+  std::vector<uint64_t> txs, rxs;
+  for (uint32_t r = 0; r < rounds; r++) {
+    const uint64_t t0 = __rdtsc();
+    b.tx_burst(0, burst);
+    txs.push_back(__rdtsc() - t0);
+  }
+  Burst got;
+  for (uint32_t r = 0; r < rounds; r++) {
+    // Post the chains again each round: the device returns (drops) what it took.
+    for (uint32_t c = 0; c < chains; c++) {
+      atx.avail->ring[atx.avail_idx & (qsize - 1)] = uint16_t(c * len);
+      atx.avail_idx++;
+    }
+    __atomic_store_n(&atx.avail->idx, atx.avail_idx, __ATOMIC_RELEASE);
+    for (uint32_t left = chains; left;) {
+      const uint64_t t0 = __rdtsc();
+      const uint16_t n = a.rx_burst(0, got);
+      a.release(0, got);
+      rxs.push_back(__rdtsc() - t0);
+      const uint16_t done = atx.reap();
+      if (!done && !n) break;
+      left -= std::min<uint32_t>(left, done);
+    }
+  }
+  const double us = tsc_per_ns() * 1000;
+  const auto median = [](std::vector<uint64_t>& v) {
+    std::sort(v.begin(), v.end());
+    return double(v[v.size() / 2]);
+  };
+  const double tx_med = median(txs), rx_med = median(rxs);
+  printf("queue size %5u: tx_burst into zero-length receive chains %8.1f us (longest %8.1f); "
+         "rx_burst + release of %u-descriptor transmit chains %8.1f us (longest %8.1f)\n",
+         qsize, tx_med / us, double(txs.back()) / us, len, rx_med / us, double(rxs.back()) / us);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -149,6 +226,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const uint32_t v = uint32_t(strtoul(argv[i + 1], nullptr, 10));
+    if (k == "--hostile") {
+      if (v < 64 || v > 32768 || (v & (v - 1))) die("--hostile takes a queue size, a power of two from 64 to 32768");
+      hostile(v);
+      return 0;
+    }
     if (k == "--size") size = v;
     else if (k == "--bursts") bursts = v;
     else if (k == "--queue-size") qsize = v;

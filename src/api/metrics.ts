@@ -63,23 +63,35 @@ function families(infos: CounterInfo[], baseLabels: string[]): Family[] {
 export function createRegistry(sw: Switch): Registry {
   const registry = new Registry();
 
-  // One Counter per family; each scrape reads every counter set the family applies to from the block.
+  // One metric per family; each scrape reads every counter set the family applies to from the block.
+  // Families named without _total (high-water marks) are gauges; the rest count.
   const register = (infos: CounterInfo[], baseLabels: string[], sets: (block: CounterBlockView) => CounterSet[]): void => {
     for (const f of families(infos, baseLabels)) {
-      new Counter({
-        name: f.name,
-        help: f.help,
-        labelNames: f.labelNames,
-        registers: [registry],
-        collect() {
-          this.reset();
-          if (sw.closed) return;
-          const view = sw.counterBlock();
-          for (const set of sets(view)) {
-            for (const e of f.entries) this.inc({ ...set.labels, ...e.labels }, Number(view.block[set.base + e.index]));
-          }
-        },
-      });
+      const read = (put: (labels: Record<string, string>, v: number) => void): void => {
+        if (sw.closed) return;
+        const view = sw.counterBlock();
+        for (const set of sets(view)) {
+          for (const e of f.entries) put({ ...set.labels, ...e.labels }, Number(view.block[set.base + e.index]));
+        }
+      };
+      const common = { name: f.name, help: f.help, labelNames: f.labelNames, registers: [registry] };
+      if (f.name.endsWith('_total')) {
+        new Counter({
+          ...common,
+          collect() {
+            this.reset();
+            read((labels, v) => this.inc(labels, v));
+          },
+        });
+      } else {
+        new Gauge({
+          ...common,
+          collect() {
+            this.reset();
+            read((labels, v) => this.set(labels, v));
+          },
+        });
+      }
     }
   };
   register(native.queueCounters, ['port', 'queue'], ({ layout, ports }) =>

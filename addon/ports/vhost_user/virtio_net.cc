@@ -216,9 +216,14 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
   QueueCounters& c = counters_[qp];
   const uint32_t hdr_len = net_hdr_len(features_);
   uint64_t bytes = 0;
+  uint32_t descriptors = 0;
   bool dropped = false;
   // Dropped chains count against the burst too, so a ring full of bad chains costs one burst per call.
   for (uint16_t popped = 0; popped < kBurst; popped++) {
+    if (descriptors + kChainBudget > kBurstBudget) {
+      c.add(BUDGET_CUTS_BURST);
+      break;
+    }
     Span* s = b.span + b.nspans;
     Chain ch;
     QueueCounter why;
@@ -228,17 +233,25 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
       ring_broken(idx, why);
       break;
     }
+    descriptors += ch.descriptors;
     QueueCounter drop = kNoDrop;
-    if (ch.truncated) {
+    if (ch.over_budget) {
+      c.add(BUDGET_CUTS_CHAIN);
+      drop = DROP_RX_TOO_MANY_DESCRIPTORS;
+    } else if (ch.truncated) {
       drop = DROP_RX_TOO_MANY_SEGMENTS;
     } else if (ch.len <= hdr_len) {
       // Shorter than the header, or a header with no frame after it: nothing to forward.
       drop = DROP_RX_BAD_HEADER;
     } else {
-      // Copied out once: the guest may change the header while we look at it.
-      virtio_net_hdr_mrg_rxbuf h;
-      gather(s, &h, hdr_len);
-      if (h.gso_type != VIRTIO_NET_HDR_GSO_NONE || (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM))
+      // flags and gso_type, the header's first two bytes, read once: the guest may change them while we
+      // look. Without offloads negotiated nothing else in the header means anything to us.
+      uint8_t fg[2];
+      if (s->len >= 2)
+        memcpy(fg, s->p, 2);
+      else
+        gather(s, fg, 2);
+      if (fg[1] != VIRTIO_NET_HDR_GSO_NONE || (fg[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM))
         drop = DROP_RX_BAD_HEADER;
       else if (ch.len - hdr_len > kMaxFrame)
         drop = DROP_RX_TOO_BIG;
@@ -257,19 +270,28 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     }
 
     // The frame starts after the header, which may end inside a span or cover several.
-    uint32_t k = 0, skip = hdr_len;
-    while (skip && skip >= s[k].len) skip -= s[k++].len;
-    if (skip) {
-      s[k].p += skip;
-      s[k].len -= skip;
+    uint32_t nseg = ch.nspans;
+    if (s->len > hdr_len) {
+      s->p += hdr_len;
+      s->gpa += hdr_len;
+      s->len -= hdr_len;
+    } else {
+      uint32_t k = 0, skip = hdr_len;
+      while (skip && skip >= s[k].len) skip -= s[k++].len;
+      if (skip) {
+        s[k].p += skip;
+        s[k].gpa += skip;
+        s[k].len -= skip;
+      }
+      nseg -= k;
+      memmove(s, s + k, nseg * sizeof(Span));
     }
-    const uint32_t nseg = ch.nspans - k;
-    if (k) memmove(s, s + k, nseg * sizeof(Span));
     PacketView& p = b.pkt[b.n++];
     p.len = uint32_t(ch.len - hdr_len);
     p.first = b.nspans;
     p.nseg = uint16_t(nseg);
     p.cookie = ch.head;
+    p.meta = PacketMeta{};
     b.nspans = uint16_t(b.nspans + nseg);
     bytes += p.len;
   }
@@ -289,17 +311,17 @@ void VirtioNetDevice::release(uint16_t qp, Burst& b) {
   flush(r, counters_[qp]);
 }
 
+int VirtioNetDevice::tx_ring(uint16_t qp) const {
+  if (!mem_) return -1;
+  if (qp < queue_pairs_ && vrings_[2 * qp].served()) return 2 * qp;
+  for (uint16_t q = 0; q < queue_pairs_; q++)
+    if (vrings_[2 * q].served()) return 2 * q;
+  return -1;
+}
+
 uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   if (b.n == 0) return 0;
-  int idx = -1;
-  if (mem_) {
-    if (qp < queue_pairs_ && vrings_[2 * qp].served()) {
-      idx = 2 * qp;
-    } else {
-      for (uint16_t q = 0; q < queue_pairs_ && idx < 0; q++)
-        if (vrings_[2 * q].served()) idx = 2 * q;
-    }
-  }
+  const int idx = tx_ring(qp);
   if (idx < 0) {
     counters_[qp < queue_pairs_ ? qp : 0].add(DROP_TX_NOT_READY, b.n);
     return 0;
@@ -317,81 +339,106 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   // the PMD busy in tx_burst), asked for together they overlap.
   struct Piece {
     uint16_t head;
-    uint64_t cap;
+    uint32_t cap;
   };
   struct Planned {
     uint16_t pkt;
     uint16_t first_piece, npieces;
     uint16_t first_span;
-    uint64_t need;
+    uint32_t need;
   };
   Piece pieces[kTxSpans];
   Span spans[kTxSpans];
   Planned plan[kBurst];
-  uint16_t sent = 0;
+  // Kept here and added to the queue's counters once, at the end.
+  uint32_t sent = 0, too_big = 0, no_buffer = 0, over_budget = 0, chain_cuts = 0;
+  uint64_t bytes = 0;
+  uint32_t descriptors = 0;
+  // A packet of at least `unfit` bytes (with header) found no room in the chains the ring offers now, for
+  // the reason `unfit_why`; until a packet is placed (and the ring's head moves) those chains are not read
+  // again for packets that large. Without it, each packet of a burst would walk the same chains again.
+  uint64_t unfit = UINT64_MAX;
+  uint32_t* unfit_why = &too_big;
   uint16_t i = 0;
-  bool stop = false;  // the ring ran dry or broke: nothing more goes in this burst
+  bool stop = false;  // the ring ran dry, broke or used up the burst's budget: nothing more goes in
   while (i < b.n && !stop) {
     uint32_t np = 0, ns = 0;  // pieces and spans taken in this round
     uint16_t nplan = 0;
     for (; i < b.n; i++) {
       const PacketView& p = b.pkt[i];
+      const uint64_t need = hdr_len + uint64_t(p.len);
       if (p.len > kMaxFrame) {
-        c.add(DROP_TX_TOO_BIG);
+        too_big++;
         continue;
       }
-      const uint64_t need = hdr_len + uint64_t(p.len);
+      if (need >= unfit) {
+        (*unfit_why)++;
+        continue;
+      }
       const uint32_t p0 = np, s0 = ns;
       uint64_t cap = 0;
-      QueueCounter drop = kNoDrop;
-      bool full = false;  // out of room in pieces/spans
-      int rc = 1;
+      enum { kPlaced, kEmpty, kTooSmall, kNoRoom, kBudget, kBroken } got = kPlaced;
       QueueCounter why;
       while (cap < need) {
         if (np == kTxSpans || ns == kTxSpans) {
-          full = true;
-          drop = DROP_TX_TOO_BIG;
+          got = kNoRoom;
+          break;
+        }
+        if (descriptors + kChainBudget > kBurstBudget) {
+          got = kBudget;
           break;
         }
         Chain ch;
-        rc = r.vq.pop(mem, spans + ns, kTxSpans - ns, &ch, &why);
+        const int rc = r.vq.pop(mem, spans + ns, kTxSpans - ns, &ch, &why);
         if (rc <= 0) {
-          drop = DROP_TX_NO_BUFFER;
+          got = rc < 0 ? kBroken : kEmpty;
           break;
         }
-        pieces[np++] = Piece{ch.head, ch.len};
+        descriptors += ch.descriptors;
+        chain_cuts += ch.over_budget;
+        pieces[np++] = Piece{ch.head, uint32_t(std::min<uint64_t>(ch.len, UINT32_MAX))};
         if (ch.nspans) __builtin_prefetch(spans[ns].p, 1);
         ns += ch.nspans;
         cap += ch.len;
         if (!merge && cap < need) {
-          drop = DROP_TX_TOO_BIG;
+          got = kTooSmall;
           break;
         }
       }
-      if (rc < 0) {
+      if (got == kPlaced) {
+        if (p.nseg) __builtin_prefetch(b.span[p.first].p);
+        plan[nplan++] = Planned{i, uint16_t(p0), uint16_t(np - p0), uint16_t(s0), uint32_t(need)};
+        unfit = UINT64_MAX;
+        continue;
+      }
+      // Chains we did not fill go back to the ring for the packets after this one.
+      r.vq.unpop(uint16_t(np - p0));
+      np = p0;
+      ns = s0;
+      if (got == kBroken) {
         ring_broken(uint16_t(idx), why);
         stop = true;
         break;
       }
-      if (drop != kNoDrop) {
-        // Chains we did not fill go back to the ring for the packets after this one.
-        r.vq.unpop(uint16_t(np - p0));
-        np = p0;
-        ns = s0;
-        // Out of room because of the packets planned before it: copy those, then try it again.
-        if (full && p0 > 0) break;
-        if (rc == 0 && cap == 0) {
-          // The ring is empty: so it is for the rest of the burst.
-          c.add(DROP_TX_NO_BUFFER, b.n - i);
-          i = b.n;
-          stop = true;
-          break;
-        }
-        c.add(drop);
-        continue;
+      if (got == kBudget) {
+        c.add(BUDGET_CUTS_BURST);
+        over_budget += b.n - i;
+        i = b.n;
+        stop = true;
+        break;
       }
-      if (p.nseg) __builtin_prefetch(b.span[p.first].p);
-      plan[nplan++] = Planned{i, uint16_t(p0), uint16_t(np - p0), uint16_t(s0), need};
+      // Out of room because of the packets planned before it: copy those, then try it again.
+      if (got == kNoRoom && p0 > 0) break;
+      if (got == kEmpty && cap == 0) {
+        // The ring is empty: so it is for the rest of the burst.
+        no_buffer += b.n - i;
+        i = b.n;
+        stop = true;
+        break;
+      }
+      unfit = need;
+      unfit_why = got == kEmpty ? &no_buffer : &too_big;
+      (*unfit_why)++;
     }
 
     for (uint16_t k = 0; k < nplan; k++) {
@@ -402,30 +449,48 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
       tx_open_ = {idx, np - pl.first_piece};
       virtio_net_hdr_mrg_rxbuf h = {};
       h.num_buffers = pl.npieces;
-      SpanWriter w{spans + pl.first_span};
-      w.write(&h, hdr_len);
-      uint32_t left = p.len;
-      for (uint16_t s = p.first; left && s < p.first + p.nseg; s++) {
-        const uint32_t l = std::min(b.span[s].len, left);
-        w.write(b.span[s].p, l);
-        left -= l;
+      const Span& d = spans[pl.first_span];
+      if (p.nseg == 1 && d.len >= pl.need) {
+        // The common case: one source span into one buffer. The header is a fixed-size store, the copy a
+        // memmove (the source may overlap the destination: a guest can offer the same memory for transmit
+        // and receive, or two ports share it).
+        if (hdr_len == sizeof h)
+          memcpy(d.p, &h, sizeof h);
+        else
+          memcpy(d.p, &h, 10);
+        memmove(d.p + hdr_len, b.span[p.first].p, p.len);
+      } else {
+        SpanWriter w{&d};
+        w.write(&h, hdr_len);
+        uint32_t left = p.len;
+        for (uint16_t s = p.first; left && s < p.first + p.nseg; s++) {
+          const uint32_t l = std::min(b.span[s].len, left);
+          w.write(b.span[s].p, l);
+          left -= l;
+        }
       }
       // Chains were filled in order, so each holds its capacity until the bytes run out.
-      uint64_t rest = pl.need;
+      uint32_t rest = pl.need;
       for (uint32_t q = pl.first_piece; q < uint32_t(pl.first_piece) + pl.npieces; q++) {
-        const uint64_t l = std::min(pieces[q].cap, rest);
-        r.vq.push(pieces[q].head, uint32_t(l));
+        const uint32_t l = std::min(pieces[q].cap, rest);
+        r.vq.push(pieces[q].head, l);
         rest -= l;
       }
       sent++;
-      c.add(TX_PACKETS);
-      c.add(TX_BYTES, p.len);
+      bytes += p.len;
     }
     tx_open_.idx = -1;
   }
+  c.add(TX_PACKETS, sent);
+  c.add(TX_BYTES, bytes);
+  c.add(DROP_TX_TOO_BIG, too_big);
+  c.add(DROP_TX_NO_BUFFER, no_buffer);
+  c.add(DROP_TX_BUDGET, over_budget);
+  c.add(BUDGET_CUTS_CHAIN, chain_cuts);
+  // A broken ring ends the burst: the packets after it were never offered to the ring.
   if (i < b.n) c.add(DROP_TX_NOT_READY, b.n - i);
   flush(r, c);
-  return sent;
+  return uint16_t(sent);
 }
 
 void VirtioNetDevice::abort_tx(uint16_t) {

@@ -90,6 +90,9 @@ class VirtioNetDevice : public Port {
   // Translates the ring addresses of vring idx's setup through the memory table and points its queue at
   // them (indices untouched).
   bool attach(uint16_t idx, std::string* err);
+  // The receive vring tx_burst fills for queue pair qp: its own when served, else the first served one.
+  // -1 when none is.
+  int tx_ring(uint16_t qp) const;
   // Publishes the used entries pushed on r and notifies the guest if it asked for it.
   void flush(Vring& r, QueueCounters& c);
   void ring_broken(uint16_t idx, QueueCounter reason);
