@@ -218,6 +218,7 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
   uint64_t bytes = 0;
   uint32_t descriptors = 0;
   bool dropped = false;
+  r.vq.prefetch(kBurst);
   // Dropped chains count against the burst too, so a ring full of bad chains costs one burst per call.
   for (uint16_t popped = 0; popped < kBurst; popped++) {
     if (descriptors + kChainBudget > kBurstBudget) {
@@ -361,6 +362,7 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   uint32_t* unfit_why = &too_big;
   uint16_t i = 0;
   bool stop = false;  // the ring ran dry, broke or used up the burst's budget: nothing more goes in
+  r.vq.prefetch(b.n);
   while (i < b.n && !stop) {
     uint32_t np = 0, ns = 0;  // pieces and spans taken in this round
     uint16_t nplan = 0;
