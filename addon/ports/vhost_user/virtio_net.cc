@@ -215,29 +215,49 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
   const GuestMemory& mem = *mem_;
   QueueCounters& c = counters_[qp];
   const uint32_t hdr_len = net_hdr_len(features_);
-  uint64_t bytes = 0;
+
+  // Two passes, as in tx_burst: the first takes the chains (descriptor reads only) and asks for the line
+  // holding each packet's header, which the guest's core wrote last; the second reads the headers, which
+  // by then have arrived together instead of one after another.
+  struct Taken {
+    Chain ch;
+    uint16_t first;  // where its spans start in b.span
+  };
+  Taken taken[kBurst];
+  uint16_t ntaken = 0;
   uint32_t descriptors = 0;
-  bool dropped = false;
   r.vq.prefetch(kBurst);
-  // Dropped chains count against the burst too, so a ring full of bad chains costs one burst per call.
-  for (uint16_t popped = 0; popped < kBurst; popped++) {
+  while (ntaken < kBurst) {
+    // Dropped chains count against the burst too, so a ring full of bad chains costs one burst per call.
     if (descriptors + kChainBudget > kBurstBudget) {
       c.add(BUDGET_CUTS_BURST);
       break;
     }
-    Span* s = b.span + b.nspans;
-    Chain ch;
+    Taken& t = taken[ntaken];
     QueueCounter why;
-    const int rc = r.vq.pop(mem, s, uint32_t(kBurstSpans - b.nspans), &ch, &why);
+    const int rc = r.vq.pop(mem, b.span + b.nspans, uint32_t(kBurstSpans - b.nspans), &t.ch, &why);
     if (rc == 0) break;
     if (rc < 0) {
       ring_broken(idx, why);
       break;
     }
-    descriptors += ch.descriptors;
+    descriptors += t.ch.descriptors;
+    t.first = b.nspans;
+    // A cut chain is dropped whatever its header says: its spans need no room.
+    if (!t.ch.truncated) {
+      if (t.ch.nspans) __builtin_prefetch(b.span[b.nspans].p);
+      b.nspans = uint16_t(b.nspans + t.ch.nspans);
+    }
+    ntaken++;
+  }
+
+  uint64_t bytes = 0;
+  bool dropped = false;
+  for (uint16_t k = 0; k < ntaken; k++) {
+    const Chain& ch = taken[k].ch;
+    Span* s = b.span + taken[k].first;
     QueueCounter drop = kNoDrop;
     if (ch.over_budget) {
-      c.add(BUDGET_CUTS_CHAIN);
       drop = DROP_RX_TOO_MANY_DESCRIPTORS;
     } else if (ch.truncated) {
       drop = DROP_RX_TOO_MANY_SEGMENTS;
@@ -259,12 +279,14 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     }
     if (drop != kNoDrop) {
       // Chains go back in the order they came (IN_ORDER): with packets of this burst still lent, the
-      // dropped chain waits for the next burst, which starts with it.
+      // dropped chain and those after it wait for the next burst, which starts with them. A chain cut at
+      // the budget is counted when it is dropped, not each time it is given back.
       if (b.n) {
-        r.vq.unpop(1);
+        r.vq.unpop(uint16_t(ntaken - k));
         break;
       }
       c.add(drop);
+      if (ch.over_budget) c.add(BUDGET_CUTS_CHAIN);
       r.vq.push(ch.head, 0);
       dropped = true;
       continue;
@@ -277,23 +299,22 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
       s->gpa += hdr_len;
       s->len -= hdr_len;
     } else {
-      uint32_t k = 0, skip = hdr_len;
-      while (skip && skip >= s[k].len) skip -= s[k++].len;
+      uint32_t j = 0, skip = hdr_len;
+      while (skip && skip >= s[j].len) skip -= s[j++].len;
       if (skip) {
-        s[k].p += skip;
-        s[k].gpa += skip;
-        s[k].len -= skip;
+        s[j].p += skip;
+        s[j].gpa += skip;
+        s[j].len -= skip;
       }
-      nseg -= k;
-      memmove(s, s + k, nseg * sizeof(Span));
+      nseg -= j;
+      memmove(s, s + j, nseg * sizeof(Span));
     }
     PacketView& p = b.pkt[b.n++];
     p.len = uint32_t(ch.len - hdr_len);
-    p.first = b.nspans;
+    p.first = taken[k].first;
     p.nseg = uint16_t(nseg);
     p.cookie = ch.head;
     p.meta = PacketMeta{};
-    b.nspans = uint16_t(b.nspans + nseg);
     bytes += p.len;
   }
   c.add(RX_PACKETS, b.n);
