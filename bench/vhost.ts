@@ -48,7 +48,7 @@ export const DEFAULTS: VhostBenchOptions = {
   rounds: 5,
   seconds: 3,
   warmupSeconds: 1,
-  sizes: [64, 1518],
+  sizes: [64, 256, 512, 1518],
   directions: ['guest-tx', 'guest-rx'],
   dpdkOnly: false,
   resultsDir: path.join(ROOT, 'bench', 'results'),
