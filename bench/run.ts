@@ -94,7 +94,7 @@ async function main(argv: string[]): Promise<number> {
   console.log('');
   if (!res.ours.ran) console.log(`ours did not run: ${res.ours.reason}`);
   for (const v of verdicts(res)) console.log(v);
-  if (opts.resultsDir) console.log(`\nresults: ${writeResult(res, opts.resultsDir)}`);
+  if (opts.resultsDir) console.log(`\nresults: ${writeResult(res, opts.resultsDir, ['npm run bench --', 'vhost', ...rest].join(' ')).join(', ')}`);
   return interrupted ? 130 : 0;
 }
 

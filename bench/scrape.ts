@@ -18,7 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { ROOT, ServeProcess, serveUnavailable, sleep } from './serve';
-import { median } from './vhost';
+import { median } from './stats';
 
 export interface ScrapeBenchOptions {
   rounds: number;

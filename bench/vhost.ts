@@ -20,6 +20,8 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Testpmd, dpdkVersion, findTestpmd, freeHugepages, type PortStats } from './testpmd';
 import { ROOT, ServeProcess, metric, serveUnavailable, sleep } from './serve';
+import { median, summarize } from './stats';
+import { barChartSvg } from './svg';
 
 export type Direction = 'guest-tx' | 'guest-rx';
 export type Impl = 'ours' | 'dpdk';
@@ -48,7 +50,7 @@ export const DEFAULTS: VhostBenchOptions = {
   rounds: 5,
   seconds: 3,
   warmupSeconds: 1,
-  sizes: [64, 1518],
+  sizes: [64, 256, 512, 1518],
   directions: ['guest-tx', 'guest-rx'],
   dpdkOnly: false,
   resultsDir: path.join(ROOT, 'bench', 'results'),
@@ -119,13 +121,6 @@ const DIRECTION_LABEL: Record<Direction, string> = {
   'guest-tx': 'guest TX -> backend (dequeue)',
   'guest-rx': 'backend -> guest RX (enqueue)',
 };
-
-export function median(xs: number[]): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
 
 let socketCounter = 0;
 function socketPath(): string {
@@ -474,14 +469,14 @@ export async function runVhostBench(
       } finally {
         for (const rig of rigs.values()) await rig.close().catch(() => undefined);
       }
-      const ratios = c.rounds.map((r) => r.ratio).filter((r): r is number => r !== null);
+      const ratios = summarize(c.rounds.map((r) => r.ratio));
       c.summary = {
         oursMpps: median(c.rounds.flatMap((r) => (r.ours ? [r.ours.pps] : []))),
         dpdkMpps: median(c.rounds.flatMap((r) => (r.dpdk ? [r.dpdk.pps] : []))),
-        ratio: median(ratios),
-        ratioMin: ratios.length ? Math.min(...ratios) : null,
-        ratioMax: ratios.length ? Math.max(...ratios) : null,
-        rounds: ratios.length,
+        ratio: ratios.median,
+        ratioMin: ratios.min,
+        ratioMax: ratios.max,
+        rounds: ratios.n,
       };
       res.cases.push(c);
     }
@@ -492,10 +487,38 @@ export async function runVhostBench(
   return res;
 }
 
-export function writeResult(res: VhostBenchResult, dir: string): string {
+/** Median Mpps by frame size, ours and DPDK side by side, one pair of series per direction. */
+export function chartSvg(res: VhostBenchResult, command: string): string {
+  const sizes = [...new Set(res.cases.map((c) => c.size))].sort((a, b) => a - b);
+  const directions = [...new Set(res.cases.map((c) => c.direction))];
+  const short: Record<Direction, string> = { 'guest-tx': 'guest TX (dequeue)', 'guest-rx': 'guest RX (enqueue)' };
+  const series = directions.flatMap((d) =>
+    (['ours', 'dpdk'] as const).map((impl) => ({
+      name: `${impl === 'ours' ? 'vhostwire' : 'DPDK vhost PMD'}, ${short[d]}`,
+      values: sizes.map((size) => {
+        const s = res.cases.find((c) => c.direction === d && c.size === size)?.summary;
+        const pps = impl === 'ours' ? s?.oursMpps : s?.dpdkMpps;
+        return pps === null || pps === undefined ? null : pps / 1e6;
+      }),
+    })),
+  );
+  return barChartSvg({
+    title: 'vhost-user data path: vhostwire vs DPDK vhost PMD (front end: DPDK virtio-user)',
+    subtitle: `${res.startedAt.slice(0, 16).replace('T', ' ')} UTC, ${command}, median of ${res.options.rounds} rounds, ${res.host.gitCommit}`,
+    categories: sizes.map(String),
+    categoryLabel: 'frame size (bytes)',
+    valueLabel: 'Mpps',
+    series,
+  });
+}
+
+/** Writes vhost-<timestamp>.json and .svg; returns both paths. */
+export function writeResult(res: VhostBenchResult, dir: string, command: string): string[] {
   fs.mkdirSync(dir, { recursive: true });
   const stamp = res.startedAt.replace(/[:.]/g, '-');
-  const file = path.join(dir, `vhost-${stamp}.json`);
-  fs.writeFileSync(file, `${JSON.stringify(res, null, 2)}\n`);
-  return file;
+  const json = path.join(dir, `vhost-${stamp}.json`);
+  fs.writeFileSync(json, `${JSON.stringify(res, null, 2)}\n`);
+  const svg = path.join(dir, `vhost-${stamp}.svg`);
+  fs.writeFileSync(svg, chartSvg(res, command));
+  return [json, svg];
 }
