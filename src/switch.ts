@@ -101,7 +101,7 @@ export class Switch extends EventEmitter<SwitchEvents> {
 
   /**
    * Events the addon dropped because the JS thread had not taken the ones before them yet (a flood of
-   * refusals): the counters still count what they were about.
+   * refusals). A dropped ring-broken event still shows in the port's counters; a dropped refusal only here.
    */
   get eventsDropped(): number {
     return this.#engine.eventsDropped();

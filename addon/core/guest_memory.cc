@@ -163,8 +163,8 @@ std::shared_ptr<const GuestMemory> GuestMemory::with_region(int fd, uint64_t gpa
   const GuestMemoryLimits lim = guest_memory_limits();
   const uint64_t table = mapped_bytes();
   if (map_len > lim.per_port || table > lim.per_port - map_len)
-    return fail(what + ": mapping it takes " + bytes(map_len) + ", and the port already maps " + bytes(table) +
-                ", over the limit of " + bytes(lim.per_port) +
+    return fail(what + ": mapping it takes " + bytes(map_len) + ", and the other regions of the port's table map " +
+                bytes(table) + ", over the limit of " + bytes(lim.per_port) +
                 " per port; give the guest less memory, or raise the limit (docs/security.md, guest memory)");
   uint64_t process;
   if (!reserve_mapped(map_len, lim.per_process, &process))

@@ -21,7 +21,8 @@ using vw::VirtioUser;
 
 // Events waiting for the JS thread. Each is a few hundred bytes; a front end that floods refusals (or a
 // JS thread that is busy) must not grow the queue without end. Beyond this many, events are dropped and
-// counted (eventsDropped): a flood loses its repeats, and the counters still count every refusal.
+// counted (eventsDropped): a flood loses its repeats. A dropped ring-broken event still shows in the
+// port's counters; a dropped refusal only in that count.
 constexpr size_t kMaxQueuedEvents = 1024;
 
 Napi::Error make_error(Napi::Env env, const std::string& msg, const char* code = "ERR_VHOSTWIRE") {

@@ -108,7 +108,7 @@ export function createRegistry(sw: Switch): Registry {
 
   new Counter({
     name: `${PREFIX}events_dropped_total`,
-    help: 'Port events (connected, disconnected, ring-broken, refused) dropped before they reached JS because 1024 were already waiting; the counters above still count what they were about',
+    help: 'Port events (connected, disconnected, ring-broken, refused) dropped before they reached JS because 1024 were already waiting; a dropped ring-broken event still shows in rings_broken and invalid_descriptors, a dropped refusal only here',
     registers: [registry],
     collect() {
       this.reset();

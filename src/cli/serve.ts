@@ -1,7 +1,8 @@
 // `vhostwire serve`: the backend as a long-running process. It validates the flags, builds the
 // switch, starts the API (--metrics over TCP, --api over a unix socket), then gives up what it no longer
 // needs (the user with --user, every capability the ports do not need), prints what it set up and the
-// port events (rate-limited: src/cli/event-log.ts), and on SIGINT/SIGTERM closes everything (sockets removed, threads joined) before exiting 0.
+// port events (rate-limited: src/cli/event-log.ts), and on SIGINT/SIGTERM closes everything (sockets
+// removed, threads joined) before exiting 0.
 import * as fs from 'node:fs';
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
 import { buildServeConfig, DEFAULT_METRICS_PORT } from '../config/options';
