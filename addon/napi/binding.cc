@@ -125,15 +125,26 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       Napi::Value c = cores_a.Get(i);
       cores.push_back(c.IsNumber() ? c.As<Napi::Number>().Int32Value() : -1);
     }
-    tsfn_ = Napi::ThreadSafeFunction::New(env, on_event.As<Napi::Function>(), "vhostwire events", kMaxQueuedEvents, 1);
+    // Unlimited here: `queued` below bounds it, and does so before anything is allocated.
+    tsfn_ = Napi::ThreadSafeFunction::New(env, on_event.As<Napi::Function>(), "vhostwire events", 0, 1);
     tsfn_open_ = true;
     // Copy the handle: the sink may run on any native thread, including after this wrapper is gone
     // (it is not: close() joins every thread before releasing), and must not touch the wrapper.
     Napi::ThreadSafeFunction tsfn = tsfn_;
     auto dropped = events_dropped_;
-    engine_ = std::make_unique<Engine>(parse_mode(o.Get("mode")), [tsfn, dropped](const PortEvent& ev) mutable {
+    // Events handed to the queue and not yet taken by the JS thread. Checked before the copy is made, so
+    // an event beyond the bound costs two atomic operations and no allocation: a flood cannot even churn
+    // the allocator.
+    auto queued = std::make_shared<std::atomic<size_t>>(0);
+    engine_ = std::make_unique<Engine>(parse_mode(o.Get("mode")), [tsfn, dropped, queued](const PortEvent& ev) mutable {
+      if (queued->fetch_add(1, std::memory_order_relaxed) >= kMaxQueuedEvents) {
+        queued->fetch_sub(1, std::memory_order_relaxed);
+        dropped->fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
       auto* copy = new PortEvent(ev);
-      napi_status s = tsfn.NonBlockingCall(copy, [](Napi::Env env, Napi::Function cb, PortEvent* e) {
+      napi_status s = tsfn.NonBlockingCall(copy, [queued](Napi::Env env, Napi::Function cb, PortEvent* e) {
+        queued->fetch_sub(1, std::memory_order_relaxed);
         Napi::Object o = Napi::Object::New(env);
         o.Set("kind", e->kind);
         o.Set("port", e->port);
@@ -142,9 +153,10 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         delete e;
         cb.Call({o});
       });
-      // Full (napi_queue_full), or closing: never block a native thread on the JS thread.
+      // Closing: the event has nowhere to go.
       if (s != napi_ok) {
         delete copy;
+        queued->fetch_sub(1, std::memory_order_relaxed);
         dropped->fetch_add(1, std::memory_order_relaxed);
       }
     });

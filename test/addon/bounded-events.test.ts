@@ -12,6 +12,10 @@ import { Cli, ROOT, tempDir } from '../support/helpers';
 
 const FLOOD = path.join(__dirname, '..', 'support', 'flood.js');
 const MAX = native.limits.maxQueuedEvents;
+// Under `npm run test:asan` the ASan quarantine keeps what every rejected message allocated and freed
+// (its error text) resident for a while, whether events queue or not: RSS says nothing there, and the
+// delivered and dropped counts remain the oracles.
+const ASAN = /libasan/.test(process.env.LD_PRELOAD ?? '');
 
 interface FloodResult { handled: number; sent: number; connects: number }
 
@@ -71,7 +75,8 @@ t.test('an event flood: the queue stays bounded, every event is delivered or cou
   // the whole flood would have grown RSS by tens of MiB.
   const grown = rss1 - rss0;
   const perEvent = grown / M;
-  t.ok(perEvent < 32, `RSS grew by ${(grown / 2 ** 20).toFixed(1)} MiB over the flood, ${perEvent.toFixed(1)} bytes per event (bound: 32)`);
+  if (ASAN) t.comment(`RSS grew by ${(grown / 2 ** 20).toFixed(1)} MiB (not checked under ASan)`);
+  else t.ok(perEvent < 32, `RSS grew by ${(grown / 2 ** 20).toFixed(1)} MiB over the flood, ${perEvent.toFixed(1)} bytes per event (bound: 32)`);
 });
 
 t.test('a library user without an \'error\' listener survives rejected messages and refused front ends', async (t) => {
