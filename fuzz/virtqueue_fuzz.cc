@@ -210,7 +210,6 @@ bool Harness::build_memory() {
     // Our own region list from GuestMemory's: the host address is its mapping of the region.
     uint8_t* host = mem->uva_to_host(gpa + kUvaDelta, size);
     if (!host) die("uva_to_host refused a whole region");
-    if (off) mprotect(host - off, off, PROT_NONE);  // the part of the file before the region: guard it too
     guest_.regions.push_back(Region{gpa, size, host});
     // Contiguous (a buffer may span two regions) or a hole between regions.
     gpa += size + kPage * fdp_.ConsumeIntegralInRange<uint64_t>(0, 2);

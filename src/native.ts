@@ -24,6 +24,7 @@ export interface CounterLayout {
 }
 
 export interface PortEvent {
+  /** error: a message of the front end was rejected, or a front end was refused (Switch: 'refused') */
   kind: 'connected' | 'disconnected' | 'ring-broken' | 'error';
   port: string;
   /** vring index for ring events, -1 otherwise */
@@ -59,6 +60,17 @@ export interface Limits {
   minFrame: number;
   maxFrame: number;
   maxPmdThreads: number;
+  /** Events waiting for the JS thread beyond this many are dropped and counted (eventsDropped). */
+  maxQueuedEvents: number;
+}
+
+/** Guest memory the process maps, and the caps on it, in bytes (addon/core/guest_memory.h). */
+export interface GuestMemoryInfo {
+  mappedBytes: number;
+  /** A region that would take one port's table beyond this is refused (default 1 TiB). */
+  maxPerPort: number;
+  /** A region that would take every port's tables together beyond this is refused (default 16 TiB). */
+  maxPerProcess: number;
 }
 
 /** A forwarder: where the packets a port receives go. */
@@ -100,6 +112,8 @@ export interface NativeEngine {
   /** The shared counter block, written by the native threads; read it, never write it. */
   counters(): BigUint64Array;
   counterLayout(): CounterLayout;
+  /** Events dropped because maxQueuedEvents were already waiting for the JS thread. */
+  eventsDropped(): number;
   /** Stops and joins every thread, closes every port (sockets removed). Idempotent. */
   close(): void;
 }
@@ -234,6 +248,9 @@ export interface Native {
    * when any of it fails, possibly half way: the process must then exit.
    */
   dropPrivileges(request: PrivilegeRequest): PrivilegeReport;
+  guestMemory(): GuestMemoryInfo;
+  /** Changes the caps for regions mapped from now on; what is mapped stays. Process-wide. */
+  setGuestMemoryLimits(limits: { maxPerPort: number; maxPerProcess: number }): void;
 }
 
 // dist/src/native.js -> <package root>/build/Release/vhostwire.node

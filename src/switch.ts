@@ -40,8 +40,12 @@ export type SwitchEvents = {
   connected: [PortEvent];
   disconnected: [PortEvent];
   'ring-broken': [PortEvent];
-  /** As with any EventEmitter, an 'error' nobody listens to is thrown. */
-  error: [PortEvent];
+  /**
+   * A front end's message was rejected, or a front end was refused (the native kind 'error'). Guests and
+   * front ends cause these at will, so they are never emitted as 'error', which an EventEmitter throws when
+   * nobody listens: one bad message would take the process down.
+   */
+  refused: [PortEvent];
   /** The mode changed at run time (setMode). */
   mode: [{ mode: Mode; was: Mode }];
 };
@@ -79,7 +83,7 @@ export class Switch extends EventEmitter<SwitchEvents> {
         pmdCores: cores,
         mode: this.#mode,
         onEvent: (e) => {
-          if (!this.#closed) this.emit(e.kind, e);
+          if (!this.#closed) this.emit(e.kind === 'error' ? 'refused' : e.kind, e);
         },
       }),
     );
@@ -93,6 +97,14 @@ export class Switch extends EventEmitter<SwitchEvents> {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /**
+   * Events the addon dropped because the JS thread had not taken the ones before them yet (a flood of
+   * refusals). A dropped ring-broken event still shows in the port's counters; a dropped refusal only here.
+   */
+  get eventsDropped(): number {
+    return this.#engine.eventsDropped();
   }
 
   /** Adds a port of any registered kind, as the configuration describes it (src/ports/). */

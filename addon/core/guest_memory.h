@@ -20,6 +20,24 @@ namespace vw {
 
 constexpr uint32_t kMaxMemRegions = 32;  // GET_MAX_MEM_SLOTS
 
+// Caps on the address space guest memory may take. Mappings are MAP_NORESERVE, so a front end can hand
+// us a sparse file of any size and cost the host no memory, only address space: without a cap, a few
+// terabyte-sized regions exhaust the 128 TiB a process has and V8, thread stacks and AF_XDP UMEMs fail
+// to allocate. The per-port default covers the largest guests we expect (1 TiB over up to
+// kMaxMemRegions regions); the per-process default, 16 ports at that size, is an eighth of the user
+// address space, which leaves the rest of the process more than 100 TiB.
+constexpr uint64_t kDefaultMaxMappedPerPort = uint64_t(1) << 40;
+constexpr uint64_t kDefaultMaxMappedPerProcess = uint64_t(1) << 44;
+struct GuestMemoryLimits {
+  uint64_t per_port;     // bytes mapped by one table (one port's guest memory)
+  uint64_t per_process;  // bytes mapped by every table of the process together
+};
+GuestMemoryLimits guest_memory_limits();
+// Applies to regions mapped from now on; what is mapped already stays.
+void set_guest_memory_limits(const GuestMemoryLimits& l);
+// Bytes of guest memory the process maps right now, every port together.
+uint64_t guest_memory_mapped_bytes();
+
 struct Mapping;  // one mmap of one fd; unmapped and closed when the last table using it goes
 
 struct MemRegion {
@@ -40,7 +58,9 @@ class GuestMemory {
 
   // Returns a copy of this table with one more region mapped from fd. Takes ownership of fd: it is
   // closed on every path (kept open only inside the mapping on success). On failure returns null and
-  // says why in *err (overlap, zero size, wrap, offset beyond the file, too many regions, mmap failure).
+  // says why in *err (overlap, zero size, wrap, not a regular file, offset + size beyond the file, too many
+  // regions, over a limit of guest_memory_limits(), mmap failure). Maps only the pages the region lies
+  // in, not the file before it.
   std::shared_ptr<const GuestMemory> with_region(int fd, uint64_t gpa, uint64_t size, uint64_t uaddr,
                                                  uint64_t mmap_offset, std::string* err) const;
   // Returns a copy without the region that matches gpa, size and uaddr exactly; null if none does.
@@ -74,6 +94,8 @@ class GuestMemory {
   bool contains(const void* p) const;
 
   const std::vector<MemRegion>& regions() const { return regions_; }
+  // Bytes this table maps (whole pages, so at least the sum of its region sizes).
+  uint64_t mapped_bytes() const;
 
  private:
   // A translated span holds at most this much; longer pieces of one region are split (Span::len is 32 bits).

@@ -4,9 +4,11 @@
 // TypeScript in src/native.ts.
 #include <napi.h>
 
+#include <atomic>
 #include <memory>
 
 #include "core/counters.h"
+#include "core/guest_memory.h"
 #include "runtime/engine.h"
 #include "frontend/virtio_user.h"
 #include "runtime/privileges.h"
@@ -16,6 +18,12 @@ namespace {
 using vw::Engine;
 using vw::PortEvent;
 using vw::VirtioUser;
+
+// Events waiting for the JS thread. Each is a few hundred bytes; a front end that floods refusals (or a
+// JS thread that is busy) must not grow the queue without end. Beyond this many, events are dropped and
+// counted (eventsDropped): a flood loses its repeats. A dropped ring-broken event still shows in the
+// port's counters; a dropped refusal only in that count.
+constexpr size_t kMaxQueuedEvents = 1024;
 
 Napi::Error make_error(Napi::Env env, const std::string& msg, const char* code = "ERR_VHOSTWIRE") {
   Napi::Error e = Napi::Error::New(env, msg);
@@ -98,6 +106,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod<&EngineWrap::Forwarders>("forwarders"),
                            InstanceMethod<&EngineWrap::Counters>("counters"),
                            InstanceMethod<&EngineWrap::CounterLayout>("counterLayout"),
+                           InstanceMethod<&EngineWrap::EventsDropped>("eventsDropped"),
                            InstanceMethod<&EngineWrap::Close>("close"),
                        });
   }
@@ -116,14 +125,26 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       Napi::Value c = cores_a.Get(i);
       cores.push_back(c.IsNumber() ? c.As<Napi::Number>().Int32Value() : -1);
     }
+    // Unlimited here: `queued` below bounds it, and does so before anything is allocated.
     tsfn_ = Napi::ThreadSafeFunction::New(env, on_event.As<Napi::Function>(), "vhostwire events", 0, 1);
     tsfn_open_ = true;
     // Copy the handle: the sink may run on any native thread, including after this wrapper is gone
     // (it is not: close() joins every thread before releasing), and must not touch the wrapper.
     Napi::ThreadSafeFunction tsfn = tsfn_;
-    engine_ = std::make_unique<Engine>(parse_mode(o.Get("mode")), [tsfn](const PortEvent& ev) mutable {
+    auto dropped = events_dropped_;
+    // Events handed to the queue and not yet taken by the JS thread. Checked before the copy is made, so
+    // an event beyond the bound costs two atomic operations and no allocation: a flood cannot even churn
+    // the allocator.
+    auto queued = std::make_shared<std::atomic<size_t>>(0);
+    engine_ = std::make_unique<Engine>(parse_mode(o.Get("mode")), [tsfn, dropped, queued](const PortEvent& ev) mutable {
+      if (queued->fetch_add(1, std::memory_order_relaxed) >= kMaxQueuedEvents) {
+        queued->fetch_sub(1, std::memory_order_relaxed);
+        dropped->fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
       auto* copy = new PortEvent(ev);
-      napi_status s = tsfn.NonBlockingCall(copy, [](Napi::Env env, Napi::Function cb, PortEvent* e) {
+      napi_status s = tsfn.NonBlockingCall(copy, [queued](Napi::Env env, Napi::Function cb, PortEvent* e) {
+        queued->fetch_sub(1, std::memory_order_relaxed);
         Napi::Object o = Napi::Object::New(env);
         o.Set("kind", e->kind);
         o.Set("port", e->port);
@@ -132,7 +153,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         delete e;
         cb.Call({o});
       });
-      if (s != napi_ok) delete copy;
+      // Closing: the event has nowhere to go.
+      if (s != napi_ok) {
+        delete copy;
+        queued->fetch_sub(1, std::memory_order_relaxed);
+        dropped->fetch_add(1, std::memory_order_relaxed);
+      }
     });
     std::string err;
     if (!engine_->start(cores, &err)) {
@@ -266,6 +292,11 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return o;
   }
 
+  // Readable after close() too: the count is the wrapper's, not the engine's.
+  Napi::Value EventsDropped(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), double(events_dropped_->load(std::memory_order_relaxed)));
+  }
+
   Napi::Value Close(const Napi::CallbackInfo& info) {
     if (!closed_) {
       closed_ = true;
@@ -279,6 +310,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::ThreadSafeFunction tsfn_;
   bool tsfn_open_ = false;
   bool closed_ = false;
+  std::shared_ptr<std::atomic<uint64_t>> events_dropped_ = std::make_shared<std::atomic<uint64_t>>(0);
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -665,6 +697,26 @@ Napi::Value DropPrivileges(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// guestMemory(): what the process maps for guests and the limits (core/guest_memory.h), in bytes.
+Napi::Value GuestMemoryInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const vw::GuestMemoryLimits l = vw::guest_memory_limits();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("mappedBytes", double(vw::guest_memory_mapped_bytes()));
+  o.Set("maxPerPort", double(l.per_port));
+  o.Set("maxPerProcess", double(l.per_process));
+  return o;
+}
+
+// setGuestMemoryLimits({ maxPerPort, maxPerProcess }): for regions mapped from now on.
+Napi::Value SetGuestMemoryLimits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw make_error(env, "setGuestMemoryLimits(limits: object)", "ERR_INVALID_ARG_TYPE");
+  Napi::Object o = info[0].As<Napi::Object>();
+  vw::set_guest_memory_limits({u64(o.Get("maxPerPort"), "maxPerPort"), u64(o.Get("maxPerProcess"), "maxPerProcess")});
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::Init(env));
   exports.Set("VirtioUser", VirtioUserWrap::Init(env));
@@ -680,9 +732,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   limits.Set("minFrame", vw::kMinFrame);
   limits.Set("maxFrame", vw::kMaxFrame);
   limits.Set("maxPmdThreads", vw::Engine::kPmdSets);
+  limits.Set("maxQueuedEvents", double(kMaxQueuedEvents));
   exports.Set("limits", limits);
   exports.Set("guestBase", Napi::BigInt::New(env, uint64_t(VirtioUser::kGuestBase)));
   exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));
+  exports.Set("guestMemory", Napi::Function::New(env, GuestMemoryInfo, "guestMemory"));
+  exports.Set("setGuestMemoryLimits", Napi::Function::New(env, SetGuestMemoryLimits, "setGuestMemoryLimits"));
   return exports;
 }
 

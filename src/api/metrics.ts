@@ -118,6 +118,24 @@ export function createRegistry(sw: Switch): Registry {
     },
   });
 
+  new Counter({
+    name: `${PREFIX}events_dropped_total`,
+    help: 'Port events (connected, disconnected, ring-broken, refused) dropped before they reached JS because 1024 were already waiting; a dropped ring-broken event still shows in rings_broken and invalid_descriptors, a dropped refusal only here',
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (!sw.closed) this.inc(sw.eventsDropped);
+    },
+  });
+  new Gauge({
+    name: `${PREFIX}guest_memory_mapped_bytes`,
+    help: 'Guest memory the process maps for every port together (capped per port and per process, docs/security.md)',
+    registers: [registry],
+    collect() {
+      this.set(native.guestMemory().mappedBytes);
+    },
+  });
+
   // The kernel's own counters for each uplink's interface, read at scrape time, beside ours: what the
   // interface itself saw (sysfs statistics) and its driver's private counters (ethtool -S). An interface
   // that vanished under its uplink has nothing to show.

@@ -18,6 +18,7 @@ import { UsageError } from '../config/options';
 import type { Peer } from '../harness/peer';
 import type { CounterValues, Switch, SwitchPortInfo } from '../switch';
 import type { Guest, Vm } from '../harness/vm';
+import { EventLog } from './event-log';
 import { mpps, table } from './format';
 
 const FRAME = 64;
@@ -152,8 +153,9 @@ async function vmDemo(qemu: string, guest: Guest, interrupt: Interrupt): Promise
   let ok = false;
   try {
     sw = new Switch({ mode: 'kernel', pmdCores: [] });
-    sw.on('error', (e) => console.log(`${e.port}: error: ${e.reason}`));
-    sw.on('ring-broken', (e) => console.log(`${e.port}: ring broken on vring ${e.queue} (${e.reason})`));
+    const events = new EventLog();
+    sw.on('refused', (e) => events.log(e.port, 'refused', `refused: ${e.reason}`));
+    sw.on('ring-broken', (e) => events.log(e.port, 'ring-broken', `ring broken on vring ${e.queue} (${e.reason})`));
     sw.on('connected', (e) => console.log(`${e.port}: QEMU connected and negotiated`));
     const sock0 = path.join(dir, 'vm0.sock');
     const sock1 = path.join(dir, 'vm1.sock');
@@ -229,10 +231,13 @@ async function vmDemo(qemu: string, guest: Guest, interrupt: Interrupt): Promise
     return 130;
   }
   if (!ok) {
-    // Keep the consoles where one can read them; the error itself is one line (main.ts prints it).
+    // Keep the consoles where one can read them; the error itself is one line (main.ts prints it). In a
+    // directory of our own: under a fixed name in /tmp another user could plant a symlink for root to
+    // write through, or read what the guests printed.
+    const logDir = vms.length ? fs.mkdtempSync(path.join(os.tmpdir(), 'vhostwire-demo-logs-')) : '';
     const logs = vms.map((vm) => {
-      const f = path.join(os.tmpdir(), `vhostwire-demo-${vm.name}.log`);
-      fs.writeFileSync(f, vm.console());
+      const f = path.join(logDir, `${vm.name}.log`);
+      fs.writeFileSync(f, vm.console(), { flag: 'wx', mode: 0o600 });
       return f;
     });
     throw new Error(`the VMs did not ping each other: ${failure ?? 'unknown error'}${logs.length ? ` (guest consoles: ${logs.join(', ')})` : ''}`);
@@ -250,8 +255,9 @@ async function frontEndDemo(seconds: number, interrupt: Interrupt): Promise<numb
   const peers: Peer[] = [];
   try {
     sw = new Switch({ mode: 'kernel', pmdCores: [] });
-    sw.on('error', (e) => console.log(`${e.port}: error: ${e.reason}`));
-    sw.on('ring-broken', (e) => console.log(`${e.port}: ring broken on vring ${e.queue} (${e.reason})`));
+    const events = new EventLog();
+    sw.on('refused', (e) => events.log(e.port, 'refused', `refused: ${e.reason}`));
+    sw.on('ring-broken', (e) => events.log(e.port, 'ring-broken', `ring broken on vring ${e.queue} (${e.reason})`));
     const vm0 = path.join(dir, 'vm0.sock');
     const vm1 = path.join(dir, 'vm1.sock');
     sw.addPort({ kind: 'vhost-user', name: 'vm0', path: vm0, client: false, queues: 1 });

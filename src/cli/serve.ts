@@ -1,12 +1,14 @@
 // `vhostwire serve`: the backend as a long-running process. It validates the flags, builds the
 // switch, starts the API (--metrics over TCP, --api over a unix socket), then gives up what it no longer
-// needs (the user with --user, every capability the ports do not need), prints what it set up and every
-// port event, and on SIGINT/SIGTERM closes everything (sockets removed, threads joined) before exiting 0.
+// needs (the user with --user, every capability the ports do not need), prints what it set up and the
+// port events (rate-limited: src/cli/event-log.ts), and on SIGINT/SIGTERM closes everything (sockets
+// removed, threads joined) before exiting 0.
 import * as fs from 'node:fs';
 import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
 import { buildServeConfig, DEFAULT_METRICS_PORT } from '../config/options';
 import type { ServeConfig } from '../config/options';
 import { portKind, portKinds } from '../ports';
+import { EventLog } from './event-log';
 import type { Switch } from '../switch';
 import type { Api } from '../api/http';
 
@@ -102,10 +104,11 @@ async function serve(config: ServeConfig): Promise<void> {
   const { native } = await import('../native');
   const { neededCapabilities, capabilityName } = await import('../config/privileges');
   const sw = new Switch({ mode: config.mode, pmdCores: config.pmdCores });
-  sw.on('connected', (e) => console.log(`${e.port}: connected`));
-  sw.on('disconnected', (e) => console.log(`${e.port}: disconnected`));
-  sw.on('ring-broken', (e) => console.log(`${e.port}: ring broken on vring ${e.queue} (${e.reason})`));
-  sw.on('error', (e) => console.log(`${e.port}: error: ${e.reason}`));
+  const events = new EventLog();
+  sw.on('connected', (e) => events.log(e.port, 'connected', 'connected'));
+  sw.on('disconnected', (e) => events.log(e.port, 'disconnected', 'disconnected'));
+  sw.on('ring-broken', (e) => events.log(e.port, 'ring-broken', `ring broken on vring ${e.queue} (${e.reason})`));
+  sw.on('refused', (e) => events.log(e.port, 'refused', `refused: ${e.reason}`));
   sw.on('mode', (e) => console.log(`mode ${e.mode} (was ${e.was})`));
 
   let api: Api | undefined;
@@ -151,6 +154,9 @@ async function serve(config: ServeConfig): Promise<void> {
 
   const sig = await signal;
   console.log(`${sig}: closing`);
+  events.flush();
+  const dropped = sw.eventsDropped;
+  if (dropped) console.log(`${dropped} port events were dropped before they reached JS (vhostwire_events_dropped_total)`);
   await Promise.all([sw.close(), api?.close()]);
   console.log('closed');
 }
