@@ -283,3 +283,52 @@ t.test('the option checks at the edge refuse bad socket settings', async (t) => 
   t.same([fromFile.socketMode, fromFile.allowUids], [0o640, [107, 0]], 'and the config file keys');
   t.same(vhostUser.params(vhostUser.parseFlag('vm0=/tmp/x.sock')), { path: '/tmp/x.sock', client: false, queues: 1, socketMode: 0o660, rejectLimit: 16, idleTimeoutMs: 10000 }, 'defaults');
 });
+
+// In a child process limited to 256 fds: the child fills its fd table, the parent connects, and the
+// backend's accept fails with EMFILE until the child gives fds back. A listener left watched would be
+// reported readable again at once (level-triggered), for as long as the shortage lasts.
+const EMFILE_CHILD = `
+const fs = require('fs');
+const { native } = require(process.argv[1]);
+const events = [];
+const engine = new native.Engine({ pmdCores: [-1], mode: 'kernel', onEvent: (e) => events.push(e) });
+engine.addPort('vhost-user', 'e', { path: process.argv[2], client: false, queues: 1 });
+const held = [];
+for (;;) { try { held.push(fs.openSync('/dev/null', 'r')); } catch { break; } }
+const start = Date.now();
+const backoffs = () => engine.ports()[0].refusals.find((r) => r.reason === 'accept_backoff')?.count ?? 0;
+process.stdout.write('ready\\n');
+process.stdin.once('data', () => {
+  const elapsed = Date.now() - start, during = backoffs();
+  held.forEach((fd) => fs.closeSync(fd));
+  const deadline = Date.now() + 3000;
+  const poll = () => {
+    const connected = engine.ports()[0].connected;
+    if (!connected && Date.now() < deadline) return setTimeout(poll, 20);
+    process.stdout.write(JSON.stringify({ elapsed, during, connected, events: events.map((e) => e.reason) }) + '\\n');
+    engine.close();
+    process.exit(0);
+  };
+  poll();
+});
+`;
+
+t.test('accept backs off for 100 ms when the process is out of fds, counted, and accepts once fds are back', async (t) => {
+  const p = f.sock('emfile');
+  const child = spawn('prlimit', ['--nofile=256:256', process.execPath, '-e', EMFILE_CHILD, path.join(__dirname, '..', '..', 'src', 'native.js'), p], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const exited = new Promise((r) => child.on('close', r));
+  await waitFor('the child to fill its fd table', () => out.includes('ready\n'), 10000);
+  const fe = await RawFrontEnd.connect(p);
+  await sleep(1000);
+  child.stdin!.write('report\n');
+  await waitFor('the report', () => out.split('\n').length > 2, 10000);
+  const r = JSON.parse(out.split('\n')[1]) as { elapsed: number; during: number; connected: boolean; events: string[] };
+  t.ok(r.during >= 1, `accept backed off (${r.during} times in ${r.elapsed} ms)`);
+  t.ok(r.during <= r.elapsed / 100 + 2, `at most once per 100 ms, not a spin (${r.during} in ${r.elapsed} ms)`);
+  t.match(r.events[0], /^cannot accept a front end on .*emfile\.sock: Too many open files; not accepting for 100 ms$/, 'reported');
+  t.ok(r.connected, 'once fds are back the waiting front end is accepted');
+  fe.close();
+  await exited;
+});
