@@ -899,17 +899,19 @@ struct VhostUserPort::Impl {
     else if (check_shape(*h, m, &err))
       ok = (this->*h->fn)(m, &err);
     for (size_t i = 0; i < m.nfds; i++) close_fd(m.fds[i]);
-    if (!ok) {
-      emit("error", name + " was rejected: " + err);
-      if (++rejected_ >= opt_.reject_limit) {
-        count("too_many_rejected");
-        disconnect(std::to_string(rejected_) + " messages were rejected, the last " + name + ": " + err);
-        return;
-      }
+    if (!ok) emit("error", name + " was rejected: " + err);
+    if (!send_reply(m, h, ok, ack_before, name)) return;
+    // After its reply, so that the front end hears of the last rejection too.
+    if (!ok && ++rejected_ >= opt_.reject_limit) {
+      count("too_many_rejected");
+      disconnect(std::to_string(rejected_) + " messages were rejected, the last " + name + ": " + err);
     }
+  }
 
-    bool reply_ack = (hdr.flags & VHOST_USER_NEED_REPLY_MASK) &&
-                     (ack_before || protocol_negotiated(VHOST_USER_PROTOCOL_F_REPLY_ACK));
+  // The reply a handled message is due, if any; false when sending it cost the connection.
+  bool send_reply(Message& m, const Handler* h, bool ok, bool ack_before, const std::string& name) {
+    const bool reply_ack = (m.msg.hdr.flags & VHOST_USER_NEED_REPLY_MASK) &&
+                           (ack_before || protocol_negotiated(VHOST_USER_PROTOCOL_F_REPLY_ACK));
     if (h && h->has_reply) {
       // An empty reply tells a front end waiting for this answer that it failed, instead of leaving it
       // to time out.
@@ -917,17 +919,17 @@ struct VhostUserPort::Impl {
     } else if (reply_ack) {
       set_reply_u64(m, ok ? 0 : 1);
     } else {
-      return;
+      return true;
     }
     // Replies are sent without waiting too. A reply is at most a few hundred bytes and a front end reads
     // each before its next request, so a socket buffer that cannot take one means the front end stopped
     // reading: holding replies for it would be memory it controls, waiting would be the control thread.
-    if (!vhost_user_send(conn_fd_, m.reply, nullptr, 0)) {
-      const bool full = errno == EAGAIN || errno == EWOULDBLOCK;
-      if (full) count("replies_unread");
-      disconnect("sending the reply to " + name + " failed: " +
-                 (full ? std::string("the front end is not reading its replies") : errno_text(errno)));
-    }
+    if (vhost_user_send(conn_fd_, m.reply, nullptr, 0)) return true;
+    const bool full = errno == EAGAIN || errno == EWOULDBLOCK;
+    if (full) count("replies_unread");
+    disconnect("sending the reply to " + name + " failed: " +
+               (full ? std::string("the front end is not reading its replies") : errno_text(errno)));
+    return false;
   }
 
   void emit(const char* kind, const std::string& reason) {
