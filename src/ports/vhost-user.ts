@@ -16,8 +16,8 @@ export interface VhostUserSpec {
   socketOwner?: number;
   socketGroup?: number;
   /**
-   * Front ends (by SO_PEERCRED) allowed besides our own uid, root, socketOwner and members of socketGroup
-   * (the connecting process's primary gid); in client mode, who else may own the listener we connect to.
+   * Front ends (by SO_PEERCRED and SO_PEERGROUPS) allowed besides our own uid, root, socketOwner and
+   * members of the socket file's group; in client mode, who else may own the listener we connect to.
    */
   allowUids?: number[];
   allowGids?: number[];
@@ -63,8 +63,7 @@ const REJECT_LIMIT_MAX = 1 << 20;
 const IDLE_TIMEOUT_MIN = 100;
 const IDLE_TIMEOUT_MAX = 3600000;
 
-const SYNTAX =
-  'NAME=PATH[,client][,queues=N][,socket-mode=MODE][,socket-owner=USER][,socket-group=GROUP][,allow-uid=U[:U...]][,allow-gid=G[:G...]][,reject-limit=N][,idle-timeout=MS]';
+const SYNTAX = 'NAME=PATH[,client][,queues=N]';
 const OPTIONS =
   'client, queues=N, socket-mode=MODE, socket-owner=USER, socket-group=GROUP, allow-uid=LIST, allow-gid=LIST, reject-limit=N or idle-timeout=MS';
 
@@ -110,7 +109,8 @@ export const vhostUser: PortKind<VhostUserSpec> = {
   syntax: SYNTAX,
   help:
     `a vhost-user port: ${SYNTAX} (client: connect to a listening front end; queues 1..${limits.maxQueuePairs}; ` +
-    'socket-mode default 0660; front ends must run as us, root, socket-owner, in socket-group or be allowed)',
+    'options socket-mode=MODE (default 0660), socket-owner=USER, socket-group=GROUP, allow-uid=U[:U...], allow-gid=G[:G...], ' +
+    'reject-limit=N (default 16), idle-timeout=MS (default 10000))',
   parseFlag(text) {
     const where = flagWhere('--vhost-user', text);
     const [name, rest] = splitNamed(where, text, SYNTAX);
@@ -171,7 +171,7 @@ export const vhostUser: PortKind<VhostUserSpec> = {
     rejectLimit: s.rejectLimit ?? DEFAULT_REJECT_LIMIT,
     idleTimeoutMs: s.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
   }),
-  summary: (s) => `vhost-user ${s.path} (${s.client ? 'client' : `server, mode ${(s.socketMode ?? DEFAULT_SOCKET_MODE).toString(8).padStart(4, '0')}`}, ${s.queues} queue pair${s.queues === 1 ? '' : 's'})`,
+  summary: (s) => `vhost-user ${s.path} (${s.client ? 'client' : 'server'}, ${s.queues} queue pair${s.queues === 1 ? '' : 's'})`,
   exclusive: (s) => ({ what: 'socket path', value: s.path }),
   // A server socket is ours; in client mode the front end's. One given an owner or group keeps them.
   createdFiles: (s) => (s.client || s.socketOwner !== undefined || s.socketGroup !== undefined ? [] : [s.path]),

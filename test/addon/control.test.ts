@@ -241,6 +241,13 @@ t.test('front ends are checked by SO_PEERCRED: another uid is refused unless all
   await waitFor('gone', () => !f.port('pc').connected);
   t.equal(await runAsStranger(CONNECT_SCRIPT, [p]), 'closed', 'without that group it is refused again');
   f.engine.removePort('pc');
+  // Whatever group the file has when the front end connects counts (serve --user hands the socket to
+  // its user after the port made it).
+  f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666 });
+  fs.chownSync(p, process.getuid!(), STRANGER + 3);
+  t.equal(await runAsStranger(CONNECT_SCRIPT, [p], [STRANGER + 3]), 'open', "a member of the file's group, given to it after it was made, is served");
+  await waitFor('gone', () => !f.port('pc').connected);
+  f.engine.removePort('pc');
 });
 
 t.test('client mode: a listener owned by another uid is not connected to', { skip: IS_ROOT ? false : 'needs root: chown to another uid' }, async (t) => {

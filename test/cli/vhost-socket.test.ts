@@ -31,7 +31,6 @@ t.test('serve under umask 000: socket modes from the default, the flag and the c
   t.equal(mode('vm0').toString(8), '660', 'the default: 0660, not 0777');
   t.equal(mode('vm1').toString(8), '600', 'socket-mode=0600');
   t.equal(mode('vm2').toString(8), '640', 'socketMode "0640" from the config file');
-  t.match(serve.stdout, /vhost-user .*vm1\.sock \(server, mode 0600, 1 queue pair\)/, 'serve says which mode');
   serve.kill('SIGTERM');
   t.equal((await serve.wait()).code, 0, 'serve exits cleanly');
 });

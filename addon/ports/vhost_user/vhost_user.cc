@@ -258,8 +258,17 @@ struct VhostUserPort::Impl {
     return false;
   }
 
-  bool gid_allowed(uint32_t gid) const {
-    if (opt_.socket_group != VhostUserOptions::kNoId && gid == opt_.socket_group) return true;
+  // The group of the socket file we bound, as it is now (serve --user hands the file to its user after
+  // we made it), so that its members pass as the kernel's own permission check let them through.
+  uint32_t socket_file_gid() const {
+    struct stat st;
+    if (client_ || !bound_ || lstat(path_.c_str(), &st) < 0 || st.st_dev != sock_dev_ || st.st_ino != sock_ino_)
+      return VhostUserOptions::kNoId;
+    return uint32_t(st.st_gid);
+  }
+
+  bool gid_allowed(uint32_t gid, uint32_t file_gid) const {
+    if (file_gid != VhostUserOptions::kNoId && gid == file_gid) return true;
     for (uint32_t g : opt_.allow_gids)
       if (g == gid) return true;
     return false;
@@ -272,13 +281,14 @@ struct VhostUserPort::Impl {
       *who = "its credentials cannot be read (" + errno_text(errno) + ")";
       return false;
     }
-    if (uid_allowed(cr.uid) || gid_allowed(cr.gid)) return true;
+    const uint32_t file_gid = socket_file_gid();
+    if (uid_allowed(cr.uid) || gid_allowed(cr.gid, file_gid)) return true;
     // Supplementary groups too, as the kernel's own check of the socket file's group does.
     gid_t groups[256];
     socklen_t glen = sizeof(groups);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0)
       for (size_t i = 0; i < glen / sizeof(gid_t); i++)
-        if (gid_allowed(groups[i])) return true;
+        if (gid_allowed(groups[i], file_gid)) return true;
     *who = "process " + std::to_string(cr.pid) + " runs as uid " + std::to_string(cr.uid) + ", gid " +
            std::to_string(cr.gid) + ", and none of its groups are allowed (allow them with the port's allow-uid or allow-gid)";
     return false;

@@ -27,8 +27,8 @@ struct VhostUserOptions {
   static constexpr uint32_t kNoId = 0xffffffff;  // (uid_t)-1: leave as created
   uint32_t socket_mode = 0660;                    // server socket's permission bits, whatever the umask
   uint32_t socket_owner = kNoId, socket_group = kNoId;
-  // Peers (SO_PEERCRED) allowed besides our own euid, root, socket_owner and socket_group; in client
-  // mode these also say who may own the listener we connect to.
+  // Peers (SO_PEERCRED) allowed besides our own euid, root, socket_owner and members of the socket
+  // file's group (server mode); in client mode the uids also say who may own the listener we connect to.
   std::vector<uint32_t> allow_uids, allow_gids;
   // A connection is closed after this many rejected messages.
   uint32_t reject_limit = 16;
