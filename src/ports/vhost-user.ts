@@ -55,10 +55,9 @@ export interface VhostUserDetails {
   refusals: Array<{ reason: string; count: number }>;
 }
 
-export const DEFAULT_SOCKET_MODE = 0o660;
-
-export const DEFAULT_REJECT_LIMIT = 16;
-export const DEFAULT_IDLE_TIMEOUT_MS = 10000;
+const DEFAULT_SOCKET_MODE = 0o660;
+const DEFAULT_REJECT_LIMIT = 16;
+const DEFAULT_IDLE_TIMEOUT_MS = 10000;
 const REJECT_LIMIT_MAX = 1 << 20;
 const IDLE_TIMEOUT_MIN = 100;
 const IDLE_TIMEOUT_MAX = 3600000;
@@ -81,7 +80,11 @@ function resolve<T>(where: string, lookup: () => T): T {
   }
 }
 
-const uidOf = (where: string, text: string): number => resolve(where, () => lookupAccount(text).uid);
+// One user: lookupAccount would also take USER:GROUP, and drop the group here without a word.
+const uidOf = (where: string, text: string): number => {
+  if (text.includes(':')) fail(where, `"${text}" is not one user (a socket's group is socket-group, a list of users is separated by ":" in allow-uid only)`);
+  return resolve(where, () => lookupAccount(text).uid);
+};
 const gidOf = (where: string, text: string): number => resolve(where, () => lookupGroup(text));
 
 /** What only the whole spec can tell. */

@@ -283,6 +283,8 @@ t.test('the option checks at the edge refuse bad socket settings', async (t) => 
   t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,socket-mode=4755'), /socket mode must be octal permission bits/);
   t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,client,socket-mode=0600'), /socket mode, owner and group are for server sockets/);
   t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,socket-owner=no-such-user-here'), /no user named "no-such-user-here"/);
+  t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,socket-owner=root:root'), /"root:root" is not one user/);
+  t.throws(() => vhostUser.parseConfig('cfg', { name: 'vm0', path: '/tmp/x.sock', socketMode: 660 }), /cfg\.socketMode: expected a string, got 660/);
   t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,reject-limit=0'), /reject-limit must be 1\.\.1048576, got 0/);
   const spec = vhostUser.parseFlag('vm0=/tmp/x.sock,socket-mode=600,socket-owner=0,socket-group=0,allow-uid=0:107,allow-gid=5,reject-limit=4,idle-timeout=2000');
   t.same(vhostUser.params(spec), {
