@@ -399,9 +399,10 @@ void Harness::run() {
   const int baseline = count_fds();
   client_ = fdp_.ConsumeIntegralInRange<int>(0, 7) == 0;
   qp_ = fdp_.ConsumeIntegralInRange<uint16_t>(1, 4);
-  // Listen (server port) / connect (client port) fds, the harness's socket, 3 fds per vring, the
-  // memory slots, and the fds one message carries while it is being handled.
-  fd_bound_ = baseline + 4 + 3 * 2 * qp_ + int(kMaxMemRegions) + 2;
+  // Listen (server port) / connect (client port) fds, the harness's socket, the port's two timerfds
+  // (reconnect or accept back-off, and the connection's deadline), 3 fds per vring, the memory slots,
+  // and the fds one message carries while it is being handled.
+  fd_bound_ = baseline + 5 + 3 * 2 * qp_ + int(kMaxMemRegions) + 2;
   int listener = -1;
   if (client_) {
     unlink(g().path.c_str());

@@ -1,5 +1,6 @@
 // Regression tests for the vhost-user wire layer (addon/vhost_user_wire.cc) that need control over
-// what recvmsg() returns, which no real peer has: built and run by fuzz/build.sh and fuzz/run.sh.
+// what recvmsg() returns, which no real peer has, and of MessageReader's reassembly: built and run by
+// fuzz/build.sh and fuzz/run.sh.
 //
 // recvmsg is interposed here (this executable's definition wins over libc's for the code linked into
 // it). By default it is the real system call; a test can make it fail the way the kernel does, leaving
@@ -13,6 +14,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "ports/vhost_user/vhost_user_wire.h"
 
@@ -143,6 +145,65 @@ int main() {
     WireResult r = vhost_user_recv(sv[0], &got, fds, kVhostUserMaxFds, &nfds);
     check(r == WireResult::kError && nfds == 0, "an oversized payload is an error");
     check(count_fds() == before, "its fd was closed");
+  }
+
+  {
+    // MessageReader, the backend's: a message sent a byte at a time, its fd on the first byte, is
+    // pending until its last byte and then whole; the next message's fd is not taken with it.
+    int nb[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, nb) != 0) return 2;
+    VhostUserMsg m = {};
+    m.hdr = {VHOST_USER_SET_VRING_CALL, VHOST_USER_VERSION, 8};
+    m.payload.u64 = 1;
+    int e = eventfd(0, EFD_CLOEXEC);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(&m);
+    const size_t len = kVhostUserHeaderSize + 8;
+    MessageReader reader;
+    VhostUserMsg got;
+    int fds[kVhostUserMaxFds];
+    size_t nfds = 9;
+    std::string why;
+    bool pending_until_last = true;
+    for (size_t i = 0; i < len; i++) {
+      iovec iov = {const_cast<uint8_t*>(bytes + i), 1};
+      msghdr mh = {};
+      mh.msg_iov = &iov;
+      mh.msg_iovlen = 1;
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+      if (i == 0) attach_fds(&mh, control, &e, 1);
+      sendmsg(nb[1], &mh, 0);
+      if (i + 1 < len) pending_until_last &= reader.read(nb[0], &got, fds, &nfds, &why) == MessageReader::Result::kPending;
+    }
+    check(pending_until_last && reader.in_message(), "a message dripped a byte at a time is pending until its last byte");
+    // The next message, with an fd of its own, already waiting behind it.
+    int e2 = eventfd(0, EFD_CLOEXEC);
+    vhost_user_send(nb[1], m, &e2, 1);
+    const MessageReader::Result r = reader.read(nb[0], &got, fds, &nfds, &why);
+    check(r == MessageReader::Result::kMessage && got.hdr.request == VHOST_USER_SET_VRING_CALL && got.payload.u64 == 1 &&
+              nfds == 1 && fd_open(fds[0]),
+          "then it is whole, with the fd that came on its first byte");
+    if (nfds == 1) close(fds[0]);
+    nfds = 9;
+    const MessageReader::Result r2 = reader.read(nb[0], &got, fds, &nfds, &why);
+    check(r2 == MessageReader::Result::kMessage && nfds == 1, "the next message keeps its own fd");
+    if (r2 == MessageReader::Result::kMessage && nfds == 1) close(fds[0]);
+    // Half a header, then the peer hangs up: an error, and the fd received with it closed.
+    iovec iov = {const_cast<uint8_t*>(bytes), 6};
+    msghdr mh = {};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    attach_fds(&mh, control, &e2, 1);
+    sendmsg(nb[1], &mh, 0);
+    close(nb[1]);
+    const int before = count_fds();  // the fd in flight is in no table yet
+    check(reader.read(nb[0], &got, fds, &nfds, &why) == MessageReader::Result::kError,
+          "half a header then a hang-up is an error");
+    check(count_fds() == before && why == "the front end hung up in the middle of a message",
+          "its fd is closed and the reason says so");
+    close(e);
+    close(e2);
+    close(nb[0]);
   }
 
   close(sv[0]);

@@ -20,6 +20,7 @@ class PortParams {
   // A whole number in [min, max]; def when absent.
   bool num(const char* key, uint64_t def, uint64_t min, uint64_t max, uint64_t* out, std::string* err) const;
   bool flag(const char* key, bool* out, std::string* err) const;
+  bool has(const char* key) const { return values_.count(key) != 0; }
 
  private:
   std::map<std::string, Value> values_;

@@ -1,7 +1,8 @@
 // The engine: owns every port, wire and PMD thread, and runs the control thread, an epoll loop over
 // the vhost-user sockets (the Reactor ports see). One lock, the engine lock, is held by the control
 // thread while it handles an event and by every call from JavaScript, so control code never races
-// itself; the data path runs in the PMD threads, changed only while they are paused.
+// itself; the data path runs in the PMD threads, changed only while they are paused. Nothing done under
+// the lock waits for a peer (Reactor): a front end can never hold the lock.
 #pragma once
 
 #include <cstdint>

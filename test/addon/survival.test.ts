@@ -145,7 +145,11 @@ t.teardown(() => f.close());
 const g0p = f.vhost('g0');
 const g1p = f.vhost('g1');
 f.engine.wire('g0', 'g1');
-const vp = f.vhost('v');
+// The victim port takes the attacks one connection at a time, many rejected messages each: its reject
+// limit is lifted (the limit itself is tested in test/addon/control.test.ts), and its idle timeout is 1 s
+// so the stalls below are cut off quickly.
+const vp = f.sock('v');
+f.engine.addPort('vhost-user', 'v', { path: vp, client: false, queues: 1, rejectLimit: 1 << 20, idleTimeoutMs: 1000 });
 f.engine.addPort('gen', 'gen', { size: 64, rate: 5000, count: 0 });
 f.engine.wire('v', 'gen');
 // A faster generator for the receive-side racer (rate-limited, so the kernel-mode PMD still sleeps).
@@ -409,8 +413,8 @@ t.test('oversized, fd-stuffed and truncated messages drop only their own connect
     await survives(t, what);
   }
 
-  // Stalls: the control thread waits at most ~1 s (SO_RCVTIMEO) for the rest of a message, then drops
-  // the connection. Meanwhile the data path must not notice.
+  // Stalls: the backend waits (without blocking) at most the port's idle timeout, 1 s here, for the
+  // rest of a message, then drops the connection. Meanwhile the data path must not notice.
   const stalls: [string, Buffer, number][] = [
     ['half a header, then nothing', header(REQ.SET_VRING_ADDR, V1, 40).subarray(0, 6), 0],
     ['a header claiming 40 bytes, with 2 fds, then nothing', header(REQ.SET_VRING_ADDR, V1, 40), 2],
@@ -421,8 +425,7 @@ t.test('oversized, fd-stuffed and truncated messages drop only their own connect
     await withFds(['eventfd'], v.h, async ([efd]) => {
       const start = Date.now();
       v.h.rawBytes(bytes, Array(nfds).fill(efd));
-      // While the control thread waits for the rest, the pair keeps exchanging frames (no engine calls
-      // here: they would queue behind the control thread on the engine lock).
+      // While the backend waits for the rest, the pair keeps exchanging frames.
       let exchanged = 0;
       while (v.h.connected() && Date.now() - start < 4000) {
         const sent = frame(80, ++seq);
@@ -1040,7 +1043,6 @@ t.test('a payload dripped a byte at a time is still cut off after ~1 s', async (
   v.h.rawBytes(header(REQ.SET_VRING_ADDR, V1, 40));
   let sent = 0;
   try {
-    // No engine calls in here: they would wait for the control thread we are holding.
     while (v.h.connected() && Date.now() - start < 3000) {
       await sleep(400);
       v.h.rawBytes(Buffer.alloc(1));

@@ -8,9 +8,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include "core/guest_memory.h"
@@ -41,21 +43,18 @@ constexpr uint64_t kOfferedProtocolFeatures = bit(VHOST_USER_PROTOCOL_F_MQ) |
 constexpr uint32_t kMaxVringSize = 32768;
 constexpr uint32_t kMinMtu = 68, kMaxMtu = 65535;
 constexpr uint32_t kMemTableHeader = offsetof(VhostUserMemory, regions);
-// Bounds how long a front end that stops mid-message can hold the control thread.
-constexpr time_t kSocketTimeoutSec = 1;
-constexpr time_t kReconnectSec = 1;
+constexpr int64_t kReconnectMs = 1000;
+// How long the listener is left alone after accept() ran out of fds.
+constexpr int64_t kAcceptBackoffMs = 100;
+// Messages handled per readable event: a front end streaming messages gives the control thread back
+// to the other ports' sockets in between (level-triggered epoll brings it back).
+constexpr int kMessagesPerWakeup = 8;
 
 std::string errno_text(int e) { return std::string(strerror(e)); }
 
 void close_fd(int& fd) {
   if (fd >= 0) close(fd);
   fd = -1;
-}
-
-void set_timeouts(int fd) {
-  timeval tv = {kSocketTimeoutSec, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
 bool make_address(const std::string& path, sockaddr_un* sa, std::string* err) {
@@ -105,13 +104,15 @@ struct VhostUserPort::Impl {
   static const Handler kHandlers[];
 
   // Queue pairs come from the device, which caps them at what it can serve.
-  Impl(VirtioNetDevice& dev, std::string path, bool client, Reactor& reactor, EventSink events)
+  Impl(VirtioNetDevice& dev, std::string path, bool client, Reactor& reactor, EventSink events,
+       VhostUserOptions opt)
       : dev_(dev),
         path_(std::move(path)),
         client_(client),
         queue_pairs_(dev.queue_pairs()),
         reactor_(reactor),
-        events_(std::move(events)) {}
+        events_(std::move(events)),
+        opt_(std::move(opt)) {}
 
   ~Impl() {
     close_connection();
@@ -120,9 +121,10 @@ struct VhostUserPort::Impl {
       close_fd(listen_fd_);
       unlink_own_socket();
     }
-    if (timer_fd_ >= 0) {
-      reactor_.unwatch(timer_fd_);
-      close_fd(timer_fd_);
+    for (int* fd : {&timer_fd_, &deadline_fd_}) {
+      if (*fd < 0) continue;
+      reactor_.unwatch(*fd);
+      close_fd(*fd);
     }
   }
 
@@ -134,29 +136,76 @@ struct VhostUserPort::Impl {
       return false;
     }
     if (!make_address(path_, &addr_, err)) return false;
+    timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    deadline_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (timer_fd_ < 0 || deadline_fd_ < 0) {
+      *err = "timerfd_create for " + path_ + " failed: " + errno_text(errno);
+      return false;
+    }
+    reactor_.watch(timer_fd_, [this](uint32_t) { on_timer(); });
+    reactor_.watch(deadline_fd_, [this](uint32_t) { on_deadline(); });
     return client_ ? start_client(err) : start_server(err);
   }
 
+  // A world-writable directory without the sticky bit lets any user rename our socket away and put
+  // their own in its place, which the front end would then connect to.
+  bool check_directory(std::string* err) const {
+    const size_t slash = path_.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
+    struct stat st;
+    if (stat(dir.c_str(), &st) < 0) {
+      *err = "cannot inspect the socket's directory " + dir + ": " + errno_text(errno);
+      return false;
+    }
+    if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+      *err = "the socket's directory " + dir +
+             " is writable by every user and has no sticky bit, so anyone could replace the socket: put it in "
+             "a directory only trusted users can write, or set the sticky bit (chmod +t " + dir + ")";
+      return false;
+    }
+    return true;
+  }
+
+  // The socket gets its mode on the fd before bind (bind applies the umask on top, so the file is never
+  // more open than asked), then exactly that mode and its owner by path, all before listen(): until
+  // then a connect is refused, so no front end reaches a socket whose permissions are not final.
   bool start_server(std::string* err) {
-    if (!remove_stale_socket(err)) return false;
+    if (!check_directory(err) || !remove_stale_socket(err)) return false;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
       *err = "socket() for " + path_ + " failed: " + errno_text(errno);
       return false;
     }
+    const mode_t mode = mode_t(opt_.socket_mode);
+    const char* step = "set its mode";
+    bool ok = fchmod(fd, mode) == 0;
+    if (ok && !(ok = bind(fd, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_)) == 0)) step = "bind";
     struct stat st;
-    if (bind(fd, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_)) < 0 || listen(fd, 8) < 0 ||
-        stat(path_.c_str(), &st) < 0) {
-      int e = errno;
+    if (ok && !(ok = stat(path_.c_str(), &st) == 0)) step = "inspect it";
+    if (ok) {
+      sock_dev_ = st.st_dev;
+      sock_ino_ = st.st_ino;
+      bound_ = true;
+    }
+    if (ok && !(ok = chmod(path_.c_str(), mode) == 0)) step = "set its mode";
+    if (ok && (opt_.socket_owner != VhostUserOptions::kNoId || opt_.socket_group != VhostUserOptions::kNoId) &&
+        !(ok = lchown(path_.c_str(), opt_.socket_owner, opt_.socket_group) == 0))
+      step = "set its owner";
+    if (ok && !(ok = listen(fd, 8) == 0)) step = "listen";
+    if (!ok) {
+      const int e = errno;
       close(fd);
-      *err = "cannot listen on " + path_ + ": " + errno_text(e);
+      unlink_own_socket();
+      *err = "cannot " + std::string(step) + " on " + path_ + ": " + errno_text(e);
       return false;
     }
-    sock_dev_ = st.st_dev;
-    sock_ino_ = st.st_ino;
     listen_fd_ = fd;
-    reactor_.watch(listen_fd_, [this](uint32_t) { on_accept(); });
+    watch_listener();
     return true;
+  }
+
+  void watch_listener() {
+    reactor_.watch(listen_fd_, [this](uint32_t) { on_accept(); });
   }
 
   // A socket file nobody listens on is left over from a process that died; a live one belongs to
@@ -198,45 +247,120 @@ struct VhostUserPort::Impl {
   // Removes the socket file only if it is still the one we bound, not one another process put there.
   void unlink_own_socket() {
     struct stat st;
-    if (lstat(path_.c_str(), &st) == 0 && st.st_dev == sock_dev_ && st.st_ino == sock_ino_)
+    if (bound_ && lstat(path_.c_str(), &st) == 0 && st.st_dev == sock_dev_ && st.st_ino == sock_ino_)
       unlink(path_.c_str());
   }
 
+  bool uid_allowed(uint32_t uid) const {
+    if (uid == 0 || uid == uint32_t(geteuid()) || uid == opt_.socket_owner) return true;
+    for (uint32_t u : opt_.allow_uids)
+      if (u == uid) return true;
+    return false;
+  }
+
+  // The group of the socket file we bound, as it is now (serve --user hands the file to its user after
+  // we made it), so that its members pass as the kernel's own permission check let them through.
+  uint32_t socket_file_gid() const {
+    struct stat st;
+    if (client_ || !bound_ || lstat(path_.c_str(), &st) < 0 || st.st_dev != sock_dev_ || st.st_ino != sock_ino_)
+      return VhostUserOptions::kNoId;
+    return uint32_t(st.st_gid);
+  }
+
+  bool gid_allowed(uint32_t gid, uint32_t file_gid) const {
+    if (file_gid != VhostUserOptions::kNoId && gid == file_gid) return true;
+    for (uint32_t g : opt_.allow_gids)
+      if (g == gid) return true;
+    return false;
+  }
+
+  bool peer_allowed(int fd, std::string* who) const {
+    ucred cr = {};
+    socklen_t len = sizeof(cr);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+      *who = "its credentials cannot be read (" + errno_text(errno) + ")";
+      return false;
+    }
+    const uint32_t file_gid = socket_file_gid();
+    if (uid_allowed(cr.uid) || gid_allowed(cr.gid, file_gid)) return true;
+    // Supplementary groups too, as the kernel's own check of the socket file's group does.
+    gid_t groups[256];
+    socklen_t glen = sizeof(groups);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0)
+      for (size_t i = 0; i < glen / sizeof(gid_t); i++)
+        if (gid_allowed(groups[i], file_gid)) return true;
+    *who = "process " + std::to_string(cr.pid) + " runs as uid " + std::to_string(cr.uid) + ", gid " +
+           std::to_string(cr.gid) + ", and none of its groups are allowed (allow them with the port's allow-uid or allow-gid)";
+    return false;
+  }
+
   void on_accept() {
-    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) return;  // the peer left before we got to it, or a transient error: level-triggered retry
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      // Out of fds the listener stays readable: level-triggered epoll would call us again at once, for
+      // as long as the shortage lasts. Stop watching it for a moment instead.
+      if (errno == EMFILE || errno == ENFILE) {
+        const int e = errno;
+        reactor_.unwatch(listen_fd_);
+        arm_timer(timer_fd_, kAcceptBackoffMs, false);
+        refuse("accept_backoff", "cannot accept a front end on " + path_ + ": " + errno_text(e) +
+                                     "; not accepting for " + std::to_string(kAcceptBackoffMs) + " ms");
+      }
+      return;  // otherwise the peer left before we got to it
+    }
     if (conn_fd_ >= 0) {
       close(fd);
-      emit("error", "front end refused: port " + dev_.name() + " already has one");
+      refuse("busy", "front end refused: port " + dev_.name() + " already has one");
+      return;
+    }
+    std::string who;
+    if (!peer_allowed(fd, &who)) {
+      close(fd);
+      refuse("peer_credentials", "front end refused on " + path_ + ": " + who);
       return;
     }
     adopt(fd);
   }
 
-  bool start_client(std::string* err) {
-    timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (timer_fd_ < 0) {
-      *err = "timerfd_create for " + path_ + " failed: " + errno_text(errno);
-      return false;
-    }
-    reactor_.watch(timer_fd_, [this](uint32_t) { on_timer(); });
-    if (!try_connect()) arm_timer(true);
+  bool start_client(std::string*) {
+    if (!try_connect()) arm_timer(timer_fd_, kReconnectMs, true);
     return true;
   }
 
-  void arm_timer(bool on) {
+  void arm_timer(int fd, int64_t ms, bool repeat) {
     itimerspec its = {};
-    if (on) its.it_value.tv_sec = its.it_interval.tv_sec = kReconnectSec;
-    timerfd_settime(timer_fd_, 0, &its, nullptr);
+    its.it_value.tv_sec = ms / 1000;
+    its.it_value.tv_nsec = (ms % 1000) * 1000000;
+    if (repeat) its.it_interval = its.it_value;
+    timerfd_settime(fd, 0, &its, nullptr);
   }
 
   void on_timer() {
     uint64_t expirations;
     if (read(timer_fd_, &expirations, sizeof(expirations)) < 0) return;
-    if (conn_fd_ < 0 && try_connect()) arm_timer(false);
+    if (!client_) {
+      watch_listener();  // the accept back-off is over
+      return;
+    }
+    if (conn_fd_ < 0 && try_connect()) arm_timer(timer_fd_, 0, false);
   }
 
+  // A listener we connect to becomes this port's front end, with access to everything the port
+  // forwards: one that another user put at the path is refused, by the file's owner before connecting
+  // and by the peer's credentials after. A refusal is reported once until the situation changes.
   bool try_connect() {
+    struct stat st;
+    std::string why;
+    if (lstat(path_.c_str(), &st) < 0) return false;  // QEMU is not there yet
+    if (!S_ISSOCK(st.st_mode))
+      why = path_ + " is not a socket";
+    else if (!uid_allowed(st.st_uid))
+      why = "the listener " + path_ + " is owned by uid " + std::to_string(st.st_uid) +
+            ", not by us, root or an allowed uid (allow-uid): not connecting to it";
+    if (!why.empty()) {
+      refuse_once("listener_owner", why);
+      return false;
+    }
     // Non-blocking so a listener with a full backlog cannot stall the control thread.
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return false;
@@ -244,16 +368,22 @@ struct VhostUserPort::Impl {
       close(fd);
       return false;
     }
-    int fl = fcntl(fd, F_GETFL);
-    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    if (!peer_allowed(fd, &why)) {
+      close(fd);
+      refuse_once("peer_credentials", "the listener at " + path_ + " refused: " + why);
+      return false;
+    }
+    last_refusal_.clear();
     adopt(fd);
     return true;
   }
 
   void adopt(int fd) {
-    set_timeouts(fd);
     conn_fd_ = fd;
+    connected_ms_ = monotonic_ms();
+    messages_ = rejected_ = 0;
     reactor_.watch(conn_fd_, [this](uint32_t) { on_readable(); });
+    update_deadline();
     emit("connected", "");
   }
 
@@ -261,6 +391,8 @@ struct VhostUserPort::Impl {
     if (conn_fd_ < 0) return;
     reactor_.unwatch(conn_fd_);
     close_fd(conn_fd_);
+    reader_.reset();
+    if (deadline_fd_ >= 0) arm_timer(deadline_fd_, 0, false);
     reset_session();
     protocol_features_ = 0;
     mtu_ = 0;
@@ -269,9 +401,54 @@ struct VhostUserPort::Impl {
   void disconnect(const std::string& reason) {
     close_connection();
     emit("disconnected", reason);
-    if (client_) arm_timer(true);
+    if (client_) arm_timer(timer_fd_, kReconnectMs, true);
   }
 
+  // The one deadline a connection has, if any: its first message within the idle timeout of connecting,
+  // and every message within the idle timeout of its first byte. A connection between messages after
+  // that has none: QEMU says nothing while its guest boots, for as long as that takes.
+  void update_deadline() {
+    int64_t at = 0;
+    if (messages_ == 0)
+      at = connected_ms_ + int64_t(opt_.idle_timeout_ms);
+    else if (reader_.in_message())
+      at = reader_.message_started_ms() + int64_t(opt_.idle_timeout_ms);
+    if (at == 0) {
+      arm_timer(deadline_fd_, 0, false);
+      return;
+    }
+    // A deadline already past still fires: a zero it_value would disarm the timer instead.
+    arm_timer(deadline_fd_, std::max<int64_t>(at - monotonic_ms(), 1), false);
+  }
+
+  void on_deadline() {
+    uint64_t expirations;
+    if (read(deadline_fd_, &expirations, sizeof(expirations)) < 0 || conn_fd_ < 0) return;
+    const std::string secs = std::to_string(opt_.idle_timeout_ms) + " ms";
+    if (messages_ == 0) {
+      count("handshake_timeout");
+      disconnect("the front end sent no complete message within " + secs + " of connecting");
+    } else {
+      count("message_timeout");
+      disconnect("the front end left a message unfinished for " + secs);
+    }
+  }
+
+  // Every refused connection and every connection closed for misbehaving is counted by reason (shown by
+  // describe()) and reported.
+  void count(const std::string& reason) { refusals_[reason]++; }
+
+  void refuse(const std::string& reason, const std::string& text) {
+    count(reason);
+    emit("error", text);
+  }
+
+  void refuse_once(const std::string& reason, const std::string& text) {
+    count(reason);
+    if (text == last_refusal_) return;
+    last_refusal_ = text;
+    emit("error", text);
+  }
   // ---- session state ----
 
   // Stops every ring and returns the device to its initial state, then closes the fds we held for it.
@@ -698,17 +875,23 @@ struct VhostUserPort::Impl {
   }
 
   void on_readable() {
-    Message m;
-    WireResult r = vhost_user_recv(conn_fd_, &m.msg, m.fds, kVhostUserMaxFds, &m.nfds);
-    if (r == WireResult::kClosed) {
-      disconnect("the front end hung up");
-      return;
+    for (int i = 0; i < kMessagesPerWakeup && conn_fd_ >= 0; i++) {
+      Message m;
+      std::string why;
+      const MessageReader::Result r = reader_.read(conn_fd_, &m.msg, m.fds, &m.nfds, &why);
+      if (r == MessageReader::Result::kPending) break;
+      if (r == MessageReader::Result::kClosed) {
+        disconnect("the front end hung up");
+        return;
+      }
+      if (r == MessageReader::Result::kError) {
+        disconnect("receiving a message failed: " + why);
+        return;
+      }
+      messages_++;
+      dispatch(m);
     }
-    if (r == WireResult::kError) {
-      disconnect("receiving a message failed: " + errno_text(errno));
-      return;
-    }
-    dispatch(m);
+    if (conn_fd_ >= 0) update_deadline();
   }
 
   void dispatch(Message& m) {
@@ -727,9 +910,18 @@ struct VhostUserPort::Impl {
       ok = (this->*h->fn)(m, &err);
     for (size_t i = 0; i < m.nfds; i++) close_fd(m.fds[i]);
     if (!ok) emit("error", name + " was rejected: " + err);
+    if (!send_reply(m, h, ok, ack_before, name)) return;
+    // After its reply, so that the front end hears of the last rejection too.
+    if (!ok && ++rejected_ >= opt_.reject_limit) {
+      count("too_many_rejected");
+      disconnect(std::to_string(rejected_) + " messages were rejected, the last " + name + ": " + err);
+    }
+  }
 
-    bool reply_ack = (hdr.flags & VHOST_USER_NEED_REPLY_MASK) &&
-                     (ack_before || protocol_negotiated(VHOST_USER_PROTOCOL_F_REPLY_ACK));
+  // The reply a handled message is due, if any; false when sending it cost the connection.
+  bool send_reply(Message& m, const Handler* h, bool ok, bool ack_before, const std::string& name) {
+    const bool reply_ack = (m.msg.hdr.flags & VHOST_USER_NEED_REPLY_MASK) &&
+                           (ack_before || protocol_negotiated(VHOST_USER_PROTOCOL_F_REPLY_ACK));
     if (h && h->has_reply) {
       // An empty reply tells a front end waiting for this answer that it failed, instead of leaving it
       // to time out.
@@ -737,10 +929,17 @@ struct VhostUserPort::Impl {
     } else if (reply_ack) {
       set_reply_u64(m, ok ? 0 : 1);
     } else {
-      return;
+      return true;
     }
-    if (!vhost_user_send(conn_fd_, m.reply, nullptr, 0))
-      disconnect("sending the reply to " + name + " failed: " + errno_text(errno));
+    // Replies are sent without waiting too. A reply is at most a few hundred bytes and a front end reads
+    // each before its next request, so a socket buffer that cannot take one means the front end stopped
+    // reading: holding replies for it would be memory it controls, waiting would be the control thread.
+    if (vhost_user_send(conn_fd_, m.reply, nullptr, 0)) return true;
+    const bool full = errno == EAGAIN || errno == EWOULDBLOCK;
+    if (full) count("replies_unread");
+    disconnect("sending the reply to " + name + " failed: " +
+               (full ? std::string("the front end is not reading its replies") : errno_text(errno)));
+    return false;
   }
 
   void emit(const char* kind, const std::string& reason) {
@@ -771,6 +970,13 @@ struct VhostUserPort::Impl {
       vd.set("broken", v.broken);
       vrings.push_back(std::move(vd));
     }
+    auto& refusals = d.list("refusals");
+    for (const auto& [reason, n] : refusals_) {
+      Description rd;
+      rd.set("reason", reason);
+      rd.set("count", double(n));
+      refusals.push_back(std::move(rd));
+    }
   }
 
   VirtioNetDevice& dev_;
@@ -779,13 +985,23 @@ struct VhostUserPort::Impl {
   const uint16_t queue_pairs_;
   Reactor& reactor_;
   EventSink events_;
+  const VhostUserOptions opt_;
 
   sockaddr_un addr_ = {};
   int listen_fd_ = -1;
-  int timer_fd_ = -1;
+  int timer_fd_ = -1;     // client: reconnect; server: the end of an accept back-off
+  int deadline_fd_ = -1;  // the connection's deadline (update_deadline)
   int conn_fd_ = -1;
+  bool bound_ = false;
   dev_t sock_dev_ = 0;
   ino_t sock_ino_ = 0;
+
+  MessageReader reader_;
+  int64_t connected_ms_ = 0;
+  uint64_t messages_ = 0;   // complete messages on this connection
+  uint32_t rejected_ = 0;   // of them, rejected
+  std::map<std::string, uint64_t> refusals_;
+  std::string last_refusal_;  // client mode: the refusal already reported
 
   uint64_t features_ = 0;
   uint64_t protocol_features_ = 0;
@@ -832,9 +1048,9 @@ const VhostUserPort::Impl::Handler VhostUserPort::Impl::kHandlers[] = {
 #undef VW_HANDLER
 
 VhostUserPort::VhostUserPort(std::string name, std::string path, bool client, uint16_t queue_pairs,
-                             Reactor& reactor, CounterBlock& counters, EventSink events)
+                             Reactor& reactor, CounterBlock& counters, EventSink events, VhostUserOptions options)
     : VirtioNetDevice(std::move(name), queue_pairs, counters, events),
-      impl_(std::make_unique<Impl>(*this, std::move(path), client, reactor, std::move(events))) {}
+      impl_(std::make_unique<Impl>(*this, std::move(path), client, reactor, std::move(events), std::move(options))) {}
 
 // The session goes first: closing it stops and resets the device, which must still exist.
 VhostUserPort::~VhostUserPort() { impl_.reset(); }
@@ -844,16 +1060,50 @@ bool VhostUserPort::start(std::string* err) { return impl_->start(err); }
 void VhostUserPort::describe(Description& d) const { impl_->describe(d); }
 
 namespace {
+// "1000,1001": uids or gids as TypeScript checked them; absent is an empty list.
+bool id_list(const PortParams& p, const char* key, std::vector<uint32_t>* out, std::string* err) {
+  std::string text;
+  if (!p.has(key)) return true;
+  if (!p.str(key, &text, err)) return false;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t end = text.find(',', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(at, end - at);
+    char* stop = nullptr;
+    const unsigned long long v = strtoull(item.c_str(), &stop, 10);
+    if (item.empty() || *stop || v >= VhostUserOptions::kNoId) {
+      *err = std::string("parameter ") + key + " has \"" + item + "\", which is not an id";
+      return false;
+    }
+    out->push_back(uint32_t(v));
+    at = end + 1;
+  }
+  return true;
+}
+
 std::unique_ptr<Port> create_vhost_user(const std::string& name, const PortParams& p, PortContext& ctx,
                                         std::string* err) {
   std::string path;
   bool client;
-  uint64_t queues;
+  uint64_t queues, mode, owner, group, reject_limit, idle_ms;
+  VhostUserOptions o;
+  const uint64_t none = VhostUserOptions::kNoId;
   if (!p.str("path", &path, err) || !p.flag("client", &client, err) ||
-      !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err))
+      !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err) ||
+      !p.num("socketMode", o.socket_mode, 0, 0777, &mode, err) ||
+      !p.num("socketOwner", none, 0, none, &owner, err) || !p.num("socketGroup", none, 0, none, &group, err) ||
+      !p.num("rejectLimit", o.reject_limit, 1, 1u << 20, &reject_limit, err) ||
+      !p.num("idleTimeoutMs", o.idle_timeout_ms, 100, 3600000, &idle_ms, err) ||
+      !id_list(p, "allowUids", &o.allow_uids, err) || !id_list(p, "allowGids", &o.allow_gids, err))
     return nullptr;
+  o.socket_mode = uint32_t(mode);
+  o.socket_owner = uint32_t(owner);
+  o.socket_group = uint32_t(group);
+  o.reject_limit = uint32_t(reject_limit);
+  o.idle_timeout_ms = uint32_t(idle_ms);
   auto port = std::make_unique<VhostUserPort>(name, path, client, uint16_t(queues), ctx.reactor, ctx.counters,
-                                              ctx.events);
+                                              ctx.events, std::move(o));
   if (!port->start(err)) return nullptr;
   return port;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <string>
 
 namespace vw {
 
@@ -99,6 +100,84 @@ WireResult vhost_user_recv(int sock, VhostUserMsg* msg, int* fds, size_t max_fds
   for (size_t i = 0; i < ngot; i++) fds[i] = got[i];
   *nfds = ngot;
   return WireResult::kOk;
+}
+
+int64_t monotonic_ms() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return int64_t(t.tv_sec) * 1000 + t.tv_nsec / 1000000;
+}
+
+void MessageReader::reset() {
+  close_all(fds_, nfds_);
+  nfds_ = 0;
+  got_ = 0;
+}
+
+MessageReader::Result MessageReader::read(int sock, VhostUserMsg* msg, int* fds, size_t* nfds, std::string* why) {
+  *nfds = 0;
+  for (;;) {
+    const size_t want = got_ < kVhostUserHeaderSize ? kVhostUserHeaderSize - got_
+                                                     : kVhostUserHeaderSize + msg_.hdr.size - got_;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kVhostUserMaxFds * 2)];
+    iovec iov = {reinterpret_cast<uint8_t*>(&msg_) + got_, want};
+    msghdr mh = {};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof(control);
+    const ssize_t r = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Result::kPending;
+    // As in vhost_user_recv: a failed recvmsg wrote no control data, so none is parsed.
+    if (r < 0) {
+      *why = strerror(errno);
+      reset();
+      return Result::kError;
+    }
+    if (r == 0) {
+      if (!in_message()) return Result::kClosed;
+      *why = "the front end hung up in the middle of a message";
+      reset();
+      return Result::kError;
+    }
+    if (!in_message()) started_ms_ = monotonic_ms();
+    bool too_many = false;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < n; i++) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        if (nfds_ < kVhostUserMaxFds)
+          fds_[nfds_++] = fd;
+        else {
+          close(fd);
+          too_many = true;
+        }
+      }
+    }
+    got_ += size_t(r);
+    if (too_many || (mh.msg_flags & MSG_CTRUNC)) {
+      *why = "it carries more than " + std::to_string(kVhostUserMaxFds) + " file descriptors";
+      reset();
+      return Result::kError;
+    }
+    if (got_ < kVhostUserHeaderSize) continue;
+    if (msg_.hdr.size > kVhostUserMaxPayload) {
+      *why = "its payload of " + std::to_string(msg_.hdr.size) + " bytes is over the maximum of " +
+             std::to_string(kVhostUserMaxPayload);
+      reset();
+      return Result::kError;
+    }
+    if (got_ < kVhostUserHeaderSize + msg_.hdr.size) continue;
+    memcpy(msg, &msg_, got_);
+    memcpy(fds, fds_, nfds_ * sizeof(int));
+    *nfds = nfds_;
+    nfds_ = 0;
+    got_ = 0;
+    return Result::kMessage;
+  }
 }
 
 void attach_fds(msghdr* mh, void* control, const int* fds, size_t nfds) {

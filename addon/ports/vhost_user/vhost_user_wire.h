@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include <sys/socket.h>
 
@@ -112,6 +113,41 @@ enum class WireResult { kOk, kClosed, kError };
 // with every received fd closed) a payload larger than kVhostUserMaxPayload or more than max_fds fds.
 // kClosed when the peer hung up cleanly before a header. Blocking on fd; EINTR is retried.
 WireResult vhost_user_recv(int sock, VhostUserMsg* msg, int* fds, size_t max_fds, size_t* nfds);
+// Reassembles messages from a non-blocking stream socket, read by read by, so that a front end sending
+// a byte at a time costs the control thread one short recvmsg per byte and never a wait: the header,
+// payload and SCM_RIGHTS fds received so far stay here until the message is whole. It never reads past
+// the message it is assembling, so fds of the next message (they ride on its first byte) are not taken
+// early. Used by the backend; our front end waits for replies and uses vhost_user_recv.
+class MessageReader {
+ public:
+  enum class Result { kMessage, kPending, kClosed, kError };
+
+  MessageReader() = default;
+  MessageReader(const MessageReader&) = delete;
+  MessageReader& operator=(const MessageReader&) = delete;
+  ~MessageReader() { reset(); }
+
+  // Reads what has arrived. kMessage: a whole message is in *msg and its *nfds fds in fds (the caller
+  // owns them; the reader starts on the next message). kPending: the socket has nothing more for now.
+  // kClosed: the peer hung up between messages. kError: *why says what was wrong (a hang-up mid-message,
+  // a payload over kVhostUserMaxPayload, more than kVhostUserMaxFds fds); every fd is closed.
+  Result read(int sock, VhostUserMsg* msg, int* fds, size_t* nfds, std::string* why);
+  // Whether part of a message has arrived, and since when (CLOCK_MONOTONIC, ms).
+  bool in_message() const { return got_ > 0 || nfds_ > 0; }
+  int64_t message_started_ms() const { return started_ms_; }
+  // Forgets the partial message and closes the fds it brought.
+  void reset();
+
+ private:
+  VhostUserMsg msg_ = {};
+  size_t got_ = 0;
+  int fds_[kVhostUserMaxFds];
+  size_t nfds_ = 0;
+  int64_t started_ms_ = 0;
+};
+
+int64_t monotonic_ms();
+
 // Sends header plus hdr.size bytes of payload and nfds fds. Returns false (errno set) on failure.
 bool vhost_user_send(int sock, const VhostUserMsg& msg, const int* fds, size_t nfds);
 // Attaches nfds (> 0) fds to mh as one SCM_RIGHTS message built in control, which must hold at least
