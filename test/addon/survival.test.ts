@@ -18,7 +18,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { native, type NativeVirtioUser, type RawDesc } from '../../src/native';
+import { native } from '../../src/native';
+import { frontend, type NativeVirtioUser, type RawDesc } from '../../src/harness/frontend-native';
 import { Fixture, frame, receiveN, waitFor, HDR_LEN, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../support/fixture';
 
 const RX = 0; // the guest's receive vring (we write into it)
@@ -180,7 +181,7 @@ class Victim {
   readonly h: NativeVirtioUser;
   readonly guards: Guard[] = [];
   constructor(opts: VictimOptions = {}) {
-    this.h = new native.VirtioUser({ path: vp, memSize: VICTIM_MEM, timeoutMs: 3000, ...opts });
+    this.h = new (frontend().VirtioUser)({ path: vp, memSize: VICTIM_MEM, timeoutMs: 3000, ...opts });
     this.guard('free memory of the victim', pattern(64 << 10, 7));
   }
   /** Writes data into fresh guest memory that the backend must never change; returns its address. */
@@ -674,11 +675,11 @@ function postDescs(h: NativeVirtioUser, descs: RawDesc[]): void {
 
 const txRules: Rule[] = [
   { what: 'address outside guest memory', reason: 'bad_address', counter: 'INVALID_BAD_ADDRESS',
-    post: (h) => postDescs(h, [{ addr: native.guestBase - 4096n, len: 100, flags: 0, next: 0 }]) },
+    post: (h) => postDescs(h, [{ addr: frontend().guestBase - 4096n, len: 100, flags: 0, next: 0 }]) },
   { what: 'address + length wrapping 2^64', reason: 'bad_address', counter: 'INVALID_BAD_ADDRESS',
     post: (h) => postDescs(h, [{ addr: 0xffffffffffffff00n, len: 0x200, flags: 0, next: 0 }]) },
   { what: 'a buffer running past the end of memory', reason: 'bad_address', counter: 'INVALID_BAD_ADDRESS',
-    post: (h) => postDescs(h, [{ addr: native.guestBase + BigInt(h.memSize()) - 50n, len: 100, flags: 0, next: 0 }]) },
+    post: (h) => postDescs(h, [{ addr: frontend().guestBase + BigInt(h.memSize()) - 50n, len: 100, flags: 0, next: 0 }]) },
   { what: 'next beyond the queue', reason: 'bad_next', counter: 'INVALID_BAD_NEXT',
     post: (h, _p, x) => postDescs(h, [{ addr: x.whole, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: QSIZE }]) },
   { what: 'a descriptor loop', reason: 'chain_too_long', counter: 'INVALID_CHAIN_TOO_LONG',
@@ -696,7 +697,7 @@ const txRules: Rule[] = [
   { what: 'an indirect table of 0 bytes', reason: 'bad_indirect_length', counter: 'INVALID_INDIRECT_LENGTH',
     post: (h, _p, x) => postDescs(h, [{ addr: x.table([{ addr: x.whole, len: 76, flags: 0, next: 0 }]), len: 0, flags: VRING_DESC_F_INDIRECT, next: 0 }]) },
   { what: 'an indirect table outside memory', reason: 'bad_address', counter: 'INVALID_BAD_ADDRESS',
-    post: (h) => postDescs(h, [{ addr: native.guestBase - 64n, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }]) },
+    post: (h) => postDescs(h, [{ addr: frontend().guestBase - 64n, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }]) },
   { what: 'indirect inside indirect', reason: 'nested_indirect', counter: 'INVALID_INDIRECT_NESTED',
     post: (h, _p, x) => {
       const inner = x.table([{ addr: x.whole, len: 76, flags: 0, next: 0 }]);
@@ -775,7 +776,7 @@ t.test('every ring rule broken in one session; each break signals the err eventf
   const ro = v.guard('a read-only receive buffer', pattern(2048, 9));
   const rxRules: [string, RawDesc, string, string][] = [
     ['a read-only buffer on the receive queue', { addr: ro, len: 2048, flags: 0, next: 0 }, 'readonly_on_rx', 'INVALID_READONLY_ON_RX'],
-    ['a receive buffer outside memory', { addr: native.guestBase + (1n << 40n), len: 2048, flags: VRING_DESC_F_WRITE, next: 0 }, 'bad_address', 'INVALID_BAD_ADDRESS'],
+    ['a receive buffer outside memory', { addr: frontend().guestBase + (1n << 40n), len: 2048, flags: VRING_DESC_F_WRITE, next: 0 }, 'bad_address', 'INVALID_BAD_ADDRESS'],
     ['a receive chain with next beyond the queue', { addr: ro, len: 2048, flags: VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, next: 999 }, 'bad_next', 'INVALID_BAD_NEXT'],
   ];
   for (const [what, d, reason, counter] of rxRules) {
@@ -885,12 +886,12 @@ t.test('a racing thread rewrites transmit descriptors, indirect entries and head
       { gpa: d, values: [
         ...times(6, [D(hdr, HDR_LEN, N, 1), D(whole, HDR_LEN + 64), D(tbl, 32, VRING_DESC_F_INDIRECT), D(whole, 70000), D(whole, 8)]),
         D(tbl, 20, VRING_DESC_F_INDIRECT), D(tbl, 0, VRING_DESC_F_INDIRECT), D(hdr, HDR_LEN, N, 300), D(hdr, HDR_LEN, N, 0),
-        D(whole, 76, VRING_DESC_F_WRITE), D(native.guestBase - 4096n, 76), D(0xffffffffffffff00n, 0x200), D(whole, 0xffffffff),
+        D(whole, 76, VRING_DESC_F_WRITE), D(frontend().guestBase - 4096n, 76), D(0xffffffffffffff00n, 0x200), D(whole, 0xffffffff),
         D(tbl, 32, VRING_DESC_F_INDIRECT | N, 1), D(hdr, HDR_LEN, N | VRING_DESC_F_WRITE, 1),
       ] },
       { gpa: d + 16n, values: [
         ...times(12, [D(body, 64)]), D(body, 64, N, 0), D(body, 64, VRING_DESC_F_WRITE), D(body, 64, VRING_DESC_F_INDIRECT),
-        D(body, 64, N, 1), D(body, 0x7fffffff), D(native.guestBase + BigInt(h.memSize()) - 10n, 64), D(tbl, 16, VRING_DESC_F_INDIRECT),
+        D(body, 64, N, 1), D(body, 0x7fffffff), D(frontend().guestBase + BigInt(h.memSize()) - 10n, 64), D(tbl, 16, VRING_DESC_F_INDIRECT),
       ] },
       { gpa: tbl, values: [...times(6, [D(hdr, HDR_LEN, N, 1), D(whole, 76)]), D(hdr, HDR_LEN, N, 5), D(tbl, 16, VRING_DESC_F_INDIRECT), D(hdr, HDR_LEN, N, 0)] },
       { gpa: tbl + 16n, values: [...times(12, [D(body, 64)]), D(body, 64, N, 0), D(body, 64, N, 1), D(body, 64, VRING_DESC_F_WRITE), D(body, 1 << 20)] },
@@ -917,7 +918,7 @@ t.test('a racing thread rewrites receive descriptors while the backend writes th
     addrs.flatMap((a) => lfn.map(([len, flags, next]) => desc({ addr: a, len, flags, next })));
   const good: [number, number, number][] = [[2048, W, 0], [2048, W | N, 1], [1, W, 0], [0, W, 0]];
   const lfn: [number, number, number][] = [...good, [2048, 0, 0], [2048, W | N, 999], [2048, W | N, 0], [0xffffffff, W, 0]];
-  const out = [native.guestBase - 8192n, 0xfffffffffffff000n];
+  const out = [frontend().guestBase - 8192n, 0xfffffffffffff000n];
   f.engine.unwire('v');
   f.engine.wire('v', 'genfast');
   try {
@@ -962,7 +963,7 @@ t.test('300 connect/disconnect cycles on one port leave fds, mappings and RSS fl
           s.on('error', () => resolve());
         });
       } else {
-        const h = new native.VirtioUser({ path: vp, memSize: 1 << 20, queueSize: 64, timeoutMs: 3000 });
+        const h = new (frontend().VirtioUser)({ path: vp, memSize: 1 << 20, queueSize: 64, timeoutMs: 3000 });
         // Every other one leaves in the middle of a message, with an fd in flight.
         if (i % 3 === 1) h.rawBytes(header(REQ.SET_VRING_CALL, V1, 8), [h.vringFds(RX).call]);
         h.close();
@@ -1021,7 +1022,7 @@ t.test('a blocking eventfd with a full counter as err fd must not stall the PMD'
   try {
     v.h.rawMessage(REQ.SET_VRING_ERR, V1 | NEED_REPLY, u64(TX), [bfd], true);
     const since = f.events.length;
-    v.h.rawDesc(TX, 0, { addr: native.guestBase - 4096n, len: 100, flags: 0, next: 0 });
+    v.h.rawDesc(TX, 0, { addr: frontend().guestBase - 4096n, len: 100, flags: 0, next: 0 });
     v.h.rawAvailPush(TX, 0);
     v.h.kick(TX);
     await waitFor('ring-broken', () => eventsOf(since, 'ring-broken').length > 0, 3000);
