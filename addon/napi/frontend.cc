@@ -365,6 +365,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Object requests = Napi::Object::New(env);
   for (const auto& [name, number] : vw::vhost_user_requests()) requests.Set(name, number);
   exports.Set("requests", requests);
+  // What a test needs to write vhost-user messages byte by byte (test/support/vhost-user-wire.ts).
+  Napi::Object wire = Napi::Object::New(env);
+  wire.Set("version", vw::VHOST_USER_VERSION);
+  wire.Set("needReply", vw::VHOST_USER_NEED_REPLY_MASK);
+  wire.Set("vringNoFd", uint32_t(vw::VHOST_USER_VRING_NOFD_MASK));
+  wire.Set("headerSize", uint32_t(vw::kVhostUserHeaderSize));
+  wire.Set("maxPayload", uint32_t(vw::kVhostUserMaxPayload));
+  wire.Set("maxFds", vw::kVhostUserMaxFds);
+  exports.Set("wire", wire);
   return exports;
 }
 

@@ -108,6 +108,20 @@ export interface NativeFrontend {
   guestBase: bigint;
   /** Every vhost-user request the front end knows, by name without the VHOST_USER_ prefix. */
   requests: Record<string, number>;
+  /** The vhost-user wire format's flags and sizes (addon/ports/vhost_user/vhost_user_wire.h). */
+  wire: {
+    /** header flags: the protocol version */
+    version: number;
+    /** header flags: NEED_REPLY */
+    needReply: number;
+    /** KICK/CALL/ERR payload: no fd comes with it */
+    vringNoFd: number;
+    headerSize: number;
+    /** the largest payload the backend reads (the memory table with every region) */
+    maxPayload: number;
+    /** the most fds one message may carry */
+    maxFds: number;
+  };
 }
 
 let loaded: NativeFrontend | undefined;
