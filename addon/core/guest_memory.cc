@@ -1,6 +1,7 @@
 #include "core/guest_memory.h"
 
 #include "core/guest_fault.h"
+#include "core/hex.h"
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -8,7 +9,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 
 namespace vw {
@@ -31,12 +31,6 @@ namespace {
 
 // Half-open ranges [a, a + alen) and [b, b + blen); neither wraps (checked before).
 bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) { return a < b + blen && b < a + alen; }
-
-std::string hex(uint64_t v) {
-  char buf[24];
-  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 }  // namespace
 
