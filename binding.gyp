@@ -1,4 +1,45 @@
 {
+  "target_defaults": {
+    "include_dirs": [
+      "<!@(node -p \"require('node-addon-api').include\")",
+      "addon"
+    ],
+    "defines": [
+      "NAPI_VERSION=8",
+      "NAPI_CPP_EXCEPTIONS",
+      "_GNU_SOURCE"
+    ],
+    "cflags!": [
+      "-fno-exceptions"
+    ],
+    "cflags_cc!": [
+      "-fno-exceptions",
+      "-std=gnu++17"
+    ],
+    "cflags": [
+      "-O2",
+      "-Wall",
+      "-Wextra",
+      "-Wno-unused-parameter",
+      "-Wno-missing-field-initializers"
+    ],
+    "cflags_cc": [
+      "-std=gnu++17",
+      "-fexceptions",
+      "-O2"
+    ],
+    "libraries": [
+      "-lpthread"
+    ],
+    "conditions": [
+      [
+        "OS!='linux'",
+        {
+          "type": "none"
+        }
+      ]
+    ]
+  },
   "targets": [
     {
       "target_name": "vhostwire",
@@ -7,7 +48,7 @@
         "addon/core/guest_fault.cc",
         "addon/core/guest_memory.cc",
         "addon/core/port_params.cc",
-        "addon/frontend/virtio_user.cc",
+        "addon/core/udp_frame.cc",
         "addon/napi/binding.cc",
         "addon/ports/test/gen.cc",
         "addon/ports/test/sink.cc",
@@ -22,45 +63,20 @@
         "addon/runtime/port_kinds.cc",
         "addon/runtime/privileges.cc",
         "addon/virtio/split_ring.cc"
-      ],
-      "include_dirs": [
-        "<!@(node -p \"require('node-addon-api').include\")",
-        "addon"
-      ],
-      "defines": [
-        "NAPI_VERSION=8",
-        "NAPI_CPP_EXCEPTIONS",
-        "_GNU_SOURCE"
-      ],
-      "cflags!": [
-        "-fno-exceptions"
-      ],
-      "cflags_cc!": [
-        "-fno-exceptions",
-        "-std=gnu++17"
-      ],
-      "cflags": [
-        "-O2",
-        "-Wall",
-        "-Wextra",
-        "-Wno-unused-parameter",
-        "-Wno-missing-field-initializers"
-      ],
-      "cflags_cc": [
-        "-std=gnu++17",
-        "-fexceptions",
-        "-O2"
-      ],
-      "libraries": [
-        "-lpthread"
-      ],
-      "conditions": [
-        [
-          "OS!='linux'",
-          {
-            "type": "none"
-          }
-        ]
+      ]
+    },
+    {
+      "target_name": "vhostwire_frontend",
+      "sources": [
+        "addon/core/udp_frame.cc",
+        "addon/frontend/driver_ring.cc",
+        "addon/frontend/guest_ram.cc",
+        "addon/frontend/racer.cc",
+        "addon/frontend/traffic.cc",
+        "addon/frontend/vhost_user_client.cc",
+        "addon/frontend/virtio_user.cc",
+        "addon/napi/frontend.cc",
+        "addon/ports/vhost_user/vhost_user_wire.cc"
       ]
     }
   ]

@@ -1,17 +1,19 @@
 // Preloaded (NODE_OPTIONS=--require) into every process of the sanitizer test run: loads the ASan/UBSan
-// build of the addon (VHOSTWIRE_ADDON) wherever code asks for build/Release/vhostwire.node, so that
-// src/native.ts needs no change and the normal build stays where it is.
+// builds of the addons (from VHOSTWIRE_ADDON_DIR) wherever code asks for build/Release/vhostwire.node or
+// build/Release/vhostwire_frontend.node, so that src/ needs no change and the normal build stays where it is.
 'use strict';
 const path = require('node:path');
 
-const target = process.env.VHOSTWIRE_ADDON;
-if (target) {
+const dir = process.env.VHOSTWIRE_ADDON_DIR;
+const addons = new Set(['vhostwire.node', 'vhostwire_frontend.node']);
+if (dir) {
   const dlopen = process.dlopen;
   process.dlopen = function (module, filename, ...rest) {
-    if (path.basename(filename) === 'vhostwire.node') {
-      filename = target;
-      // Lets the test script prove that the sanitized addon is what the tests ran against.
-      if (process.env.VHOSTWIRE_ADDON_LOG) require('node:fs').appendFileSync(process.env.VHOSTWIRE_ADDON_LOG, `${process.pid} ${target}\n`);
+    const name = path.basename(filename);
+    if (addons.has(name)) {
+      filename = path.join(dir, name);
+      // Lets the test script prove that the sanitized addons are what the tests ran against.
+      if (process.env.VHOSTWIRE_ADDON_LOG) require('node:fs').appendFileSync(process.env.VHOSTWIRE_ADDON_LOG, `${process.pid} ${filename}\n`);
     }
     return dlopen.call(this, module, filename, ...rest);
   };

@@ -18,4 +18,5 @@ export type { Api, ApiOptions, PortJson, PortState } from './api/http';
 export { buildServeConfig, loadConfigFile, UsageError } from './config/options';
 export type { ServeConfig, ServeFlags, Endpoint } from './config/options';
 export { native } from './native';
-export type { CounterInfo, ForwarderInfo, Limits, Mode, PortEvent, PortInfo, TrafficOptions, VirtioUserStats } from './native';
+export type { CounterInfo, ForwarderInfo, Limits, Mode, PortEvent, PortInfo } from './native';
+export type { TrafficOptions, VirtioUserStats } from './harness/frontend-native';

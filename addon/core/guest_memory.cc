@@ -1,6 +1,7 @@
 #include "core/guest_memory.h"
 
 #include "core/guest_fault.h"
+#include "core/hex.h"
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -9,7 +10,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 
 namespace vw {
@@ -68,12 +68,6 @@ namespace {
 
 // Half-open ranges [a, a + alen) and [b, b + blen); neither wraps (checked before).
 bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) { return a < b + blen && b < a + alen; }
-
-std::string hex(uint64_t v) {
-  char buf[24];
-  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // "1099511627776 bytes (1 TiB)": exact for comparisons, readable for people.
 std::string bytes(uint64_t v) {

@@ -1,18 +1,17 @@
 // Our own vhost-user front end: the driver side, as DPDK's virtio-user. It owns shared memory (memfd),
 // negotiates with a backend over the socket, lays out split rings in that memory and transmits and
 // receives frames. It is the peer the tests use, the load generator of the benchmarks, and, through its
-// raw methods, the hostile guest of the validation tests.
-//
-// Guest physical addresses are made up (regions start at kGuestBase and follow each other without gaps),
-// user addresses are our real mapping addresses, so a backend that confuses the two fails loudly.
+// raw methods, the hostile guest of the validation tests. Its parts: guest_ram (the shared memory),
+// vhost_user_client (the socket), driver_ring (each vring), traffic and racer (its two threads).
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
+
+#include "frontend/racer.h"
+#include "frontend/traffic.h"
 
 namespace vw {
 
@@ -20,7 +19,7 @@ struct VirtioUserOptions {
   std::string path;
   bool server = false;          // listen on path and wait for the backend to connect (backend in client mode)
   uint16_t queue_pairs = 1;     // asks for MQ when > 1
-  uint16_t queue_size = 256;    // power of two, <= 32768
+  uint16_t queue_size = 256;    // power of two, <= kMaxQueueSize
   bool mrg_rxbuf = true;        // accept these features when the backend offers them
   bool indirect = true;
   bool event_idx = true;
@@ -38,13 +37,6 @@ struct VirtioUserStats {
   uint64_t tx_packets = 0, tx_bytes = 0, tx_ring_full = 0;
   uint64_t rx_packets = 0, rx_bytes = 0;
   uint64_t kicks = 0, calls = 0;
-};
-
-struct TrafficOptions {
-  uint32_t tx_size = 0;      // frame size to transmit (without virtio-net header); 0: do not transmit
-  uint64_t tx_count = 0;     // stop transmitting after this many; 0: no limit
-  double tx_rate = 0;        // packets per second; 0: as fast as the ring takes them
-  bool rx = false;           // receive (and count) whatever arrives
 };
 
 struct RawDesc {
@@ -65,31 +57,8 @@ struct RingAddrs {
   uint64_t desc, avail, used;
 };
 
-// The racer: a thread that keeps rewriting guest memory (descriptors, indirect table entries, headers)
-// while the backend reads it, and keeps posting heads on one vring so that the backend keeps reading.
-// Each round stores one value, picked at random, into every target; a value of 8-byte multiple length
-// at an 8-byte aligned address is stored as 8-byte atomic words (as a guest's 64-bit stores would be),
-// anything else byte by byte.
-struct RacerTarget {
-  uint64_t gpa;
-  std::vector<std::vector<uint8_t>> values;  // 1..64 bytes each, all of one length
-};
-struct RacerOptions {
-  uint16_t vring = 0;
-  std::vector<uint16_t> heads;  // posted in turn whenever the ring has room; empty: post nothing
-  std::vector<RacerTarget> targets;
-  // Restart the vring (as restart_vring) whenever its err eventfd is signalled; needs set_vring_err first.
-  // The racer then owns the socket: no messages from other threads until stop_racer.
-  bool restart = false;
-};
-struct RacerStats {
-  uint64_t rounds = 0, posted = 0, restarts = 0, failed_restarts = 0;
-};
-
 class VirtioUser {
  public:
-  static constexpr uint64_t kGuestBase = 0x100000000ull;
-
   // Connects (or, with options.server, waits to be connected to), negotiates features and protocol
   // features, sends the memory table and sets up and enables every vring. Blocking, bounded by
   // options.timeout_ms. Null and *err on failure.
@@ -117,7 +86,7 @@ class VirtioUser {
   uint64_t alloc(uint64_t len);  // guest address of len fresh bytes from a scratch area; 0 when exhausted
   bool mem_write(uint64_t gpa, const uint8_t* p, uint64_t len);
   bool mem_read(uint64_t gpa, uint8_t* p, uint64_t len) const;
-  uint64_t mem_size() const;  // guest space from kGuestBase to the end of the last region, removed or not
+  uint64_t mem_size() const;  // guest space from GuestRam::kGuestBase to the end of the last region, removed or not
   void raw_desc(uint16_t vring, uint16_t idx, const RawDesc& d);
   void raw_avail_push(uint16_t vring, uint16_t head);  // writes head at avail idx, then advances avail idx
   void raw_set_avail_idx(uint16_t vring, uint16_t idx);

@@ -33,7 +33,7 @@ function fail(message: string, code: number): never {
 
 function runtimeMessage(err: Error | undefined): string {
   if (err === undefined) return 'failed';
-  if ((err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && err.message.includes('vhostwire.node'))
+  if ((err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && /vhostwire(_frontend)?\.node/.test(err.message))
     return 'the native addon is not built (run npm ci, or npx node-gyp rebuild)';
   // First line only: require errors append their whole require stack.
   return err.message.split('\n')[0];

@@ -4,16 +4,17 @@ import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildPeerConfig, DEFAULT_PEER_SECONDS } from '../config/options';
 import type { PeerConfig } from '../config/options';
+import { limits } from '../config/parse';
 import type { Peer } from '../harness/peer';
 import { mpps } from './format';
 
 const options = {
   connect: { type: 'string', requiresArg: true, demandOption: true, describe: 'the vhost-user socket path' },
   server: { type: 'boolean', describe: 'listen on the path and wait for a backend in client mode' },
-  tx: { type: 'string', requiresArg: true, describe: 'transmit frames of SIZE bytes (60..9000)' },
+  tx: { type: 'string', requiresArg: true, describe: `transmit frames of SIZE bytes (${limits.minFrame}..${limits.maxFrame})` },
   rx: { type: 'boolean', describe: 'receive and count (the default when --tx is not given)' },
   duration: { type: 'string', requiresArg: true, describe: `seconds to run, 0 = until interrupted [default: ${DEFAULT_PEER_SECONDS}]` },
-  queues: { type: 'string', requiresArg: true, describe: 'queue pairs to ask for (1..8) [default: 1]' },
+  queues: { type: 'string', requiresArg: true, describe: `queue pairs to ask for (1..${limits.maxQueuePairs}) [default: 1]` },
   rate: { type: 'string', requiresArg: true, describe: 'transmit at most PPS packets per second [default: unlimited]' },
   count: { type: 'string', requiresArg: true, describe: 'transmit N packets in total [default: unlimited]' },
 } as const;

@@ -1,7 +1,7 @@
 // Our own vhost-user front end (the driver side, as DPDK's virtio-user) with friendly defaults: the
 // test peer, the `vhostwire peer` command and the demo's traffic source and sink.
-import { native } from '../native';
-import type { NativeVirtioUser, TrafficOptions, VirtioUserOptions, VirtioUserStats } from '../native';
+import { frontend } from './frontend-native';
+import type { NativeVirtioUser, TrafficOptions, VirtioUserOptions, VirtioUserStats } from './frontend-native';
 
 export type PeerOptions = VirtioUserOptions;
 
@@ -31,7 +31,7 @@ export class Peer {
   constructor(options: PeerOptions) {
     this.path = options.path;
     this.#vu = this.#call(options.server ? `wait for a backend on ${options.path}` : `connect to ${options.path}`, () =>
-      new native.VirtioUser({ queuePairs: 1, timeoutMs: 5000, ...options }),
+      new (frontend().VirtioUser)({ queuePairs: 1, timeoutMs: 5000, ...options }),
     );
   }
 

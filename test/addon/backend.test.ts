@@ -3,6 +3,7 @@
 // reconnects in both socket roles, memory regions added and removed.
 import t, { type Test } from "tap";
 import { native } from '../../src/native';
+import { frontend } from '../../src/harness/frontend-native';
 import { Fixture, frame, receiveN, waitFor } from '../support/fixture';
 
 const bit = (n: number) => 1n << BigInt(n);
@@ -178,7 +179,7 @@ t.test('server socket: the front end leaves and comes back', async (t) => {
   f.engine.wire('a', 'b');
   const b = f.peer({ path: pb });
   for (let round = 0; round < 3; round++) {
-    const a = new native.VirtioUser({ path: pa, timeoutMs: 5000 });
+    const a = new (frontend().VirtioUser)({ path: pa, timeoutMs: 5000 });
     await f.waitConnected('a');
     await exchange(t, a, b, [100, 1514]);
     a.close();
@@ -198,7 +199,7 @@ t.test('client socket: we connect to a listening front end and reconnect after i
   const b = f.peer({ path: pb });
   for (let round = 0; round < 2; round++) {
     // The backend retries every second, so the listening front end is connected to within that.
-    const a = new native.VirtioUser({ path: pa, server: true, timeoutMs: 5000 });
+    const a = new (frontend().VirtioUser)({ path: pa, server: true, timeoutMs: 5000 });
     await f.waitConnected('a');
     await exchange(t, a, b, [64, 1514]);
     await exchange(t, b, a, [64]);

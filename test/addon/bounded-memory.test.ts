@@ -10,12 +10,11 @@
 // - only regular files are memory: character devices are refused (gap G7).
 import * as fs from 'node:fs';
 import t, { type Test } from 'tap';
-import { native, type NativeVirtioUser } from '../../src/native';
+import { native } from '../../src/native';
+import type { NativeVirtioUser } from '../../src/harness/frontend-native';
 import { Fixture, frame, receiveN, waitFor } from '../support/fixture';
+import { REQ, type Reg, memTable, memReg, ack } from '../support/vhost-user-wire';
 
-const REQ = { SET_MEM_TABLE: 5, ADD_MEM_REG: 37, REM_MEM_REG: 38 } as const;
-const V1 = 1;
-const NEED_REPLY = 8;
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
@@ -25,28 +24,6 @@ const G = 1n << 46n;
 const U = 0x5000_0000_0000n;
 // VmSize moves by a few MiB on its own (V8, malloc arenas, tap); the attacks below are measured in GiB.
 const VM_SLACK = 256 * MiB;
-
-interface Reg { gpa: bigint; size: bigint; uaddr: bigint; offset: bigint }
-function putReg(b: Buffer, at: number, r: Reg): void {
-  [r.gpa, r.size, r.uaddr, r.offset].forEach((v, k) => b.writeBigUInt64LE(BigInt.asUintN(64, v), at + 8 * k));
-}
-function memTable(regs: Reg[]): Buffer {
-  const b = Buffer.alloc(8 + 32 * regs.length);
-  b.writeUInt32LE(regs.length, 0);
-  regs.forEach((r, i) => putReg(b, 8 + 32 * i, r));
-  return b;
-}
-function memReg(r: Reg): Buffer {
-  const b = Buffer.alloc(40);
-  putReg(b, 8, r);
-  return b;
-}
-/** REPLY_ACK status: 0 accepted, non-zero refused. */
-function ack(h: NativeVirtioUser, req: number, payload: Buffer, fds: number[] = []): bigint {
-  const r = h.rawMessage(req, V1 | NEED_REPLY, payload, fds, true)!;
-  if (r.length !== 8) throw new Error(`request ${req}: a reply of ${r.length} bytes instead of an 8-byte ack`);
-  return r.readBigUInt64LE(0);
-}
 
 function vmSize(): number {
   const m = /^VmSize:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));

@@ -4,7 +4,7 @@
 // (virtio/ring.h: 256 descriptors a chain, 4096 a burst), count each cut, keep the ring (a budget is not
 // a ring rule), and keep a well-behaved pair on the same PMD exchanging frames meanwhile.
 import t, { type Test } from 'tap';
-import type { NativeVirtioUser } from '../../src/native';
+import type { NativeVirtioUser } from '../../src/harness/frontend-native';
 import { Fixture, frame, receiveN, waitFor, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../support/fixture';
 
 const TX = 1; // the guest's transmit vring (the backend reads it)

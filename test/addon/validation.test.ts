@@ -2,7 +2,7 @@
 // rule on a live port; the backend must stop that ring with the right reason (counter and event),
 // keep the connection's other queue working, and keep a well-behaved pair of ports exchanging frames.
 import t, { type Test } from 'tap';
-import { native, type NativeVirtioUser, type RawDesc } from '../../src/native';
+import { frontend, type NativeVirtioUser, type RawDesc } from '../../src/harness/frontend-native';
 import { Fixture, frame, receiveN, waitFor, HDR_LEN, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../support/fixture';
 
 const TX = 1; // the guest's transmit vring of queue pair 0 (we read from it)
@@ -78,18 +78,18 @@ async function txRule(t: Test, descs: (h: NativeVirtioUser) => RawDesc[], reason
 }
 
 t.test('address outside guest memory', (t) =>
-  txRule(t, () => [{ addr: native.guestBase - 4096n, len: 100, flags: 0, next: 0 }], 'bad_address', 'INVALID_BAD_ADDRESS'));
+  txRule(t, () => [{ addr: frontend().guestBase - 4096n, len: 100, flags: 0, next: 0 }], 'bad_address', 'INVALID_BAD_ADDRESS'));
 
 t.test('address + length wraps around 2^64', (t) =>
   txRule(t, () => [{ addr: 0xffffffffffffff00n, len: 0x200, flags: 0, next: 0 }], 'bad_address', 'INVALID_BAD_ADDRESS'));
 
 t.test('buffer running past the end of guest memory', (t) =>
-  txRule(t, (h) => [{ addr: native.guestBase + BigInt(h.memSize()) - 50n, len: 100, flags: 0, next: 0 }],
+  txRule(t, (h) => [{ addr: frontend().guestBase + BigInt(h.memSize()) - 50n, len: 100, flags: 0, next: 0 }],
     'bad_address', 'INVALID_BAD_ADDRESS'));
 
 t.test('a buffer ending exactly at the end of guest memory is accepted', async (t) => {
   const x = await setup(t);
-  const end = native.guestBase + BigInt(x.h.memSize());
+  const end = frontend().guestBase + BigInt(x.h.memSize());
   const data = Buffer.concat([Buffer.alloc(HDR_LEN), frame(88, 3)]);
   x.h.memWrite(end - BigInt(data.length), data);
   x.f.engine.unwire('g1');
@@ -166,7 +166,7 @@ t.test('indirect table of length zero', (t) =>
     'bad_indirect_length', 'INVALID_INDIRECT_LENGTH'));
 
 t.test('indirect table outside guest memory', (t) =>
-  txRule(t, () => [{ addr: native.guestBase - 64n, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }], 'bad_address', 'INVALID_BAD_ADDRESS'));
+  txRule(t, () => [{ addr: frontend().guestBase - 64n, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }], 'bad_address', 'INVALID_BAD_ADDRESS'));
 
 t.test('indirect inside indirect', (t) =>
   txRule(t, (h) => {
@@ -218,7 +218,7 @@ t.test('read-only buffer on the receive queue is refused and never written', asy
 });
 
 t.test('receive buffer outside guest memory', (t) =>
-  rxRule(t, () => ({ addr: native.guestBase + (1n << 40n), len: 2048, flags: VRING_DESC_F_WRITE, next: 0 }), 'bad_address', 'INVALID_BAD_ADDRESS'));
+  rxRule(t, () => ({ addr: frontend().guestBase + (1n << 40n), len: 2048, flags: VRING_DESC_F_WRITE, next: 0 }), 'bad_address', 'INVALID_BAD_ADDRESS'));
 
 t.test('virtio-net header rules drop the packet and keep the ring', async (t) => {
   const x = await setup(t);

@@ -11,14 +11,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import t from 'tap';
-import { native, type NativeVirtioUser } from '../../src/native';
+import { native } from '../../src/native';
+import type { NativeVirtioUser } from '../../src/harness/frontend-native';
 import { Fixture, waitFor } from '../support/fixture';
+import { REQ, type Reg, memTable, memReg, ack } from '../support/vhost-user-wire';
 
 const skip = process.getuid?.() === 0 ? false : 'needs root: network namespaces, veth pairs, AF_XDP sockets';
 
-const REQ = { SET_MEM_TABLE: 5, ADD_MEM_REG: 37 } as const;
-const V1 = 1;
-const NEED_REPLY = 8;
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 const TiB = 2 ** 40;
@@ -36,26 +35,8 @@ function vmSize(): number {
   return Number(m[1]) * 1024;
 }
 
-interface Reg { gpa: bigint; size: bigint; uaddr: bigint; offset: bigint }
-function putReg(b: Buffer, at: number, r: Reg): void {
-  [r.gpa, r.size, r.uaddr, r.offset].forEach((v, k) => b.writeBigUInt64LE(BigInt.asUintN(64, v), at + 8 * k));
-}
-function ack(h: NativeVirtioUser, req: number, payload: Buffer, fds: number[]): bigint {
-  const r = h.rawMessage(req, V1 | NEED_REPLY, payload, fds, true)!;
-  if (r.length !== 8) throw new Error(`request ${req}: a reply of ${r.length} bytes instead of an 8-byte ack`);
-  return r.readBigUInt64LE(0);
-}
-function addRegion(h: NativeVirtioUser, r: Reg, fd: number): boolean {
-  const b = Buffer.alloc(40);
-  putReg(b, 8, r);
-  return ack(h, REQ.ADD_MEM_REG, b, [fd]) === 0n;
-}
-function setTable(h: NativeVirtioUser, regs: Reg[], fds: number[]): boolean {
-  const b = Buffer.alloc(8 + 32 * regs.length);
-  b.writeUInt32LE(regs.length, 0);
-  regs.forEach((r, i) => putReg(b, 8 + 32 * i, r));
-  return ack(h, REQ.SET_MEM_TABLE, b, fds) === 0n;
-}
+const addRegion = (h: NativeVirtioUser, r: Reg, fd: number): boolean => ack(h, REQ.ADD_MEM_REG, memReg(r), [fd]) === 0n;
+const setTable = (h: NativeVirtioUser, regs: Reg[], fds: number[]): boolean => ack(h, REQ.SET_MEM_TABLE, memTable(regs), fds) === 0n;
 
 t.test('the address-space attack is refused, and a later switch to bypass mode succeeds', { skip }, async (t) => {
   const ns = `vwas${process.pid}`;

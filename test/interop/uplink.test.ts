@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { NativeVirtioUser } from '../../src/native';
+import type { NativeVirtioUser } from '../../src/harness/frontend-native';
 import { Fixture, receiveN } from '../support/fixture';
 import { Cli, freePort, runCli, waitFor } from '../support/helpers';
 

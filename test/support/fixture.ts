@@ -2,7 +2,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { native, type Mode, type NativeEngine, type NativeVirtioUser, type PortEvent, type PortInfo, type VirtioUserOptions } from '../../src/native';
+import { native, type Mode, type NativeEngine, type PortEvent, type PortInfo } from '../../src/native';
+import { frontend, type NativeVirtioUser, type VirtioUserOptions } from '../../src/harness/frontend-native';
 import type { UplinkDetails, VhostUserDetails } from '../../src/ports';
 
 export const VRING_DESC_F_NEXT = 1;
@@ -39,7 +40,7 @@ export class Fixture {
   }
 
   peer(opts: VirtioUserOptions): NativeVirtioUser {
-    const vu = new native.VirtioUser({ timeoutMs: 5000, ...opts });
+    const vu = new (frontend().VirtioUser)({ timeoutMs: 5000, ...opts });
     this.peers.push(vu);
     return vu;
   }

@@ -12,6 +12,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'vhostwire.js');
 export const ADDON = path.join(ROOT, 'build', 'Release', 'vhostwire.node');
+/** The test front end's addon: the peer command needs it. */
+export const FRONTEND_ADDON = path.join(ROOT, 'build', 'Release', 'vhostwire_frontend.node');
 
 /** A fresh directory under os.tmpdir() for socket files; removed by the returned cleanup. */
 export function tempDir(prefix = 'vhostwire-test-'): { dir: string; sock: (name: string) => string; cleanup: () => void } {

@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ADDON, ROOT } from './helpers';
+import { ADDON, FRONTEND_ADDON, ROOT } from './helpers';
 
 export interface TestUser {
   name: string;
@@ -34,14 +34,14 @@ export function unreachableByOthers(file: string): string | null {
 }
 
 /**
- * The files `node bin/vhostwire.js` needs at run time (bin/, dist/src/, the addon, the production
+ * The files `node bin/vhostwire.js` needs at run time (bin/, dist/src/, both addons, the production
  * dependencies), copied under a fresh world-readable directory. Returns the copy's bin/vhostwire.js.
  */
 export function runtimeCopy(): { bin: string; dir: string; cleanup: () => void } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostwire-runtime-'));
   fs.chmodSync(dir, 0o755);
   const copy = (rel: string): void => fs.cpSync(path.join(ROOT, rel), path.join(dir, rel), { recursive: true });
-  for (const rel of ['package.json', 'bin', path.join('dist', 'src'), path.relative(ROOT, ADDON)]) copy(rel);
+  for (const rel of ['package.json', 'bin', path.join('dist', 'src'), path.relative(ROOT, ADDON), path.relative(ROOT, FRONTEND_ADDON)]) copy(rel);
   const deps = execFileSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: ROOT, encoding: 'utf8' })
     .split('\n')
     .filter((p) => p.startsWith(path.join(ROOT, 'node_modules') + path.sep));

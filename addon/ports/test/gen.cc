@@ -1,52 +1,15 @@
 #include "ports/test/gen.h"
 
 #include "core/clock.h"
+#include "core/udp_frame.h"
 #include "runtime/port_kind.h"
 
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 
 namespace vw {
-
-namespace {
-
-uint16_t ip_checksum(const uint8_t* p, size_t len) {
-  uint32_t sum = 0;
-  for (size_t i = 0; i + 1 < len; i += 2) sum += uint32_t(p[i]) << 8 | p[i + 1];
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return uint16_t(~sum);
-}
-
-// Ethernet 02:00:00:00:00:01 -> 02:00:00:00:00:02, IPv4 198.18.0.1 -> 198.18.0.2, UDP 1024 -> 1024.
-void build_frame(uint8_t* f, uint32_t size) {
-  memset(f, 0, size);
-  const uint8_t eth[14] = {2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00};
-  memcpy(f, eth, sizeof(eth));
-  uint8_t* ip = f + 14;
-  uint16_t ip_len = uint16_t(std::min<uint32_t>(size - 14, 0xffff));
-  ip[0] = 0x45;
-  ip[2] = uint8_t(ip_len >> 8);
-  ip[3] = uint8_t(ip_len);
-  ip[8] = 64;
-  ip[9] = 17;
-  const uint8_t addrs[8] = {198, 18, 0, 1, 198, 18, 0, 2};
-  memcpy(ip + 12, addrs, sizeof(addrs));
-  uint16_t c = ip_checksum(ip, 20);
-  ip[10] = uint8_t(c >> 8);
-  ip[11] = uint8_t(c);
-  uint8_t* udp = ip + 20;
-  uint16_t udp_len = uint16_t(ip_len - 20);
-  udp[0] = 0x04;
-  udp[2] = 0x04;
-  udp[4] = uint8_t(udp_len >> 8);
-  udp[5] = uint8_t(udp_len);
-  for (uint32_t i = 42; i < size; i++) f[i] = uint8_t(i);
-}
-
-}  // namespace
 
 GenPort::GenPort(std::string name, uint32_t size, uint64_t rate, uint64_t count, CounterBlock& block)
     : Port(std::move(name)),
@@ -56,7 +19,7 @@ GenPort::GenPort(std::string name, uint32_t size, uint64_t rate, uint64_t count,
       count_(count),
       frame_(new uint8_t[size]) {
   counters_.shared = sets_.set(0);
-  build_frame(frame_.get(), size);
+  build_udp_frame(frame_.get(), size);
   if (rate_) timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/guest_memory.h"
+#include "core/hex.h"
 #include "runtime/port_kind.h"
 #include "core/port.h"
 #include "ports/vhost_user/vhost_user_wire.h"
@@ -40,7 +41,6 @@ constexpr uint64_t kOfferedProtocolFeatures = bit(VHOST_USER_PROTOCOL_F_MQ) |
                                               bit(VHOST_USER_PROTOCOL_F_MTU) |
                                               bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
 
-constexpr uint32_t kMaxVringSize = 32768;
 constexpr uint32_t kMinMtu = 68, kMaxMtu = 65535;
 constexpr uint32_t kMemTableHeader = offsetof(VhostUserMemory, regions);
 constexpr int64_t kReconnectMs = 1000;
@@ -522,7 +522,7 @@ struct VhostUserPort::Impl {
     uint64_t f = m.msg.payload.u64;
     uint64_t offered = kOfferedFeatures | (queue_pairs_ > 1 ? bit(VIRTIO_NET_F_MQ) : 0);
     if (f & ~offered) {
-      *err = "features 0x" + hex(f & ~offered) + " were not offered";
+      *err = "features " + hex(f & ~offered) + " were not offered";
       return false;
     }
     features_ = f;
@@ -539,7 +539,7 @@ struct VhostUserPort::Impl {
   bool set_protocol_features(Message& m, std::string* err) {
     uint64_t f = m.msg.payload.u64;
     if (f & ~kOfferedProtocolFeatures) {
-      *err = "protocol features 0x" + hex(f & ~kOfferedProtocolFeatures) + " were not offered";
+      *err = "protocol features " + hex(f & ~kOfferedProtocolFeatures) + " were not offered";
       return false;
     }
     protocol_features_ = f;
@@ -629,8 +629,8 @@ struct VhostUserPort::Impl {
     std::string e;
     auto mem = cur->without_region(r.guest_phys_addr, r.memory_size, r.userspace_addr, &e);
     if (!mem) {
-      *err = "no region matches guest address 0x" + hex(r.guest_phys_addr) + ", size 0x" + hex(r.memory_size) +
-             " and user address 0x" + hex(r.userspace_addr);
+      *err = "no region matches guest address " + hex(r.guest_phys_addr) + ", size " + hex(r.memory_size) +
+             " and user address " + hex(r.userspace_addr);
       return false;
     }
     return swap_memory(std::move(mem), err);
@@ -647,9 +647,9 @@ struct VhostUserPort::Impl {
   bool set_vring_num(Message& m, std::string* err) {
     const VhostUserVringState& s = m.msg.payload.state;
     if (!check_vring(s.index, err) || !check_stopped(s.index, err)) return false;
-    if (s.num < 1 || s.num > kMaxVringSize || (s.num & (s.num - 1))) {
+    if (s.num < 1 || s.num > kMaxQueueSize || (s.num & (s.num - 1))) {
       *err = "vring " + std::to_string(s.index) + " size " + std::to_string(s.num) +
-             " is not a power of two between 1 and " + std::to_string(kMaxVringSize);
+             " is not a power of two between 1 and " + std::to_string(kMaxQueueSize);
       return false;
     }
     dev_.vring(uint16_t(s.index)).setup.num = uint16_t(s.num);
@@ -660,7 +660,7 @@ struct VhostUserPort::Impl {
     const VhostUserVringAddr& a = m.msg.payload.addr;
     if (!check_vring(a.index, err)) return false;
     if (a.flags) {
-      *err = "vring " + std::to_string(a.index) + " asks for flags 0x" + hex(a.flags) +
+      *err = "vring " + std::to_string(a.index) + " asks for flags " + hex(a.flags) +
              " (dirty logging is not supported)";
       return false;
     }
@@ -734,7 +734,7 @@ struct VhostUserPort::Impl {
   bool check_vring_file(const Message& m, uint32_t* idx, std::string* err) const {
     uint64_t u = m.msg.payload.u64;
     if (u & ~(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD_MASK)) {
-      *err = "payload 0x" + hex(u) + " has bits set besides the vring index and the no-fd flag";
+      *err = "payload " + hex(u) + " has bits set besides the vring index and the no-fd flag";
       return false;
     }
     *idx = uint32_t(u & VHOST_USER_VRING_IDX_MASK);
@@ -831,12 +831,6 @@ struct VhostUserPort::Impl {
     m.reply.payload.u64 = v;
   }
 
-  static std::string hex(uint64_t v) {
-    char buf[20];
-    snprintf(buf, sizeof(buf), "%llx", static_cast<unsigned long long>(v));
-    return buf;
-  }
-
   static const Handler* find_handler(uint32_t request) {
     for (const Handler* h = kHandlers; h->name; h++)
       if (h->request == request) return h;
@@ -868,7 +862,7 @@ struct VhostUserPort::Impl {
       return false;
     }
     if ((protocol_features_ & h.needs_protocol) != h.needs_protocol) {
-      *err = "it needs protocol features 0x" + hex(h.needs_protocol) + ", which were not negotiated";
+      *err = "it needs protocol features " + hex(h.needs_protocol) + ", which were not negotiated";
       return false;
     }
     return true;

@@ -2,12 +2,12 @@
 
 #include "core/clock.h"
 #include "core/guest_fault.h"
+#include "core/hex.h"
 
 #include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 
 namespace vw {
@@ -76,12 +76,6 @@ struct SpanWriter {
 bool signal_fd(int fd) {
   const uint64_t one = 1;
   return write(fd, &one, sizeof one) == sizeof one;
-}
-
-std::string hex(uint64_t v) {
-  char buf[24];
-  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
 }
 
 }  // namespace
