@@ -37,7 +37,9 @@ function flood(sock: string, total: number, batch = 1000): Promise<FloodResult> 
 t.test('an event flood: the queue stays bounded, every event is delivered or counted, RSS stays flat', async (t) => {
   const f = new Fixture('kernel', [-1]);
   t.teardown(() => f.close());
-  const sock = f.vhost('v');
+  // The reject limit (test/addon/control.test.ts) would end a flooding connection after 16; lifted here
+  // so one connection can send them all.
+  const sock = f.vhost('v', 1, false, { rejectLimit: 1 << 20 });
   const ofV = (since: number) => f.events.slice(since).filter((e) => e.port === 'v');
   /** Waits until n events since `since` were delivered or dropped (a connection's flood: 2 + messages). */
   const settled = async (since: number, dropped0: number, n: number): Promise<void> => {
@@ -119,7 +121,7 @@ t.test('serve under an event flood: a few lines per second, the rest summed up',
   const tmp = tempDir();
   t.teardown(tmp.cleanup);
   const sock = tmp.sock('v');
-  const serve = new Cli(['serve', '--vhost-user', `v=${sock}`, '--mode', 'kernel']);
+  const serve = new Cli(['serve', '--vhost-user', `v=${sock},reject-limit=1048576`, '--mode', 'kernel']);
   t.teardown(() => serve.kill('SIGKILL'));
   await serve.line(/^ready$/);
   const M = 20_000;

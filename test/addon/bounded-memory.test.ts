@@ -41,8 +41,9 @@ t.teardown(() => {
   native.setGuestMemoryLimits({ maxPerPort: defaults.maxPerPort, maxPerProcess: defaults.maxPerProcess });
   f.close();
 });
-const vp = f.vhost('v');
-const wp = f.vhost('w');
+// Each attack below is many refused messages on one connection: the reject limit is lifted.
+const vp = f.vhost('v', 1, false, { rejectLimit: 1 << 20 });
+const wp = f.vhost('w', 1, false, { rejectLimit: 1 << 20 });
 f.engine.wire('v', 'w');
 
 /** A connected front end on a port, with 4 MiB of memory of its own; closed at the end of the test. */

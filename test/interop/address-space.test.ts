@@ -61,7 +61,7 @@ t.test('the address-space attack is refused, and a later switch to bypass mode s
   f.engine.addPort('uplink', 'up', { ifname: host });
   f.engine.wire('vm', 'up');
   const PORTS = 20;
-  const hostile = Array.from({ length: PORTS }, (_, i) => ({ name: `h${i}`, h: f.peer({ path: f.vhost(`h${i}`), memSize: 4 * MiB }) }));
+  const hostile = Array.from({ length: PORTS }, (_, i) => ({ name: `h${i}`, h: f.peer({ path: f.vhost(`h${i}`, 1, false, { rejectLimit: 1 << 20 }), memSize: 4 * MiB }) }));
   await f.waitConnected('vm');
   for (const { name } of hostile) await f.waitConnected(name);
 

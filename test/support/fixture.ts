@@ -33,9 +33,10 @@ export class Fixture {
     return path.join(this.dir, `${name}.sock`);
   }
 
-  vhost(name: string, queuePairs = 1, client = false): string {
+  /** A vhost-user port; `extra` adds port options (rejectLimit, idleTimeoutMs...). */
+  vhost(name: string, queuePairs = 1, client = false, extra: Record<string, string | number | boolean> = {}): string {
     const p = this.sock(name);
-    this.engine.addPort('vhost-user', name, { path: p, client, queues: queuePairs });
+    this.engine.addPort('vhost-user', name, { path: p, client, queues: queuePairs, ...extra });
     return p;
   }
 

@@ -73,8 +73,7 @@ f.engine.wire('g0', 'g1');
 // The victim port takes the attacks one connection at a time, many rejected messages each: its reject
 // limit is lifted (the limit itself is tested in test/addon/control.test.ts), and its idle timeout is 1 s
 // so the stalls are cut off quickly.
-export const vp = f.sock('v');
-f.engine.addPort('vhost-user', 'v', { path: vp, client: false, queues: 1, rejectLimit: 1 << 20, idleTimeoutMs: 1000 });
+export const vp = f.vhost('v', 1, false, { rejectLimit: 1 << 20, idleTimeoutMs: 1000 });
 f.engine.addPort('gen', 'gen', { size: 64, rate: 5000, count: 0 });
 f.engine.wire('v', 'gen');
 // A faster generator for the receive-side racer (rate-limited, so the kernel-mode PMD still sleeps).
