@@ -1,6 +1,7 @@
 // Benchmark entry point: `npm run bench -- vhost [--rounds N] [--seconds S] [--sizes 64,1518] ...`,
 // `npm run bench -- vm` (guest to guest through QEMU VMs, bench/vm.ts) and `npm run bench -- scrape`
-// (the data path's rate with and without a storm of API clients, bench/scrape.ts)
+// (the data path's rate with and without a storm of API clients, bench/scrape.ts) and `npm run bench --
+// hostile` (a victim pair's round trip beside a hostile guest on the same PMD, bench/hostile.ts)
 // (package.json: "bench": "node dist/bench/run.js"). See bench/README.md.
 import { parseArgs } from 'node:util';
 import { DEFAULTS, formatTable, runVhostBench, verdicts, writeResult, type Direction, type VhostBenchOptions } from './vhost';
@@ -8,6 +9,7 @@ import { DEFAULTS, formatTable, runVhostBench, verdicts, writeResult, type Direc
 const USAGE = `usage: npm run bench -- vhost [options]
        npm run bench -- vm [--help]
        npm run bench -- scrape [--help]
+       npm run bench -- hostile [--help]
 
   --rounds N          rounds per case; implementations alternate within each round (default ${DEFAULTS.rounds})
   --seconds S         measurement window per run (default ${DEFAULTS.seconds})
@@ -77,8 +79,9 @@ async function main(argv: string[]): Promise<number> {
   }
   if (name === 'vm') return (await import('./vm')).vmBenchMain(rest);
   if (name === 'scrape') return (await import('./scrape')).scrapeBenchMain(rest);
+  if (name === 'hostile') return (await import('./hostile')).hostileBenchMain(rest);
   if (name !== 'vhost') {
-    process.stderr.write(`unknown benchmark "${name}" (available: vhost, vm, scrape)\n${USAGE}`);
+    process.stderr.write(`unknown benchmark "${name}" (available: vhost, vm, scrape, hostile)\n${USAGE}`);
     return 2;
   }
   let opts: VhostBenchOptions;

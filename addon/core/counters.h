@@ -73,7 +73,9 @@ namespace vw {
     "Uplink ring entries from the kernel (AF_PACKET blocks, AF_XDP descriptors) that point outside their ring or memory; skipped") \
   X(RINGS_BROKEN, "port_rings_broken_total", "", "Rings stopped because the guest broke a ring rule")     \
   X(GUEST_KICKS, "port_guest_kicks_total", "", "Notifications (kicks) the guest sent the backend")        \
-  X(GUEST_NOTIFICATIONS, "port_guest_notifications_total", "", "Notifications the backend sent the guest")
+  X(GUEST_NOTIFICATIONS, "port_guest_notifications_total", "", "Notifications the backend sent the guest") \
+  X(LONGEST_BURST_DESCRIPTORS, "port_longest_burst_descriptors", "",                                     \
+    "The most descriptors one burst has read on this queue pair, either direction (a high-water mark; bounded by the burst budget)")
 
 #define VW_PMD_COUNTERS(X)                                                                                \
   X(BUSY_ITERATIONS, "pmd_iterations_total", "state=\"busy\"", "PMD loop iterations that moved packets") \

@@ -10,6 +10,7 @@ import { Fixture, frame, receiveN, waitFor, VRING_DESC_F_NEXT, VRING_DESC_F_WRIT
 const TX = 1; // the guest's transmit vring (the backend reads it)
 const RX = 0; // the guest's receive vring (the backend writes it)
 const CHAIN_BUDGET = 256;
+const BURST_BUDGET = 4096;
 
 interface Setup {
   f: Fixture;
@@ -51,6 +52,22 @@ async function victimsExchange(t: Test, x: Setup, what: string): Promise<void> {
   t.pass(`20 round trips between g0 and g1 ${what}`);
 }
 
+/**
+ * The bound itself, from the counters rather than a clock: no burst on any port read more descriptors
+ * than the burst budget, the hostile one's reached it when its attack filled bursts, and the victims'
+ * bursts stayed small. (What that means for the victims' round trip is measured by `npm run bench --
+ * hostile`, not timed here.)
+ */
+function noBurstBeyondBudget(t: Test, x: Setup, reached: boolean): void {
+  const h = x.f.counter('h', 'LONGEST_BURST_DESCRIPTORS');
+  t.ok(h <= BigInt(BURST_BUDGET), `the hostile port's longest burst read ${h} descriptors, at most the budget of ${BURST_BUDGET}`);
+  if (reached) t.ok(h > BigInt(BURST_BUDGET - CHAIN_BUDGET), `and its attack took bursts up to the budget (${h})`);
+  for (const g of ['g0', 'g1']) {
+    const v = x.f.counter(g, 'LONGEST_BURST_DESCRIPTORS');
+    t.ok(v > 0n && v <= 64n, `victim ${g}'s longest burst read ${v} descriptors`);
+  }
+}
+
 for (const qsize of [256, 1024, 32768]) {
   t.test(`queue size ${qsize}: receive buffers of zero-length descriptors sharing one tail`, async (t) => {
     const x = await setup(t, qsize);
@@ -70,6 +87,7 @@ for (const qsize of [256, 1024, 32768]) {
     else t.equal(x.f.counter('h', 'BUDGET_CUTS_CHAIN'), 0n, 'no chain of a 256-entry ring is over the chain budget');
     t.equal(x.f.counter('h', 'RINGS_BROKEN'), 0n, 'a budget is not a broken ring rule');
     t.notOk(x.f.port('h').vrings?.[RX].broken, 'the receive vring keeps running');
+    noBurstBeyondBudget(t, x, true);
   });
 
   t.test(`queue size ${qsize}: transmit chains of one-byte descriptors`, async (t) => {
@@ -105,5 +123,6 @@ for (const qsize of [256, 1024, 32768]) {
       t.equal(x.f.counter('h', 'BUDGET_CUTS_CHAIN'), 0n, 'no chain cut');
     }
     t.equal(x.f.counter('h', 'RINGS_BROKEN'), 0n, 'a budget is not a broken ring rule');
+    noBurstBeyondBudget(t, x, len > CHAIN_BUDGET && chains > 16);
   });
 }

@@ -311,6 +311,7 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     p.meta = PacketMeta{};
     bytes += p.len;
   }
+  c.raise(LONGEST_BURST_DESCRIPTORS, descriptors);
   c.add(RX_PACKETS, b.n);
   c.add(RX_BYTES, bytes);
   // With packets borrowed, release() publishes the dropped chains together with them.
@@ -498,6 +499,7 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
     }
     tx_open_.idx = -1;
   }
+  c.raise(LONGEST_BURST_DESCRIPTORS, descriptors);
   c.add(TX_PACKETS, sent);
   c.add(TX_BYTES, bytes);
   c.add(DROP_TX_TOO_BIG, too_big);
