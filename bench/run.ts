@@ -1,4 +1,5 @@
 // Benchmark entry point: `npm run bench -- vhost [--rounds N] [--seconds S] [--sizes 64,1518] ...`,
+// `npm run bench -- g2g` (guest to guest against DPDK testpmd and OVS-DPDK, bench/g2g.ts),
 // `npm run bench -- vm` (guest to guest through QEMU VMs, bench/vm.ts) and `npm run bench -- scrape`
 // (the data path's rate with and without a storm of API clients, bench/scrape.ts) and `npm run bench --
 // hostile` (a victim pair's round trip beside a hostile guest on the same PMD, bench/hostile.ts)
@@ -7,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULTS, formatTable, runVhostBench, verdicts, writeResult, type Direction, type VhostBenchOptions } from './vhost';
 
 const USAGE = `usage: npm run bench -- vhost [options]
+       npm run bench -- g2g [--help]
        npm run bench -- vm [--help]
        npm run bench -- scrape [--help]
        npm run bench -- hostile [--help]
@@ -79,9 +81,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (name === 'vm') return (await import('./vm')).vmBenchMain(rest);
   if (name === 'scrape') return (await import('./scrape')).scrapeBenchMain(rest);
+  if (name === 'g2g') return (await import('./g2g')).g2gBenchMain(rest);
   if (name === 'hostile') return (await import('./hostile')).hostileBenchMain(rest);
   if (name !== 'vhost') {
-    process.stderr.write(`unknown benchmark "${name}" (available: vhost, vm, scrape, hostile)\n${USAGE}`);
+    process.stderr.write(`unknown benchmark "${name}" (available: vhost, g2g, vm, scrape, hostile)\n${USAGE}`);
     return 2;
   }
   let opts: VhostBenchOptions;
