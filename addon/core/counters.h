@@ -71,6 +71,22 @@ namespace vw {
     "Guest memory accesses that faulted because the front end truncated the file behind it")              \
   X(INVALID_KERNEL_ENTRY, "port_invalid_descriptors_total", "reason=\"bad_kernel_entry\"",               \
     "Uplink ring entries from the kernel (AF_PACKET blocks, AF_XDP descriptors) that point outside their ring or memory; skipped") \
+  X(KERNEL_DROP_PACKET_DROPS, "uplink_kernel_drops_total", "reason=\"packet_drops\"",                     \
+    "Frames the kernel dropped because every block of the AF_PACKET receive ring was still ours (PACKET_STATISTICS tp_drops)") \
+  X(KERNEL_DROP_XDP_RX_DROPPED, "uplink_kernel_drops_total", "reason=\"xdp_rx_dropped\"",                \
+    "Frames the kernel dropped before the AF_XDP RX ring: no frame on the fill ring to copy into, or larger than a UMEM frame (XDP_STATISTICS rx_dropped)") \
+  X(KERNEL_DROP_XDP_RX_RING_FULL, "uplink_kernel_drops_total", "reason=\"xdp_rx_ring_full\"",            \
+    "Frames the kernel dropped because the AF_XDP RX ring was full (XDP_STATISTICS rx_ring_full)")        \
+  X(KERNEL_DROP_XDP_TX_INVALID_DESCS, "uplink_kernel_drops_total", "reason=\"xdp_tx_invalid_descs\"",    \
+    "Frames posted on the AF_XDP TX ring that the kernel discarded as invalid descriptors (XDP_STATISTICS tx_invalid_descs)") \
+  X(KERNEL_EVENT_PACKET_FREEZE_Q_CNT, "uplink_kernel_ring_events_total", "event=\"packet_freeze_q_cnt\"", \
+    "Times the kernel found the AF_PACKET receive ring full and froze it until a block came back (PACKET_STATISTICS tp_freeze_q_cnt); the frames it lost are in packet_drops") \
+  X(KERNEL_EVENT_XDP_RX_INVALID_DESCS, "uplink_kernel_ring_events_total", "event=\"xdp_rx_invalid_descs\"", \
+    "Fill ring entries the kernel discarded as invalid (XDP_STATISTICS rx_invalid_descs); no frame is lost with them") \
+  X(KERNEL_EVENT_XDP_FILL_RING_EMPTY, "uplink_kernel_ring_events_total", "event=\"xdp_fill_ring_empty\"", \
+    "Times the kernel wanted a frame to receive into and found the AF_XDP fill ring empty (XDP_STATISTICS rx_fill_ring_empty_descs); a frame lost then is in xdp_rx_dropped") \
+  X(KERNEL_EVENT_XDP_TX_RING_EMPTY, "uplink_kernel_ring_events_total", "event=\"xdp_tx_ring_empty\"",    \
+    "Times the kernel looked for frames to send and found the AF_XDP TX ring empty (XDP_STATISTICS tx_ring_empty_descs); not a loss") \
   X(RINGS_BROKEN, "port_rings_broken_total", "", "Rings stopped because the guest broke a ring rule")     \
   X(GUEST_KICKS, "port_guest_kicks_total", "", "Notifications (kicks) the guest sent the backend")        \
   X(GUEST_NOTIFICATIONS, "port_guest_notifications_total", "", "Notifications the backend sent the guest") \

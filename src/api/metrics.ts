@@ -13,6 +13,8 @@ type CounterBlockView = ReturnType<Switch['counterBlock']>;
 interface CounterSet {
   base: number;
   labels: Record<string, string>;
+  /** the set is an uplink's: families named uplink_* (the kernel's counts on its socket) apply to it */
+  uplink?: boolean;
 }
 
 const PREFIX = 'vhostwire_';
@@ -70,7 +72,9 @@ export function createRegistry(sw: Switch): Registry {
       const read = (put: (labels: Record<string, string>, v: number) => void): void => {
         if (sw.closed) return;
         const view = sw.counterBlock();
+        const uplinkOnly = f.name.startsWith(`${PREFIX}uplink_`);
         for (const set of sets(view)) {
+          if (uplinkOnly && !set.uplink) continue;
           for (const e of f.entries) put({ ...set.labels, ...e.labels }, Number(view.block[set.base + e.index]));
         }
       };
@@ -94,14 +98,16 @@ export function createRegistry(sw: Switch): Registry {
       }
     }
   };
-  register(native.queueCounters, ['port', 'queue'], ({ layout, ports }) =>
-    ports.flatMap((p) =>
+  register(native.queueCounters, ['port', 'queue'], ({ layout, ports }) => {
+    const uplinks = new Set(sw.portInfo().filter((p) => p.kind === 'uplink').map((p) => p.name));
+    return ports.flatMap((p) =>
       Array.from({ length: p.queuePairs }, (_, q) => ({
         base: (p.counterSet + q) * layout.queueStride,
         labels: { port: p.name, queue: String(q) },
+        uplink: uplinks.has(p.name),
       })),
-    ),
-  );
+    );
+  });
   register(native.pmdCounters, ['pmd'], ({ layout }) =>
     Array.from({ length: sw.pmdCount }, (_, j) => ({ base: layout.pmdBase + j * layout.pmdStride, labels: { pmd: String(j) } })),
   );

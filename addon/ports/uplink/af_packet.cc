@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/clock.h"
+
 namespace vw {
 
 namespace {
@@ -131,18 +133,24 @@ BlockWalker::Step BlockWalker::next(Span* frame) {
 
 // ---- AfPacketPort -------------------------------------------------------------------------------
 
-AfPacketPort::AfPacketPort(const std::string& name, QueueCounters* counters)
-    : Port(name), counters_(counters), tx_len_(kTxFrames, 0) {}
+AfPacketPort::AfPacketPort(const std::string& name, QueueCounters* counters, KernelDrops* kernel)
+    : Port(name), counters_(counters), kernel_(kernel), tx_len_(kTxFrames, 0) {}
 
 AfPacketPort::~AfPacketPort() {
+  // What the kernel dropped since the data path last asked would otherwise close with the socket.
+  tpacket_stats_v3 st;
+  if (kernel_ && read_kernel_stats(&st)) {
+    kernel_->leave(KERNEL_DROP_PACKET_DROPS, st.tp_drops);
+    kernel_->leave(KERNEL_EVENT_PACKET_FREEZE_Q_CNT, st.tp_freeze_q_cnt);
+  }
   if (map_) munmap(map_, map_len_);
   // Closing the socket also drops its promiscuous membership.
   if (fd_ >= 0) close(fd_);
 }
 
 std::unique_ptr<AfPacketPort> AfPacketPort::open(const std::string& name, const std::string& ifname,
-                                                 QueueCounters* counters, std::string* err) {
-  std::unique_ptr<AfPacketPort> p(new AfPacketPort(name, counters));
+                                                 QueueCounters* counters, KernelDrops* kernel, std::string* err) {
+  std::unique_ptr<AfPacketPort> p(new AfPacketPort(name, counters, kernel));
   if (!p->setup(ifname, err)) return nullptr;
   return p;
 }
@@ -395,6 +403,21 @@ void AfPacketPort::reclaim_tx() {
     tx_tail_ = (tx_tail_ + 1) % kTxFrames;
   }
   tx_head_ = tx_tail_;
+}
+
+// The kernel's counts start again from zero at every read (32 bits cannot wrap in 100 ms of frames):
+// each read is the next delta, and the socket has no other reader.
+bool AfPacketPort::read_kernel_stats(tpacket_stats_v3* st) const {
+  memset(st, 0, sizeof *st);
+  socklen_t len = sizeof *st;
+  return fd_ >= 0 && getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, st, &len) == 0;
+}
+
+void AfPacketPort::publish_counters() {
+  tpacket_stats_v3 st;
+  if (!kernel_ || !kernel_->due(now_ns()) || !read_kernel_stats(&st)) return;
+  kernel_->add(KERNEL_DROP_PACKET_DROPS, st.tp_drops);
+  kernel_->add(KERNEL_EVENT_PACKET_FREEZE_Q_CNT, st.tp_freeze_q_cnt);
 }
 
 bool AfPacketPort::arm_wakeup(std::vector<pollfd>& fds) {

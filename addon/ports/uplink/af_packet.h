@@ -9,6 +9,9 @@
 //
 // Transmit: fixed-size frames; tx_burst copies each packet into the next frame the kernel has given back,
 // marks it TP_STATUS_SEND_REQUEST and asks the kernel to send once per burst.
+//
+// Frames that arrive while every block is still ours are dropped by the kernel, which counts them in
+// PACKET_STATISTICS; publish_counters() reads that into kernel_drops.h's counters.
 #pragma once
 
 #include <linux/if_packet.h>
@@ -20,6 +23,7 @@
 
 #include "core/counters.h"
 #include "core/port.h"
+#include "ports/uplink/kernel_drops.h"
 
 namespace vw {
 
@@ -61,22 +65,25 @@ class BlockWalker {
 
 class AfPacketPort : public Port {
  public:
-  // Opens the uplink on interface ifname. counters belongs to the caller, outlives the port, and is only
-  // added to (the caller publishes it). nullptr and *err (one sentence naming the interface) on failure.
+  // Opens the uplink on interface ifname. counters and kernel belong to the caller, outlive the port, and
+  // are only added to (the caller publishes them). nullptr and *err (one sentence naming the interface)
+  // on failure.
   static std::unique_ptr<AfPacketPort> open(const std::string& name, const std::string& ifname,
-                                            QueueCounters* counters, std::string* err);
+                                            QueueCounters* counters, KernelDrops* kernel, std::string* err);
   ~AfPacketPort() override;
 
   uint16_t queue_pairs() const override { return 1; }
   uint16_t rx_burst(uint16_t qp, Burst& b) override;
   uint16_t tx_burst(uint16_t qp, const Burst& b) override;
   void release(uint16_t qp, Burst& b) override;
-  void publish_counters() override {}
+  // Adds the kernel's drops since the last read, at most every kKernelStatsEveryNs.
+  void publish_counters() override;
   bool arm_wakeup(std::vector<pollfd>& fds) override;
 
  private:
-  AfPacketPort(const std::string& name, QueueCounters* counters);
+  AfPacketPort(const std::string& name, QueueCounters* counters, KernelDrops* kernel);
   bool setup(const std::string& ifname, std::string* err);
+  bool read_kernel_stats(tpacket_stats_v3* st) const;
 
   uint8_t* rx_block(uint32_t i) const;
   uint8_t* tx_frame(uint32_t i) const;
@@ -89,6 +96,7 @@ class AfPacketPort : public Port {
   void reclaim_tx();
 
   QueueCounters* counters_;
+  KernelDrops* kernel_;
   int fd_ = -1;
   int ifindex_ = 0;
   uint8_t* map_ = nullptr;

@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstring>
 
+#include "core/clock.h"
+
 namespace vw {
 
 namespace {
@@ -257,13 +259,41 @@ void XskRings::abort_tx() {
 
 // ---- AfXdpPort -----------------------------------------------------------------------------------
 
-AfXdpPort::AfXdpPort(const std::string& name, const std::string& ifname, QueueCounters* counters)
-    : Port(name), ifname_(ifname), counters_(counters) {}
+AfXdpPort::AfXdpPort(const std::string& name, const std::string& ifname, QueueCounters* counters, KernelDrops* kernel)
+    : Port(name), ifname_(ifname), counters_(counters), kernel_(kernel) {}
+
+void AfXdpPort::read_kernel_stats(bool closing) {
+  if (!kernel_ || sock_ < 0) return;
+  xdp_statistics st;
+  memset(&st, 0, sizeof st);
+  socklen_t len = sizeof st;
+  if (getsockopt(sock_, SOL_XDP, XDP_STATISTICS, &st, &len) != 0) return;
+  const uint64_t now[6] = {st.rx_dropped, st.rx_ring_full, st.tx_invalid_descs, st.rx_invalid_descs,
+                           st.rx_fill_ring_empty_descs, st.tx_ring_empty_descs};
+  static const QueueCounter ids[6] = {KERNEL_DROP_XDP_RX_DROPPED, KERNEL_DROP_XDP_RX_RING_FULL,
+                                      KERNEL_DROP_XDP_TX_INVALID_DESCS, KERNEL_EVENT_XDP_RX_INVALID_DESCS,
+                                      KERNEL_EVENT_XDP_FILL_RING_EMPTY, KERNEL_EVENT_XDP_TX_RING_EMPTY};
+  for (int i = 0; i < 6; i++) {
+    // A count never falls on one socket; should it seem to, nothing is added rather than a wrapped delta.
+    const uint64_t d = now[i] > kernel_seen_[i] ? now[i] - kernel_seen_[i] : 0;
+    kernel_seen_[i] = std::max(kernel_seen_[i], now[i]);
+    if (closing)
+      kernel_->leave(ids[i], d);
+    else
+      kernel_->add(ids[i], d);
+  }
+}
+
+void AfXdpPort::publish_counters() {
+  if (kernel_ && kernel_->due(now_ns())) read_kernel_stats(false);
+}
 
 AfXdpPort::~AfXdpPort() {
   // The link goes first: closing it detaches the program, so nothing is redirected to a socket that is
   // going away, and the interface is left as we found it.
   if (link_ >= 0) close(link_);
+  // Nothing more is redirected to the socket: its last counts are final.
+  read_kernel_stats(true);
   if (promisc_ >= 0) close(promisc_);
   if (sock_ >= 0) close(sock_);
   if (map_ >= 0) close(map_);
@@ -275,8 +305,8 @@ AfXdpPort::~AfXdpPort() {
 }
 
 std::unique_ptr<AfXdpPort> AfXdpPort::open(const std::string& name, const std::string& ifname, QueueCounters* counters,
-                                           std::string* err) {
-  std::unique_ptr<AfXdpPort> p(new AfXdpPort(name, ifname, counters));
+                                           KernelDrops* kernel, std::string* err) {
+  std::unique_ptr<AfXdpPort> p(new AfXdpPort(name, ifname, counters, kernel));
   std::string why;
   if (!p->setup(&why)) {
     if (err) *err = "AF_XDP port " + name + " on interface " + ifname + ": " + why;

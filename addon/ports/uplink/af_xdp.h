@@ -17,6 +17,9 @@
 #include <vector>
 
 #include "core/port.h"
+#include "ports/uplink/kernel_drops.h"
+
+struct xdp_statistics;
 
 namespace vw {
 
@@ -118,14 +121,15 @@ class AfXdpPort : public Port {
   // outlive the port, and are only added to. On failure returns null and says in *err which interface
   // and which step failed.
   static std::unique_ptr<AfXdpPort> open(const std::string& name, const std::string& ifname, QueueCounters* counters,
-                                         std::string* err);
+                                         KernelDrops* kernel, std::string* err);
   ~AfXdpPort() override;
 
   uint16_t queue_pairs() const override { return 1; }
   uint16_t rx_burst(uint16_t qp, Burst& b) override;
   uint16_t tx_burst(uint16_t qp, const Burst& b) override;
   void release(uint16_t qp, Burst& b) override;
-  void publish_counters() override {}
+  // Adds the kernel's XDP_STATISTICS since the last read, at most every kKernelStatsEveryNs.
+  void publish_counters() override;
   void abort_tx(uint16_t qp) override;
   bool arm_wakeup(std::vector<pollfd>& fds) override;
 
@@ -136,12 +140,16 @@ class AfXdpPort : public Port {
   const std::string& description() const { return description_; }
 
  private:
-  AfXdpPort(const std::string& name, const std::string& ifname, QueueCounters* counters);
+  AfXdpPort(const std::string& name, const std::string& ifname, QueueCounters* counters, KernelDrops* kernel);
+  // The socket's counts grow from zero for its whole life: each read adds what grew since the last.
+  void read_kernel_stats(bool closing);
   bool setup(std::string* err);
   void kick_tx();
 
   std::string ifname_;
   QueueCounters* counters_;
+  KernelDrops* kernel_;
+  uint64_t kernel_seen_[6] = {};  // XDP_STATISTICS as last read
   unsigned ifindex_ = 0;
   int sock_ = -1, map_ = -1, prog_ = -1, link_ = -1;
   int promisc_ = -1;  // a packet socket whose membership keeps the interface promiscuous while we run

@@ -18,7 +18,7 @@ const char* driver_name(UplinkDriver d) { return d == UplinkDriver::kAfPacket ? 
 }  // namespace
 
 UplinkPort::UplinkPort(const std::string& name, const std::string& ifname, CounterBlock& block)
-    : Port(name), sets_(block, 1), ifname_(ifname) {
+    : Port(name), sets_(block, 1), kernel_(&counters_), ifname_(ifname) {
   counters_.shared = sets_.set(0);
 }
 
@@ -35,8 +35,8 @@ std::unique_ptr<UplinkPort> UplinkPort::open(const std::string& name, const std:
 }
 
 std::unique_ptr<Port> UplinkPort::open_driver(UplinkDriver d, std::string* err) {
-  if (d == UplinkDriver::kAfPacket) return AfPacketPort::open(name(), ifname_, &counters_, err);
-  return AfXdpPort::open(name(), ifname_, &counters_, err);
+  if (d == UplinkDriver::kAfPacket) return AfPacketPort::open(name(), ifname_, &counters_, &kernel_, err);
+  return AfXdpPort::open(name(), ifname_, &counters_, &kernel_, err);
 }
 
 void UplinkPort::describe(Description& d) const {

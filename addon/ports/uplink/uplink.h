@@ -11,6 +11,7 @@
 #include "core/counters.h"
 #include "core/mode.h"
 #include "core/port.h"
+#include "ports/uplink/kernel_drops.h"
 
 namespace vw {
 
@@ -36,7 +37,12 @@ class UplinkPort : public Port {
   uint16_t rx_burst(uint16_t qp, Burst& b) override { return driver_->rx_burst(qp, b); }
   uint16_t tx_burst(uint16_t qp, const Burst& b) override { return driver_->tx_burst(qp, b); }
   void release(uint16_t qp, Burst& b) override { driver_->release(qp, b); }
-  void publish_counters() override { counters_.publish(); }
+  // The driver adds the kernel's drops first; closed drivers' last counts come in with them.
+  void publish_counters() override {
+    driver_->publish_counters();
+    kernel_.collect();
+    counters_.publish();
+  }
   bool tx_ready() override { return driver_->tx_ready(); }
   bool holds_until_peer_ready() const override { return driver_->holds_until_peer_ready(); }
   bool owns(const void* addr) const override { return driver_->owns(addr); }
@@ -53,6 +59,7 @@ class UplinkPort : public Port {
 
   CounterSets sets_;
   QueueCounters counters_;  // written by the driver, published by us
+  KernelDrops kernel_;       // outlives every driver: declared before driver_
   std::string ifname_;
   UplinkDriver driver_kind_ = UplinkDriver::kAfPacket;
   std::unique_ptr<Port> driver_;
