@@ -16,6 +16,8 @@
 namespace vw {
 
 // X(ID, prometheus family without the vhostwire_ prefix, extra labels, help)
+// Kept by hand as a table (one row per counter, its columns aligned); clang-format would reflow it.
+// clang-format off
 #define VW_QUEUE_COUNTERS(X)                                                                              \
   X(RX_PACKETS, "port_receive_packets_total", "", "Packets the backend received from the port")           \
   X(RX_BYTES, "port_receive_bytes_total", "", "Bytes the backend received from the port, without headers") \
@@ -85,6 +87,7 @@ namespace vw {
     "Iterations ended before serving every queue because they ran past the time budget; the next starts with the queue after") \
   X(LONGEST_STEP_NS, "pmd_longest_step_nanoseconds", "",                                                 \
     "The longest one queue's step (receive, forward, transmit, release) has taken, in nanoseconds (a high-water mark)")
+// clang-format on
 
 #define VW_ENUM(id, family, labels, help) id,
 enum QueueCounter : uint32_t { VW_QUEUE_COUNTERS(VW_ENUM) kQueueCounterCount };

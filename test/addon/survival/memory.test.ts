@@ -162,7 +162,12 @@ t.test('a front end that truncates its memory file after SET_MEM_TABLE breaks on
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30000 });
   t.same({ status: r.status, signal: r.signal }, { status: 0, signal: null }, 'the backend process survives every truncation');
   const line = r.stdout.trim().split('\n').pop() ?? '';
-  let out: any = {};
+  // What the child prints: each half reports what it saw, or an error if it died on the way.
+  let out: {
+    error?: string;
+    copy?: { v: unknown; memoryGone: number; g: unknown; gTx: number; gHeld: number; after: unknown };
+    rings?: { w: unknown; restart: string; errors: string[]; connected: boolean };
+  } = {};
   try {
     out = JSON.parse(line);
   } catch {
