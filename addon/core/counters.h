@@ -124,10 +124,14 @@ class CounterBlock {
   int alloc_queue_sets(uint32_t n);
   void free_queue_sets(int first, uint32_t n);
   uint64_t* queue_set(uint32_t i) { return data_ + size_t(i) * kQueueCounterCount; }
-  uint64_t* pmd_set(uint32_t i) { return data_ + size_t(queue_sets_) * kQueueCounterCount + size_t(i) * kPmdCounterCount; }
+  uint64_t* pmd_set(uint32_t i) {
+    return data_ + size_t(queue_sets_) * kQueueCounterCount + size_t(i) * kPmdCounterCount;
+  }
   // Word offset of a set inside the block, as JavaScript indexes it.
   size_t queue_set_offset(uint32_t i) const { return size_t(i) * kQueueCounterCount; }
-  size_t pmd_set_offset(uint32_t i) const { return size_t(queue_sets_) * kQueueCounterCount + size_t(i) * kPmdCounterCount; }
+  size_t pmd_set_offset(uint32_t i) const {
+    return size_t(queue_sets_) * kQueueCounterCount + size_t(i) * kPmdCounterCount;
+  }
 
  private:
   uint32_t queue_sets_, pmd_sets_, total_words_;
@@ -169,8 +173,7 @@ struct PrivateCounters {
   }
   void publish() {
     if (!shared) return;
-    for (uint32_t i = 0; i < N; i++)
-      __atomic_store_n(&shared[i], v[i], __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < N; i++) __atomic_store_n(&shared[i], v[i], __ATOMIC_RELAXED);
   }
 };
 using QueueCounters = PrivateCounters<kQueueCounterCount>;

@@ -25,8 +25,8 @@ namespace {
 struct Step {
   bool drop_bounding = false;  // PR_CAPBSET_DROP every capability outside keep
   bool clear_ambient = false;
-  int keepcaps = -1;           // -1: leave it; 0 or 1: PR_SET_KEEPCAPS
-  bool set_caps = false;       // capset: permitted = effective = keep, inheritable = none
+  int keepcaps = -1;      // -1: leave it; 0 or 1: PR_SET_KEEPCAPS
+  bool set_caps = false;  // capset: permitted = effective = keep, inheritable = none
   uint64_t keep = 0;
   int last_cap = 0;
 };
@@ -47,7 +47,9 @@ Ack g_ack[kMaxThreads];
 
 pid_t self_tid() { return pid_t(syscall(SYS_gettid)); }
 
-std::string errno_text(int e) { return std::string(strerrorname_np(e) ? strerrorname_np(e) : "errno") + " (" + strerror(e) + ")"; }
+std::string errno_text(int e) {
+  return std::string(strerrorname_np(e) ? strerrorname_np(e) : "errno") + " (" + strerror(e) + ")";
+}
 
 // Runs inside a signal handler: raw system calls only, errno reported rather than kept.
 int apply(const Step& s, const char** what) {
@@ -199,8 +201,8 @@ bool broadcast(int sig, const Step& step, const std::vector<pid_t>& tids, std::s
   }
   for (int waited = 0; g_done.load(std::memory_order_acquire) < sent; waited++) {
     if (waited >= kAnswerMs) {
-      *err = std::to_string(sent - g_done.load()) + " of " + std::to_string(sent) + " threads did not run the change within " +
-             std::to_string(kAnswerMs) + " ms";
+      *err = std::to_string(sent - g_done.load()) + " of " + std::to_string(sent) +
+             " threads did not run the change within " + std::to_string(kAnswerMs) + " ms";
       return false;
     }
     timespec ms{0, 1000000};
@@ -325,8 +327,10 @@ bool drop_privileges(const Account* account, uint64_t keep, PrivilegeReport* rep
   for (pid_t t : list_threads()) {
     ThreadStatus st;
     if (t == tid || !read_status(t, &st)) continue;
-    if (st.sigblk >> (sig - 1) & 1) report->unreachable.push_back(t);
-    else reachable.push_back(t);
+    if (st.sigblk >> (sig - 1) & 1)
+      report->unreachable.push_back(t);
+    else
+      reachable.push_back(t);
   }
 
   struct sigaction sa, old;

@@ -158,8 +158,16 @@ export function createRegistry(sw: Switch): Registry {
         );
       },
     });
-  interfaceGauge('uplink_interface_statistic', "The uplink interface's own counters, /sys/class/net/IF/statistics (the kernel's count, beside ours)", sysfsStatistics);
-  interfaceGauge('uplink_ethtool_statistic', "The uplink interface driver's counters, as `ethtool -S IF` reports them", async (i) => (await ethtoolS(i)).stats);
+  interfaceGauge(
+    'uplink_interface_statistic',
+    "The uplink interface's own counters, /sys/class/net/IF/statistics (the kernel's count, beside ours)",
+    sysfsStatistics,
+  );
+  interfaceGauge(
+    'uplink_ethtool_statistic',
+    "The uplink interface driver's counters, as `ethtool -S IF` reports them",
+    async (i) => (await ethtoolS(i)).stats,
+  );
 
   return registry;
 }
