@@ -126,7 +126,8 @@ class G2g {
     const dir = tmp('vhostwire-g2g-ovs-');
     const env = { ...process.env, OVS_RUNDIR: dir, OVS_LOGDIR: dir, OVS_DBDIR: dir };
     const db = `unix:${dir}/db.sock`;
-    const run = (cmd: string, args: string[]): string => execFileSync(cmd, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const run = (cmd: string, args: string[]): string =>
+      execFileSync(cmd, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     const vsctl = (...args: string[]): string => run('ovs-vsctl', [`--db=${db}`, '--timeout=30', ...args]);
     const pids: string[] = [];
     const close = async (): Promise<void> => {
@@ -156,20 +157,34 @@ class G2g {
     };
     try {
       run('ovsdb-tool', ['create', `${dir}/conf.db`, '/usr/share/openvswitch/vswitch.ovsschema']);
-      run('ovsdb-server', [`--remote=punix:${dir}/db.sock`, `--pidfile=${dir}/ovsdb-server.pid`, '--detach', `--log-file=${dir}/ovsdb-server.log`, `${dir}/conf.db`]);
+      run('ovsdb-server', [
+        `--remote=punix:${dir}/db.sock`,
+        `--pidfile=${dir}/ovsdb-server.pid`,
+        '--detach',
+        `--log-file=${dir}/ovsdb-server.log`,
+        `${dir}/conf.db`,
+      ]);
       pids.push(`${dir}/ovsdb-server.pid`);
       vsctl('--no-wait', 'init');
       vsctl(
-        '--no-wait', 'set', 'Open_vSwitch', '.',
-        'other_config:dpdk-init=true', 'other_config:dpdk-lcore-mask=0x1', 'other_config:pmd-cpu-mask=0x2',
-        'other_config:dpdk-socket-mem=512', `other_config:dpdk-extra=--no-pci --file-prefix=ovs${process.pid}`,
+        '--no-wait',
+        'set',
+        'Open_vSwitch',
+        '.',
+        'other_config:dpdk-init=true',
+        'other_config:dpdk-lcore-mask=0x1',
+        'other_config:pmd-cpu-mask=0x2',
+        'other_config:dpdk-socket-mem=512',
+        `other_config:dpdk-extra=--no-pci --file-prefix=ovs${process.pid}`,
       );
       run(OVS_VSWITCHD, [db, `--pidfile=${dir}/ovs-vswitchd.pid`, '--detach', `--log-file=${dir}/vswitchd.log`]);
       pids.push(`${dir}/ovs-vswitchd.pid`);
       vsctl('add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=netdev');
       for (const p of ['vm0', 'vm1']) vsctl('add-port', 'br0', p, '--', 'set', 'Interface', p, 'type=dpdkvhostuser');
     } catch (e) {
-      const logTail = fs.existsSync(`${dir}/vswitchd.log`) ? fs.readFileSync(`${dir}/vswitchd.log`, 'utf8').split('\n').slice(-10).join('\n') : '';
+      const logTail = fs.existsSync(`${dir}/vswitchd.log`)
+        ? fs.readFileSync(`${dir}/vswitchd.log`, 'utf8').split('\n').slice(-10).join('\n')
+        : '';
       await close();
       throw new Error(`Open vSwitch did not start: ${e instanceof Error ? e.message : String(e)}\n${logTail}`);
     }
@@ -241,7 +256,8 @@ export async function runG2g(o: G2gOptions, log: (s: string) => void): Promise<G
     return !why;
   });
   // The front end's 256 MiB and, at most, OVS's 512 MiB: one switch runs at a time.
-  if (freeHugepages() * 2 < 768) log(`warning: ${freeHugepages()} free 2 MiB hugepages; the front end and a DPDK switch need about 768 MiB`);
+  if (freeHugepages() * 2 < 768)
+    log(`warning: ${freeHugepages()} free 2 MiB hugepages; the front end and a DPDK switch need about 768 MiB`);
   const g = new G2g(o, log);
   const samples: Sample[] = [];
   const cases: G2gCase[] = [];
@@ -251,16 +267,22 @@ export async function runG2g(o: G2gOptions, log: (s: string) => void): Promise<G
       for (const sw of order) {
         const s = await g.sample(sw, size, round);
         samples.push(s);
-        log(`${size} B round ${round + 1} ${sw}: ${s.mpps === null ? `failed: ${s.error}` : `${s.mpps.toFixed(2)} Mpps (ports ${s.perPort!.map((x) => x.toFixed(2)).join(' + ')})`}`);
+        log(
+          `${size} B round ${round + 1} ${sw}: ${s.mpps === null ? `failed: ${s.error}` : `${s.mpps.toFixed(2)} Mpps (ports ${s.perPort!.map((x) => x.toFixed(2)).join(' + ')})`}`,
+        );
       }
     }
-    const of = (sw: Switch, round: number): number | null => samples.find((s) => s.size === size && s.round === round && s.switch === sw)?.mpps ?? null;
+    const of = (sw: Switch, round: number): number | null =>
+      samples.find((s) => s.size === size && s.round === round && s.switch === sw)?.mpps ?? null;
     const rounds = [...Array(o.rounds).keys()];
     const ratio = (other: Switch): RatioSummary =>
-      summarize(rounds.map((r) => {
-        const a = of('ours', r), b = of(other, r);
-        return a !== null && b !== null && b > 0 ? a / b : null;
-      }));
+      summarize(
+        rounds.map((r) => {
+          const a = of('ours', r),
+            b = of(other, r);
+          return a !== null && b !== null && b > 0 ? a / b : null;
+        }),
+      );
     const med = (sw: Switch): number | null => median(rounds.map((r) => of(sw, r)).filter((x): x is number => x !== null));
     cases.push({ size, mpps: { ours: med('ours'), dpdk: med('dpdk'), ovs: med('ovs') }, vsDpdk: ratio('dpdk'), vsOvs: ratio('ovs') });
   }
@@ -276,19 +298,25 @@ export async function runG2g(o: G2gOptions, log: (s: string) => void): Promise<G
 export function formatG2g(r: G2gResult): string {
   const rows = [['size', 'ours Mpps', 'dpdk io Mpps', 'ovs NORMAL Mpps', 'ours/dpdk', 'ours/ovs']];
   const f = (x: number | null): string => (x === null ? '-' : x.toFixed(2));
-  for (const c of r.cases) rows.push([String(c.size), f(c.mpps.ours), f(c.mpps.dpdk), f(c.mpps.ovs), formatSummary(c.vsDpdk), formatSummary(c.vsOvs)]);
+  for (const c of r.cases)
+    rows.push([String(c.size), f(c.mpps.ours), f(c.mpps.dpdk), f(c.mpps.ovs), formatSummary(c.vsDpdk), formatSummary(c.vsOvs)]);
   const w = rows[0].map((_, i) => Math.max(...rows.map((x) => x[i].length)));
   const lines = rows.map((x) => x.map((v, i) => v.padEnd(w[i])).join('  '));
   for (const [s, why] of Object.entries(r.skipped)) lines.push(`${s} skipped: ${why}`);
   for (const c of r.cases)
-    for (const [other, s] of [['DPDK testpmd io', c.vsDpdk], ['OVS-DPDK NORMAL', c.vsOvs]] as const)
-      if (s.median !== null && s.median < 1) lines.push(`BELOW TARGET: ${c.size} B guest to guest: ours is ${s.median.toFixed(2)}x ${other}`);
+    for (const [other, s] of [
+      ['DPDK testpmd io', c.vsDpdk],
+      ['OVS-DPDK NORMAL', c.vsOvs],
+    ] as const)
+      if (s.median !== null && s.median < 1)
+        lines.push(`BELOW TARGET: ${c.size} B guest to guest: ours is ${s.median.toFixed(2)}x ${other}`);
   return lines.join('\n');
 }
 
 export async function g2gBenchMain(argv: string[]): Promise<number> {
   const { parseArgs } = await import('node:util');
-  const usage = 'usage: npm run bench -- g2g [--rounds N] [--seconds S] [--warmup S] [--sizes 64,1518] [--switches ours,dpdk,ovs] [--no-json] [--verbose]\n';
+  const usage =
+    'usage: npm run bench -- g2g [--rounds N] [--seconds S] [--warmup S] [--sizes 64,1518] [--switches ours,dpdk,ovs] [--no-json] [--verbose]\n';
   let o: G2gOptions;
   try {
     const { values } = parseArgs({
@@ -312,7 +340,8 @@ export async function g2gBenchMain(argv: string[]): Promise<number> {
     o = { ...G2G_DEFAULTS };
     const num = (flag: string, v: string, lo: number, hi: number, integer: boolean): number => {
       const n = Number(v);
-      if (!Number.isFinite(n) || n < lo || n > hi || (integer && !Number.isInteger(n))) throw new Error(`${flag}: expected ${integer ? 'a whole number' : 'a number'} ${lo}..${hi}, got "${v}"`);
+      if (!Number.isFinite(n) || n < lo || n > hi || (integer && !Number.isInteger(n)))
+        throw new Error(`${flag}: expected ${integer ? 'a whole number' : 'a number'} ${lo}..${hi}, got "${v}"`);
       return n;
     };
     if (values.rounds !== undefined) o.rounds = num('--rounds', values.rounds, 1, 100, true);

@@ -105,7 +105,8 @@ class Rig {
     const deadline = Date.now() + 10_000;
     for (const n of ['g0', 'g1', 'h']) {
       for (;;) {
-        const p = this.engine.ports().find((x) => x.name === n) as { connected?: boolean; vrings?: Array<{ started: boolean; enabled: boolean }> } | undefined;
+        const p = this.engine.ports().find((x) => x.name === n) as
+          { connected?: boolean; vrings?: Array<{ started: boolean; enabled: boolean }> } | undefined;
         if (p?.connected && p.vrings?.every((v) => v.started && v.enabled)) break;
         if (Date.now() > deadline) throw new Error(`port ${n} did not connect within 10 s`);
         await new Promise((r) => setTimeout(r, 10));
@@ -176,7 +177,13 @@ function arm(r: Rig, attack: Attack, qsize: number): { between: () => void; stop
     // every burst toward h walks descriptors until the burst budget, and the generator never stops.
     const tail = h.alloc(1);
     for (let i = 0; i < qsize; i++)
-      h.rawDesc(RX, i, i < qsize - 1 ? { addr: tail, len: 0, flags: DESC_F_WRITE | DESC_F_NEXT, next: i + 1 } : { addr: tail, len: 1, flags: DESC_F_WRITE, next: 0 });
+      h.rawDesc(
+        RX,
+        i,
+        i < qsize - 1
+          ? { addr: tail, len: 0, flags: DESC_F_WRITE | DESC_F_NEXT, next: i + 1 }
+          : { addr: tail, len: 1, flags: DESC_F_WRITE, next: 0 },
+      );
     engine.addPort('gen', 'gen', { size: 64, rate: 1_000_000, count: 0 });
     engine.wire('h', 'gen');
     return {
@@ -220,7 +227,9 @@ export async function runHostileBench(o: HostileBenchOptions, log: (s: string) =
     for (const size of o.sizes) {
       const baseline: Trips[] = [];
       const attacked: Trips[] = [];
-      let longestBurst = 0, longestStepUs = 0, budgetCuts = 0;
+      let longestBurst = 0,
+        longestStepUs = 0,
+        budgetCuts = 0;
       for (let round = 0; round < o.rounds; round++) {
         // A fresh rig per side, so the attack's rings and counters start from nothing each time.
         for (const side of round % 2 ? ['attacked', 'baseline'] : ['baseline', 'attacked']) {
@@ -264,7 +273,22 @@ export async function runHostileBench(o: HostileBenchOptions, log: (s: string) =
 }
 
 export function formatHostileTable(res: CaseResult[]): string {
-  const rows = [['attack', 'queue', 'p50 base us', 'p50 hostile us', 'p50 ratio', 'p99 base us', 'p99 hostile us', 'p99 ratio', 'max hostile us', 'lost', 'longest burst', 'longest step us']];
+  const rows = [
+    [
+      'attack',
+      'queue',
+      'p50 base us',
+      'p50 hostile us',
+      'p50 ratio',
+      'p99 base us',
+      'p99 hostile us',
+      'p99 ratio',
+      'max hostile us',
+      'lost',
+      'longest burst',
+      'longest step us',
+    ],
+  ];
   for (const c of res)
     rows.push([
       c.attack,

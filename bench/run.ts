@@ -28,7 +28,8 @@ class UsageError extends Error {}
 
 function positiveNumber(flag: string, v: string, integer: boolean): number {
   const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) throw new UsageError(`${flag}: expected a positive ${integer ? 'integer' : 'number'}, got "${v}"`);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n)))
+    throw new UsageError(`${flag}: expected a positive ${integer ? 'integer' : 'number'}, got "${v}"`);
   return n;
 }
 
@@ -100,7 +101,8 @@ async function main(argv: string[]): Promise<number> {
   console.log('');
   if (!res.ours.ran) console.log(`ours did not run: ${res.ours.reason}`);
   for (const v of verdicts(res)) console.log(v);
-  if (opts.resultsDir) console.log(`\nresults: ${writeResult(res, opts.resultsDir, ['npm run bench --', 'vhost', ...rest].join(' ')).join(', ')}`);
+  if (opts.resultsDir)
+    console.log(`\nresults: ${writeResult(res, opts.resultsDir, ['npm run bench --', 'vhost', ...rest].join(' ')).join(', ')}`);
   return interrupted ? 130 : 0;
 }
 

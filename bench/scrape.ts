@@ -32,7 +32,15 @@ export interface ScrapeBenchOptions {
   resultsDir: string | null;
 }
 
-export const SCRAPE_DEFAULTS: ScrapeBenchOptions = { rounds: 7, seconds: 3, clients: 16, slow: 32, pmdCores: '1', unpinned: false, resultsDir: path.join(ROOT, 'bench', 'results') };
+export const SCRAPE_DEFAULTS: ScrapeBenchOptions = {
+  rounds: 7,
+  seconds: 3,
+  clients: 16,
+  slow: 32,
+  pmdCores: '1',
+  unpinned: false,
+  resultsDir: path.join(ROOT, 'bench', 'results'),
+};
 
 export interface ScrapeRound {
   quietMpps: number;
@@ -93,15 +101,21 @@ async function storm({ base, clients, slow }: StormOrder): Promise<void> {
   parentPort!.postMessage(answered);
 }
 
-if (!isMainThread && (workerData as { scrapeStorm?: StormOrder }).scrapeStorm) void storm((workerData as { scrapeStorm: StormOrder }).scrapeStorm);
+if (!isMainThread && (workerData as { scrapeStorm?: StormOrder }).scrapeStorm)
+  void storm((workerData as { scrapeStorm: StormOrder }).scrapeStorm);
 
 /** CPUs other than the PMDs', e.g. "0" on 2 cores with the PMD on 1. */
 function otherCpus(pmdCores: string): string {
-  const pmd = new Set(pmdCores.split(',').flatMap((r) => {
-    const [a, b = a] = r.split('-').map(Number);
-    return Array.from({ length: b - a + 1 }, (_, i) => a + i);
-  }));
-  const rest = os.cpus().map((_, i) => i).filter((i) => !pmd.has(i));
+  const pmd = new Set(
+    pmdCores.split(',').flatMap((r) => {
+      const [a, b = a] = r.split('-').map(Number);
+      return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+    }),
+  );
+  const rest = os
+    .cpus()
+    .map((_, i) => i)
+    .filter((i) => !pmd.has(i));
   if (rest.length === 0) throw new Error(`--pmd-cores ${pmdCores} leaves no CPU for the rest: use --unpinned`);
   return rest.join(',');
 }
@@ -128,7 +142,9 @@ async function window(serve: ServeProcess, seconds: number): Promise<number> {
 export async function runScrapeBench(o: ScrapeBenchOptions, log: (line: string) => void): Promise<ScrapeResult> {
   const missing = serveUnavailable();
   if (missing) throw new Error(missing);
-  const serve = await ServeProcess.start({ args: ['--gen', 'g0', '--sink', 's0', '--wire', 'g0=s0', '--mode', 'bypass', '--pmd-cores', o.pmdCores] });
+  const serve = await ServeProcess.start({
+    args: ['--gen', 'g0', '--sink', 's0', '--wire', 'g0=s0', '--mode', 'bypass', '--pmd-cores', o.pmdCores],
+  });
   const rounds: ScrapeRound[] = [];
   try {
     if (!o.unpinned) {
@@ -158,13 +174,20 @@ export async function runScrapeBench(o: ScrapeBenchOptions, log: (line: string) 
       const [quiet, stormed] = stormFirst ? [second, first] : [first, second];
       const round = { quietMpps: quiet[0], stormMpps: stormed[0], ratio: stormed[0] / quiet[0], stormRps: stormed[1] };
       rounds.push(round);
-      log(`round ${r + 1}: quiet ${round.quietMpps.toFixed(2)} Mpps, storm ${round.stormMpps.toFixed(2)} Mpps (${Math.round(round.stormRps)} answers/s), storm/quiet ${round.ratio.toFixed(3)}`);
+      log(
+        `round ${r + 1}: quiet ${round.quietMpps.toFixed(2)} Mpps, storm ${round.stormMpps.toFixed(2)} Mpps (${Math.round(round.stormRps)} answers/s), storm/quiet ${round.ratio.toFixed(3)}`,
+      );
     }
   } finally {
     await serve.stop();
   }
   const { resultsDir, ...options } = o;
-  const res: ScrapeResult = { options, rounds, medianRatio: median(rounds.map((x) => x.ratio)), host: { cpus: os.cpus().length, loadavg: os.loadavg() } };
+  const res: ScrapeResult = {
+    options,
+    rounds,
+    medianRatio: median(rounds.map((x) => x.ratio)),
+    host: { cpus: os.cpus().length, loadavg: os.loadavg() },
+  };
   if (resultsDir) {
     fs.mkdirSync(resultsDir, { recursive: true });
     const file = path.join(resultsDir, `scrape-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
@@ -219,6 +242,8 @@ export async function scrapeBenchMain(argv: string[]): Promise<number> {
   }
   const res = await runScrapeBench(o, console.log);
   const ratios = res.rounds.map((r) => r.ratio);
-  console.log(`\nstorm/quiet forwarding rate: median ${res.medianRatio?.toFixed(3)} (min ${Math.min(...ratios).toFixed(3)}, max ${Math.max(...ratios).toFixed(3)}, ${ratios.length} rounds)`);
+  console.log(
+    `\nstorm/quiet forwarding rate: median ${res.medianRatio?.toFixed(3)} (min ${Math.min(...ratios).toFixed(3)}, max ${Math.max(...ratios).toFixed(3)}, ${ratios.length} rounds)`,
+  );
   return 0;
 }

@@ -200,7 +200,10 @@ export class ServeProcess {
    * Ends serve by pid: `signal` (SIGTERM by default), then SIGKILL after graceMs. Resolves with how it
    * exited. Idempotent.
    */
-  async stop(signal: NodeJS.Signals = 'SIGTERM', graceMs = 8000): Promise<{ code: number | null; signal: NodeJS.Signals | null; killed: boolean }> {
+  async stop(
+    signal: NodeJS.Signals = 'SIGTERM',
+    graceMs = 8000,
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null; killed: boolean }> {
     let killed = false;
     if (!this.#exited && this.pid > 0) {
       try {

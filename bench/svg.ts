@@ -47,7 +47,8 @@ const n = (x: number): string => String(Math.round(x * 10) / 10);
 
 export function barChartSvg(c: BarChart): string {
   for (const s of c.series)
-    if (s.values.length !== c.categories.length) throw new Error(`series "${s.name}" has ${s.values.length} values for ${c.categories.length} categories`);
+    if (s.values.length !== c.categories.length)
+      throw new Error(`series "${s.name}" has ${s.values.length} values for ${c.categories.length} categories`);
   const barW = 26;
   const barGap = 4;
   const groupGap = 28;
@@ -66,10 +67,17 @@ export function barChartSvg(c: BarChart): string {
   const yMax = Math.max(step, Math.ceil(Math.max(0, ...values) / step) * step);
   const y = (v: number): number => top + plotH - (v / yMax) * plotH;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+  );
   out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
-  out.push(`<text class="title" x="${n(width / 2)}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(c.title)}</text>`);
-  if (c.subtitle) out.push(`<text class="subtitle" x="${n(width / 2)}" y="42" text-anchor="middle" font-size="11" fill="#555555">${escapeXml(c.subtitle)}</text>`);
+  out.push(
+    `<text class="title" x="${n(width / 2)}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(c.title)}</text>`,
+  );
+  if (c.subtitle)
+    out.push(
+      `<text class="subtitle" x="${n(width / 2)}" y="42" text-anchor="middle" font-size="11" fill="#555555">${escapeXml(c.subtitle)}</text>`,
+    );
   for (let v = 0; v <= yMax + step / 1e6; v += step) {
     out.push(`<line x1="${left}" x2="${left + plotW}" y1="${n(y(v))}" y2="${n(y(v))}" stroke="#dddddd"/>`);
     out.push(`<text class="tick" x="${left - 6}" y="${n(y(v) + 4)}" text-anchor="end">${escapeXml(formatValue(v))}</text>`);
@@ -87,18 +95,24 @@ export function barChartSvg(c: BarChart): string {
       const color = PALETTE[si % PALETTE.length];
       const attrs = `data-series="${escapeXml(s.name)}" data-category="${escapeXml(cat)}"`;
       if (v === null || !Number.isFinite(v)) {
-        out.push(`<text class="missing" ${attrs} x="${n(x + barW / 2)}" y="${n(top + plotH - 4)}" text-anchor="middle" font-size="9" fill="#999999">n/a</text>`);
+        out.push(
+          `<text class="missing" ${attrs} x="${n(x + barW / 2)}" y="${n(top + plotH - 4)}" text-anchor="middle" font-size="9" fill="#999999">n/a</text>`,
+        );
         return;
       }
       const h = Math.max(0, top + plotH - y(v));
       out.push(
         `<rect class="bar" ${attrs} data-value="${v}" x="${n(x)}" y="${n(top + plotH - h)}" width="${barW}" height="${n(h)}" fill="${color}"><title>${escapeXml(`${s.name}, ${cat}: ${formatValue(v)} ${c.valueLabel}`)}</title></rect>`,
       );
-      out.push(`<text class="value" x="${n(x + barW / 2)}" y="${n(top + plotH - h - 3)}" text-anchor="middle" font-size="9">${escapeXml(formatValue(v))}</text>`);
+      out.push(
+        `<text class="value" x="${n(x + barW / 2)}" y="${n(top + plotH - h - 3)}" text-anchor="middle" font-size="9">${escapeXml(formatValue(v))}</text>`,
+      );
     });
     out.push(`<text class="category" x="${n(gx + groupW / 2)}" y="${top + plotH + 16}" text-anchor="middle">${escapeXml(cat)}</text>`);
   });
-  out.push(`<text class="axis" x="${n(left + plotW / 2)}" y="${top + plotH + 34}" text-anchor="middle">${escapeXml(c.categoryLabel)}</text>`);
+  out.push(
+    `<text class="axis" x="${n(left + plotW / 2)}" y="${top + plotH + 34}" text-anchor="middle">${escapeXml(c.categoryLabel)}</text>`,
+  );
   const legendW = plotW / 4;
   c.series.forEach((s, si) => {
     const lx = left + (si % 4) * legendW;

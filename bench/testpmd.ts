@@ -148,8 +148,7 @@ export function freeHugepages(): number {
 
 /** EAL's runtime directory for a file prefix: /var/run/dpdk/<prefix> for root. */
 export function runtimeDir(prefix: string): string {
-  const base =
-    process.getuid && process.getuid() === 0 ? '/var/run' : (process.env.XDG_RUNTIME_DIR ?? '/tmp');
+  const base = process.getuid && process.getuid() === 0 ? '/var/run' : (process.env.XDG_RUNTIME_DIR ?? '/tmp');
   return path.join(base, 'dpdk', prefix);
 }
 
@@ -286,15 +285,19 @@ export class Testpmd {
     this.interactive = opts.statsPeriod === undefined;
     this.#log = opts.log;
     const eal = [
-      '-l', opts.lcores,
-      '--main-lcore', String(opts.mainLcore),
+      '-l',
+      opts.lcores,
+      '--main-lcore',
+      String(opts.mainLcore),
       '--no-pci',
       '--no-telemetry',
       `--file-prefix=${this.prefix}`,
-      '-m', String(opts.memMb ?? 256),
+      '-m',
+      String(opts.memMb ?? 256),
       ...((opts.hugeUnlink ?? !opts.vdev.startsWith('net_virtio_user')) ? ['--huge-unlink'] : []),
       ...(opts.singleFileSegments ? ['--single-file-segments'] : []),
-      '--vdev', opts.vdev,
+      '--vdev',
+      opts.vdev,
       ...(opts.extraEal ?? []),
     ];
     const app = [

@@ -112,7 +112,17 @@ export interface VhostBenchResult {
   startedAt: string;
   finishedAt: string;
   options: Omit<VhostBenchOptions, 'resultsDir' | 'verbose'>;
-  host: { hostname: string; cpus: number; cpuModel: string; kernel: string; node: string; dpdk: string; gitCommit: string; loadavgStart: number[]; loadavgEnd: number[] };
+  host: {
+    hostname: string;
+    cpus: number;
+    cpuModel: string;
+    kernel: string;
+    node: string;
+    dpdk: string;
+    gitCommit: string;
+    loadavgStart: number[];
+    loadavgEnd: number[];
+  };
   ours: { ran: boolean; reason?: string };
   cases: CaseResult[];
 }
@@ -327,7 +337,9 @@ function gitCommit(): string {
 function crossCheck(impl: Impl, r: RunResult, log: (l: string) => void): void {
   const off = Math.abs(r.backendPps - r.pps) / Math.max(r.pps, 1);
   if (off > 0.1)
-    log(`    note: ${impl} backend counted ${fmtMpps(r.backendPps)} Mpps vs the front end's ${fmtMpps(r.pps)} Mpps (${(off * 100).toFixed(0)}% apart)`);
+    log(
+      `    note: ${impl} backend counted ${fmtMpps(r.backendPps)} Mpps vs the front end's ${fmtMpps(r.pps)} Mpps (${(off * 100).toFixed(0)}% apart)`,
+    );
 }
 
 export function formatTable(res: VhostBenchResult): string {
@@ -356,7 +368,8 @@ export function verdicts(res: VhostBenchResult): string[] {
     const r = c.summary.ratio;
     const what = `${DIRECTION_LABEL[c.direction]}, ${c.size} bytes`;
     if (r === null) out.push(`${what}: no ratio (${res.ours.ran ? 'no round produced both figures' : 'ours did not run'})`);
-    else if (r < 1) out.push(`BELOW TARGET: ${what}: ours is slower than DPDK, ratio ${r.toFixed(2)} < 1.0 (median of ${c.summary.rounds} rounds)`);
+    else if (r < 1)
+      out.push(`BELOW TARGET: ${what}: ours is slower than DPDK, ratio ${r.toFixed(2)} < 1.0 (median of ${c.summary.rounds} rounds)`);
     else out.push(`ok: ${what}: ratio ${r.toFixed(2)} >= 1.0`);
   }
   return out;
@@ -367,7 +380,10 @@ export async function runVhostBench(
   log: (line: string) => void = console.log,
   stopRequested: () => boolean = () => false,
 ): Promise<VhostBenchResult> {
-  if (!findTestpmd()) throw new Error('dpdk-testpmd is not installed (Debian 12: apt-get install dpdk-dev); the benchmark needs it for the front end and the reference backend');
+  if (!findTestpmd())
+    throw new Error(
+      'dpdk-testpmd is not installed (Debian 12: apt-get install dpdk-dev); the benchmark needs it for the front end and the reference backend',
+    );
   const pages = freeHugepages();
   if (pages < 256)
     throw new Error(
@@ -417,7 +433,12 @@ export async function runVhostBench(
       if (stopRequested()) break;
       log(`${DIRECTION_LABEL[direction]}, ${size} bytes`);
       const setupErrors = new Map<Impl, string>();
-      const c: CaseResult = { direction, size, rounds: [], summary: { oursMpps: null, dpdkMpps: null, ratio: null, ratioMin: null, ratioMax: null, rounds: 0 } };
+      const c: CaseResult = {
+        direction,
+        size,
+        rounds: [],
+        summary: { oursMpps: null, dpdkMpps: null, ratio: null, ratioMin: null, ratioMax: null, rounds: 0 },
+      };
       const rigs = new Map<Impl, Rig>();
       try {
         for (const impl of impls) {
@@ -449,7 +470,9 @@ export async function runVhostBench(
               if (impl === 'ours') oursRan = true;
               crossCheck(impl, r, log);
               if (o.verbose)
-                log(`    ${impl}: front end ${fmtMpps(r.pps)} Mpps (testpmd), ${fmtMpps(r.frontCounterPps)} Mpps (its counter), backend ${fmtMpps(r.backendPps)} Mpps, ${r.packets} packets in ${r.windowSeconds.toFixed(2)} s`);
+                log(
+                  `    ${impl}: front end ${fmtMpps(r.pps)} Mpps (testpmd), ${fmtMpps(r.frontCounterPps)} Mpps (its counter), backend ${fmtMpps(r.backendPps)} Mpps, ${r.packets} packets in ${r.windowSeconds.toFixed(2)} s`,
+                );
             } catch (e) {
               fail(e instanceof Error ? e.message : String(e));
               log(`    ${impl} failed: ${firstLines(e, o.verbose ? 40 : 3)}`);
@@ -463,7 +486,9 @@ export async function runVhostBench(
           // Guest TX: anything we drop is a loss the front end does not see. (Guest RX: an unlimited gen
           // overdrives the guest on purpose; those no_buffer drops are in the JSON.)
           const drops = direction === 'guest-tx' && rr.ours?.backendDrops ? ` (ours dropped ${rr.ours.backendDrops} in the window)` : '';
-          log(`  round ${round + 1}/${o.rounds}: ours ${fmtMpps(rr.ours?.pps)} Mpps, DPDK ${fmtMpps(rr.dpdk?.pps)} Mpps, ratio ${fmtRatio(rr.ratio)}${drops}`);
+          log(
+            `  round ${round + 1}/${o.rounds}: ours ${fmtMpps(rr.ours?.pps)} Mpps, DPDK ${fmtMpps(rr.dpdk?.pps)} Mpps, ratio ${fmtRatio(rr.ratio)}${drops}`,
+          );
           c.rounds.push(rr);
         }
       } finally {

@@ -94,7 +94,19 @@ interface Switcher {
 }
 
 async function startOurs(socks: string[], o: VmBenchOptions, log: (s: string) => void): Promise<Switcher> {
-  const args = ['serve', '--vhost-user', `vm0=${socks[0]}`, '--vhost-user', `vm1=${socks[1]}`, '--wire', 'vm0=vm1', '--mode', o.mode, '--pmd-cores', String(o.fwdCore)];
+  const args = [
+    'serve',
+    '--vhost-user',
+    `vm0=${socks[0]}`,
+    '--vhost-user',
+    `vm1=${socks[1]}`,
+    '--wire',
+    'vm0=vm1',
+    '--mode',
+    o.mode,
+    '--pmd-cores',
+    String(o.fwdCore),
+  ];
   const child: ChildProcess = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const onData = (d: string): void => {
@@ -158,7 +170,8 @@ async function transfer(a: Vm, b: Vm, bIp: string, mib: number, port: number): P
   const s = await a.command(`tcp-send ${bIp} ${port} ${mib}`, 900_000);
   const r = await recv;
   const bytes = Number(r.bytes);
-  if (s.ok !== '1' || bytes !== mib << 20) throw new Error(`transfer of ${mib} MiB failed: sender ${JSON.stringify(s)}, receiver ${JSON.stringify(r)}`);
+  if (s.ok !== '1' || bytes !== mib << 20)
+    throw new Error(`transfer of ${mib} MiB failed: sender ${JSON.stringify(s)}, receiver ${JSON.stringify(r)}`);
   const seconds = Number(s.seconds);
   return { bytes, seconds, mbit: (bytes * 8) / seconds / 1e6 };
 }
@@ -197,7 +210,9 @@ export async function runVmBench(o: VmBenchOptions, log: (s: string) => void = c
     if (vms.length) await Promise.all([waitTraffic(vms[0], '10.0.0.2'), waitTraffic(vms[1], '10.0.0.1')]);
   };
   try {
-    log(`guests: ${res.accel.toUpperCase()}${res.guestBottleneck ? ' (no usable KVM): the emulated guests are the bottleneck, not the switch' : ''}`);
+    log(
+      `guests: ${res.accel.toUpperCase()}${res.guestBottleneck ? ' (no usable KVM): the emulated guests are the bottleneck, not the switch' : ''}`,
+    );
     // Boot against ours: see the header on negotiated features.
     await swap('ours');
     for (const [i, ip] of ['10.0.0.1/24', '10.0.0.2/24'].entries()) {
@@ -219,7 +234,9 @@ export async function runVmBench(o: VmBenchOptions, log: (s: string) => void = c
         const r = await transfer(vms[0], vms[1], '10.0.0.2', res.mib, port++);
         res.runs.push({ impl, round, bytes: r.bytes, seconds: r.seconds, mbitPerS: r.mbit });
         got[impl] = r.mbit;
-        log(`round ${round}: ${impl === 'ours' ? 'vhostwire ' : 'dpdk vhost'} ${r.mbit.toFixed(1).padStart(8)} Mbit/s (${res.mib} MiB in ${r.seconds.toFixed(2)} s)`);
+        log(
+          `round ${round}: ${impl === 'ours' ? 'vhostwire ' : 'dpdk vhost'} ${r.mbit.toFixed(1).padStart(8)} Mbit/s (${res.mib} MiB in ${r.seconds.toFixed(2)} s)`,
+        );
       }
       if (got.ours && got.dpdk) res.ratios.push(got.ours / got.dpdk);
     }
@@ -228,7 +245,8 @@ export async function runVmBench(o: VmBenchOptions, log: (s: string) => void = c
     await sw?.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  for (const impl of ['ours', 'dpdk'] as const) res.medianMbit[impl] = median(res.runs.filter((r) => r.impl === impl).map((r) => r.mbitPerS));
+  for (const impl of ['ours', 'dpdk'] as const)
+    res.medianMbit[impl] = median(res.runs.filter((r) => r.impl === impl).map((r) => r.mbitPerS));
   res.medianRatio = median(res.ratios);
   return res;
 }
@@ -285,7 +303,8 @@ export function parseVmArgs(argv: string[]): VmBenchOptions {
   const o = { ...VM_DEFAULTS };
   const pos = (flag: string, v: string, integer: boolean, min = 1): number => {
     const n = Number(v);
-    if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) throw new Error(`${flag}: expected a number >= ${min}, got "${v}"`);
+    if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n)))
+      throw new Error(`${flag}: expected a number >= ${min}, got "${v}"`);
     return n;
   };
   if (values.rounds !== undefined) o.rounds = pos('--rounds', values.rounds, true);

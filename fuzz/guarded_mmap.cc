@@ -17,7 +17,8 @@ void* vw_guarded_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t
   const size_t pg = size_t(sysconf(_SC_PAGESIZE));
   if (addr != nullptr || (flags & MAP_FIXED) || len % pg) return mmap(addr, len, prot, flags, fd, off);
   // Reserve [guard][len][guard] as inaccessible, then map the fd over the middle.
-  uint8_t* r = static_cast<uint8_t*>(mmap(nullptr, len + 2 * pg, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  uint8_t* r =
+      static_cast<uint8_t*>(mmap(nullptr, len + 2 * pg, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
   if (r == MAP_FAILED) return MAP_FAILED;
   void* p = mmap(r + pg, len, prot, flags | MAP_FIXED, fd, off);
   if (p == MAP_FAILED) {

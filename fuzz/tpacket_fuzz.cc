@@ -66,7 +66,8 @@ uint32_t near(uint32_t v, uint32_t around) {
   const int32_t small = int8_t(v >> 8);
   switch (v & 7) {
     case 0: return around;
-    case 1: case 2: return around + uint32_t(small);
+    case 1:
+    case 2: return around + uint32_t(small);
     case 3: return ~0u - uint32_t(v >> 8 & 0xff);
     case 4: return uint32_t(small) & ~7u;
     case 5: return around & ~7u;
@@ -75,8 +76,8 @@ uint32_t near(uint32_t v, uint32_t around) {
 }
 
 struct Built {
-  uint32_t off;          // offset of the packet header
-  uint32_t snap;         // bytes of frame in the block (tag taken out)
+  uint32_t off;   // offset of the packet header
+  uint32_t snap;  // bytes of frame in the block (tag taken out)
   bool truncated, vlan;
   uint16_t tpid, tci;
 };
@@ -126,7 +127,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint8_t kind = in.u8();
     // The kernel starts a new block unless a packet fits with room to spare (curr + len < end).
     if (uint64_t(at) + align8(kMac + snap) >= bsize) break;
-    Built b{at, snap, bool(kind & 1), (kind & 2) && snap >= 2 * ETH_ALEN, uint16_t(kind & 4 ? 0x88a8 : 0x8100),
+    Built b{at,
+            snap,
+            bool(kind & 1),
+            (kind & 2) && snap >= 2 * ETH_ALEN,
+            uint16_t(kind & 4 ? 0x88a8 : 0x8100),
             uint16_t(i * 97 + 3)};
     auto* h = reinterpret_cast<tpacket3_hdr*>(blk + at);
     h->tp_next_offset = align8(kMac + snap);
@@ -164,6 +169,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     tpacket_hdr_v1& bh = bd->hdr.bh1;
     tpacket3_hdr* h = pkts.empty() ? nullptr : reinterpret_cast<tpacket3_hdr*>(blk + pkts[target].off);
     switch (field % 10) {
+      // Kept by hand as a table (one line per mutated field); clang-format would reflow it.
+      // clang-format off
       case 0: bh.block_status = near(v, TP_STATUS_USER); break;
       case 1: bh.num_pkts = near(v, bh.num_pkts); break;
       case 2: bh.offset_to_first_pkt = near(v, bh.offset_to_first_pkt); break;
@@ -174,6 +181,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 7: if (h) h->tp_len = near(v, h->tp_snaplen); break;
       case 8: if (h) h->tp_status ^= v & (TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID); break;
       case 9: if (h) h->hv1.tp_vlan_tpid = uint16_t(v); break;
+        // clang-format on
     }
   }
 
@@ -199,7 +207,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     steps.push_back(st);
     if (steps.size() > uint64_t(bh.num_pkts) + 1) die("more steps than packets");
     if (st == BlockWalker::Step::kFrame) {
-      if (s.p < blk || s.len == 0 || uint64_t(s.p - blk) + s.len > valid_end) die("a lent frame is outside the block's valid bytes");
+      if (s.p < blk || s.len == 0 || uint64_t(s.p - blk) + s.len > valid_end)
+        die("a lent frame is outside the block's valid bytes");
       if (s.len > kMaxFrame) die("a lent frame is longer than kMaxFrame");
       lent.push_back({s.p, s.len});
     }
@@ -224,7 +233,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint32_t from = 0;
   for (const Lent& l : sorted) {
     const uint32_t start = uint32_t(l.p - blk);
-    if (start > from && memcmp(blk + from, before.data() + from, start - from) != 0) die("the walker wrote outside the frames it lent");
+    if (start > from && memcmp(blk + from, before.data() + from, start - from) != 0)
+      die("the walker wrote outside the frames it lent");
     from = std::max(from, start + l.len);
   }
   if (memcmp(blk + from, before.data() + from, bsize - from) != 0) die("the walker wrote outside the frames it lent");
@@ -241,7 +251,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         return 0;
       }
       const uint32_t out_len = b.snap + (b.vlan ? 4 : 0);
-      const BlockWalker::Step expect = b.truncated          ? BlockWalker::Step::kTruncated
+      const BlockWalker::Step expect = b.truncated           ? BlockWalker::Step::kTruncated
                                        : out_len > kMaxFrame ? BlockWalker::Step::kTooBig
                                                              : BlockWalker::Step::kFrame;
       if (steps[i] != expect) die("a valid packet was misread");

@@ -8,9 +8,9 @@
 //   - after the port is destroyed, nothing is left watched in the reactor and the process's open fd
 //     count is back to what it was before the input (every received fd closed on every path);
 //   - the reply to a request that has one arrives (the server never leaves a front end waiting).
+#include <dirent.h>
 #include <fcntl.h>
 #include <fuzzer/FuzzedDataProvider.h>
-#include <dirent.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -202,18 +202,22 @@ uint64_t Harness::addr_near_memory() {
 
 // A memory region description: mostly consistent with the memfd it goes with, sometimes not.
 void Harness::region(VhostUserMemRegion* r) {
-  const uint64_t fsize = memfd_sizes_.empty() ? kPage : memfd_sizes_[fdp_.ConsumeIntegralInRange<size_t>(0, memfd_sizes_.size() - 1)];
+  const uint64_t fsize =
+      memfd_sizes_.empty() ? kPage : memfd_sizes_[fdp_.ConsumeIntegralInRange<size_t>(0, memfd_sizes_.size() - 1)];
   if (fdp_.ConsumeIntegralInRange<int>(0, 4)) {
     r->guest_phys_addr = kPage * fdp_.ConsumeIntegralInRange<uint64_t>(0, 64);
     r->mmap_offset = kPage * fdp_.ConsumeIntegralInRange<uint64_t>(0, 2);
     r->memory_size = fsize > r->mmap_offset ? fsize - r->mmap_offset : kPage;
-    if (fdp_.ConsumeIntegralInRange<int>(0, 5) == 0) r->memory_size += fdp_.ConsumeIntegralInRange<uint64_t>(0, 2 * kPage);
+    if (fdp_.ConsumeIntegralInRange<int>(0, 5) == 0)
+      r->memory_size += fdp_.ConsumeIntegralInRange<uint64_t>(0, 2 * kPage);
     r->userspace_addr = 0x7f0000000000ull + r->guest_phys_addr * (fdp_.ConsumeBool() ? 1 : 3);
   } else {
     r->guest_phys_addr = addr_near_memory();
-    r->memory_size = fdp_.ConsumeBool() ? fdp_.ConsumeIntegral<uint64_t>() : fdp_.ConsumeIntegralInRange<uint64_t>(0, 3 * kPage);
+    r->memory_size =
+        fdp_.ConsumeBool() ? fdp_.ConsumeIntegral<uint64_t>() : fdp_.ConsumeIntegralInRange<uint64_t>(0, 3 * kPage);
     r->userspace_addr = addr_near_memory();
-    r->mmap_offset = fdp_.ConsumeBool() ? fdp_.ConsumeIntegral<uint64_t>() : fdp_.ConsumeIntegralInRange<uint64_t>(0, 3 * kPage);
+    r->mmap_offset =
+        fdp_.ConsumeBool() ? fdp_.ConsumeIntegral<uint64_t>() : fdp_.ConsumeIntegralInRange<uint64_t>(0, 3 * kPage);
   }
 }
 
@@ -227,16 +231,17 @@ size_t Harness::drain_replies() {
 
 void Harness::send_message() {
   static const uint32_t kRequests[] = {
-      VHOST_USER_GET_FEATURES,     VHOST_USER_SET_FEATURES,          VHOST_USER_SET_OWNER,
-      VHOST_USER_RESET_OWNER,      VHOST_USER_SET_MEM_TABLE,         VHOST_USER_SET_LOG_BASE,
-      VHOST_USER_SET_VRING_NUM,    VHOST_USER_SET_VRING_ADDR,        VHOST_USER_SET_VRING_BASE,
-      VHOST_USER_GET_VRING_BASE,   VHOST_USER_SET_VRING_KICK,        VHOST_USER_SET_VRING_CALL,
-      VHOST_USER_SET_VRING_ERR,    VHOST_USER_GET_PROTOCOL_FEATURES, VHOST_USER_SET_PROTOCOL_FEATURES,
-      VHOST_USER_GET_QUEUE_NUM,    VHOST_USER_SET_VRING_ENABLE,      VHOST_USER_NET_SET_MTU,
-      VHOST_USER_GET_MAX_MEM_SLOTS, VHOST_USER_ADD_MEM_REG,          VHOST_USER_REM_MEM_REG,
+      VHOST_USER_GET_FEATURES,      VHOST_USER_SET_FEATURES,          VHOST_USER_SET_OWNER,
+      VHOST_USER_RESET_OWNER,       VHOST_USER_SET_MEM_TABLE,         VHOST_USER_SET_LOG_BASE,
+      VHOST_USER_SET_VRING_NUM,     VHOST_USER_SET_VRING_ADDR,        VHOST_USER_SET_VRING_BASE,
+      VHOST_USER_GET_VRING_BASE,    VHOST_USER_SET_VRING_KICK,        VHOST_USER_SET_VRING_CALL,
+      VHOST_USER_SET_VRING_ERR,     VHOST_USER_GET_PROTOCOL_FEATURES, VHOST_USER_SET_PROTOCOL_FEATURES,
+      VHOST_USER_GET_QUEUE_NUM,     VHOST_USER_SET_VRING_ENABLE,      VHOST_USER_NET_SET_MTU,
+      VHOST_USER_GET_MAX_MEM_SLOTS, VHOST_USER_ADD_MEM_REG,           VHOST_USER_REM_MEM_REG,
   };
   VhostUserMsg msg = {};
-  uint32_t req = fdp_.ConsumeIntegralInRange<int>(0, 31) == 0 ? fdp_.ConsumeIntegral<uint32_t>() : fdp_.PickValueInArray(kRequests);
+  uint32_t req = fdp_.ConsumeIntegralInRange<int>(0, 31) == 0 ? fdp_.ConsumeIntegral<uint32_t>()
+                                                              : fdp_.PickValueInArray(kRequests);
   msg.hdr.request = req;
   msg.hdr.flags = VHOST_USER_VERSION;
   if (fdp_.ConsumeBool()) msg.hdr.flags |= VHOST_USER_NEED_REPLY_MASK;
@@ -245,20 +250,26 @@ void Harness::send_message() {
   std::vector<int> fds;
   memfd_sizes_.clear();
   auto vring_index = [&]() -> uint32_t {
-    return fdp_.ConsumeIntegralInRange<int>(0, 7) ? fdp_.ConsumeIntegralInRange<uint32_t>(0, 2u * qp_) : fdp_.ConsumeIntegral<uint32_t>();
+    return fdp_.ConsumeIntegralInRange<int>(0, 7) ? fdp_.ConsumeIntegralInRange<uint32_t>(0, 2u * qp_)
+                                                  : fdp_.ConsumeIntegral<uint32_t>();
   };
   uint32_t size = 0;
   switch (req) {
     case VHOST_USER_SET_FEATURES:
     case VHOST_USER_SET_PROTOCOL_FEATURES: {
-      static const uint64_t kFeat[] = {0, 1ull << 32, (1ull << 32) | (1ull << 30), (1ull << 32) | (1ull << 15) | (1ull << 28) | (1ull << 29) | (1ull << 30),
-                                       (1ull << 0) | (1ull << 3) | (1ull << 15), 0x8009};
+      static const uint64_t kFeat[] = {0,
+                                       1ull << 32,
+                                       (1ull << 32) | (1ull << 30),
+                                       (1ull << 32) | (1ull << 15) | (1ull << 28) | (1ull << 29) | (1ull << 30),
+                                       (1ull << 0) | (1ull << 3) | (1ull << 15),
+                                       0x8009};
       msg.payload.u64 = fdp_.ConsumeBool() ? fdp_.PickValueInArray(kFeat) : fdp_.ConsumeIntegral<uint64_t>();
       size = 8;
       break;
     }
     case VHOST_USER_NET_SET_MTU:
-      msg.payload.u64 = fdp_.ConsumeBool() ? fdp_.ConsumeIntegralInRange<uint64_t>(0, 70000) : fdp_.ConsumeIntegral<uint64_t>();
+      msg.payload.u64 =
+          fdp_.ConsumeBool() ? fdp_.ConsumeIntegralInRange<uint64_t>(0, 70000) : fdp_.ConsumeIntegral<uint64_t>();
       size = 8;
       break;
     case VHOST_USER_SET_VRING_KICK:
@@ -277,8 +288,10 @@ void Harness::send_message() {
     case VHOST_USER_SET_VRING_ENABLE: {
       static const uint32_t kNum[] = {0, 1, 2, 3, 64, 256, 1024, 32768, 65535, 65536, 0xffffffffu};
       msg.payload.state.index = vring_index();
-      msg.payload.state.num = fdp_.ConsumeBool() ? fdp_.PickValueInArray(kNum)
-                                                 : (req == VHOST_USER_SET_VRING_ENABLE ? fdp_.ConsumeIntegralInRange<uint32_t>(0, 2) : fdp_.ConsumeIntegral<uint32_t>());
+      msg.payload.state.num = fdp_.ConsumeBool()
+                                  ? fdp_.PickValueInArray(kNum)
+                                  : (req == VHOST_USER_SET_VRING_ENABLE ? fdp_.ConsumeIntegralInRange<uint32_t>(0, 2)
+                                                                        : fdp_.ConsumeIntegral<uint32_t>());
       size = sizeof(VhostUserVringState);
       break;
     }
@@ -293,12 +306,15 @@ void Harness::send_message() {
       break;
     }
     case VHOST_USER_SET_MEM_TABLE: {
-      const uint32_t n = fdp_.ConsumeIntegralInRange<int>(0, 15) == 0 ? fdp_.ConsumeIntegral<uint32_t>() : fdp_.ConsumeIntegralInRange<uint32_t>(0, 9);
-      const uint32_t nfd = fdp_.ConsumeIntegralInRange<int>(0, 5) == 0 ? fdp_.ConsumeIntegralInRange<uint32_t>(0, 12) : std::min<uint32_t>(n, 8);
+      const uint32_t n = fdp_.ConsumeIntegralInRange<int>(0, 15) == 0 ? fdp_.ConsumeIntegral<uint32_t>()
+                                                                      : fdp_.ConsumeIntegralInRange<uint32_t>(0, 9);
+      const uint32_t nfd = fdp_.ConsumeIntegralInRange<int>(0, 5) == 0 ? fdp_.ConsumeIntegralInRange<uint32_t>(0, 12)
+                                                                       : std::min<uint32_t>(n, 8);
       for (uint32_t i = 0; i < nfd; i++) fds.push_back(make_fd());
       msg.payload.memory.nregions = n;
       for (uint32_t i = 0; i < std::min<uint32_t>(n, kVhostUserMaxFds); i++) region(&msg.payload.memory.regions[i]);
-      size = uint32_t(offsetof(VhostUserMemory, regions) + std::min<uint32_t>(n, kVhostUserMaxFds) * sizeof(VhostUserMemRegion));
+      size = uint32_t(offsetof(VhostUserMemory, regions) +
+                      std::min<uint32_t>(n, kVhostUserMaxFds) * sizeof(VhostUserMemRegion));
       break;
     }
     case VHOST_USER_ADD_MEM_REG:
@@ -412,7 +428,8 @@ void Harness::run() {
     strncpy(sa.sun_path, g().path.c_str(), sizeof sa.sun_path - 1);
     if (bind(listener, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || listen(listener, 1) != 0) die("listen");
   }
-  port_ = std::make_unique<VhostUserPort>("fuzz", g().path, client_, qp_, reactor_, g().counters, [](const PortEvent&) {});
+  port_ =
+      std::make_unique<VhostUserPort>("fuzz", g().path, client_, qp_, reactor_, g().counters, [](const PortEvent&) {});
   std::string err;
   if (!port_->start(&err)) die("start: " + err);
   if (client_) {
@@ -450,7 +467,8 @@ void Harness::run() {
       default: send_message(); break;
     }
     const int now = count_fds();
-    if (now > fd_bound_) die("fd count grew to " + std::to_string(now) + " (bound " + std::to_string(fd_bound_) + ")\n" + list_fds());
+    if (now > fd_bound_)
+      die("fd count grew to " + std::to_string(now) + " (bound " + std::to_string(fd_bound_) + ")\n" + list_fds());
   }
 
   if (sock_ >= 0) close(sock_);
@@ -461,7 +479,8 @@ void Harness::run() {
   if (reactor_.watched()) die(std::to_string(reactor_.watched()) + " fds still watched after the port was destroyed");
   const int after = count_fds();
   if (after != baseline)
-    die("fd count " + std::to_string(after) + " after the input, " + std::to_string(baseline) + " before\n" + list_fds());
+    die("fd count " + std::to_string(after) + " after the input, " + std::to_string(baseline) + " before\n" +
+        list_fds());
 }
 
 }  // namespace

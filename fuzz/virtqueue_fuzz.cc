@@ -117,8 +117,8 @@ uint64_t interesting_addr(FuzzedDataProvider& fdp, const Guest& guest) {
     case 0: return 0;
     case 1: return ~uint64_t(0) - fdp.ConsumeIntegralInRange<uint64_t>(0, 4096);
     case 2: return r.gpa + r.size - fdp.ConsumeIntegralInRange<uint64_t>(0, 64);  // at / near the end
-    case 3: return r.gpa + r.size;                                                   // just past the end
-    case 4: return r.gpa - fdp.ConsumeIntegralInRange<uint64_t>(1, 64);             // just before
+    case 3: return r.gpa + r.size;                                                // just past the end
+    case 4: return r.gpa - fdp.ConsumeIntegralInRange<uint64_t>(1, 64);           // just before
     case 5: return r.gpa + fdp.ConsumeIntegralInRange<uint64_t>(0, r.size - 1);
     case 6: return r.gpa + kUvaDelta;  // a user address where a guest address belongs
     case 7: return uint64_t(1) << fdp.ConsumeIntegralInRange<int>(12, 63);
@@ -162,7 +162,9 @@ class Harness {
   void mark_writable(const std::vector<std::vector<uint8_t>>& snap, std::vector<std::vector<uint8_t>>& ok);
   void mark_gpa(std::vector<std::vector<uint8_t>>& ok, uint64_t gpa, uint64_t len);
   void check_burst(const Burst& b);
-  vring_desc* desc(int ring, uint16_t i) { return reinterpret_cast<vring_desc*>(guest_.at(ring_[ring].desc, 16 * qsize_)) + i; }
+  vring_desc* desc(int ring, uint16_t i) {
+    return reinterpret_cast<vring_desc*>(guest_.at(ring_[ring].desc, 16 * qsize_)) + i;
+  }
   vring_avail* avail(int ring) { return reinterpret_cast<vring_avail*>(guest_.at(ring_[ring].avail, 6 + 2 * qsize_)); }
   vring_used* used(int ring) { return reinterpret_cast<vring_used*>(guest_.at(ring_[ring].used, 6 + 8 * qsize_)); }
   // Inside guest memory and aligned as the spec requires: exactly the rings the device must accept.
@@ -186,15 +188,16 @@ class Harness {
   uint16_t avail_idx_[2] = {0, 0};
   uint16_t device_used_[2] = {0, 0};  // the used index the device last published (or adopted at start)
   bool started_[2] = {false, false};
-  std::vector<uint16_t> returned_[2];  // heads the device gave back (used ring), to post again
+  std::vector<uint16_t> returned_[2];                           // heads the device gave back (used ring), to post again
   std::vector<std::pair<uint64_t, uint64_t>> indirect_tables_;  // found by mark_writable
-  uint64_t broken_events_ = 0;  // ring-broken events since the last operation's check
+  uint64_t broken_events_ = 0;                                  // ring-broken events since the last operation's check
 };
 
 bool Harness::build_memory() {
   const int nregions = fdp_.ConsumeIntegralInRange<int>(1, 3);
   // Ring area needed in region 0: 2 * (desc + avail + used), page aligned each.
-  const uint64_t per_ring = (16ull * qsize_ + kPage - 1) / kPage * kPage + kPage + (6 + 8ull * qsize_ + kPage - 1) / kPage * kPage;
+  const uint64_t per_ring =
+      (16ull * qsize_ + kPage - 1) / kPage * kPage + kPage + (6 + 8ull * qsize_ + kPage - 1) / kPage * kPage;
   uint64_t gpa = kPage * fdp_.ConsumeIntegralInRange<uint64_t>(0, 16);
   auto mem = std::make_shared<const GuestMemory>();
   for (int i = 0; i < nregions; i++) {
@@ -215,7 +218,8 @@ bool Harness::build_memory() {
     gpa += size + kPage * fdp_.ConsumeIntegralInRange<uint64_t>(0, 2);
   }
   mem_ = mem;
-  std::sort(guest_.regions.begin(), guest_.regions.end(), [](const Region& a, const Region& b) { return a.gpa < b.gpa; });
+  std::sort(guest_.regions.begin(), guest_.regions.end(),
+            [](const Region& a, const Region& b) { return a.gpa < b.gpa; });
   // Rings at the start of region 0 (which has room for them), buffers everywhere after.
   const Region& r0 = guest_.regions[0];
   uint64_t p = r0.gpa;
@@ -232,11 +236,13 @@ bool Harness::build_memory() {
     int ring = fdp_.ConsumeIntegralInRange<int>(0, 1);
     uint64_t* part[3] = {&ring_[ring].desc, &ring_[ring].avail, &ring_[ring].used};
     uint64_t* which = part[fdp_.ConsumeIntegralInRange<int>(0, 2)];
-    *which = fdp_.ConsumeBool() ? *which + fdp_.ConsumeIntegralInRange<uint64_t>(1, 15) : interesting_addr(fdp_, guest_);
+    *which =
+        fdp_.ConsumeBool() ? *which + fdp_.ConsumeIntegralInRange<uint64_t>(1, 15) : interesting_addr(fdp_, guest_);
   }
   if (getenv("VQ_FUZZ_DEBUG")) {
     fprintf(stderr, "qsize %u features 0x%llx\n", qsize_, (unsigned long long)features_);
-    for (const Region& r : guest_.regions) fprintf(stderr, "region gpa 0x%llx size 0x%llx\n", (unsigned long long)r.gpa, (unsigned long long)r.size);
+    for (const Region& r : guest_.regions)
+      fprintf(stderr, "region gpa 0x%llx size 0x%llx\n", (unsigned long long)r.gpa, (unsigned long long)r.size);
     for (int ring = 0; ring < 2; ring++)
       fprintf(stderr, "vring %d desc 0x%llx avail 0x%llx used 0x%llx\n", ring, (unsigned long long)ring_[ring].desc,
               (unsigned long long)ring_[ring].avail, (unsigned long long)ring_[ring].used);
@@ -349,8 +355,15 @@ void Harness::mutate() {
     case 1: d->len = interesting_len(fdp_); break;
     case 2: d->flags = fdp_.ConsumeIntegral<uint16_t>() & 0x7; break;
     case 3: d->flags = fdp_.ConsumeIntegral<uint16_t>(); break;
-    case 4: d->next = fdp_.ConsumeBool() ? fdp_.ConsumeIntegralInRange<uint16_t>(0, uint16_t(qsize_)) : fdp_.ConsumeIntegral<uint16_t>(); break;
-    case 5: avail(ring)->ring[fdp_.ConsumeIntegralInRange<uint16_t>(0, uint16_t(qsize_ - 1))] = fdp_.ConsumeBool() ? fdp_.ConsumeIntegralInRange<uint16_t>(0, uint16_t(qsize_)) : fdp_.ConsumeIntegral<uint16_t>(); break;
+    case 4:
+      d->next = fdp_.ConsumeBool() ? fdp_.ConsumeIntegralInRange<uint16_t>(0, uint16_t(qsize_))
+                                   : fdp_.ConsumeIntegral<uint16_t>();
+      break;
+    case 5:
+      avail(ring)->ring[fdp_.ConsumeIntegralInRange<uint16_t>(0, uint16_t(qsize_ - 1))] =
+          fdp_.ConsumeBool() ? fdp_.ConsumeIntegralInRange<uint16_t>(0, uint16_t(qsize_))
+                             : fdp_.ConsumeIntegral<uint16_t>();
+      break;
     case 6: {
       // The avail index jumps: a little, a lot, or backwards.
       avail_idx_[ring] = uint16_t(avail_idx_[ring] + fdp_.ConsumeIntegral<int16_t>());
@@ -358,7 +371,10 @@ void Harness::mutate() {
       break;
     }
     case 7: used(ring)->idx = fdp_.ConsumeIntegral<uint16_t>(); break;
-    case 8: avail(ring)->flags = fdp_.ConsumeIntegral<uint16_t>(); avail(ring)->ring[qsize_] = fdp_.ConsumeIntegral<uint16_t>(); break;
+    case 8:
+      avail(ring)->flags = fdp_.ConsumeIntegral<uint16_t>();
+      avail(ring)->ring[qsize_] = fdp_.ConsumeIntegral<uint16_t>();
+      break;
     case 9: {
       // A field of an indirect table entry this descriptor points to.
       if (!(d->flags & VRING_DESC_F_INDIRECT) || d->len < 16) break;
@@ -422,7 +438,8 @@ const uint8_t* Harness::snap_at(const std::vector<std::vector<uint8_t>>& snap, u
   return nullptr;
 }
 
-__attribute__((no_sanitize("coverage"))) void Harness::mark_gpa(std::vector<std::vector<uint8_t>>& ok, uint64_t gpa, uint64_t len) {
+__attribute__((no_sanitize("coverage"))) void Harness::mark_gpa(std::vector<std::vector<uint8_t>>& ok, uint64_t gpa,
+                                                                uint64_t len) {
   // Byte by byte over regions (buffers may span regions); stops at the first byte outside memory.
   while (len) {
     bool found = false;
@@ -509,7 +526,9 @@ void Harness::check_burst(const Burst& b) {
   }
 }
 
-__attribute__((no_sanitize("coverage"))) void Harness::check_after(const std::vector<std::vector<uint8_t>>& snap, bool device_wrote_rx, const uint16_t used_before[2]) {
+__attribute__((no_sanitize("coverage"))) void Harness::check_after(const std::vector<std::vector<uint8_t>>& snap,
+                                                                   bool device_wrote_rx,
+                                                                   const uint16_t used_before[2]) {
   std::vector<std::vector<uint8_t>> ok(guest_.regions.size());
   for (size_t k = 0; k < ok.size(); k++) ok[k].assign(guest_.regions[k].size, 0);
   indirect_tables_.clear();
@@ -550,7 +569,8 @@ __attribute__((no_sanitize("coverage"))) void Harness::check_after(const std::ve
     // The used index belongs to the device: a guest that scribbles on it is ignored until the ring is
     // started again, so progress is measured from what the device itself last published.
     const uint16_t now = used(ring)->idx;
-    if (getenv("VQ_FUZZ_DEBUG")) fprintf(stderr, "vring %d used idx %u -> %u (device had %u)\n", ring, used_before[ring], now, device_used_[ring]);
+    if (getenv("VQ_FUZZ_DEBUG"))
+      fprintf(stderr, "vring %d used idx %u -> %u (device had %u)\n", ring, used_before[ring], now, device_used_[ring]);
     if (now == used_before[ring]) continue;
     const uint16_t from = device_used_[ring];
     const uint16_t moved = uint16_t(now - from);
@@ -560,7 +580,8 @@ __attribute__((no_sanitize("coverage"))) void Harness::check_after(const std::ve
       const vring_used_elem e = used(ring)->ring[uint16_t(from + k) & (qsize_ - 1)];
       if (e.id >= qsize_) die("a used entry names a head outside the queue");
       if (ring == 1 && e.len != 0) die("a used length on the transmit vring is not 0");
-      if (ring == 0 && e.len > chain_capacity(snap, uint16_t(e.id))) die("a used length exceeds the chain's writable bytes");
+      if (ring == 0 && e.len > chain_capacity(snap, uint16_t(e.id)))
+        die("a used length exceeds the chain's writable bytes");
       returned_[ring].push_back(uint16_t(e.id));
     }
   }
@@ -586,7 +607,8 @@ void Harness::op() {
   if (getenv("VQ_FUZZ_DEBUG")) fprintf(stderr, "op %d\n", kind);
   // The device's turn: everything it writes is checked against a snapshot taken just before.
   std::vector<std::vector<uint8_t>> snap(guest_.regions.size());
-  for (size_t k = 0; k < snap.size(); k++) snap[k].assign(guest_.regions[k].host, guest_.regions[k].host + guest_.regions[k].size);
+  for (size_t k = 0; k < snap.size(); k++)
+    snap[k].assign(guest_.regions[k].host, guest_.regions[k].host + guest_.regions[k].size);
   uint16_t used_before[2] = {0, 0};
   for (int ring = 0; ring < 2; ring++)
     if (ring_ok(ring)) used_before[ring] = used(ring)->idx;
@@ -645,7 +667,8 @@ void Harness::op() {
       if (fdp_.ConsumeBool()) {
         dev_->set_memory(mem_);
       } else {
-        features_ ^= bit(fdp_.PickValueInArray({VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_F_VERSION_1}));
+        features_ ^= bit(fdp_.PickValueInArray(
+            {VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_F_VERSION_1}));
         dev_->set_features(features_);
         hdr_len_ = features_ & (bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF)) ? 12 : 10;
       }

@@ -21,8 +21,8 @@
 using namespace vw;
 
 namespace {
-int g_fail_errno = 0;     // nonzero: the next recvmsg fails with it
-int g_planted_fd = -1;    // and leaves a well-formed SCM_RIGHTS message naming this fd in the buffer
+int g_fail_errno = 0;   // nonzero: the next recvmsg fails with it
+int g_planted_fd = -1;  // and leaves a well-formed SCM_RIGHTS message naming this fd in the buffer
 int passed = 0, failed = 0;
 
 void check(bool ok, const char* what) {
@@ -91,7 +91,8 @@ int main() {
     int fds[kVhostUserMaxFds];
     size_t nfds = 0;
     WireResult r = vhost_user_recv(sv[0], &got, fds, kVhostUserMaxFds, &nfds);
-    check(r == WireResult::kOk && nfds == 2 && got.hdr.request == VHOST_USER_SET_VRING_CALL, "it arrives with both fds");
+    check(r == WireResult::kOk && nfds == 2 && got.hdr.request == VHOST_USER_SET_VRING_CALL,
+          "it arrives with both fds");
     for (size_t i = 0; i < nfds; i++) close(fds[i]);
   }
 
@@ -172,15 +173,17 @@ int main() {
       alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
       if (i == 0) attach_fds(&mh, control, &e, 1);
       sendmsg(nb[1], &mh, 0);
-      if (i + 1 < len) pending_until_last &= reader.read(nb[0], &got, fds, &nfds, &why) == MessageReader::Result::kPending;
+      if (i + 1 < len)
+        pending_until_last &= reader.read(nb[0], &got, fds, &nfds, &why) == MessageReader::Result::kPending;
     }
-    check(pending_until_last && reader.in_message(), "a message dripped a byte at a time is pending until its last byte");
+    check(pending_until_last && reader.in_message(),
+          "a message dripped a byte at a time is pending until its last byte");
     // The next message, with an fd of its own, already waiting behind it.
     int e2 = eventfd(0, EFD_CLOEXEC);
     vhost_user_send(nb[1], m, &e2, 1);
     const MessageReader::Result r = reader.read(nb[0], &got, fds, &nfds, &why);
-    check(r == MessageReader::Result::kMessage && got.hdr.request == VHOST_USER_SET_VRING_CALL && got.payload.u64 == 1 &&
-              nfds == 1 && fd_open(fds[0]),
+    check(r == MessageReader::Result::kMessage && got.hdr.request == VHOST_USER_SET_VRING_CALL &&
+              got.payload.u64 == 1 && nfds == 1 && fd_open(fds[0]),
           "then it is whole, with the fd that came on its first byte");
     if (nfds == 1) close(fds[0]);
     nfds = 9;

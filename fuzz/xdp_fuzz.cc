@@ -30,9 +30,9 @@
 #include <memory>
 #include <vector>
 
-#include "ports/uplink/af_xdp.h"
 #include "core/counters.h"
 #include "core/guest_fault.h"
+#include "ports/uplink/af_xdp.h"
 
 extern "C" void* vw_guarded_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off);
 extern "C" int vw_guarded_munmap(void* addr, size_t len);
@@ -48,8 +48,8 @@ constexpr uint64_t kRxHeadroom = kXskRxHeadroom;
   fprintf(stderr, "xdp_fuzz: invariant broken: %s\n", what);
   abort();
 }
-#define CHECK(c, what) \
-  do {                 \
+#define CHECK(c, what)   \
+  do {                   \
     if (!(c)) die(what); \
   } while (0)
 
@@ -217,8 +217,8 @@ uint64_t Harness::bad_addr() {
 void Harness::move_consumer(Ring& ring, uint32_t our_prod) {
   uint32_t v;
   switch (fdp_.ConsumeIntegralInRange<int>(0, 5)) {
-    case 0: v = fdp_.ConsumeIntegral<uint32_t>(); break;                               // anything
-    case 1: v = our_prod + fdp_.ConsumeIntegralInRange<uint32_t>(1, 8); break;         // ahead of us
+    case 0: v = fdp_.ConsumeIntegral<uint32_t>(); break;                                      // anything
+    case 1: v = our_prod + fdp_.ConsumeIntegralInRange<uint32_t>(1, 8); break;                // ahead of us
     case 2: v = our_prod - ring.r.size - fdp_.ConsumeIntegralInRange<uint32_t>(1, 8); break;  // too far behind
     default: v = our_prod - fdp_.ConsumeIntegralInRange<uint32_t>(0, ring.r.size); break;     // inside the window
   }
@@ -257,10 +257,15 @@ void Harness::kernel_rx_produce() {
       case 9: d.addr = bad_addr(); break;
       case 10: d.addr = uint64_t(f) * fs + fdp_.ConsumeIntegralInRange<uint64_t>(0, kRxHeadroom - 1); break;
       case 11: d.len = 0; break;
-      case 12: d.len = uint32_t(fs - off) + fdp_.ConsumeIntegralInRange<uint32_t>(1, 2 * fs); break;  // into the next frame
+      case 12:
+        d.len = uint32_t(fs - off) + fdp_.ConsumeIntegralInRange<uint32_t>(1, 2 * fs);
+        break;  // into the next frame
       case 13: d.len = ~0u - fdp_.ConsumeIntegralInRange<uint32_t>(0, 16); break;
       case 14: d.options = fdp_.ConsumeIntegral<uint32_t>(); break;
-      case 15: d.addr = fdp_.ConsumeIntegral<uint64_t>(); d.len = fdp_.ConsumeIntegral<uint32_t>(); break;
+      case 15:
+        d.addr = fdp_.ConsumeIntegral<uint64_t>();
+        d.len = fdp_.ConsumeIntegral<uint32_t>();
+        break;
       default: break;
     }
     rx_->desc(p + i) = d;
@@ -437,8 +442,10 @@ void Harness::expect_tx(const Burst& b, uint16_t sent, bool returned) {
     CHECK(model_[f] == kFreeM, "a TX descriptor names a frame that was not free (owned twice)");
     CHECK(d.len == p.len && d.options == 0, "a TX descriptor has the wrong length or options");
     pkt.clear();
-    for (uint16_t k = p.first; k < p.first + p.nseg; k++) pkt.insert(pkt.end(), b.span[k].p, b.span[k].p + b.span[k].len);
-    CHECK(pkt.size() == p.len && memcmp(umem_->p + d.addr, pkt.data(), p.len) == 0, "a sent frame does not hold the packet");
+    for (uint16_t k = p.first; k < p.first + p.nseg; k++)
+      pkt.insert(pkt.end(), b.span[k].p, b.span[k].p + b.span[k].len);
+    CHECK(pkt.size() == p.len && memcmp(umem_->p + d.addr, pkt.data(), p.len) == 0,
+          "a sent frame does not hold the packet");
     model_[f] = kPosted;
     posted_now_.push_back(f);
     posted_len_.push_back(p.len);
@@ -487,7 +494,8 @@ void Harness::after() {
     if (i == 0 || i == 3) {
       allow(0, 4);
       const uint32_t from = i == 0 ? old_fill_prod_ : old_tx_prod_, to = i == 0 ? m_fill_prod_ : m_tx_prod_;
-      for (uint32_t k = from; k != to && k - from < r.r.size; k++) allow(r.desc_off + (k & (r.r.size - 1)) * r.entry, r.entry);
+      for (uint32_t k = from; k != to && k - from < r.r.size; k++)
+        allow(r.desc_off + (k & (r.r.size - 1)) * r.entry, r.entry);
     } else {
       allow(64, 4);
     }
@@ -502,16 +510,19 @@ void Harness::after() {
 
 void Harness::check_all() {
   static const XskRings::Owner as[] = {XskRings::kFree, XskRings::kFill, XskRings::kLent, XskRings::kTx};
-  for (uint32_t f = 0; f < frames_; f++) CHECK(x_->owner(f) == as[model_[f]], "the owner table disagrees with the model");
+  for (uint32_t f = 0; f < frames_; f++)
+    CHECK(x_->owner(f) == as[model_[f]], "the owner table disagrees with the model");
   std::vector<uint8_t> seen(frames_, 0);
   for (uint32_t f : x_->free_rx()) {
-    CHECK(f < geo_.rx_frames && model_[f] == kFreeM && !seen[f]++, "free_rx holds a frame that is not a free receive frame, or twice");
+    CHECK(f < geo_.rx_frames && model_[f] == kFreeM && !seen[f]++,
+          "free_rx holds a frame that is not a free receive frame, or twice");
   }
   for (uint32_t f : x_->free_tx()) {
     CHECK(f >= geo_.rx_frames && f < frames_ && model_[f] == kFreeM && !seen[f]++,
           "free_tx holds a frame that is not a free transmit frame, or twice");
   }
-  for (uint32_t f = 0; f < frames_; f++) CHECK(model_[f] != kFreeM || seen[f], "a free frame is on no free list (lost)");
+  for (uint32_t f = 0; f < frames_; f++)
+    CHECK(model_[f] != kFreeM || seen[f], "a free frame is on no free list (lost)");
   for (uint32_t i = 0; i < kQueueCounterCount; i++)
     if (c_.v[i] != exp_[i]) {
       fprintf(stderr, "counter %s: %llu, expected %llu\n", kQueueCounterInfo[i].id, (unsigned long long)c_.v[i],
@@ -552,7 +563,8 @@ void Harness::op_rx() {
             model_[d.addr / fs] == kGiven)) {
         if (debug())
           fprintf(stderr, "rx: bad entry addr 0x%llx len %u options 0x%x%s\n", (unsigned long long)d.addr, d.len,
-                  d.options, d.addr < umem_len_ ? (model_[d.addr / fs] == kGiven ? "" : " (frame not given)") : " (outside)");
+                  d.options,
+                  d.addr < umem_len_ ? (model_[d.addr / fs] == kGiven ? "" : " (frame not given)") : " (outside)");
         exp_[INVALID_KERNEL_ENTRY]++;
         continue;
       }
@@ -618,8 +630,10 @@ void Harness::op_tx_own() {
     fault_frame_ = x_->free_tx().empty() ? frames_ : x_->free_tx().back();
   }
   if (debug()) {
-    if (returned) fprintf(stderr, "tx: %u of %u posted\n", sent, b.n);
-    else fprintf(stderr, "tx: a fault in one of %u packets\n", b.n);
+    if (returned)
+      fprintf(stderr, "tx: %u of %u posted\n", sent, b.n);
+    else
+      fprintf(stderr, "tx: a fault in one of %u packets\n", b.n);
   }
   expect_tx(b, sent, returned);
   after();
@@ -661,7 +675,8 @@ void Harness::run() {
   // Indices start wherever the rings are, near the 2^32 wrap in particular.
   Ring* rings[4] = {fill_.get(), comp_.get(), rx_.get(), tx_.get()};
   for (Ring* r : rings) {
-    const uint32_t base = fdp_.ConsumeBool() ? 0u - fdp_.ConsumeIntegralInRange<uint32_t>(0, 300) : fdp_.ConsumeIntegral<uint32_t>();
+    const uint32_t base =
+        fdp_.ConsumeBool() ? 0u - fdp_.ConsumeIntegralInRange<uint32_t>(0, 300) : fdp_.ConsumeIntegral<uint32_t>();
     *r->r.producer = *r->r.consumer = base;
   }
   m_fill_prod_ = *fill_->r.producer;

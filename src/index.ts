@@ -1,15 +1,18 @@
 // The library's public surface. Importing it loads the native addon.
 export { Switch, SwitchError } from './switch';
-export type {
-  CounterValues,
-  PortCounterSets,
-  SwitchEvents,
-  SwitchOptions,
-  SwitchPortInfo,
-  Wire,
-} from './switch';
+export type { CounterValues, PortCounterSets, SwitchEvents, SwitchOptions, SwitchPortInfo, Wire } from './switch';
 export { portKinds } from './ports';
-export type { AnyPortSpec, GenSpec, PortKind, SinkSpec, UplinkDetails, UplinkSpec, VhostUserDetails, VhostUserSpec, VringInfo } from './ports';
+export type {
+  AnyPortSpec,
+  GenSpec,
+  PortKind,
+  SinkSpec,
+  UplinkDetails,
+  UplinkSpec,
+  VhostUserDetails,
+  VhostUserSpec,
+  VringInfo,
+} from './ports';
 export { Peer, PeerError } from './harness/peer';
 export type { PeerOptions, PeerRate } from './harness/peer';
 export { createRegistry } from './api/metrics';

@@ -78,14 +78,17 @@ export class Switch extends EventEmitter<SwitchEvents> {
     const cores = options.pmdCores && options.pmdCores.length > 0 ? options.pmdCores : [-1];
     this.#mode = options.mode ?? 'bypass';
     this.pmdCount = cores.length;
-    this.#engine = this.#native('create engine', undefined, () =>
-      new native.Engine({
-        pmdCores: cores,
-        mode: this.#mode,
-        onEvent: (e) => {
-          if (!this.#closed) this.emit(e.kind === 'error' ? 'refused' : e.kind, e);
-        },
-      }),
+    this.#engine = this.#native(
+      'create engine',
+      undefined,
+      () =>
+        new native.Engine({
+          pmdCores: cores,
+          mode: this.#mode,
+          onEvent: (e) => {
+            if (!this.#closed) this.emit(e.kind === 'error' ? 'refused' : e.kind, e);
+          },
+        }),
     );
     this.#block = this.#engine.counters();
     this.#layout = this.#engine.counterLayout();

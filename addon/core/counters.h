@@ -16,6 +16,8 @@
 namespace vw {
 
 // X(ID, prometheus family without the vhostwire_ prefix, extra labels, help)
+// Kept by hand as a table (one row per counter, its columns aligned); clang-format would reflow it.
+// clang-format off
 #define VW_QUEUE_COUNTERS(X)                                                                              \
   X(RX_PACKETS, "port_receive_packets_total", "", "Packets the backend received from the port")           \
   X(RX_BYTES, "port_receive_bytes_total", "", "Bytes the backend received from the port, without headers") \
@@ -101,6 +103,7 @@ namespace vw {
     "Iterations ended before serving every queue because they ran past the time budget; the next starts with the queue after") \
   X(LONGEST_STEP_NS, "pmd_longest_step_nanoseconds", "",                                                 \
     "The longest one queue's step (receive, forward, transmit, release) has taken, in nanoseconds (a high-water mark)")
+// clang-format on
 
 #define VW_ENUM(id, family, labels, help) id,
 enum QueueCounter : uint32_t { VW_QUEUE_COUNTERS(VW_ENUM) kQueueCounterCount };
@@ -137,10 +140,14 @@ class CounterBlock {
   int alloc_queue_sets(uint32_t n);
   void free_queue_sets(int first, uint32_t n);
   uint64_t* queue_set(uint32_t i) { return data_ + size_t(i) * kQueueCounterCount; }
-  uint64_t* pmd_set(uint32_t i) { return data_ + size_t(queue_sets_) * kQueueCounterCount + size_t(i) * kPmdCounterCount; }
+  uint64_t* pmd_set(uint32_t i) {
+    return data_ + size_t(queue_sets_) * kQueueCounterCount + size_t(i) * kPmdCounterCount;
+  }
   // Word offset of a set inside the block, as JavaScript indexes it.
   size_t queue_set_offset(uint32_t i) const { return size_t(i) * kQueueCounterCount; }
-  size_t pmd_set_offset(uint32_t i) const { return size_t(queue_sets_) * kQueueCounterCount + size_t(i) * kPmdCounterCount; }
+  size_t pmd_set_offset(uint32_t i) const {
+    return size_t(queue_sets_) * kQueueCounterCount + size_t(i) * kPmdCounterCount;
+  }
 
  private:
   uint32_t queue_sets_, pmd_sets_, total_words_;
@@ -182,8 +189,7 @@ struct PrivateCounters {
   }
   void publish() {
     if (!shared) return;
-    for (uint32_t i = 0; i < N; i++)
-      __atomic_store_n(&shared[i], v[i], __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < N; i++) __atomic_store_n(&shared[i], v[i], __ATOMIC_RELAXED);
   }
 };
 using QueueCounters = PrivateCounters<kQueueCounterCount>;

@@ -116,11 +116,9 @@ std::shared_ptr<const GuestMemory> GuestMemory::with_region(int fd, uint64_t gpa
   if (__builtin_add_overflow(gpa, size, &end) || __builtin_add_overflow(uaddr, size, &end) ||
       __builtin_add_overflow(mmap_offset, size, &end))
     return fail(what + ": guest address, user address or file offset wraps around");
-  if (regions_.size() >= kMaxMemRegions)
-    return fail(what + ": already " + std::to_string(kMaxMemRegions) + " regions");
+  if (regions_.size() >= kMaxMemRegions) return fail(what + ": already " + std::to_string(kMaxMemRegions) + " regions");
   for (const MemRegion& r : regions_) {
-    if (overlaps(gpa, size, r.gpa, r.size))
-      return fail(what + ": overlaps the region at guest address " + hex(r.gpa));
+    if (overlaps(gpa, size, r.gpa, r.size)) return fail(what + ": overlaps the region at guest address " + hex(r.gpa));
     if (overlaps(uaddr, size, r.uaddr, r.size))
       return fail(what + ": user address " + hex(uaddr) + " overlaps the region at user address " + hex(r.uaddr));
   }
@@ -199,7 +197,9 @@ std::shared_ptr<const GuestMemory> GuestMemory::without_region(uint64_t gpa, uin
       return next;
     }
   }
-  if (err) *err = "no memory region at guest address " + hex(gpa) + " with size " + hex(size) + " and user address " + hex(uaddr);
+  if (err)
+    *err =
+        "no memory region at guest address " + hex(gpa) + " with size " + hex(size) + " and user address " + hex(uaddr);
   return nullptr;
 }
 

@@ -35,7 +35,7 @@ class PortRunner {
 
 // Rare things that happen to a port, delivered to JavaScript as events. May be raised from any thread.
 struct PortEvent {
-  std::string kind;    // "connected", "disconnected", "ring-broken", "error"
+  std::string kind;  // "connected", "disconnected", "ring-broken", "error"
   std::string port;
   int queue = -1;      // vring index for ring events, -1 otherwise
   std::string reason;  // ring-broken: the invalid_descriptors reason label; error: a sentence
@@ -77,9 +77,9 @@ class Port {
   virtual void publish_counters() = 0;
 
   // Whether tx_burst would deliver anything now (for a guest: a receive ring is up, and its driver has
-  // posted buffers and kicked it at least once, see VirtioNetDevice::tx_ready). A port that holds_until_peer_ready() produces nothing while
-  // its peer is not ready, so a traffic source starts when its destination does; from every other port
-  // packets are taken and, with no ready peer, dropped and counted, as a switch does.
+  // posted buffers and kicked it at least once, see VirtioNetDevice::tx_ready). A port that holds_until_peer_ready()
+  // produces nothing while its peer is not ready, so a traffic source starts when its destination does; from every
+  // other port packets are taken and, with no ready peer, dropped and counted, as a switch does.
   virtual bool tx_ready() { return true; }
   virtual bool holds_until_peer_ready() const { return false; }
 

@@ -14,8 +14,7 @@ bool PortParams::str(const char* key, std::string* out, std::string* err) const 
   return true;
 }
 
-bool PortParams::num(const char* key, uint64_t def, uint64_t min, uint64_t max, uint64_t* out,
-                     std::string* err) const {
+bool PortParams::num(const char* key, uint64_t def, uint64_t min, uint64_t max, uint64_t* out, std::string* err) const {
   auto it = values_.find(key);
   if (it == values_.end()) {
     *out = def;

@@ -41,8 +41,8 @@ struct DriverRing {
   bool event_idx = false;
   bool want_calls = false;  // interrupts with EVENT_IDX: used_event follows what we consumed
   bool mrg_rxbuf = false;
-  bool indirect = false;    // TX: every frame behind a two-entry indirect table
-  uint32_t buf_size = 0;    // RX: bytes per posted buffer
+  bool indirect = false;  // TX: every frame behind a two-entry indirect table
+  uint32_t buf_size = 0;  // RX: bytes per posted buffer
   DriverStats* stats = nullptr;
 
   uint16_t num = 0, mask = 0;
@@ -51,19 +51,19 @@ struct DriverRing {
   vring_used* used = nullptr;
   uint16_t* used_event = nullptr;   // avail->ring[num]: where we want a call (EVENT_IDX)
   uint16_t* avail_event = nullptr;  // used->ring[num]: where the backend wants a kick (EVENT_IDX)
-  uint16_t avail_idx = 0;    // the next avail index we publish
-  uint16_t checked_idx = 0;  // avail index when we last decided whether to kick (vring_need_event's old)
-  uint16_t used_seen = 0;    // the next used index we consume
+  uint16_t avail_idx = 0;           // the next avail index we publish
+  uint16_t checked_idx = 0;         // avail index when we last decided whether to kick (vring_need_event's old)
+  uint16_t used_seen = 0;           // the next used index we consume
   int kick_fd = -1, call_fd = -1;
-  int err_fd = -1;                      // SET_VRING_ERR, only when set_vring_err asked for it
-  uint64_t slot_gpa = 0;                // buffer slot i at slot_gpa + i * stride
+  int err_fd = -1;        // SET_VRING_ERR, only when set_vring_err asked for it
+  uint64_t slot_gpa = 0;  // buffer slot i at slot_gpa + i * stride
   uint32_t stride = 0;
-  uint64_t indirect_gpa = 0;            // TX with indirect: slot i's table at indirect_gpa + 32 * i
-  std::vector<uint8_t*> hdr;            // host address of slot i's virtio-net header
+  uint64_t indirect_gpa = 0;                // TX with indirect: slot i's table at indirect_gpa + 32 * i
+  std::vector<uint8_t*> hdr;                // host address of slot i's virtio-net header
   std::vector<vring_desc*> indirect_table;  // TX with indirect: slot i's two-entry table
-  std::vector<uint8_t> outstanding;     // 1 while the backend owns descriptor i
-  std::vector<uint16_t> free_ids;       // TX: descriptors we may post
-  std::vector<uint16_t> seg_id;         // RX: the buffers of the packet being reaped
+  std::vector<uint8_t> outstanding;         // 1 while the backend owns descriptor i
+  std::vector<uint16_t> free_ids;           // TX: descriptors we may post
+  std::vector<uint16_t> seg_id;             // RX: the buffers of the packet being reaped
   std::vector<uint32_t> seg_len;
 
   DriverRing() = default;

@@ -43,8 +43,7 @@ class Racer {
   bool running() const { return thread_.joinable(); }
   // Races on ring (heads and targets already checked against it); restart, when given, brings the ring
   // back after the backend signalled its err eventfd, and says whether it could.
-  void start(DriverRing* ring, std::vector<uint16_t> heads, std::vector<Target> targets,
-             std::function<bool()> restart);
+  void start(DriverRing* ring, std::vector<uint16_t> heads, std::vector<Target> targets, std::function<bool()> restart);
   RacerStats stop();  // joins the thread; harmless when none runs
 
  private:

@@ -11,10 +11,10 @@
 namespace vw {
 
 struct TrafficOptions {
-  uint32_t tx_size = 0;      // frame size to transmit (without virtio-net header); 0: do not transmit
-  uint64_t tx_count = 0;     // stop transmitting after this many; 0: no limit
-  double tx_rate = 0;        // packets per second; 0: as fast as the ring takes them
-  bool rx = false;           // receive (and count) whatever arrives
+  uint32_t tx_size = 0;   // frame size to transmit (without virtio-net header); 0: do not transmit
+  uint64_t tx_count = 0;  // stop transmitting after this many; 0: no limit
+  double tx_rate = 0;     // packets per second; 0: as fast as the ring takes them
+  bool rx = false;        // receive (and count) whatever arrives
 };
 
 class Traffic {

@@ -15,6 +15,8 @@
 namespace vw {
 
 // Each name is spelled once, as the request's identifier in vhost_user_wire.h.
+// Kept by hand as a table (a grid of requests, not one a line); clang-format would reflow it.
+// clang-format off
 #define VW_REQUEST(r) {#r, VHOST_USER_##r}
 const std::vector<std::pair<const char*, uint32_t>>& vhost_user_requests() {
   static const std::vector<std::pair<const char*, uint32_t>> kRequests = {
@@ -26,6 +28,7 @@ const std::vector<std::pair<const char*, uint32_t>>& vhost_user_requests() {
       VW_REQUEST(SET_PROTOCOL_FEATURES), VW_REQUEST(GET_QUEUE_NUM),       VW_REQUEST(SET_VRING_ENABLE),
       VW_REQUEST(SEND_RARP),           VW_REQUEST(NET_SET_MTU),           VW_REQUEST(GET_MAX_MEM_SLOTS),
       VW_REQUEST(ADD_MEM_REG),         VW_REQUEST(REM_MEM_REG),
+      // clang-format on
   };
   return kRequests;
 }

@@ -66,13 +66,13 @@ struct VirtioUser::Impl {
 
     if (opt.queue_pairs > 1) {
       if (!(protocol_features & bit(VHOST_USER_PROTOCOL_F_MQ)) || !(offered & bit(VIRTIO_NET_F_MQ)))
-        return fail(err, std::to_string(opt.queue_pairs) +
-                             " queue pairs need multiqueue, which the backend does not offer");
+        return fail(err,
+                    std::to_string(opt.queue_pairs) + " queue pairs need multiqueue, which the backend does not offer");
       uint64_t n = 0;
       if (!client.get_u64(VHOST_USER_GET_QUEUE_NUM, &n, err)) return false;
       if (n < opt.queue_pairs)
-        return fail(err, "backend supports " + std::to_string(n) + " queue pairs, " +
-                             std::to_string(opt.queue_pairs) + " asked for");
+        return fail(err, "backend supports " + std::to_string(n) + " queue pairs, " + std::to_string(opt.queue_pairs) +
+                             " asked for");
     }
 
     if (!(offered & bit(VIRTIO_F_VERSION_1))) return fail(err, "backend does not offer VIRTIO_F_VERSION_1");
@@ -139,7 +139,8 @@ struct VirtioUser::Impl {
                            " bytes");
     scratch_next = gpa;
     scratch_end = end;
-    for (uint16_t i = 0; i < nvrings; i++) vrings[i].set_up(ram, uint16_t(n), ring_gpa[i][0], ring_gpa[i][1], ring_gpa[i][2]);
+    for (uint16_t i = 0; i < nvrings; i++)
+      vrings[i].set_up(ram, uint16_t(n), ring_gpa[i][0], ring_gpa[i][1], ring_gpa[i][2]);
     return true;
   }
 
@@ -333,9 +334,7 @@ uint64_t VirtioUser::alloc(uint64_t len) {
   return at;
 }
 
-bool VirtioUser::mem_write(uint64_t gpa, const uint8_t* p, uint64_t len) {
-  return impl_->ram.write(gpa, p, len);
-}
+bool VirtioUser::mem_write(uint64_t gpa, const uint8_t* p, uint64_t len) { return impl_->ram.write(gpa, p, len); }
 
 bool VirtioUser::mem_read(uint64_t gpa, uint8_t* p, uint64_t len) const { return impl_->ram.read(gpa, p, len); }
 
@@ -397,9 +396,8 @@ bool VirtioUser::wait_call(uint16_t vring, int timeout_ms) {
   return true;
 }
 
-bool VirtioUser::raw_message(uint32_t request, uint32_t flags, const uint8_t* payload, uint32_t len,
-                             const int* fds, size_t nfds, bool want_reply, std::vector<uint8_t>* reply,
-                             std::string* err) {
+bool VirtioUser::raw_message(uint32_t request, uint32_t flags, const uint8_t* payload, uint32_t len, const int* fds,
+                             size_t nfds, bool want_reply, std::vector<uint8_t>* reply, std::string* err) {
   Impl& m = *impl_;
   if (len > kVhostUserMaxPayload)
     return fail(err, "payload of " + std::to_string(len) + " bytes exceeds " + std::to_string(kVhostUserMaxPayload));
@@ -408,8 +406,9 @@ bool VirtioUser::raw_message(uint32_t request, uint32_t flags, const uint8_t* pa
   if (!want_reply) return true;
   VhostUserMsg msg;
   if (!m.client.receive(request, &msg, err)) return false;
-  if (reply) reply->assign(reinterpret_cast<const uint8_t*>(&msg.payload),
-                           reinterpret_cast<const uint8_t*>(&msg.payload) + msg.hdr.size);
+  if (reply)
+    reply->assign(reinterpret_cast<const uint8_t*>(&msg.payload),
+                  reinterpret_cast<const uint8_t*>(&msg.payload) + msg.hdr.size);
   return true;
 }
 
@@ -535,7 +534,8 @@ bool VirtioUser::start_racer(const RacerOptions& o, std::string* err) {
     if (t.values.empty()) return fail(err, "a racer target needs at least one value");
     const size_t len = t.values[0].size();
     for (const auto& v : t.values)
-      if (v.size() != len || len == 0 || len > 64) return fail(err, "racer values must be 1..64 bytes, all of one length");
+      if (v.size() != len || len == 0 || len > 64)
+        return fail(err, "racer values must be 1..64 bytes, all of one length");
     uint8_t* host = m.ram.host(t.gpa, len);
     if (!host) return fail(err, "racer target at guest address " + std::to_string(t.gpa) + " is not inside one region");
     targets.push_back({host, t.values});

@@ -17,19 +17,19 @@ namespace vw {
 
 struct VirtioUserOptions {
   std::string path;
-  bool server = false;          // listen on path and wait for the backend to connect (backend in client mode)
-  uint16_t queue_pairs = 1;     // asks for MQ when > 1
-  uint16_t queue_size = 256;    // power of two, <= kMaxQueueSize
-  bool mrg_rxbuf = true;        // accept these features when the backend offers them
+  bool server = false;        // listen on path and wait for the backend to connect (backend in client mode)
+  uint16_t queue_pairs = 1;   // asks for MQ when > 1
+  uint16_t queue_size = 256;  // power of two, <= kMaxQueueSize
+  bool mrg_rxbuf = true;      // accept these features when the backend offers them
   bool indirect = true;
   bool event_idx = true;
-  bool tx_indirect = false;     // put every transmitted frame behind an indirect table (needs indirect)
-  bool interrupts = false;      // ask the backend for call notifications instead of polling
-  uint32_t mem_regions = 1;     // regions sent with SET_MEM_TABLE (1..8)
-  uint64_t mem_size = 32 << 20; // total shared memory, split evenly between the regions
-  uint32_t rx_buf_size = 2048;  // bytes per posted receive buffer (without MRG_RXBUF: at least 12 + frame)
-  uint32_t mtu = 0;             // sends NET_SET_MTU when non-zero and the backend offers MTU
-  int timeout_ms = 5000;        // for connecting (or being connected to) and for every reply
+  bool tx_indirect = false;      // put every transmitted frame behind an indirect table (needs indirect)
+  bool interrupts = false;       // ask the backend for call notifications instead of polling
+  uint32_t mem_regions = 1;      // regions sent with SET_MEM_TABLE (1..8)
+  uint64_t mem_size = 32 << 20;  // total shared memory, split evenly between the regions
+  uint32_t rx_buf_size = 2048;   // bytes per posted receive buffer (without MRG_RXBUF: at least 12 + frame)
+  uint32_t mtu = 0;              // sends NET_SET_MTU when non-zero and the backend offers MTU
+  int timeout_ms = 5000;         // for connecting (or being connected to) and for every reply
 };
 
 struct VirtioUserStats {
@@ -96,8 +96,8 @@ class VirtioUser {
   // Waits up to timeout_ms for a call on vring; true if one arrived (and consumes it).
   bool wait_call(uint16_t vring, int timeout_ms);
   // Sends one arbitrary message; when want_reply, waits for and returns the reply payload in *reply.
-  bool raw_message(uint32_t request, uint32_t flags, const uint8_t* payload, uint32_t len, const int* fds,
-                   size_t nfds, bool want_reply, std::vector<uint8_t>* reply, std::string* err);
+  bool raw_message(uint32_t request, uint32_t flags, const uint8_t* payload, uint32_t len, const int* fds, size_t nfds,
+                   bool want_reply, std::vector<uint8_t>* reply, std::string* err);
   // Adds a region of len bytes after the last one (ADD_MEM_REG) / removes region i (REM_MEM_REG).
   bool add_region(uint64_t len, std::string* err);
   bool remove_region(uint32_t i, std::string* err);

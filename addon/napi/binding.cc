@@ -253,8 +253,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     // The view keeps the block alive through the finalizer's reference, even past close().
     auto* hold = new std::shared_ptr<vw::CounterBlock>(block);
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
-        env, block->data(), block->bytes(),
-        [](Napi::Env, void*, std::shared_ptr<vw::CounterBlock>* h) { delete h; }, hold);
+        env, block->data(), block->bytes(), [](Napi::Env, void*, std::shared_ptr<vw::CounterBlock>* h) { delete h; },
+        hold);
     return Napi::TypedArrayOf<uint64_t>::New(env, block->bytes() / 8, ab, 0, napi_biguint64_array);
   }
 
@@ -306,7 +306,8 @@ Napi::Value DropPrivileges(const Napi::CallbackInfo& info) {
     Napi::Array g = u.Get("groups").As<Napi::Array>();
     for (uint32_t i = 0; i < g.Length(); i++) account.groups.push_back(u32(g.Get(i), "group"));
   }
-  if (!o.Get("keep").IsArray()) throw make_error(env, "keep must be an array of capability numbers", "ERR_INVALID_ARG_TYPE");
+  if (!o.Get("keep").IsArray())
+    throw make_error(env, "keep must be an array of capability numbers", "ERR_INVALID_ARG_TYPE");
   Napi::Array k = o.Get("keep").As<Napi::Array>();
   uint64_t keep = 0;
   for (uint32_t i = 0; i < k.Length(); i++) {
@@ -316,7 +317,8 @@ Napi::Value DropPrivileges(const Napi::CallbackInfo& info) {
   }
   vw::PrivilegeReport r;
   std::string err;
-  if (!vw::drop_privileges(change_user ? &account : nullptr, keep, &r, &err)) throw make_error(env, err, "ERR_PRIVILEGES");
+  if (!vw::drop_privileges(change_user ? &account : nullptr, keep, &r, &err))
+    throw make_error(env, err, "ERR_PRIVILEGES");
   Napi::Object out = Napi::Object::New(env);
   Napi::Array kept = Napi::Array::New(env);
   for (uint32_t cap = 0; cap < 64; cap++)

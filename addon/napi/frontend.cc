@@ -97,7 +97,9 @@ class VirtioUserWrap : public Napi::ObjectWrap<VirtioUserWrap> {
     return *vu_;
   }
 
-  Napi::Value Features(const Napi::CallbackInfo& info) { return Napi::BigInt::New(info.Env(), vu(info.Env()).features()); }
+  Napi::Value Features(const Napi::CallbackInfo& info) {
+    return Napi::BigInt::New(info.Env(), vu(info.Env()).features());
+  }
   Napi::Value ProtocolFeatures(const Napi::CallbackInfo& info) {
     return Napi::BigInt::New(info.Env(), vu(info.Env()).protocol_features());
   }
@@ -202,13 +204,14 @@ class VirtioUserWrap : public Napi::ObjectWrap<VirtioUserWrap> {
     return info.Env().Undefined();
   }
   Napi::Value WaitCall(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), vu(info.Env()).wait_call(uint16_t(u32(info[0], "vring")),
-                                                                    int(u32(info[1], "timeoutMs"))));
+    return Napi::Boolean::New(
+        info.Env(), vu(info.Env()).wait_call(uint16_t(u32(info[0], "vring")), int(u32(info[1], "timeoutMs"))));
   }
   Napi::Value RawMessage(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!info[2].IsBuffer() || !info[3].IsArray())
-      throw make_error(env, "rawMessage(request, flags, payload: Buffer, fds: number[], wantReply)", "ERR_INVALID_ARG_TYPE");
+      throw make_error(env, "rawMessage(request, flags, payload: Buffer, fds: number[], wantReply)",
+                       "ERR_INVALID_ARG_TYPE");
     auto payload = info[2].As<Napi::Buffer<uint8_t>>();
     Napi::Array fa = info[3].As<Napi::Array>();
     std::vector<int> fds;
@@ -216,8 +219,8 @@ class VirtioUserWrap : public Napi::ObjectWrap<VirtioUserWrap> {
     bool want = info[4].ToBoolean();
     std::vector<uint8_t> reply;
     std::string err;
-    if (!vu(env).raw_message(u32(info[0], "request"), u32(info[1], "flags"), payload.Data(),
-                             uint32_t(payload.Length()), fds.data(), fds.size(), want, &reply, &err))
+    if (!vu(env).raw_message(u32(info[0], "request"), u32(info[1], "flags"), payload.Data(), uint32_t(payload.Length()),
+                             fds.data(), fds.size(), want, &reply, &err))
       throw make_error(env, err);
     if (!want) return env.Null();
     return Napi::Buffer<uint8_t>::Copy(env, reply.data(), reply.size());
@@ -251,7 +254,8 @@ class VirtioUserWrap : public Napi::ObjectWrap<VirtioUserWrap> {
   Napi::Value RingAddrs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     vw::RingAddrs a;
-    if (!vu(env).ring_addrs(uint16_t(u32(info[0], "vring")), &a)) throw make_error(env, "no such vring", "ERR_OUT_OF_RANGE");
+    if (!vu(env).ring_addrs(uint16_t(u32(info[0], "vring")), &a))
+      throw make_error(env, "no such vring", "ERR_OUT_OF_RANGE");
     Napi::Object o = Napi::Object::New(env);
     o.Set("desc", Napi::BigInt::New(env, a.desc));
     o.Set("avail", Napi::BigInt::New(env, a.avail));

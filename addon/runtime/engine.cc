@@ -107,8 +107,7 @@ bool Engine::check_new_name(const std::string& name, std::string* err) const {
   return true;
 }
 
-bool Engine::add_port(const std::string& kind, const std::string& name, const PortParams& params,
-                      std::string* err) {
+bool Engine::add_port(const std::string& kind, const std::string& name, const PortParams& params, std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
   if (!check_new_name(name, err)) return false;
   const PortKind* k = find_port_kind(kind);
@@ -184,7 +183,8 @@ bool Engine::wire(const std::string& a, const std::string& b, uint32_t* pmd, std
   }
   for (auto* e : {&ia->second, &ib->second}) {
     if (e->fwd) {
-      *err = "port \"" + (e == &ia->second ? a : b) + "\" is already in " + e->fwd->kind() + " \"" + e->fwd->name() + "\"";
+      *err =
+          "port \"" + (e == &ia->second ? a : b) + "\" is already in " + e->fwd->kind() + " \"" + e->fwd->name() + "\"";
       return false;
     }
   }

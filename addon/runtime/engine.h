@@ -15,12 +15,12 @@
 #include <vector>
 
 #include "core/counters.h"
-#include "forward/forwarder.h"
 #include "core/mode.h"
-#include "runtime/pmd.h"
 #include "core/port.h"
-#include "runtime/reactor.h"
+#include "forward/forwarder.h"
+#include "runtime/pmd.h"
 #include "runtime/port_kind.h"
+#include "runtime/reactor.h"
 
 namespace vw {
 

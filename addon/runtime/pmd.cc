@@ -143,8 +143,7 @@ void Pmd::add_port(Port& p, Forwarder& fwd) {
 void Pmd::remove_port(const Port* p) {
   queues_.erase(std::remove_if(queues_.begin(), queues_.end(), [p](const RxQueue& q) { return q.port == p; }),
                 queues_.end());
-  ports_.erase(std::remove_if(ports_.begin(), ports_.end(), [p](const auto& e) { return e.first == p; }),
-               ports_.end());
+  ports_.erase(std::remove_if(ports_.begin(), ports_.end(), [p](const auto& e) { return e.first == p; }), ports_.end());
 }
 
 void Pmd::publish() {

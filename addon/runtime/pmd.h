@@ -86,7 +86,7 @@ class Pmd : public PortRunner {
   Burst burst_;
   Transmit tx_;
   PmdCounters counters_;
-  bool busy_ = false;  // the current iteration moved something
+  bool busy_ = false;        // the current iteration moved something
   std::vector<pollfd> fds_;  // what a kernel-mode sleep waits on
 
   std::thread thread_;

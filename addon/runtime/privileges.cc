@@ -25,8 +25,8 @@ namespace {
 struct Step {
   bool drop_bounding = false;  // PR_CAPBSET_DROP every capability outside keep
   bool clear_ambient = false;
-  int keepcaps = -1;           // -1: leave it; 0 or 1: PR_SET_KEEPCAPS
-  bool set_caps = false;       // capset: permitted = effective = keep, inheritable = none
+  int keepcaps = -1;      // -1: leave it; 0 or 1: PR_SET_KEEPCAPS
+  bool set_caps = false;  // capset: permitted = effective = keep, inheritable = none
   uint64_t keep = 0;
   int last_cap = 0;
 };
@@ -47,7 +47,9 @@ Ack g_ack[kMaxThreads];
 
 pid_t self_tid() { return pid_t(syscall(SYS_gettid)); }
 
-std::string errno_text(int e) { return std::string(strerrorname_np(e) ? strerrorname_np(e) : "errno") + " (" + strerror(e) + ")"; }
+std::string errno_text(int e) {
+  return std::string(strerrorname_np(e) ? strerrorname_np(e) : "errno") + " (" + strerror(e) + ")";
+}
 
 // Runs inside a signal handler: raw system calls only, errno reported rather than kept.
 int apply(const Step& s, const char** what) {
@@ -117,6 +119,8 @@ bool read_status(pid_t tid, ThreadStatus* st) {
     unsigned long long v;
     unsigned a, b, c, d;
     char name[256];
+    // Kept by hand as a table (one line per /proc/<pid>/status field); clang-format would reflow it.
+    // clang-format off
     if (sscanf(line, "Name:\t%255[^\n]", name) == 1) st->name = name;
     else if (sscanf(line, "Uid:\t%u\t%u\t%u\t%u", &a, &b, &c, &d) == 4) st->uid[0] = a, st->uid[1] = b, st->uid[2] = c, st->uid[3] = d;
     else if (sscanf(line, "Gid:\t%u\t%u\t%u\t%u", &a, &b, &c, &d) == 4) st->gid[0] = a, st->gid[1] = b, st->gid[2] = c, st->gid[3] = d;
@@ -126,6 +130,7 @@ bool read_status(pid_t tid, ThreadStatus* st) {
     else if (sscanf(line, "CapAmb:\t%llx", &v) == 1) st->amb = v;
     else if (sscanf(line, "SigBlk:\t%llx", &v) == 1) st->sigblk = v;
     else if (sscanf(line, "NoNewPrivs:\t%u", &a) == 1) st->nnp = int(a);
+    // clang-format on
   }
   fclose(f);
   return true;
@@ -146,6 +151,8 @@ std::vector<pid_t> list_threads() {
 std::string thread_name(const ThreadStatus& st) { return "thread " + std::to_string(st.tid) + " (" + st.name + ")"; }
 
 // capabilities(7)'s names, by number.
+// Kept by hand as a table (laid out by capability number, several a line); clang-format would reflow it.
+// clang-format off
 const char* const kCapNames[] = {"cap_chown", "cap_dac_override", "cap_dac_read_search", "cap_fowner", "cap_fsetid",
                                  "cap_kill", "cap_setgid", "cap_setuid", "cap_setpcap", "cap_linux_immutable",
                                  "cap_net_bind_service", "cap_net_broadcast", "cap_net_admin", "cap_net_raw",
@@ -155,6 +162,7 @@ const char* const kCapNames[] = {"cap_chown", "cap_dac_override", "cap_dac_read_
                                  "cap_audit_write", "cap_audit_control", "cap_setfcap", "cap_mac_override",
                                  "cap_mac_admin", "cap_syslog", "cap_wake_alarm", "cap_block_suspend",
                                  "cap_audit_read", "cap_perfmon", "cap_bpf", "cap_checkpoint_restore"};
+// clang-format on
 
 std::string cap_list(uint64_t mask) {
   if (!mask) return "none";
@@ -193,8 +201,8 @@ bool broadcast(int sig, const Step& step, const std::vector<pid_t>& tids, std::s
   }
   for (int waited = 0; g_done.load(std::memory_order_acquire) < sent; waited++) {
     if (waited >= kAnswerMs) {
-      *err = std::to_string(sent - g_done.load()) + " of " + std::to_string(sent) + " threads did not run the change within " +
-             std::to_string(kAnswerMs) + " ms";
+      *err = std::to_string(sent - g_done.load()) + " of " + std::to_string(sent) +
+             " threads did not run the change within " + std::to_string(kAnswerMs) + " ms";
       return false;
     }
     timespec ms{0, 1000000};
@@ -319,8 +327,10 @@ bool drop_privileges(const Account* account, uint64_t keep, PrivilegeReport* rep
   for (pid_t t : list_threads()) {
     ThreadStatus st;
     if (t == tid || !read_status(t, &st)) continue;
-    if (st.sigblk >> (sig - 1) & 1) report->unreachable.push_back(t);
-    else reachable.push_back(t);
+    if (st.sigblk >> (sig - 1) & 1)
+      report->unreachable.push_back(t);
+    else
+      reachable.push_back(t);
   }
 
   struct sigaction sa, old;

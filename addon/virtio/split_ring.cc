@@ -59,8 +59,8 @@ void SplitRing::start(uint16_t base) {
   disable_notify();
 }
 
-int SplitRing::pop_chain(const GuestMemory& mem, uint16_t head, vring_desc d, Span* spans, uint32_t max_spans,
-                         Chain* c, QueueCounter* why) {
+int SplitRing::pop_chain(const GuestMemory& mem, uint16_t head, vring_desc d, Span* spans, uint32_t max_spans, Chain* c,
+                         QueueCounter* why) {
   const uint8_t* table = reinterpret_cast<const uint8_t*>(desc_);
   uint32_t table_len = size_;
   bool in_indirect = false;

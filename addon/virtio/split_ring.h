@@ -166,8 +166,8 @@ class SplitRing {
   uint16_t size_ = 0, mask_ = 0;
   bool device_writes_ = false, event_idx_ = false, indirect_ = false;
   uint16_t wrong_dir_ = VRING_DESC_F_WRITE;  // the WRITE flag value this ring's buffers must not have
-  uint16_t last_avail_ = 0;   // next avail entry to read
-  uint16_t start_idx_ = 0;    // last_avail_ at start()
+  uint16_t last_avail_ = 0;                  // next avail entry to read
+  uint16_t start_idx_ = 0;                   // last_avail_ at start()
   bool primed_ = false;
   uint16_t avail_idx_ = 0;    // the guest's avail index as last read
   uint16_t used_shadow_ = 0;  // used index including entries written to the ring but unpublished
@@ -177,7 +177,7 @@ class SplitRing {
   // The last heads pop() handed out, so unpop() can land them again.
   uint16_t popped_[kMaxUnpop];
   uint16_t npopped_ = 0;
-  uint16_t used_idx_ = 0;     // used index the guest sees
+  uint16_t used_idx_ = 0;  // used index the guest sees
 };
 
 }  // namespace vw

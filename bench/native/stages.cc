@@ -86,7 +86,7 @@ struct Guest {
     if (host == MAP_FAILED) die("mmap");
     std::string err;
     mem = std::make_shared<const GuestMemory>()->with_region(dup(fd), kGuestBase, bytes,
-                                                              reinterpret_cast<uint64_t>(host), 0, &err);
+                                                             reinterpret_cast<uint64_t>(host), 0, &err);
     if (!mem) die(err);
   }
   uint64_t alloc(uint64_t len, uint64_t align = 64) {
@@ -165,7 +165,8 @@ void hostile(uint32_t qsize) {
   for (uint32_t i = 0; i < qsize; i++)
     brx.desc[i] = i + 1 < qsize ? vring_desc{byte, 0, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, uint16_t(i + 1)}
                                 : vring_desc{byte, 1, VRING_DESC_F_WRITE, 0};
-  const uint32_t len = std::max<uint32_t>(qsize / kBurst, 300) > qsize ? qsize : std::max<uint32_t>(qsize / kBurst, 300);
+  const uint32_t len =
+      std::max<uint32_t>(qsize / kBurst, 300) > qsize ? qsize : std::max<uint32_t>(qsize / kBurst, 300);
   const uint32_t chains = qsize / len;
   for (uint32_t i = 0; i < qsize; i++)
     atx.desc[i] = vring_desc{byte, 1, uint16_t((i + 1) % len ? VRING_DESC_F_NEXT : 0), uint16_t(i + 1)};
@@ -213,9 +214,10 @@ void hostile(uint32_t qsize) {
     return double(v[v.size() / 2]);
   };
   const double tx_med = median(txs), rx_med = median(rxs);
-  printf("queue size %5u: tx_burst into zero-length receive chains %8.1f us (longest %8.1f); "
-         "rx_burst + release of %u-descriptor transmit chains %8.1f us (longest %8.1f)\n",
-         qsize, tx_med / us, double(txs.back()) / us, len, rx_med / us, double(rxs.back()) / us);
+  printf(
+      "queue size %5u: tx_burst into zero-length receive chains %8.1f us (longest %8.1f); "
+      "rx_burst + release of %u-descriptor transmit chains %8.1f us (longest %8.1f)\n",
+      qsize, tx_med / us, double(txs.back()) / us, len, rx_med / us, double(rxs.back()) / us);
 }
 
 }  // namespace
@@ -231,12 +233,18 @@ int main(int argc, char** argv) {
       hostile(v);
       return 0;
     }
-    if (k == "--size") size = v;
-    else if (k == "--bursts") bursts = v;
-    else if (k == "--queue-size") qsize = v;
-    else if (k == "--mrg") mrg = v;
-    else if (k == "--event-idx") event_idx = v;
-    else die("unknown option " + k);
+    if (k == "--size")
+      size = v;
+    else if (k == "--bursts")
+      bursts = v;
+    else if (k == "--queue-size")
+      qsize = v;
+    else if (k == "--mrg")
+      mrg = v;
+    else if (k == "--event-idx")
+      event_idx = v;
+    else
+      die("unknown option " + k);
   }
   if (size < 60 || size + kHdr > kRxBuf || qsize < 2 * kBurst || (qsize & (qsize - 1))) die("bad size or queue size");
 

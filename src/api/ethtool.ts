@@ -35,7 +35,10 @@ export function ethtoolS(ifname: string, timeoutMs = 2000): Promise<{ stats: Rec
   return new Promise((resolve) => {
     execFile('ethtool', ['-S', ifname], { timeout: timeoutMs }, (err, stdout, stderr) => {
       if (err) {
-        const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'ethtool is not installed (Debian: apt-get install ethtool)' : (stderr.trim() || err.message);
+        const why =
+          (err as NodeJS.ErrnoException).code === 'ENOENT'
+            ? 'ethtool is not installed (Debian: apt-get install ethtool)'
+            : stderr.trim() || err.message;
         resolve({ stats: null, error: why });
       } else {
         resolve({ stats: parseEthtoolStats(stdout) });

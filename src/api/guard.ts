@@ -33,18 +33,24 @@ function isLoopbackHost(host: string): boolean {
 
 export function checkChange(req: IncomingMessage, policy: ChangePolicy): Refusal | null {
   if (!policy.changes)
-    return refusal(403, 'changes_over_tcp_off',
-      'changes are not accepted over TCP: use the unix-socket API (serve --api PATH, then e.g. vhostwire mode kernel --api PATH) or start serve with --api-tcp');
+    return refusal(
+      403,
+      'changes_over_tcp_off',
+      'changes are not accepted over TCP: use the unix-socket API (serve --api PATH, then e.g. vhostwire mode kernel --api PATH) or start serve with --api-tcp',
+    );
   if (policy.kind === 'tcp') {
     const peer = req.socket.remoteAddress ?? '';
     if (!LOOPBACK_PEER.test(peer)) return refusal(403, 'not_local', `changes over TCP are accepted from this host only, not from ${peer}`);
   }
   const host = req.headers.host;
   if (host === undefined || !isLoopbackHost(host))
-    return refusal(403, 'foreign_host',
+    return refusal(
+      403,
+      'foreign_host',
       host === undefined
         ? 'a change must carry a Host header naming localhost or a loopback address'
-        : `Host ${JSON.stringify(host)} is not this host: a change must name localhost or a loopback address (a web page that reaches us through DNS rebinding names its own)`);
+        : `Host ${JSON.stringify(host)} is not this host: a change must name localhost or a loopback address (a web page that reaches us through DNS rebinding names its own)`,
+    );
   const origin = req.headers.origin;
   if (origin !== undefined && origin.toLowerCase() !== `http://${host.toLowerCase()}`)
     return refusal(403, 'foreign_origin', `Origin ${JSON.stringify(origin)} is not http://${host}: changes from web pages are refused`);
@@ -52,11 +58,21 @@ export function checkChange(req: IncomingMessage, policy: ChangePolicy): Refusal
     const auth = req.headers.authorization;
     const challenge = { 'www-authenticate': 'Bearer realm="vhostwire"' };
     if (auth === undefined)
-      return refusal(401, 'no_token', 'changes over TCP need the bearer token of serve --api-token-file: pass --api-token-file FILE (sent as Authorization: Bearer ...)', challenge);
-    if (!bearerMatches(auth, policy.token)) return refusal(401, 'bad_token', "the bearer token is not the one in serve's --api-token-file", challenge);
+      return refusal(
+        401,
+        'no_token',
+        'changes over TCP need the bearer token of serve --api-token-file: pass --api-token-file FILE (sent as Authorization: Bearer ...)',
+        challenge,
+      );
+    if (!bearerMatches(auth, policy.token))
+      return refusal(401, 'bad_token', "the bearer token is not the one in serve's --api-token-file", challenge);
   }
   const type = req.headers['content-type'];
   if (type === undefined || type.split(';')[0].trim().toLowerCase() !== 'application/json')
-    return refusal(415, 'wrong_content_type', `a change must be sent as Content-Type: application/json, not ${type === undefined ? 'without one' : JSON.stringify(type)}`);
+    return refusal(
+      415,
+      'wrong_content_type',
+      `a change must be sent as Content-Type: application/json, not ${type === undefined ? 'without one' : JSON.stringify(type)}`,
+    );
   return null;
 }

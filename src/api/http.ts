@@ -65,7 +65,6 @@ export async function portsJson(sw: Switch): Promise<PortJson[]> {
   );
 }
 
-
 interface Reply {
   status: number;
   type: string;
@@ -102,7 +101,12 @@ function setMode({ sw }: Context, body: unknown): Reply | Refusal {
 
 /** Every route the API has. */
 const ROUTES: Route[] = [
-  { method: 'GET', path: '/metrics', change: false, handle: async ({ registry }) => ({ status: 200, type: registry.contentType, body: await registry.metrics() }) },
+  {
+    method: 'GET',
+    path: '/metrics',
+    change: false,
+    handle: async ({ registry }) => ({ status: 200, type: registry.contentType, body: await registry.metrics() }),
+  },
   { method: 'GET', path: '/api/ports', change: false, handle: async ({ sw }) => json(200, await portsJson(sw)) },
   { method: 'GET', path: '/api/mode', change: false, handle: ({ sw }) => json(200, { mode: sw.mode }) },
   { method: 'PUT', path: '/api/mode', change: true, handle: setMode },
@@ -163,11 +167,14 @@ function createHandler(ctx: Context, refusals: RefusalCounter): Handler {
       answer(json(500, { error: e instanceof Error ? e.message : String(e) }));
     };
 
-    if (req.httpVersion === '1.1' && req.headers.host === undefined) return refuse(refusal(400, 'malformed_request', 'an HTTP/1.1 request must carry a Host header'));
+    if (req.httpVersion === '1.1' && req.headers.host === undefined)
+      return refuse(refusal(400, 'malformed_request', 'an HTTP/1.1 request must carry a Host header'));
     const path = (req.url ?? '/').split('?')[0];
     const here = ROUTES.filter((r) => r.path === path);
     if (here.length === 0)
-      return refuse(refusal(404, 'not_found', `no such endpoint: ${path} (there are ${[...new Set(ROUTES.map((r) => r.path))].join(', ')})`));
+      return refuse(
+        refusal(404, 'not_found', `no such endpoint: ${path} (there are ${[...new Set(ROUTES.map((r) => r.path))].join(', ')})`),
+      );
     const route = here.find((r) => r.method === (req.method === 'HEAD' ? 'GET' : req.method));
     if (route === undefined) {
       const allowed = here.map((r) => r.method).join(', ');
@@ -214,7 +221,8 @@ export async function startApi(sw: Switch, registry: Registry, options: ApiOptio
       const { host, port, changes, token } = options.tcp;
       listeners.push(await listenApi({ tcp: { host, port } }, { kind: 'tcp', changes, token }, handle, refusals));
     }
-    if (options.unix) listeners.push(await listenApi({ unix: options.unix }, { kind: 'unix', changes: true, token: null }, handle, refusals));
+    if (options.unix)
+      listeners.push(await listenApi({ unix: options.unix }, { kind: 'unix', changes: true, token: null }, handle, refusals));
   } catch (e) {
     await close();
     throw e;

@@ -99,7 +99,12 @@ export function createRegistry(sw: Switch): Registry {
     }
   };
   register(native.queueCounters, ['port', 'queue'], ({ layout, ports }) => {
-    const uplinks = new Set(sw.portInfo().filter((p) => p.kind === 'uplink').map((p) => p.name));
+    const uplinks = new Set(
+      sw
+        .portInfo()
+        .filter((p) => p.kind === 'uplink')
+        .map((p) => p.name),
+    );
     return ports.flatMap((p) =>
       Array.from({ length: p.queuePairs }, (_, q) => ({
         base: (p.counterSet + q) * layout.queueStride,
@@ -164,8 +169,16 @@ export function createRegistry(sw: Switch): Registry {
         );
       },
     });
-  interfaceGauge('uplink_interface_statistic', "The uplink interface's own counters, /sys/class/net/IF/statistics (the kernel's count, beside ours)", sysfsStatistics);
-  interfaceGauge('uplink_ethtool_statistic', "The uplink interface driver's counters, as `ethtool -S IF` reports them", async (i) => (await ethtoolS(i)).stats);
+  interfaceGauge(
+    'uplink_interface_statistic',
+    "The uplink interface's own counters, /sys/class/net/IF/statistics (the kernel's count, beside ours)",
+    sysfsStatistics,
+  );
+  interfaceGauge(
+    'uplink_ethtool_statistic',
+    "The uplink interface driver's counters, as `ethtool -S IF` reports them",
+    async (i) => (await ethtoolS(i)).stats,
+  );
 
   return registry;
 }

@@ -47,7 +47,11 @@ function clientErrorRefusal(err: NodeJS.ErrnoException): Refusal | null {
     case 'HPE_HEADER_OVERFLOW':
       return refusal(431, 'header_too_large', `the request headers are larger than ${LIMITS.maxHeaderBytes} bytes`);
     case 'ERR_HTTP_REQUEST_TIMEOUT':
-      return refusal(408, 'request_timeout', `the request was not complete in time (headers within ${LIMITS.headersTimeoutMs} ms, all of it within ${LIMITS.requestTimeoutMs} ms)`);
+      return refusal(
+        408,
+        'request_timeout',
+        `the request was not complete in time (headers within ${LIMITS.headersTimeoutMs} ms, all of it within ${LIMITS.requestTimeoutMs} ms)`,
+      );
     default:
       // The parser's own errors (HPE_*); anything else is the connection failing under us.
       return err.code?.startsWith('HPE_') ? refusal(400, 'malformed_request', `not a valid HTTP/1.1 request (${err.code})`) : null;
@@ -71,7 +75,9 @@ async function removeStaleSocket(path: string): Promise<void> {
       probe.destroy();
       resolve(true);
     });
-    probe.once('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNREFUSED' ? resolve(false) : reject(new Error(`--api ${path}: cannot probe it: ${e.code}`))));
+    probe.once('error', (e: NodeJS.ErrnoException) =>
+      e.code === 'ECONNREFUSED' ? resolve(false) : reject(new Error(`--api ${path}: cannot probe it: ${e.code}`)),
+    );
   });
   if (live) throw new Error(`--api ${path}: another process is listening on it`);
   fs.unlinkSync(path);
@@ -84,7 +90,11 @@ export async function listenApi(target: Target, policy: ChangePolicy, handle: Ha
       socket,
       reason === 'too_many_connections'
         ? refusal(503, reason, `${LIMITS.maxConnections} connections are open and all are being answered; try again`)
-        : refusal(503, reason, `closed to make room: ${LIMITS.maxConnections} connections were open and this one had not finished its request`),
+        : refusal(
+            503,
+            reason,
+            `closed to make room: ${LIMITS.maxConnections} connections were open and this one had not finished its request`,
+          ),
     );
   });
   const server = http.createServer(serverOptions(), (req, res) => {
@@ -140,7 +150,9 @@ export async function listenApi(target: Target, policy: ChangePolicy, handle: Ha
       fs.chmodSync(address, SOCKET_MODE);
     } catch (e) {
       server.close();
-      throw new Error(`--api ${address}: cannot give it owner ${target.unix.uid}:${target.unix.gid} and mode 0660: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+      throw new Error(
+        `--api ${address}: cannot give it owner ${target.unix.uid}:${target.unix.gid} and mode 0660: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      );
     }
   }
   let closing: Promise<void> | undefined;

@@ -23,10 +23,18 @@ export function readTokenFile(flag: string, file: string): string {
   if (!st.isFile()) throw new Error(`${where}: not a regular file`);
   // As ssh does with keys: a token others can read is no secret, one others can write is not ours.
   if (st.mode & 0o026)
-    throw new Error(`${where}: mode ${(st.mode & 0o777).toString(8).padStart(4, '0')} lets other users read or change it; chmod 600 (or 640) it`);
+    throw new Error(
+      `${where}: mode ${(st.mode & 0o777).toString(8).padStart(4, '0')} lets other users read or change it; chmod 600 (or 640) it`,
+    );
   const token = text.replace(/\r?\n$/, '');
-  if (!TOKEN_RE.test(token)) throw new Error(`${where}: the token must be one line of A-Z a-z 0-9 - . _ ~ + / (base64 or hex), e.g. from: head -c 32 /dev/urandom | base64`);
-  if (token.length < MIN_TOKEN_LENGTH) throw new Error(`${where}: the token is ${token.length} characters; use at least ${MIN_TOKEN_LENGTH}, e.g. head -c 32 /dev/urandom | base64`);
+  if (!TOKEN_RE.test(token))
+    throw new Error(
+      `${where}: the token must be one line of A-Z a-z 0-9 - . _ ~ + / (base64 or hex), e.g. from: head -c 32 /dev/urandom | base64`,
+    );
+  if (token.length < MIN_TOKEN_LENGTH)
+    throw new Error(
+      `${where}: the token is ${token.length} characters; use at least ${MIN_TOKEN_LENGTH}, e.g. head -c 32 /dev/urandom | base64`,
+    );
   return token;
 }
 

@@ -11,7 +11,11 @@ const TIMEOUT_MS = 10_000;
 export const connectionOptions = {
   api: { type: 'string', requiresArg: true, conflicts: 'url', describe: 'the unix socket of serve --api PATH (where changes are made)' },
   url: { type: 'string', requiresArg: true, describe: `where serve --metrics listens [default: ${DEFAULT_URL}]` },
-  'api-token-file': { type: 'string', requiresArg: true, describe: 'file holding the bearer token of serve --api-token-file (changes over --url)' },
+  'api-token-file': {
+    type: 'string',
+    requiresArg: true,
+    describe: 'file holding the bearer token of serve --api-token-file (changes over --url)',
+  },
 } as const;
 
 export interface ConnectionFlags {
@@ -69,7 +73,16 @@ export function apiRequest(target: Target, method: string, path: string, body?: 
   if (target.token !== undefined) headers.authorization = `Bearer ${target.token}`;
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { socketPath: target.socketPath, hostname: url.hostname, port: url.port, path: url.pathname, method, headers, timeout: TIMEOUT_MS, agent: false },
+      {
+        socketPath: target.socketPath,
+        hostname: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method,
+        headers,
+        timeout: TIMEOUT_MS,
+        agent: false,
+      },
       (res) => {
         let text = '';
         res.setEncoding('utf8');

@@ -43,7 +43,8 @@ type DemoArgs = InferredOptionTypes<typeof options>;
 
 export const demoCommand: CommandModule<object, DemoArgs> = {
   command: 'demo',
-  describe: 'two QEMU VMs pinging each other through a switch (when QEMU is installed), then two front ends exchanging 64-byte frames, with live rates',
+  describe:
+    'two QEMU VMs pinging each other through a switch (when QEMU is installed), then two front ends exchanging 64-byte frames, with live rates',
   builder: (y: Argv) => y.options(options),
   handler: async (argv) => {
     const seconds = Number(argv.seconds);
@@ -110,7 +111,9 @@ async function runDemo(seconds: number, withVms: boolean): Promise<number> {
       let guest: Guest | undefined;
       const qemu = vmMod.findQemu();
       if (!qemu) {
-        console.log('no VMs: qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86 linux-image-amd64 busybox-static); our own front ends instead');
+        console.log(
+          'no VMs: qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86 linux-image-amd64 busybox-static); our own front ends instead',
+        );
       } else {
         try {
           guest = vmMod.ensureGuest();
@@ -169,7 +172,10 @@ async function vmDemo(qemu: string, guest: Guest, interrupt: Interrupt): Promise
       `booting two QEMU guests (${accel === 'kvm' ? 'KVM' : 'TCG, no KVM here: up to a minute or more on a busy machine'}), ` +
         `their only NIC a vhost-user port of the switch: vm0 ${VM0_IP}/24, vm1 ${VM1_IP}/24`,
     );
-    for (const [name, socket, ip] of [['vm0', sock0, VM0_IP], ['vm1', sock1, VM1_IP]] as const) {
+    for (const [name, socket, ip] of [
+      ['vm0', sock0, VM0_IP],
+      ['vm1', sock1, VM1_IP],
+    ] as const) {
       vms.push(await Vm.start({ name, socket, ip: `${ip}/24`, end: 'stay', guest, accel, qemu }));
       if (interrupt.fired) killAll();
     }
@@ -240,7 +246,9 @@ async function vmDemo(qemu: string, guest: Guest, interrupt: Interrupt): Promise
       fs.writeFileSync(f, vm.console(), { flag: 'wx', mode: 0o600 });
       return f;
     });
-    throw new Error(`the VMs did not ping each other: ${failure ?? 'unknown error'}${logs.length ? ` (guest consoles: ${logs.join(', ')})` : ''}`);
+    throw new Error(
+      `the VMs did not ping each other: ${failure ?? 'unknown error'}${logs.length ? ` (guest consoles: ${logs.join(', ')})` : ''}`,
+    );
   }
   console.log(`VMs gone, switch closed: the VM part took ${took}`);
   return 0;

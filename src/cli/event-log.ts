@@ -64,9 +64,12 @@ export class EventLog {
     w.suppressed++;
     // The summary must come when the flood stops too, not only with the next event.
     const win = w;
-    win.timer ??= this.#schedule(() => {
-      if (this.#windows.get(key) === win) this.#end(key, win, this.#now());
-    }, win.start + WINDOW_MS - now);
+    win.timer ??= this.#schedule(
+      () => {
+        if (this.#windows.get(key) === win) this.#end(key, win, this.#now());
+      },
+      win.start + WINDOW_MS - now,
+    );
   }
 
   /** Says what is held back now (at close). */
@@ -81,6 +84,8 @@ export class EventLog {
     if (w.suppressed === 0) return;
     const [port, kind] = key.split('\0');
     const secs = Math.max(now - w.start, 0) / 1000;
-    this.#print(`${port}: ${w.suppressed} similar ${kind} event${w.suppressed === 1 ? '' : 's'} suppressed in the last ${secs.toFixed(1)} s`);
+    this.#print(
+      `${port}: ${w.suppressed} similar ${kind} event${w.suppressed === 1 ? '' : 's'} suppressed in the last ${secs.toFixed(1)} s`,
+    );
   }
 }

@@ -8,7 +8,14 @@ export function mpps(pps: number): string {
 /** Left-aligned columns separated by two spaces; the first row is the header. */
 export function table(rows: string[][]): string {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((cell, c) => cell.padEnd(widths[c]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 /** Scaled to stay readable at any rate: "1.235 Mpps", "12.3 kpps", "7 pps". */

@@ -14,12 +14,16 @@ export const modeCommand: CommandModule<object, ModeArgs> = {
   command: 'mode [mode]',
   describe: 'show or switch the mode of a running `vhostwire serve` (bypass: PMDs spin; kernel: idle PMDs sleep); switch over --api PATH',
   builder: (y: Argv) =>
-    y.options(options).positional('mode', { type: 'string', describe: 'bypass or kernel; omit to show the current mode' }) as unknown as Argv<ModeArgs>,
+    y
+      .options(options)
+      .positional('mode', { type: 'string', describe: 'bypass or kernel; omit to show the current mode' }) as unknown as Argv<ModeArgs>,
   handler: async (argv) => {
     if (argv.mode !== undefined && argv.mode !== 'bypass' && argv.mode !== 'kernel')
       throw new UsageError(`mode: must be bypass or kernel, not ${JSON.stringify(argv.mode)}`);
     const target = apiTarget(argv);
-    const answer = argv.mode ? await apiRequest(target, 'PUT', '/api/mode', { mode: argv.mode }) : await apiRequest(target, 'GET', '/api/mode');
+    const answer = argv.mode
+      ? await apiRequest(target, 'PUT', '/api/mode', { mode: argv.mode })
+      : await apiRequest(target, 'GET', '/api/mode');
     const body = answerJson<{ mode?: string; was?: string }>(answer);
     console.log(body.was && body.was !== body.mode ? `mode ${body.mode} (was ${body.was})` : `mode ${body.mode}`);
   },

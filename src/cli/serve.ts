@@ -15,7 +15,11 @@ import type { Api } from '../api/http';
 const options = {
   wire: { type: 'string', array: true, requiresArg: true, describe: 'join two ports in both directions: A=B (repeatable)' },
   mode: { type: 'string', requiresArg: true, describe: 'bypass (PMDs spin) or kernel (idle PMDs sleep) [default: bypass]' },
-  'pmd-cores': { type: 'string', requiresArg: true, describe: 'CPUs to pin one PMD thread each to, e.g. 1, 0,1 or 2-3 [default: one unpinned thread]' },
+  'pmd-cores': {
+    type: 'string',
+    requiresArg: true,
+    describe: 'CPUs to pin one PMD thread each to, e.g. 1, 0,1 or 2-3 [default: one unpinned thread]',
+  },
   metrics: {
     type: 'string',
     requiresArg: true,
@@ -26,9 +30,17 @@ const options = {
     requiresArg: true,
     describe: 'serve the API on this unix socket too (mode 0660): where changes (vhostwire mode ...) are made',
   },
-  'api-owner': { type: 'string', requiresArg: true, describe: 'owner of the --api socket: USER[:GROUP] or :GROUP [default: the user serve runs as]' },
+  'api-owner': {
+    type: 'string',
+    requiresArg: true,
+    describe: 'owner of the --api socket: USER[:GROUP] or :GROUP [default: the user serve runs as]',
+  },
   'api-tcp': { type: 'boolean', describe: 'accept changes on the --metrics listener too (from this host only; read-only without this)' },
-  'api-token-file': { type: 'string', requiresArg: true, describe: 'with --api-tcp: changes over TCP must carry the bearer token in this file (mode 600)' },
+  'api-token-file': {
+    type: 'string',
+    requiresArg: true,
+    describe: 'with --api-tcp: changes over TCP must carry the bearer token in this file (mode 600)',
+  },
   user: {
     type: 'string',
     requiresArg: true,
@@ -58,7 +70,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --vhost-user vm1=/tmp/vm1.sock --wire vm0=vm1', 'two VMs joined')
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --sink s0 --wire vm0=s0 --metrics 9470', 'a VM into a sink, with metrics')
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --uplink up0=eth1 --wire vm0=up0 --mode kernel', 'a VM on the host network')
-      .example('$0 serve --vhost-user vm0=/run/vhostwire/vm0.sock --sink s0 --wire vm0=s0 --api /run/vhostwire/api.sock --user vhostwire', 'as root: set up, then run as vhostwire'),
+      .example(
+        '$0 serve --vhost-user vm0=/run/vhostwire/vm0.sock --sink s0 --wire vm0=s0 --api /run/vhostwire/api.sock --user vhostwire',
+        'as root: set up, then run as vhostwire',
+      ),
   handler: async (argv) => {
     const config = buildServeConfig({
       ports: Object.fromEntries(portKinds.map((k) => [k.flag, argv[k.flag] as string[] | undefined])),
@@ -122,7 +137,11 @@ async function serve(config: ServeConfig): Promise<void> {
       });
     }
     if (api?.url) {
-      const changes = !control.apiTcp ? 'read-only' : control.apiToken ? 'changes from this host with the bearer token' : 'changes from any local user: --api-token-file requires a token';
+      const changes = !control.apiTcp
+        ? 'read-only'
+        : control.apiToken
+          ? 'changes from this host with the bearer token'
+          : 'changes from any local user: --api-token-file requires a token';
       console.log(`metrics on ${api.url}/metrics, ports on ${api.url}/api/ports (${changes})`);
     }
     if (api?.path) console.log(`API on ${api.path} (mode 0660, owner ${control.api?.uid}:${control.api?.gid})`);
@@ -142,7 +161,9 @@ async function serve(config: ServeConfig): Promise<void> {
       }
       const who = user ? `user ${user.name} (uid ${user.uid}, gid ${user.gid})` : `uid ${process.geteuid?.()}`;
       const kept = r.kept.length ? r.kept.map(capabilityName).join(',') : 'no capability';
-      console.log(`privileges: ${who}; kept ${kept}, dropped every other one${r.boundingDropped ? ' (bounding set too)' : ''}; no_new_privs`);
+      console.log(
+        `privileges: ${who}; kept ${kept}, dropped every other one${r.boundingDropped ? ' (bounding set too)' : ''}; no_new_privs`,
+      );
     } else {
       console.log('privileges: root with every capability (--user USER gives them up after setup; see docs/security.md)');
     }
@@ -163,7 +184,10 @@ async function serve(config: ServeConfig): Promise<void> {
 
 function setUp(sw: Switch, config: ServeConfig): void {
   const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
-  const threads = sw.pmdCount === 1 && config.pmdCores.length === 0 ? '1 unpinned PMD thread' : `${plural(sw.pmdCount, 'PMD thread')} on CPUs ${config.pmdCores.join(',')}`;
+  const threads =
+    sw.pmdCount === 1 && config.pmdCores.length === 0
+      ? '1 unpinned PMD thread'
+      : `${plural(sw.pmdCount, 'PMD thread')} on CPUs ${config.pmdCores.join(',')}`;
   console.log(`mode ${config.mode}, ${threads}`);
   for (const spec of config.ports) {
     sw.addPort(spec);

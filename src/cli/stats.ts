@@ -65,8 +65,15 @@ function render(before: PortJson[], after: PortJson[], seconds: number): string 
       const old = before.find((b) => b.name === p.name);
       const ours = (id: string): string => pps((total(p, (k) => k === id) - total(old, (k) => k === id)) / seconds);
       const kernel = (stat: string): number => (p.interfaceStatistics?.[stat] ?? 0) - (old?.interfaceStatistics?.[stat] ?? 0);
-      up.push([p.name, String(p.ifname ?? '-'), ours('RX_PACKETS'), pps(kernel('rx_packets') / seconds), ours('TX_PACKETS'), pps(kernel('tx_packets') / seconds),
-        `rx=${p.interfaceStatistics?.rx_dropped ?? 0} tx=${p.interfaceStatistics?.tx_dropped ?? 0}`]);
+      up.push([
+        p.name,
+        String(p.ifname ?? '-'),
+        ours('RX_PACKETS'),
+        pps(kernel('rx_packets') / seconds),
+        ours('TX_PACKETS'),
+        pps(kernel('tx_packets') / seconds),
+        `rx=${p.interfaceStatistics?.rx_dropped ?? 0} tx=${p.interfaceStatistics?.tx_dropped ?? 0}`,
+      ]);
     }
     out += `\n\n${table(up)}\n(KERNEL: the interface's own counters, /sys/class/net/IF/statistics; \`ethtool -S IF\` and /metrics have the driver's)`;
   }

@@ -12,7 +12,8 @@ const options = {
   ip: { type: 'string', requiresArg: true, describe: "the guest NIC's ADDR/PREFIX, e.g. 10.0.0.1/24" },
   server: {
     type: 'boolean',
-    describe: 'QEMU listens on the socket (server=on,wait=off); serve it with --vhost-user NAME=PATH,client. Default: QEMU connects (reconnect=1)',
+    describe:
+      'QEMU listens on the socket (server=on,wait=off); serve it with --vhost-user NAME=PATH,client. Default: QEMU connects (reconnect=1)',
   },
   queues: { type: 'string', requiresArg: true, describe: `queue pairs (1..${limits.maxQueuePairs}); more than 1 adds mq=on [default: 1]` },
   memory: { type: 'string', requiresArg: true, describe: 'guest RAM in MiB, shared with the backend [default: 256]' },
@@ -26,7 +27,12 @@ const options = {
     describe: 'a guest command to run once the network is up, e.g. "ping 10.0.0.2 10" (repeatable); then power off',
   },
   stay: { type: 'boolean', describe: 'with --test: stay up afterwards instead of powering off' },
-  accel: { type: 'string', requiresArg: true, choices: ['auto', 'kvm', 'tcg'], describe: 'auto: KVM when it boots a guest here, else TCG [default: auto]' },
+  accel: {
+    type: 'string',
+    requiresArg: true,
+    choices: ['auto', 'kvm', 'tcg'],
+    describe: 'auto: KVM when it boots a guest here, else TCG [default: auto]',
+  },
   console: { type: 'string', requiresArg: true, describe: 'write the serial console to FILE instead of this terminal' },
   print: { type: 'boolean', describe: 'print the QEMU command line and exit' },
 } as const;
@@ -66,11 +72,13 @@ export function buildVmConfig(a: VmArgs): VmCliConfig {
     if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32)
       throw new UsageError(`--ip: expected an IPv4 ADDR/PREFIX such as 10.0.0.1/24, got "${a.ip}"`);
   }
-  if (a.mac !== undefined && !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(a.mac)) throw new UsageError(`--mac: expected xx:xx:xx:xx:xx:xx, got "${a.mac}"`);
+  if (a.mac !== undefined && !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(a.mac))
+    throw new UsageError(`--mac: expected xx:xx:xx:xx:xx:xx, got "${a.mac}"`);
   const test = a.test ?? [];
   for (const c of test) {
     // Commands travel on the kernel command line: words separated by ':' and commands by ','.
-    if (!/^[A-Za-z0-9_. /=-]+$/.test(c) || c.trim() === '') throw new UsageError(`--test: "${c}" may only contain letters, digits, spaces and . / = - _`);
+    if (!/^[A-Za-z0-9_. /=-]+$/.test(c) || c.trim() === '')
+      throw new UsageError(`--test: "${c}" may only contain letters, digits, spaces and . / = - _`);
   }
   if (a.stay && test.length === 0) throw new UsageError('--stay: only with --test (without tests the VM stays up anyway)');
   return {
@@ -97,9 +105,15 @@ export const vmCommand: CommandModule<object, VmArgs> = {
   builder: (y: Argv) =>
     y
       .options(options)
-      .example('$0 vm --name vm0 --socket /tmp/vm0.sock --ip 10.0.0.1/24', 'a VM on a socket `serve --vhost-user vm0=/tmp/vm0.sock` listens on')
+      .example(
+        '$0 vm --name vm0 --socket /tmp/vm0.sock --ip 10.0.0.1/24',
+        'a VM on a socket `serve --vhost-user vm0=/tmp/vm0.sock` listens on',
+      )
       .example('$0 vm --name vm1 --socket /tmp/vm1.sock --ip 10.0.0.2/24 --test "ping 10.0.0.1 10"', 'ping vm0, report, power off')
-      .example('$0 vm --name vm0 --socket /tmp/vm0.sock --server --queues 2 --print', 'the QEMU command line for a listening QEMU with 2 queue pairs'),
+      .example(
+        '$0 vm --name vm0 --socket /tmp/vm0.sock --server --queues 2 --print',
+        'the QEMU command line for a listening QEMU with 2 queue pairs',
+      ),
   handler: async (argv) => {
     process.exitCode = await runVm(buildVmConfig(argv));
   },

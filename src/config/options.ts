@@ -8,7 +8,23 @@ import type { Mode } from '../native';
 import { readTokenFile } from '../api/token';
 import { portKind, portKinds, type AnyPortSpec } from '../ports';
 import { lookupAccount, lookupGroup, type Account } from './account';
-import { checkName, checkRange, checkSocketPath, configArray, configObject, configString, configUint, describe, fail, flagWhere, limits, parseUint, UsageError, type Json, type JsonObject } from './parse';
+import {
+  checkName,
+  checkRange,
+  checkSocketPath,
+  configArray,
+  configObject,
+  configString,
+  configUint,
+  describe,
+  fail,
+  flagWhere,
+  limits,
+  parseUint,
+  UsageError,
+  type Json,
+  type JsonObject,
+} from './parse';
 
 export { UsageError };
 
@@ -139,11 +155,17 @@ function parseUser(where: string, text: string): Account {
   if (account.uid === 0) fail(where, 'uid 0 is root: name the unprivileged user serve should become');
   const euid = process.geteuid?.() ?? 0;
   if (euid !== 0)
-    fail(where, `changing user needs root, and this process runs as uid ${euid}: start serve as that user instead, with the capabilities docs/security.md lists`);
+    fail(
+      where,
+      `changing user needs root, and this process runs as uid ${euid}: start serve as that user instead, with the capabilities docs/security.md lists`,
+    );
   return account;
 }
 
-function controlSettings(raw: { api?: string; apiOwner?: string; apiTcp?: boolean; apiTokenFile?: string; user?: string }, where: (key: string, flag: string, value?: string) => string): ControlSettings {
+function controlSettings(
+  raw: { api?: string; apiOwner?: string; apiTcp?: boolean; apiTokenFile?: string; user?: string },
+  where: (key: string, flag: string, value?: string) => string,
+): ControlSettings {
   const out: ControlSettings = {};
   if (raw.api !== undefined) out.api = checkSocketPath(where('api', '--api', raw.api), raw.api);
   if (raw.apiOwner !== undefined) out.apiOwner = parseOwner(where('apiOwner', '--api-owner', raw.apiOwner), raw.apiOwner);
@@ -162,17 +184,27 @@ function controlSettings(raw: { api?: string; apiOwner?: string; apiTcp?: boolea
 
 function loadControlSettings(obj: JsonObject, top: string): ControlSettings {
   const at = (key: string): string => `${top}: ${key}`;
-  if (obj.apiTcp !== undefined && typeof obj.apiTcp !== 'boolean') fail(at('apiTcp'), `expected true or false, got ${describe(obj.apiTcp)}`);
+  if (obj.apiTcp !== undefined && typeof obj.apiTcp !== 'boolean')
+    fail(at('apiTcp'), `expected true or false, got ${describe(obj.apiTcp)}`);
   const text = (key: string): string | undefined => (obj[key] === undefined ? undefined : configString(at(key), obj[key]));
   return controlSettings(
-    { api: text('api'), apiOwner: text('apiOwner'), apiTcp: obj.apiTcp as boolean | undefined, apiTokenFile: text('apiTokenFile'), user: text('user') },
+    {
+      api: text('api'),
+      apiOwner: text('apiOwner'),
+      apiTcp: obj.apiTcp as boolean | undefined,
+      apiTokenFile: text('apiTokenFile'),
+      user: text('user'),
+    },
     (key, _flag, value) => (value === undefined ? at(key) : `${at(key)} ${JSON.stringify(value)}`),
   );
 }
 
 /** The flags override the file, setting by setting. */
 function buildControlConfig(file: ControlSettings, flags: ServeFlags): ControlConfig {
-  const s: ControlSettings = { ...file, ...controlSettings(flags, (_key, flag, value) => (value === undefined ? flag : flagWhere(flag, value))) };
+  const s: ControlSettings = {
+    ...file,
+    ...controlSettings(flags, (_key, flag, value) => (value === undefined ? flag : flagWhere(flag, value))),
+  };
   if (s.apiOwner !== undefined && s.api === undefined) fail('--api-owner', 'only meaningful with --api PATH');
   if (s.apiToken !== undefined && s.apiTcp !== true)
     fail('--api-token-file', 'only meaningful with --api-tcp (who may use the unix socket is decided by its owner and mode)');
@@ -189,7 +221,8 @@ function buildControlConfig(file: ControlSettings, flags: ServeFlags): ControlCo
 /** What only the whole configuration can tell. */
 function checkControl(config: ServeConfig): void {
   const { api, apiTcp } = config.control;
-  if (apiTcp && config.metrics === null) fail('--api-tcp', 'changes over TCP are taken on the --metrics listener: give --metrics HOST:PORT too');
+  if (apiTcp && config.metrics === null)
+    fail('--api-tcp', 'changes over TCP are taken on the --metrics listener: give --metrics HOST:PORT too');
   const port = api && config.ports.find((p) => portKind(p.kind).exclusive?.(p)?.value === api.path);
   if (api && port) fail(flagWhere('--api', api.path), `socket path is already used by port "${port.name}"`);
 }
@@ -220,7 +253,9 @@ export function loadConfigFile(file: string, cpuCount = os.cpus().length): Confi
   for (const kind of portKinds) {
     const items = obj[kind.configKey];
     if (items === undefined) continue;
-    const specs = configArray(`${top}: ${kind.configKey}`, items).map((item, i) => kind.parseConfig(`${top}: ${kind.configKey}[${i}]`, item));
+    const specs = configArray(`${top}: ${kind.configKey}`, items).map((item, i) =>
+      kind.parseConfig(`${top}: ${kind.configKey}[${i}]`, item),
+    );
     out.ports = [...(out.ports ?? []), ...(specs as AnyPortSpec[])];
   }
   if (obj.wire !== undefined) {
@@ -345,8 +380,19 @@ export function buildPeerConfig(flags: PeerFlags): PeerConfig {
   if (flags.connect === undefined) fail('--connect', 'the socket path is required');
   const path = checkSocketPath(flagWhere('--connect', flags.connect), flags.connect);
   const txSize =
-    flags.tx === undefined ? 0 : checkRange(flagWhere('--tx', flags.tx), 'size', parseUint(flagWhere('--tx', flags.tx), 'size', flags.tx), limits.minFrame, limits.maxFrame);
-  for (const [flag, value] of [['--rate', flags.rate], ['--count', flags.count]] as const) {
+    flags.tx === undefined
+      ? 0
+      : checkRange(
+          flagWhere('--tx', flags.tx),
+          'size',
+          parseUint(flagWhere('--tx', flags.tx), 'size', flags.tx),
+          limits.minFrame,
+          limits.maxFrame,
+        );
+  for (const [flag, value] of [
+    ['--rate', flags.rate],
+    ['--count', flags.count],
+  ] as const) {
     if (value !== undefined && txSize === 0) fail(flagWhere(flag, value), 'only meaningful with --tx SIZE');
   }
   let duration = DEFAULT_PEER_SECONDS;
@@ -358,7 +404,16 @@ export function buildPeerConfig(flags: PeerFlags): PeerConfig {
   return {
     path,
     server: flags.server === true,
-    queues: flags.queues === undefined ? 1 : checkRange(flagWhere('--queues', flags.queues), 'queues', parseUint(flagWhere('--queues', flags.queues), 'queues', flags.queues), 1, limits.maxQueuePairs),
+    queues:
+      flags.queues === undefined
+        ? 1
+        : checkRange(
+            flagWhere('--queues', flags.queues),
+            'queues',
+            parseUint(flagWhere('--queues', flags.queues), 'queues', flags.queues),
+            1,
+            limits.maxQueuePairs,
+          ),
     txSize,
     txRate: flags.rate === undefined ? 0 : parseRate(flagWhere('--rate', flags.rate), flags.rate),
     txCount: flags.count === undefined ? 0 : parseUint(flagWhere('--count', flags.count), 'count', flags.count),

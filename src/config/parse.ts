@@ -87,8 +87,7 @@ export function configString(where: string, v: Json | undefined): string {
 }
 
 export function configUint(where: string, v: Json | undefined): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
-    fail(where, `expected a non-negative integer, got ${describe(v)}`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(where, `expected a non-negative integer, got ${describe(v)}`);
   return v;
 }
 

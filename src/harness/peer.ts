@@ -30,8 +30,9 @@ export class Peer {
   /** Connects (or with `server`, waits to be connected to) and negotiates; blocks up to timeoutMs (5 s). */
   constructor(options: PeerOptions) {
     this.path = options.path;
-    this.#vu = this.#call(options.server ? `wait for a backend on ${options.path}` : `connect to ${options.path}`, () =>
-      new (frontend().VirtioUser)({ queuePairs: 1, timeoutMs: 5000, ...options }),
+    this.#vu = this.#call(
+      options.server ? `wait for a backend on ${options.path}` : `connect to ${options.path}`,
+      () => new (frontend().VirtioUser)({ queuePairs: 1, timeoutMs: 5000, ...options }),
     );
   }
 

@@ -167,9 +167,7 @@ export function qemuArgs(o: VmOptions, guest: Guest, accel: Accel): string[] {
     (o.memoryBackend ?? 'memfd') === 'hugepages'
       ? `memory-backend-file,id=mem,size=${mem}M,mem-path=/dev/hugepages,share=on`
       : `memory-backend-memfd,id=mem,size=${mem}M,share=on`;
-  const chardev = o.server
-    ? `socket,id=vhu0,path=${o.socket},server=on,wait=off`
-    : `socket,id=vhu0,path=${o.socket},reconnect=1`;
+  const chardev = o.server ? `socket,id=vhu0,path=${o.socket},server=on,wait=off` : `socket,id=vhu0,path=${o.socket},reconnect=1`;
   const device = [
     'virtio-net-pci',
     'netdev=net0',
@@ -181,24 +179,38 @@ export function qemuArgs(o: VmOptions, guest: Guest, accel: Accel): string[] {
   ].join(',');
   const serial = o.console === 'inherit' ? 'mon:stdio' : typeof o.console === 'object' ? `file:${o.console.file}` : 'stdio';
   return [
-    '-name', o.name,
-    '-machine', 'pc',
-    '-accel', accel,
+    '-name',
+    o.name,
+    '-machine',
+    'pc',
+    '-accel',
+    accel,
     ...(accel === 'kvm' ? ['-cpu', 'host'] : []),
-    '-m', String(mem),
-    '-smp', String(o.cpus ?? 1),
-    '-object', memObj,
-    '-numa', 'node,memdev=mem',
+    '-m',
+    String(mem),
+    '-smp',
+    String(o.cpus ?? 1),
+    '-object',
+    memObj,
+    '-numa',
+    'node,memdev=mem',
     '-nodefaults',
     '-nographic',
     '-no-reboot',
-    '-kernel', guest.kernel,
-    '-initrd', guest.initrd,
-    '-append', append.join(' '),
-    '-chardev', chardev,
-    '-netdev', `vhost-user,id=net0,chardev=vhu0,queues=${queues}`,
-    '-device', device,
-    '-serial', serial,
+    '-kernel',
+    guest.kernel,
+    '-initrd',
+    guest.initrd,
+    '-append',
+    append.join(' '),
+    '-chardev',
+    chardev,
+    '-netdev',
+    `vhost-user,id=net0,chardev=vhu0,queues=${queues}`,
+    '-device',
+    device,
+    '-serial',
+    serial,
   ];
 }
 
@@ -233,8 +245,27 @@ export async function detectAccel(guest?: Guest, qemu = findQemu() ?? 'qemu-syst
   const ok = await new Promise<boolean>((resolve) => {
     const child = spawn(
       qemu,
-      ['-machine', 'pc', '-accel', 'kvm', '-cpu', 'host', '-m', '128', '-nodefaults', '-nographic', '-no-reboot',
-        '-kernel', g.kernel, '-initrd', g.initrd, '-append', 'console=ttyS0 quiet panic=-1 vw.name=probe vw.test=mark:probe', '-serial', 'stdio'],
+      [
+        '-machine',
+        'pc',
+        '-accel',
+        'kvm',
+        '-cpu',
+        'host',
+        '-m',
+        '128',
+        '-nodefaults',
+        '-nographic',
+        '-no-reboot',
+        '-kernel',
+        g.kernel,
+        '-initrd',
+        g.initrd,
+        '-append',
+        'console=ttyS0 quiet panic=-1 vw.name=probe vw.test=mark:probe',
+        '-serial',
+        'stdio',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let out = '';
@@ -444,7 +475,8 @@ export class Vm extends EventEmitter {
 
   /** Like command(), but also returns the id, for matching VW-PING/VW-LISTEN lines of a background command. */
   async commandLine(cmd: string, timeoutMs = 60000, onStart?: (id: string) => void): Promise<VwLine> {
-    if (this.options.console === 'inherit' || typeof this.options.console === 'object') throw new Error(`${this.name}: commands need console 'pipe'`);
+    if (this.options.console === 'inherit' || typeof this.options.console === 'object')
+      throw new Error(`${this.name}: commands need console 'pipe'`);
     await this.waitFor((x) => x.kind === 'STAY', timeoutMs, 'VW-STAY (the guest taking commands)');
     const id = `c${this.#nextId++}`;
     const from = this.lines.length;

@@ -1,6 +1,17 @@
 // Generator ports: frames of one size at a given rate, as a NIC's receive would produce them
 // (addon/ports/test/).
-import { checkName, checkRange, configObject, configString, configUint, fail, flagWhere, limits, parseOptions, parseUint } from '../config/parse';
+import {
+  checkName,
+  checkRange,
+  configObject,
+  configString,
+  configUint,
+  fail,
+  flagWhere,
+  limits,
+  parseOptions,
+  parseUint,
+} from '../config/parse';
 import type { PortKind } from './kind';
 
 export interface GenSpec {
@@ -43,11 +54,15 @@ export const gen: PortKind<GenSpec> = {
     return {
       kind: 'gen',
       name: checkName(where, configString(`${where}.name`, o.name)),
-      size: o.size === undefined ? DEFAULT_FRAME : checkRange(where, 'size', configUint(`${where}.size`, o.size), limits.minFrame, limits.maxFrame),
+      size:
+        o.size === undefined
+          ? DEFAULT_FRAME
+          : checkRange(where, 'size', configUint(`${where}.size`, o.size), limits.minFrame, limits.maxFrame),
       rate: o.rate === undefined ? 0 : configUint(`${where}.rate`, o.rate),
       count: o.count === undefined ? 0 : configUint(`${where}.count`, o.count),
     };
   },
   params: (s) => ({ size: s.size, rate: s.rate, count: s.count }),
-  summary: (s) => `gen ${s.size}-byte frames, ${s.rate === 0 ? 'unlimited rate' : `${s.rate} pps`}, ${s.count === 0 ? 'no count limit' : `${s.count} packets`}`,
+  summary: (s) =>
+    `gen ${s.size}-byte frames, ${s.rate === 0 ? 'unlimited rate' : `${s.rate} pps`}, ${s.count === 0 ? 'no count limit' : `${s.count} packets`}`,
 };

@@ -21,10 +21,26 @@ export interface UplinkDetails {
 
 // What an uplink needs after setup, and why (tried one by one: test/interop/privileges.test.ts).
 const CAPABILITIES: readonly Capability[] = [
-  { name: 'net_raw', number: 13, why: 'the AF_PACKET socket of kernel mode and the AF_XDP socket of bypass mode, opened at start and at every mode switch' },
-  { name: 'net_admin', number: 12, why: 'bypass mode: the XSKMAP and the XDP program are of kinds only CAP_NET_ADMIN may create, and attaching the program to the interface needs it' },
-  { name: 'bpf', number: 39, why: 'bypass mode: bpf() to create the XSKMAP and load the XDP program (unprivileged bpf() is off: kernel.unprivileged_bpf_disabled)' },
-  { name: 'ipc_lock', number: 14, why: 'bypass mode: the AF_XDP UMEM (16 MiB per uplink) is pinned, beyond the default RLIMIT_MEMLOCK (8 MiB)' },
+  {
+    name: 'net_raw',
+    number: 13,
+    why: 'the AF_PACKET socket of kernel mode and the AF_XDP socket of bypass mode, opened at start and at every mode switch',
+  },
+  {
+    name: 'net_admin',
+    number: 12,
+    why: 'bypass mode: the XSKMAP and the XDP program are of kinds only CAP_NET_ADMIN may create, and attaching the program to the interface needs it',
+  },
+  {
+    name: 'bpf',
+    number: 39,
+    why: 'bypass mode: bpf() to create the XSKMAP and load the XDP program (unprivileged bpf() is off: kernel.unprivileged_bpf_disabled)',
+  },
+  {
+    name: 'ipc_lock',
+    number: 14,
+    why: 'bypass mode: the AF_XDP UMEM (16 MiB per uplink) is pinned, beyond the default RLIMIT_MEMLOCK (8 MiB)',
+  },
 ];
 
 // What Linux accepts as an interface name: 1-15 bytes, no '/', ':' or whitespace, not "." or "..".

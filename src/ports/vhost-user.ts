@@ -1,7 +1,23 @@
 // vhost-user ports: a VM's (or DPDK virtio-user's) virtio-net device over a unix socket
 // (addon/ports/vhost_user/).
 import { lookupAccount, lookupGroup } from '../config/account';
-import { checkName, checkRange, checkSocketPath, configArray, configBool, configObject, configString, configUint, fail, flagWhere, limits, parseOptions, parseUint, splitNamed, type Json } from '../config/parse';
+import {
+  checkName,
+  checkRange,
+  checkSocketPath,
+  configArray,
+  configBool,
+  configObject,
+  configString,
+  configUint,
+  fail,
+  flagWhere,
+  limits,
+  parseOptions,
+  parseUint,
+  splitNamed,
+  type Json,
+} from '../config/parse';
 import type { PortKind } from './kind';
 
 export interface VhostUserSpec {
@@ -82,7 +98,8 @@ function resolve<T>(where: string, lookup: () => T): T {
 
 // One user: lookupAccount would also take USER:GROUP, and drop the group here without a word.
 const uidOf = (where: string, text: string): number => {
-  if (text.includes(':')) fail(where, `"${text}" is not one user (a socket's group is socket-group, a list of users is separated by ":" in allow-uid only)`);
+  if (text.includes(':'))
+    fail(where, `"${text}" is not one user (a socket's group is socket-group, a list of users is separated by ":" in allow-uid only)`);
   return resolve(where, () => lookupAccount(text).uid);
 };
 const gidOf = (where: string, text: string): number => resolve(where, () => lookupGroup(text));
@@ -119,7 +136,11 @@ export const vhostUser: PortKind<VhostUserSpec> = {
     const [name, rest] = splitNamed(where, text, SYNTAX);
     const [path, ...opts] = rest.split(',');
     const spec: VhostUserSpec = {
-      kind: 'vhost-user', name, path: checkSocketPath(where, path), client: false, queues: 1,
+      kind: 'vhost-user',
+      name,
+      path: checkSocketPath(where, path),
+      client: false,
+      queues: 1,
     };
     for (const [key, value] of parseOptions(where, opts)) {
       if (key === 'client' && value === undefined) spec.client = true;
@@ -139,7 +160,19 @@ export const vhostUser: PortKind<VhostUserSpec> = {
     return checkSpec(where, spec);
   },
   parseConfig(where, item) {
-    const o = configObject(where, item, ['name', 'path', 'client', 'queues', 'socketMode', 'socketOwner', 'socketGroup', 'allowUid', 'allowGid', 'rejectLimit', 'idleTimeoutMs']);
+    const o = configObject(where, item, [
+      'name',
+      'path',
+      'client',
+      'queues',
+      'socketMode',
+      'socketOwner',
+      'socketGroup',
+      'allowUid',
+      'allowGid',
+      'rejectLimit',
+      'idleTimeoutMs',
+    ]);
     const id = (key: string, lookup: (w: string, t: string) => number): number | undefined => {
       const v = o[key];
       if (v === undefined) return undefined;
@@ -152,14 +185,20 @@ export const vhostUser: PortKind<VhostUserSpec> = {
       client: o.client === undefined ? false : configBool(`${where}.client`, o.client),
       queues: o.queues === undefined ? 1 : checkRange(where, 'queues', configUint(`${where}.queues`, o.queues), 1, limits.maxQueuePairs),
       // A string, "0660": JSON has no octal numbers, and 660 in decimal is not what anyone means.
-      socketMode: o.socketMode === undefined ? undefined : parseMode(`${where}.socketMode`, configString(`${where}.socketMode`, o.socketMode)),
+      socketMode:
+        o.socketMode === undefined ? undefined : parseMode(`${where}.socketMode`, configString(`${where}.socketMode`, o.socketMode)),
       socketOwner: id('socketOwner', uidOf),
       socketGroup: id('socketGroup', gidOf),
       allowUids: o.allowUid === undefined ? undefined : configIds(`${where}.allowUid`, o.allowUid, uidOf),
       allowGids: o.allowGid === undefined ? undefined : configIds(`${where}.allowGid`, o.allowGid, gidOf),
-      rejectLimit: o.rejectLimit === undefined ? undefined : checkRange(where, 'rejectLimit', configUint(`${where}.rejectLimit`, o.rejectLimit), 1, REJECT_LIMIT_MAX),
+      rejectLimit:
+        o.rejectLimit === undefined
+          ? undefined
+          : checkRange(where, 'rejectLimit', configUint(`${where}.rejectLimit`, o.rejectLimit), 1, REJECT_LIMIT_MAX),
       idleTimeoutMs:
-        o.idleTimeoutMs === undefined ? undefined : checkRange(where, 'idleTimeoutMs', configUint(`${where}.idleTimeoutMs`, o.idleTimeoutMs), IDLE_TIMEOUT_MIN, IDLE_TIMEOUT_MAX),
+        o.idleTimeoutMs === undefined
+          ? undefined
+          : checkRange(where, 'idleTimeoutMs', configUint(`${where}.idleTimeoutMs`, o.idleTimeoutMs), IDLE_TIMEOUT_MIN, IDLE_TIMEOUT_MAX),
     });
   },
   params: (s) => ({

@@ -1,14 +1,24 @@
 // Our front end against our backend over real vhost-user sockets: negotiation, frames both ways,
 // MRG_RXBUF on and off, indirect descriptors, notifications with and without EVENT_IDX, multi-queue,
 // reconnects in both socket roles, memory regions added and removed.
-import t, { type Test } from "tap";
+import t, { type Test } from 'tap';
 import { native } from '../../src/native';
 import { frontend } from '../../src/harness/frontend-native';
 import { Fixture, frame, receiveN, waitFor } from '../support/fixture';
 
 const bit = (n: number) => 1n << BigInt(n);
-const VERSION_1 = 32, MRG_RXBUF = 15, INDIRECT = 28, EVENT_IDX = 29, MQ = 22, MTU = 3, IN_ORDER = 35;
-const PF_MQ = 0, PF_LOG_SHMFD = 1, PF_REPLY_ACK = 3, PF_MTU = 4, PF_MEM_SLOTS = 15;
+const VERSION_1 = 32,
+  MRG_RXBUF = 15,
+  INDIRECT = 28,
+  EVENT_IDX = 29,
+  MQ = 22,
+  MTU = 3,
+  IN_ORDER = 35;
+const PF_MQ = 0,
+  PF_LOG_SHMFD = 1,
+  PF_REPLY_ACK = 3,
+  PF_MTU = 4,
+  PF_MEM_SLOTS = 15;
 
 /** Two vhost-user ports wired together, each with a front end. */
 function pair(t: Test, opts: { queues?: number; a?: object; b?: object } = {}) {
@@ -70,9 +80,17 @@ t.test('IN_ORDER: offered, and chains come back in the order they were made avai
   for (let i = 0; i < chains.length; i++) a.rawAvailPush(TX, i);
   a.kick(TX);
   const got = await receiveN(b, 2);
-  t.same(got.map((g) => g.length), [64, 64], 'both good frames arrive');
+  t.same(
+    got.map((g) => g.length),
+    [64, 64],
+    'both good frames arrive',
+  );
   await waitFor('3 used entries', () => a.rawUsedIdx(TX) === 3);
-  t.same([0, 1, 2].map((i) => a.rawUsedElem(TX, i).id), [0, 1, 2], 'used entries are heads 0, 1, 2 in that order');
+  t.same(
+    [0, 1, 2].map((i) => a.rawUsedElem(TX, i).id),
+    [0, 1, 2],
+    'used entries are heads 0, 1, 2 in that order',
+  );
   t.equal(f.counter('a', 'DROP_RX_BAD_HEADER'), 1n, 'the short one was dropped and counted');
 });
 
@@ -160,7 +178,10 @@ t.test('the mode switches at run time while frames flow, and nothing is lost', a
     for (const s of sent) a.send(0, s);
     f.engine.setMode(mode);
     const got = await receiveN(b, sent.length);
-    t.ok(got.length === sent.length && got.every((g, i) => g.equals(sent[i])), `${mode}: 100 frames sent across the switch arrive unchanged, in order`);
+    t.ok(
+      got.length === sent.length && got.every((g, i) => g.equals(sent[i])),
+      `${mode}: 100 frames sent across the switch arrive unchanged, in order`,
+    );
     // An idle PMD sleeps in kernel mode and never in bypass mode.
     await new Promise((r) => setTimeout(r, 300));
     const s0 = sleeps();

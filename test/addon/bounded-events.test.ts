@@ -17,7 +17,11 @@ const MAX = native.limits.maxQueuedEvents;
 // delivered and dropped counts remain the oracles.
 const ASAN = /libasan/.test(process.env.LD_PRELOAD ?? '');
 
-interface FloodResult { handled: number; sent: number; connects: number }
+interface FloodResult {
+  handled: number;
+  sent: number;
+  connects: number;
+}
 
 /** Floods sock from a child process while this thread waits for it, so no event is taken meanwhile. */
 function floodBlocking(sock: string, total: number, batch = 1000): FloodResult {
@@ -67,10 +71,14 @@ t.test('an event flood: the queue stays bounded, every event is delivered or cou
   const dropped = f.engine.eventsDropped() - dropped0;
   const rejected = delivered.filter((e) => e.kind === 'error').length;
   t.ok(dropped >= M - MAX, `the dropped-events counter rose by ${dropped}: all but at most ${MAX} of the ${M} rejections`);
-  t.ok(delivered.length <= MAX + 2 * r.connects, `${delivered.length} events delivered: at most the ${MAX} the queue holds, and a hang-up after the wait`);
+  t.ok(
+    delivered.length <= MAX + 2 * r.connects,
+    `${delivered.length} events delivered: at most the ${MAX} the queue holds, and a hang-up after the wait`,
+  );
   // Every rejection, connection and hang-up is one event, delivered or counted as dropped; a backend
   // that hangs up on a flooder makes the messages it cut off unknown, hence the bound instead.
-  if (r.connects === 1) t.equal(delivered.length + dropped, M + 2, 'each of the M rejections, the connection and the hang-up: delivered or counted');
+  if (r.connects === 1)
+    t.equal(delivered.length + dropped, M + 2, 'each of the M rejections, the connection and the hang-up: delivered or counted');
   else t.ok(delivered.length + dropped >= M, 'each rejection delivered or counted');
   t.ok(rejected > 0, `rejections still reach JS (${rejected})`);
   // A queued event costs a few hundred bytes (about 230 measured without the bound): the queue holding
@@ -78,10 +86,14 @@ t.test('an event flood: the queue stays bounded, every event is delivered or cou
   const grown = rss1 - rss0;
   const perEvent = grown / M;
   if (ASAN) t.comment(`RSS grew by ${(grown / 2 ** 20).toFixed(1)} MiB (not checked under ASan)`);
-  else t.ok(perEvent < 32, `RSS grew by ${(grown / 2 ** 20).toFixed(1)} MiB over the flood, ${perEvent.toFixed(1)} bytes per event (bound: 32)`);
+  else
+    t.ok(
+      perEvent < 32,
+      `RSS grew by ${(grown / 2 ** 20).toFixed(1)} MiB over the flood, ${perEvent.toFixed(1)} bytes per event (bound: 32)`,
+    );
 });
 
-t.test('a library user without an \'error\' listener survives rejected messages and refused front ends', async (t) => {
+t.test("a library user without an 'error' listener survives rejected messages and refused front ends", async (t) => {
   const tmp = tempDir();
   t.teardown(tmp.cleanup);
   const sock = tmp.sock('vm');
@@ -110,11 +122,17 @@ t.test('a library user without an \'error\' listener survives rejected messages 
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
   t.equal(r.status, 0, `the process lives and exits 0 (stderr: ${r.stderr.trim().split('\n')[0] ?? ''})`);
   const out = JSON.parse(r.stdout || '{}') as { seen?: string[]; errorListeners?: number };
-  t.equal(out.errorListeners, 0, 'it had no \'error\' listener');
+  t.equal(out.errorListeners, 0, "it had no 'error' listener");
   const seen = out.seen ?? [];
-  t.equal(seen.length, 2, 'both reached it as \'refused\' events');
-  t.ok(seen.some((r) => /request 63 was rejected/.test(r)), 'the rejected message');
-  t.ok(seen.some((r) => /refused: port vm already has one/.test(r)), 'the refused second front end');
+  t.equal(seen.length, 2, "both reached it as 'refused' events");
+  t.ok(
+    seen.some((r) => /request 63 was rejected/.test(r)),
+    'the rejected message',
+  );
+  t.ok(
+    seen.some((r) => /refused: port vm already has one/.test(r)),
+    'the refused second front end',
+  );
 });
 
 t.test('serve under an event flood: a few lines per second, the rest summed up', async (t) => {
@@ -132,11 +150,17 @@ t.test('serve under an event flood: a few lines per second, the rest summed up',
   const elapsed = (Date.now() - started) / 1000;
   const lines = serve.stdout.split('\n');
   const printed = lines.filter((l) => /^v: refused: /.test(l)).length;
-  const suppressed = lines.map((l) => /^v: (\d+) similar refused events? suppressed in the last [\d.]+ s$/.exec(l)).filter((m) => m !== null).map((m) => Number(m[1]));
+  const suppressed = lines
+    .map((l) => /^v: (\d+) similar refused events? suppressed in the last [\d.]+ s$/.exec(l))
+    .filter((m) => m !== null)
+    .map((m) => Number(m[1]));
   const dropped = Number(/^(\d+) port events were dropped before they reached JS/m.exec(serve.stdout)?.[1] ?? 0);
   const told = printed + suppressed.reduce((a, b) => a + b, 0);
   t.ok(suppressed.length >= 1, `held-back lines summed up in ${suppressed.length} line(s)`);
   t.ok(printed <= 10 * (Math.ceil(elapsed) + 1), `${printed} refusal lines in ${elapsed.toFixed(1)} s: at most 10 per second`);
   t.ok(told <= r.handled, 'no refusal told twice');
-  t.ok(told + dropped >= r.handled, `each of the ${r.handled} refusals printed, summed up or counted as dropped (${printed} + ${told - printed} + ${dropped})`);
+  t.ok(
+    told + dropped >= r.handled,
+    `each of the ${r.handled} refusals printed, summed up or counted as dropped (${printed} + ${told - printed} + ${dropped})`,
+  );
 });

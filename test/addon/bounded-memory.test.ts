@@ -31,7 +31,10 @@ function vmSize(): number {
   return Number(m[1]) * KiB;
 }
 function memfdMaps(): number {
-  return fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/memfd:')).length;
+  return fs
+    .readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('/memfd:')).length;
 }
 const mapped = (): number => native.guestMemory().mappedBytes;
 const defaults = native.guestMemory();
@@ -63,12 +66,18 @@ function sparse(tt: Test, h: NativeVirtioUser, size: number): number {
 }
 
 function errorsOf(port: string, since: number): string[] {
-  return f.events.slice(since).filter((e) => e.port === port && e.kind === 'error').map((e) => e.reason);
+  return f.events
+    .slice(since)
+    .filter((e) => e.port === port && e.kind === 'error')
+    .map((e) => e.reason);
 }
 
 /** The pair v<->w still forwards one frame each way (the attacks must not cost the others). */
 async function pairWorks(tt: Test, v: NativeVirtioUser, w: NativeVirtioUser, what: string): Promise<void> {
-  for (const [a, b, dir, seq] of [[v, w, 'v to w', 1], [w, v, 'w to v', 2]] as const) {
+  for (const [a, b, dir, seq] of [
+    [v, w, 'v to w', 1],
+    [w, v, 'w to v', 2],
+  ] as const) {
     const sent = frame(128, seq);
     tt.ok(a.send(0, sent), `${what}: queued ${dir}`);
     const got = await receiveN(b, 1, 0, 3000);
@@ -93,7 +102,10 @@ t.test('a region far into a sparse file maps only its own pages', async (t) => {
   // 120 TiB of the 128 TiB a process has. A gap between them in the file keeps the kernel from merging
   // their mappings, so that each shows in /proc/self/maps.
   const regs = Array.from({ length: 24 }, (_, i): Reg => ({
-    gpa: G + BigInt(i) * BigInt(GiB), size: BigInt(MiB), uaddr: U + BigInt(i) * BigInt(GiB), offset: BigInt(5 * TiB - (i + 1) * 2 * MiB),
+    gpa: G + BigInt(i) * BigInt(GiB),
+    size: BigInt(MiB),
+    uaddr: U + BigInt(i) * BigInt(GiB),
+    offset: BigInt(5 * TiB - (i + 1) * 2 * MiB),
   }));
   let accepted = 0;
   for (const r of regs) if (ack(v, REQ.ADD_MEM_REG, memReg(r), [fd]) === 0n) accepted++;
@@ -125,7 +137,7 @@ t.test('regions beyond the per-port cap are refused and map nothing', async (t) 
     const r: Reg = { gpa: G + BigInt(i) * BigInt(TiB), size: BigInt(256 * GiB), uaddr: U + BigInt(i) * BigInt(TiB), offset: 0n };
     if (ack(v, REQ.ADD_MEM_REG, memReg(r), [fd]) === 0n) accepted++;
   }
-  t.equal(accepted, 3, '3 regions of 256 GiB fit beside the front end\'s own 4 MiB under the 1 TiB cap; the other 21 are refused');
+  t.equal(accepted, 3, "3 regions of 256 GiB fit beside the front end's own 4 MiB under the 1 TiB cap; the other 21 are refused");
   t.equal(mapped() - m0, 3 * 256 * GiB, 'the addon maps those three, nothing of the refused ones');
   t.equal(memfdMaps() - maps0, 3, 'one mapping each');
   const grown = vmSize() - vm0;
@@ -134,12 +146,23 @@ t.test('regions beyond the per-port cap are refused and map nothing', async (t) 
   await waitFor('the refusals reported', () => errorsOf('v', since).length >= 23);
   const errors = errorsOf('v', since);
   t.equal(errors.length, 23, 'each refusal is one event');
-  t.match(errors[0], /^VHOST_USER_SET_MEM_TABLE was rejected: region 0 is unusable: memory region 0x400000000000\+0x20000000000: mapping it takes 2199023255552 bytes \(2 TiB\), and the other regions of the port's table map 0 bytes, over the limit of 1099511627776 bytes \(1 TiB\) per port; give the guest less memory, or raise the limit/,
-    'the new table alone is over the cap: the message names the region, the sizes, the limit and what to do');
-  t.match(errors[1], /^VHOST_USER_ADD_MEM_REG was rejected: .*and the other regions of the port's table map 4194304 bytes \(4 MiB\), over the limit of 1099511627776 bytes \(1 TiB\) per port/, 'a region added to a table counts the table');
-  t.match(errors[2], `the other regions of the port's table map ${3 * 256 * GiB + 4 * MiB} bytes (768 GiB)`, 'the fourth large region is refused with the three before it and the front end\'s own counted');
+  t.match(
+    errors[0],
+    /^VHOST_USER_SET_MEM_TABLE was rejected: region 0 is unusable: memory region 0x400000000000\+0x20000000000: mapping it takes 2199023255552 bytes \(2 TiB\), and the other regions of the port's table map 0 bytes, over the limit of 1099511627776 bytes \(1 TiB\) per port; give the guest less memory, or raise the limit/,
+    'the new table alone is over the cap: the message names the region, the sizes, the limit and what to do',
+  );
+  t.match(
+    errors[1],
+    /^VHOST_USER_ADD_MEM_REG was rejected: .*and the other regions of the port's table map 4194304 bytes \(4 MiB\), over the limit of 1099511627776 bytes \(1 TiB\) per port/,
+    'a region added to a table counts the table',
+  );
+  t.match(
+    errors[2],
+    `the other regions of the port's table map ${3 * 256 * GiB + 4 * MiB} bytes (768 GiB)`,
+    "the fourth large region is refused with the three before it and the front end's own counted",
+  );
   await pairWorks(t, v, w, 'after the refusals');
-  t.equal(f.port('v').memRegions, 4, 'the table holds the front end\'s own region and the three accepted');
+  t.equal(f.port('v').memRegions, 4, "the table holds the front end's own region and the three accepted");
   for (let i = 0; i < 3; i++) {
     const r: Reg = { gpa: G + BigInt(i) * BigInt(TiB), size: BigInt(256 * GiB), uaddr: U + BigInt(i) * BigInt(TiB), offset: 0n };
     t.equal(ack(v, REQ.REM_MEM_REG, memReg(r)), 0n, `region ${i} removed`);
@@ -153,20 +176,28 @@ t.test('all ports together are capped per process', async (t) => {
   const fd = sparse(t, v, 4 * GiB);
   const since = f.events.length;
   const m0 = mapped();
-  t.equal(m0, 8 * MiB, 'both front ends\' own 4 MiB are mapped');
+  t.equal(m0, 8 * MiB, "both front ends' own 4 MiB are mapped");
   native.setGuestMemoryLimits({ maxPerPort: defaults.maxPerPort, maxPerProcess: m0 + 3 * GiB });
   t.teardown(() => native.setGuestMemoryLimits({ maxPerPort: defaults.maxPerPort, maxPerProcess: defaults.maxPerProcess }));
-  const r = (i: number): Reg => ({ gpa: G + BigInt(i) * BigInt(4 * GiB), size: BigInt(2 * GiB), uaddr: U + BigInt(i) * BigInt(4 * GiB), offset: 0n });
+  const r = (i: number): Reg => ({
+    gpa: G + BigInt(i) * BigInt(4 * GiB),
+    size: BigInt(2 * GiB),
+    uaddr: U + BigInt(i) * BigInt(4 * GiB),
+    offset: 0n,
+  });
   t.equal(ack(v, REQ.ADD_MEM_REG, memReg(r(0)), [fd]), 0n, 'v: 2 GiB accepted');
   t.equal(ack(w, REQ.ADD_MEM_REG, memReg(r(1)), [fd]), 1n, 'w: 2 GiB more refused, although w alone is far under the per-port cap');
-  t.equal(mapped(), m0 + 2 * GiB, 'only v\'s region is mapped');
+  t.equal(mapped(), m0 + 2 * GiB, "only v's region is mapped");
   await waitFor('the refusal reported', () => errorsOf('w', since).length >= 1);
-  t.match(errorsOf('w', since)[0], /mapping it takes 2147483648 bytes \(2 GiB\), and the process already maps 2155872256 bytes \(2\.008 GiB\) for all its ports, over the limit of 3229614080 bytes \(3\.008 GiB\) per process; disconnect guests/,
-    'the message says the process maps too much, and how much');
+  t.match(
+    errorsOf('w', since)[0],
+    /mapping it takes 2147483648 bytes \(2 GiB\), and the process already maps 2155872256 bytes \(2\.008 GiB\) for all its ports, over the limit of 3229614080 bytes \(3\.008 GiB\) per process; disconnect guests/,
+    'the message says the process maps too much, and how much',
+  );
   t.equal(ack(v, REQ.REM_MEM_REG, memReg(r(0))), 0n, 'v removes its region');
-  t.equal(ack(w, REQ.ADD_MEM_REG, memReg(r(1)), [fd]), 0n, 'then w\'s fits');
+  t.equal(ack(w, REQ.ADD_MEM_REG, memReg(r(1)), [fd]), 0n, "then w's fits");
   t.equal(ack(w, REQ.REM_MEM_REG, memReg(r(1))), 0n, 'and goes again');
-  t.equal(mapped(), m0, 'back to the front ends\' own memory');
+  t.equal(mapped(), m0, "back to the front ends' own memory");
   await pairWorks(t, v, w, 'after the per-process refusal');
 });
 
@@ -175,7 +206,10 @@ t.test('character devices are not memory (G7): /dev/zero and /dev/null refused',
   const w = await frontEnd(t, 'w', wp);
   const since = f.events.length;
   const m0 = mapped();
-  const maps0 = fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/dev/zero')).length;
+  const maps0 = fs
+    .readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('/dev/zero')).length;
   for (const dev of ['/dev/zero', '/dev/null']) {
     const fd = fs.openSync(dev, 'r+');
     try {
@@ -187,10 +221,21 @@ t.test('character devices are not memory (G7): /dev/zero and /dev/null refused',
     }
   }
   t.equal(mapped(), m0, 'nothing mapped');
-  t.equal(fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/dev/zero')).length, maps0, 'no mapping of /dev/zero');
+  t.equal(
+    fs
+      .readFileSync('/proc/self/maps', 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('/dev/zero')).length,
+    maps0,
+    'no mapping of /dev/zero',
+  );
   await waitFor('the refusals reported', () => errorsOf('v', since).length >= 4);
   for (const e of errorsOf('v', since))
-    t.match(e, /its file descriptor is a character device; guest memory must be a regular file shared with the guest \(memfd, hugetlbfs or tmpfs/, 'named as a character device, with what to use instead');
+    t.match(
+      e,
+      /its file descriptor is a character device; guest memory must be a regular file shared with the guest \(memfd, hugetlbfs or tmpfs/,
+      'named as a character device, with what to use instead',
+    );
   t.equal(f.port('v').memRegions, 1, 'the old table stays');
   await pairWorks(t, v, w, 'after the character devices');
 });

@@ -76,7 +76,13 @@ for (const qsize of [256, 1024, 32768]) {
     // 64-byte frame would walk about 76 of them: thousands of descriptors a packet before the budgets.
     const tail = x.h.alloc(1);
     for (let i = 0; i < qsize; i++)
-      x.h.rawDesc(RX, i, i < qsize - 1 ? { addr: tail, len: 0, flags: VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, next: i + 1 } : { addr: tail, len: 1, flags: VRING_DESC_F_WRITE, next: 0 });
+      x.h.rawDesc(
+        RX,
+        i,
+        i < qsize - 1
+          ? { addr: tail, len: 0, flags: VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, next: i + 1 }
+          : { addr: tail, len: 1, flags: VRING_DESC_F_WRITE, next: 0 },
+      );
     x.f.engine.addPort('gen', 'gen', { size: 64, rate: 200000, count: 0 });
     x.f.engine.wire('h', 'gen');
     await waitFor('bursts cut at the burst budget', () => x.f.counter('h', 'BUDGET_CUTS_BURST') >= 10n, 10000);

@@ -83,8 +83,10 @@ t.test('a front end dripping a message a byte per 500 ms delays neither another 
   await f.waitConnected('quick');
   const answered = f.engine.ports().length;
   const sentWhenDone = sent;
-  t.ok(sentWhenDone > 0 && sentWhenDone < msg.length,
-    `the second front end completed its handshake and ports() answered (${answered} ports) while the dripper was mid-message (${sentWhenDone} of ${msg.length} bytes)`);
+  t.ok(
+    sentWhenDone > 0 && sentWhenDone < msg.length,
+    `the second front end completed its handshake and ports() answered (${answered} ports) while the dripper was mid-message (${sentWhenDone} of ${msg.length} bytes)`,
+  );
   t.ok(peer.connected(), 'the second front end is connected');
   await dripping;
   await waitFor('the reply to the dripped GET_FEATURES', () => dripper.data.length >= HEADER + 8 || dripper.closed, 8000);
@@ -115,7 +117,11 @@ t.test('a front end is disconnected at its 16th rejected message, with the reaso
   t.pass('the 16th rejected message closes the connection');
   t.same(fe.data.subarray(before), header(GET_FEATURES, V1 | REPLY, 0), 'after answering it (an empty reply: refused)');
   await waitFor('disconnected event', () => eventsOf('rej', 'disconnected').length === 1);
-  t.match(eventsOf('rej', 'disconnected')[0].reason, /^16 messages were rejected, the last VHOST_USER_GET_FEATURES: payload is 8 bytes, expected 0$/, 'the event says why');
+  t.match(
+    eventsOf('rej', 'disconnected')[0].reason,
+    /^16 messages were rejected, the last VHOST_USER_GET_FEATURES: payload is 8 bytes, expected 0$/,
+    'the event says why',
+  );
   t.equal(refusals('rej', 'too_many_rejected'), 1, 'counted as too_many_rejected');
   await waitFor('16 error events', () => eventsOf('rej', 'error').length >= 16);
   t.equal(eventsOf('rej', 'error').length, 16, 'each rejection was reported');
@@ -180,9 +186,11 @@ t.test('a socket in a world-writable directory without the sticky bit is refused
   fs.mkdirSync(dir);
   fs.chmodSync(dir, 0o777);
   const p = path.join(dir, 'w.sock');
-  t.throws(() => f.engine.addPort('vhost-user', 'w', { path: p, client: false, queues: 1 }),
+  t.throws(
+    () => f.engine.addPort('vhost-user', 'w', { path: p, client: false, queues: 1 }),
     /port "w": the socket's directory .*\/open is writable by every user and has no sticky bit, so anyone could replace the socket: put it in a directory only trusted users can write, or set the sticky bit \(chmod \+t /,
-    'refused, naming the port, the directory and what to do');
+    'refused, naming the port, the directory and what to do',
+  );
   t.notOk(fs.existsSync(p), 'no socket was created');
   fs.chmodSync(dir, 0o1777);
   f.engine.addPort('vhost-user', 'w', { path: p, client: false, queues: 1 });
@@ -193,9 +201,22 @@ t.test('a socket in a world-writable directory without the sticky bit is refused
 /** Runs a node script as uid/gid STRANGER; resolves with its stdout. */
 function runAsStranger(script: string, args: string[], groups: number[] = []): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(WITHOUT_TEST_HOOKS[0], [...WITHOUT_TEST_HOOKS.slice(1), 'setpriv', `--reuid=${STRANGER}`, `--regid=${STRANGER}`,
-      groups.length ? `--groups=${groups.join(',')}` : '--clear-groups', '--',
-      process.execPath, '-e', script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      WITHOUT_TEST_HOOKS[0],
+      [
+        ...WITHOUT_TEST_HOOKS.slice(1),
+        'setpriv',
+        `--reuid=${STRANGER}`,
+        `--regid=${STRANGER}`,
+        groups.length ? `--groups=${groups.join(',')}` : '--clear-groups',
+        '--',
+        process.execPath,
+        '-e',
+        script,
+        ...args,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     child.on('error', reject);
@@ -213,87 +234,135 @@ s.on('close', () => { if (state === 'open') state = 'closed'; });
 setTimeout(() => { process.stdout.write(state); s.destroy(); }, 1500);
 `;
 
-t.test('front ends are checked by SO_PEERCRED: another uid is refused unless allowed', { skip: IS_ROOT ? false : 'needs root: a process of another uid' }, async (t) => {
-  // A directory the stranger may enter (the fixture's own is 0700).
-  const dir = fs.mkdtempSync(path.join(f.dir, '..', 'vhostwire-peercred-'));
-  fs.chmodSync(dir, 0o755);
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const p = path.join(dir, 'pc.sock');
-  // Mode 0666, so that only the credentials check stands between the stranger and the port.
-  f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666 });
-  t.equal(await runAsStranger(CONNECT_SCRIPT, [p]), 'closed', 'a process of uid 54321 is hung up on');
-  t.equal(refusals('pc', 'peer_credentials'), 1, 'counted as peer_credentials');
-  t.equal(eventsOf('pc', 'connected').length, 0, 'it never became the front end');
-  t.match(eventsOf('pc', 'error').at(-1)?.reason, /front end refused on .*pc\.sock: process \d+ runs as uid 54321, gid 54321, and none of its groups are allowed \(allow them with the port's allow-uid or allow-gid\)/, 'the event says who and how to allow it');
-  f.engine.removePort('pc');
-  f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666, allowUids: String(STRANGER) });
-  t.equal(await runAsStranger(CONNECT_SCRIPT, [p]), 'open', 'with allowUids it is served');
-  t.equal(eventsOf('pc', 'connected').length, 1, 'and became the front end');
-  await waitFor('gone', () => !f.port('pc').connected);
-  f.engine.removePort('pc');
-  f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666, allowGids: String(STRANGER) });
-  t.equal(await runAsStranger(CONNECT_SCRIPT, [p]), 'open', 'with its gid in allowGids it is served too');
-  await waitFor('gone', () => !f.port('pc').connected);
-  f.engine.removePort('pc');
-  // The socket's group lets in a process that has it as a supplementary group (SO_PEERGROUPS).
-  f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666, socketGroup: STRANGER + 2 });
-  t.equal(await runAsStranger(CONNECT_SCRIPT, [p], [STRANGER + 2]), 'open', 'with the socket group as a supplementary group it is served');
-  await waitFor('gone', () => !f.port('pc').connected);
-  t.equal(await runAsStranger(CONNECT_SCRIPT, [p]), 'closed', 'without that group it is refused again');
-  f.engine.removePort('pc');
-  // Whatever group the file has when the front end connects counts (serve --user hands the socket to
-  // its user after the port made it).
-  f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666 });
-  fs.chownSync(p, process.getuid!(), STRANGER + 3);
-  t.equal(await runAsStranger(CONNECT_SCRIPT, [p], [STRANGER + 3]), 'open', "a member of the file's group, given to it after it was made, is served");
-  await waitFor('gone', () => !f.port('pc').connected);
-  f.engine.removePort('pc');
-});
+t.test(
+  'front ends are checked by SO_PEERCRED: another uid is refused unless allowed',
+  { skip: IS_ROOT ? false : 'needs root: a process of another uid' },
+  async (t) => {
+    // A directory the stranger may enter (the fixture's own is 0700).
+    const dir = fs.mkdtempSync(path.join(f.dir, '..', 'vhostwire-peercred-'));
+    fs.chmodSync(dir, 0o755);
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const p = path.join(dir, 'pc.sock');
+    // Mode 0666, so that only the credentials check stands between the stranger and the port.
+    f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666 });
+    t.equal(await runAsStranger(CONNECT_SCRIPT, [p]), 'closed', 'a process of uid 54321 is hung up on');
+    t.equal(refusals('pc', 'peer_credentials'), 1, 'counted as peer_credentials');
+    t.equal(eventsOf('pc', 'connected').length, 0, 'it never became the front end');
+    t.match(
+      eventsOf('pc', 'error').at(-1)?.reason,
+      /front end refused on .*pc\.sock: process \d+ runs as uid 54321, gid 54321, and none of its groups are allowed \(allow them with the port's allow-uid or allow-gid\)/,
+      'the event says who and how to allow it',
+    );
+    f.engine.removePort('pc');
+    f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666, allowUids: String(STRANGER) });
+    t.equal(await runAsStranger(CONNECT_SCRIPT, [p]), 'open', 'with allowUids it is served');
+    t.equal(eventsOf('pc', 'connected').length, 1, 'and became the front end');
+    await waitFor('gone', () => !f.port('pc').connected);
+    f.engine.removePort('pc');
+    f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666, allowGids: String(STRANGER) });
+    t.equal(await runAsStranger(CONNECT_SCRIPT, [p]), 'open', 'with its gid in allowGids it is served too');
+    await waitFor('gone', () => !f.port('pc').connected);
+    f.engine.removePort('pc');
+    // The socket's group lets in a process that has it as a supplementary group (SO_PEERGROUPS).
+    f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666, socketGroup: STRANGER + 2 });
+    t.equal(
+      await runAsStranger(CONNECT_SCRIPT, [p], [STRANGER + 2]),
+      'open',
+      'with the socket group as a supplementary group it is served',
+    );
+    await waitFor('gone', () => !f.port('pc').connected);
+    t.equal(await runAsStranger(CONNECT_SCRIPT, [p]), 'closed', 'without that group it is refused again');
+    f.engine.removePort('pc');
+    // Whatever group the file has when the front end connects counts (serve --user hands the socket to
+    // its user after the port made it).
+    f.engine.addPort('vhost-user', 'pc', { path: p, client: false, queues: 1, socketMode: 0o666 });
+    fs.chownSync(p, process.getuid!(), STRANGER + 3);
+    t.equal(
+      await runAsStranger(CONNECT_SCRIPT, [p], [STRANGER + 3]),
+      'open',
+      "a member of the file's group, given to it after it was made, is served",
+    );
+    await waitFor('gone', () => !f.port('pc').connected);
+    f.engine.removePort('pc');
+  },
+);
 
-t.test('client mode: a listener owned by another uid is not connected to', { skip: IS_ROOT ? false : 'needs root: chown to another uid' }, async (t) => {
-  const p = f.sock('cl');
-  let accepted = 0;
-  const server = net.createServer((c) => {
-    accepted++;
-    c.on('error', () => {});
-  });
-  await new Promise<void>((r) => server.listen(p, r));
-  try {
-    // Planted by someone else: the same listener, its file owned by a stranger.
-    fs.chownSync(p, STRANGER, STRANGER);
-    f.engine.addPort('vhost-user', 'cl', { path: p, client: true, queues: 1 });
-    await waitFor('the refusal', () => refusals('cl', 'listener_owner') >= 2, 5000);
-    t.equal(accepted, 0, `never connected (${refusals('cl', 'listener_owner')} attempts refused)`);
-    const errors = eventsOf('cl', 'error');
-    t.equal(errors.length, 1, 'reported once, not once per retry');
-    t.match(errors[0].reason, /the listener .*cl\.sock is owned by uid 54321, not by us, root or an allowed uid \(allow-uid\): not connecting to it/, 'the event says why');
-    // Once the file is ours again the port connects on its next retry.
-    fs.chownSync(p, process.getuid!(), process.getgid!());
-    await waitFor('the connection', () => accepted === 1, 5000);
-    t.pass('an owner that is us is connected to');
-    f.engine.removePort('cl');
-  } finally {
-    server.close();
-  }
-});
+t.test(
+  'client mode: a listener owned by another uid is not connected to',
+  { skip: IS_ROOT ? false : 'needs root: chown to another uid' },
+  async (t) => {
+    const p = f.sock('cl');
+    let accepted = 0;
+    const server = net.createServer((c) => {
+      accepted++;
+      c.on('error', () => {});
+    });
+    await new Promise<void>((r) => server.listen(p, r));
+    try {
+      // Planted by someone else: the same listener, its file owned by a stranger.
+      fs.chownSync(p, STRANGER, STRANGER);
+      f.engine.addPort('vhost-user', 'cl', { path: p, client: true, queues: 1 });
+      await waitFor('the refusal', () => refusals('cl', 'listener_owner') >= 2, 5000);
+      t.equal(accepted, 0, `never connected (${refusals('cl', 'listener_owner')} attempts refused)`);
+      const errors = eventsOf('cl', 'error');
+      t.equal(errors.length, 1, 'reported once, not once per retry');
+      t.match(
+        errors[0].reason,
+        /the listener .*cl\.sock is owned by uid 54321, not by us, root or an allowed uid \(allow-uid\): not connecting to it/,
+        'the event says why',
+      );
+      // Once the file is ours again the port connects on its next retry.
+      fs.chownSync(p, process.getuid!(), process.getgid!());
+      await waitFor('the connection', () => accepted === 1, 5000);
+      t.pass('an owner that is us is connected to');
+      f.engine.removePort('cl');
+    } finally {
+      server.close();
+    }
+  },
+);
 
 t.test('the option checks at the edge refuse bad socket settings', async (t) => {
   const { vhostUser } = await import('../../src/ports/vhost-user');
-  t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,socket-mode=0999'), /socket mode must be octal permission bits such as 0660, got "0999"/);
+  t.throws(
+    () => vhostUser.parseFlag('vm0=/tmp/x.sock,socket-mode=0999'),
+    /socket mode must be octal permission bits such as 0660, got "0999"/,
+  );
   t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,socket-mode=4755'), /socket mode must be octal permission bits/);
   t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,client,socket-mode=0600'), /socket mode, owner and group are for server sockets/);
   t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,socket-owner=no-such-user-here'), /no user named "no-such-user-here"/);
   t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,socket-owner=root:root'), /"root:root" is not one user/);
-  t.throws(() => vhostUser.parseConfig('cfg', { name: 'vm0', path: '/tmp/x.sock', socketMode: 660 }), /cfg\.socketMode: expected a string, got 660/);
+  t.throws(
+    () => vhostUser.parseConfig('cfg', { name: 'vm0', path: '/tmp/x.sock', socketMode: 660 }),
+    /cfg\.socketMode: expected a string, got 660/,
+  );
   t.throws(() => vhostUser.parseFlag('vm0=/tmp/x.sock,reject-limit=0'), /reject-limit must be 1\.\.1048576, got 0/);
-  const spec = vhostUser.parseFlag('vm0=/tmp/x.sock,socket-mode=600,socket-owner=0,socket-group=0,allow-uid=0:107,allow-gid=5,reject-limit=4,idle-timeout=2000');
-  t.same(vhostUser.params(spec), {
-    path: '/tmp/x.sock', client: false, queues: 1, socketMode: 0o600, socketOwner: 0, socketGroup: 0,
-    allowUids: '0,107', allowGids: '5', rejectLimit: 4, idleTimeoutMs: 2000,
-  }, 'every option reaches the addon checked');
+  const spec = vhostUser.parseFlag(
+    'vm0=/tmp/x.sock,socket-mode=600,socket-owner=0,socket-group=0,allow-uid=0:107,allow-gid=5,reject-limit=4,idle-timeout=2000',
+  );
+  t.same(
+    vhostUser.params(spec),
+    {
+      path: '/tmp/x.sock',
+      client: false,
+      queues: 1,
+      socketMode: 0o600,
+      socketOwner: 0,
+      socketGroup: 0,
+      allowUids: '0,107',
+      allowGids: '5',
+      rejectLimit: 4,
+      idleTimeoutMs: 2000,
+    },
+    'every option reaches the addon checked',
+  );
   const fromFile = vhostUser.parseConfig('cfg', { name: 'vm0', path: '/tmp/x.sock', socketMode: '0640', allowUid: [107, 'root'] });
   t.same([fromFile.socketMode, fromFile.allowUids], [0o640, [107, 0]], 'and the config file keys');
-  t.same(vhostUser.params(vhostUser.parseFlag('vm0=/tmp/x.sock')), { path: '/tmp/x.sock', client: false, queues: 1, socketMode: 0o660, rejectLimit: 16, idleTimeoutMs: 10000 }, 'defaults');
+  t.same(
+    vhostUser.params(vhostUser.parseFlag('vm0=/tmp/x.sock')),
+    { path: '/tmp/x.sock', client: false, queues: 1, socketMode: 0o660, rejectLimit: 16, idleTimeoutMs: 10000 },
+    'defaults',
+  );
 });
 
 // In a child process limited to 256 fds: the child fills its fd table, the parent connects, and the
@@ -327,7 +396,11 @@ process.stdin.once('data', () => {
 
 t.test('accept backs off for 100 ms when the process is out of fds, counted, and accepts once fds are back', async (t) => {
   const p = f.sock('emfile');
-  const child = spawn('prlimit', ['--nofile=256:256', process.execPath, '-e', EMFILE_CHILD, path.join(__dirname, '..', '..', 'src', 'native.js'), p], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(
+    'prlimit',
+    ['--nofile=256:256', process.execPath, '-e', EMFILE_CHILD, path.join(__dirname, '..', '..', 'src', 'native.js'), p],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   const exited = new Promise((r) => child.on('close', r));

@@ -3,7 +3,16 @@
 // keep the connection's other queue working, and keep a well-behaved pair of ports exchanging frames.
 import t, { type Test } from 'tap';
 import { frontend, type NativeVirtioUser, type RawDesc } from '../../src/harness/frontend-native';
-import { Fixture, frame, receiveN, waitFor, HDR_LEN, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../support/fixture';
+import {
+  Fixture,
+  frame,
+  receiveN,
+  waitFor,
+  HDR_LEN,
+  VRING_DESC_F_INDIRECT,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
+} from '../support/fixture';
 
 const TX = 1; // the guest's transmit vring of queue pair 0 (we read from it)
 const RX = 0; // the guest's receive vring (we write into it)
@@ -46,8 +55,7 @@ function post(h: NativeVirtioUser, vring: number, descs: RawDesc[], head = 0): v
 
 async function expectBroken(t: Test, x: Hostile, vring: number, reason: string, counter: string): Promise<void> {
   const { f } = x;
-  await waitFor(`ring-broken ${reason}`, () =>
-    f.events.some((e) => e.kind === 'ring-broken' && e.port === 'h' && e.queue === vring));
+  await waitFor(`ring-broken ${reason}`, () => f.events.some((e) => e.kind === 'ring-broken' && e.port === 'h' && e.queue === vring));
   const ev = f.events.find((e) => e.kind === 'ring-broken' && e.port === 'h')!;
   t.equal(ev.reason, reason, `ring-broken event says ${reason}`);
   t.equal(ev.queue, vring, `on vring ${vring}`);
@@ -78,14 +86,21 @@ async function txRule(t: Test, descs: (h: NativeVirtioUser) => RawDesc[], reason
 }
 
 t.test('address outside guest memory', (t) =>
-  txRule(t, () => [{ addr: frontend().guestBase - 4096n, len: 100, flags: 0, next: 0 }], 'bad_address', 'INVALID_BAD_ADDRESS'));
+  txRule(t, () => [{ addr: frontend().guestBase - 4096n, len: 100, flags: 0, next: 0 }], 'bad_address', 'INVALID_BAD_ADDRESS'),
+);
 
 t.test('address + length wraps around 2^64', (t) =>
-  txRule(t, () => [{ addr: 0xffffffffffffff00n, len: 0x200, flags: 0, next: 0 }], 'bad_address', 'INVALID_BAD_ADDRESS'));
+  txRule(t, () => [{ addr: 0xffffffffffffff00n, len: 0x200, flags: 0, next: 0 }], 'bad_address', 'INVALID_BAD_ADDRESS'),
+);
 
 t.test('buffer running past the end of guest memory', (t) =>
-  txRule(t, (h) => [{ addr: frontend().guestBase + BigInt(h.memSize()) - 50n, len: 100, flags: 0, next: 0 }],
-    'bad_address', 'INVALID_BAD_ADDRESS'));
+  txRule(
+    t,
+    (h) => [{ addr: frontend().guestBase + BigInt(h.memSize()) - 50n, len: 100, flags: 0, next: 0 }],
+    'bad_address',
+    'INVALID_BAD_ADDRESS',
+  ),
+);
 
 t.test('a buffer ending exactly at the end of guest memory is accepted', async (t) => {
   const x = await setup(t);
@@ -100,16 +115,23 @@ t.test('a buffer ending exactly at the end of guest memory is accepted', async (
 });
 
 t.test('next index beyond the queue', (t) =>
-  txRule(t, (h) => [{ addr: packet(h), len: HDR_LEN + 64, flags: VRING_DESC_F_NEXT, next: QSIZE }], 'bad_next', 'INVALID_BAD_NEXT'));
+  txRule(t, (h) => [{ addr: packet(h), len: HDR_LEN + 64, flags: VRING_DESC_F_NEXT, next: QSIZE }], 'bad_next', 'INVALID_BAD_NEXT'),
+);
 
 t.test('a descriptor loop', (t) =>
-  txRule(t, (h) => {
-    const a = packet(h);
-    return [
-      { addr: a, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: 1 },
-      { addr: a, len: 64, flags: VRING_DESC_F_NEXT, next: 0 },
-    ];
-  }, 'chain_too_long', 'INVALID_CHAIN_TOO_LONG'));
+  txRule(
+    t,
+    (h) => {
+      const a = packet(h);
+      return [
+        { addr: a, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: 1 },
+        { addr: a, len: 64, flags: VRING_DESC_F_NEXT, next: 0 },
+      ];
+    },
+    'chain_too_long',
+    'INVALID_CHAIN_TOO_LONG',
+  ),
+);
 
 t.test('head index beyond the queue', async (t) => {
   const x = await setup(t);
@@ -141,7 +163,13 @@ t.test('avail index more than a queue ahead', async (t) => {
 });
 
 t.test('device-writable buffer on the transmit queue', (t) =>
-  txRule(t, (h) => [{ addr: packet(h), len: HDR_LEN + 64, flags: VRING_DESC_F_WRITE, next: 0 }], 'writable_on_tx', 'INVALID_WRITABLE_ON_TX'));
+  txRule(
+    t,
+    (h) => [{ addr: packet(h), len: HDR_LEN + 64, flags: VRING_DESC_F_WRITE, next: 0 }],
+    'writable_on_tx',
+    'INVALID_WRITABLE_ON_TX',
+  ),
+);
 
 /** An indirect table of the given descriptors in guest memory. */
 function table(h: NativeVirtioUser, descs: RawDesc[]): bigint {
@@ -158,42 +186,87 @@ function table(h: NativeVirtioUser, descs: RawDesc[]): bigint {
 }
 
 t.test('indirect table length not a multiple of 16', (t) =>
-  txRule(t, (h) => [{ addr: table(h, [{ addr: packet(h), len: 76, flags: 0, next: 0 }]), len: 20, flags: VRING_DESC_F_INDIRECT, next: 0 }],
-    'bad_indirect_length', 'INVALID_INDIRECT_LENGTH'));
+  txRule(
+    t,
+    (h) => [{ addr: table(h, [{ addr: packet(h), len: 76, flags: 0, next: 0 }]), len: 20, flags: VRING_DESC_F_INDIRECT, next: 0 }],
+    'bad_indirect_length',
+    'INVALID_INDIRECT_LENGTH',
+  ),
+);
 
 t.test('indirect table of length zero', (t) =>
-  txRule(t, (h) => [{ addr: table(h, [{ addr: packet(h), len: 76, flags: 0, next: 0 }]), len: 0, flags: VRING_DESC_F_INDIRECT, next: 0 }],
-    'bad_indirect_length', 'INVALID_INDIRECT_LENGTH'));
+  txRule(
+    t,
+    (h) => [{ addr: table(h, [{ addr: packet(h), len: 76, flags: 0, next: 0 }]), len: 0, flags: VRING_DESC_F_INDIRECT, next: 0 }],
+    'bad_indirect_length',
+    'INVALID_INDIRECT_LENGTH',
+  ),
+);
 
 t.test('indirect table outside guest memory', (t) =>
-  txRule(t, () => [{ addr: frontend().guestBase - 64n, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }], 'bad_address', 'INVALID_BAD_ADDRESS'));
+  txRule(
+    t,
+    () => [{ addr: frontend().guestBase - 64n, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }],
+    'bad_address',
+    'INVALID_BAD_ADDRESS',
+  ),
+);
 
 t.test('indirect inside indirect', (t) =>
-  txRule(t, (h) => {
-    const inner = table(h, [{ addr: packet(h), len: 76, flags: 0, next: 0 }]);
-    const outer = table(h, [{ addr: inner, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 }]);
-    return [{ addr: outer, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 }];
-  }, 'nested_indirect', 'INVALID_INDIRECT_NESTED'));
+  txRule(
+    t,
+    (h) => {
+      const inner = table(h, [{ addr: packet(h), len: 76, flags: 0, next: 0 }]);
+      const outer = table(h, [{ addr: inner, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 }]);
+      return [{ addr: outer, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 }];
+    },
+    'nested_indirect',
+    'INVALID_INDIRECT_NESTED',
+  ),
+);
 
 t.test('indirect descriptor that also has NEXT', (t) =>
-  txRule(t, (h) => [
-    { addr: table(h, [{ addr: packet(h), len: 76, flags: 0, next: 0 }]), len: 16, flags: VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT, next: 1 },
-    { addr: packet(h), len: 76, flags: 0, next: 0 },
-  ], 'indirect_with_next', 'INVALID_INDIRECT_WITH_NEXT'));
+  txRule(
+    t,
+    (h) => [
+      {
+        addr: table(h, [{ addr: packet(h), len: 76, flags: 0, next: 0 }]),
+        len: 16,
+        flags: VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT,
+        next: 1,
+      },
+      { addr: packet(h), len: 76, flags: 0, next: 0 },
+    ],
+    'indirect_with_next',
+    'INVALID_INDIRECT_WITH_NEXT',
+  ),
+);
 
 t.test('next index beyond the indirect table', (t) =>
-  txRule(t, (h) => {
-    const p = packet(h);
-    const tab = table(h, [
-      { addr: p, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: 5 },
-      { addr: p + BigInt(HDR_LEN), len: 64, flags: 0, next: 0 },
-    ]);
-    return [{ addr: tab, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }];
-  }, 'bad_next', 'INVALID_BAD_NEXT'));
+  txRule(
+    t,
+    (h) => {
+      const p = packet(h);
+      const tab = table(h, [
+        { addr: p, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: 5 },
+        { addr: p + BigInt(HDR_LEN), len: 64, flags: 0, next: 0 },
+      ]);
+      return [{ addr: tab, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }];
+    },
+    'bad_next',
+    'INVALID_BAD_NEXT',
+  ),
+);
 
 t.test('indirect descriptor when INDIRECT_DESC was not negotiated', (t) =>
-  txRule(t, (h) => [{ addr: table(h, [{ addr: packet(h), len: 76, flags: 0, next: 0 }]), len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 }],
-    'indirect_not_negotiated', 'INVALID_INDIRECT_NOT_NEGOTIATED', { indirect: false }));
+  txRule(
+    t,
+    (h) => [{ addr: table(h, [{ addr: packet(h), len: 76, flags: 0, next: 0 }]), len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 }],
+    'indirect_not_negotiated',
+    'INVALID_INDIRECT_NOT_NEGOTIATED',
+    { indirect: false },
+  ),
+);
 
 /** Rewrites every receive descriptor the front end posted, then lets the generator fill them. */
 async function rxRule(t: Test, desc: (h: NativeVirtioUser, i: number) => RawDesc, reason: string, counter: string) {
@@ -207,18 +280,29 @@ async function rxRule(t: Test, desc: (h: NativeVirtioUser, i: number) => RawDesc
 t.test('read-only buffer on the receive queue is refused and never written', async (t) => {
   const pattern = Buffer.alloc(2048, 0xab);
   let buf = 0n;
-  const x = await rxRule(t, (h, i) => {
-    if (i === 0) {
-      buf = h.alloc(2048);
-      h.memWrite(buf, pattern);
-    }
-    return { addr: buf, len: 2048, flags: 0, next: 0 };
-  }, 'readonly_on_rx', 'INVALID_READONLY_ON_RX');
+  const x = await rxRule(
+    t,
+    (h, i) => {
+      if (i === 0) {
+        buf = h.alloc(2048);
+        h.memWrite(buf, pattern);
+      }
+      return { addr: buf, len: 2048, flags: 0, next: 0 };
+    },
+    'readonly_on_rx',
+    'INVALID_READONLY_ON_RX',
+  );
   t.same(x.h.memRead(buf, 2048), pattern, 'the read-only buffer is unchanged');
 });
 
 t.test('receive buffer outside guest memory', (t) =>
-  rxRule(t, () => ({ addr: frontend().guestBase + (1n << 40n), len: 2048, flags: VRING_DESC_F_WRITE, next: 0 }), 'bad_address', 'INVALID_BAD_ADDRESS'));
+  rxRule(
+    t,
+    () => ({ addr: frontend().guestBase + (1n << 40n), len: 2048, flags: VRING_DESC_F_WRITE, next: 0 }),
+    'bad_address',
+    'INVALID_BAD_ADDRESS',
+  ),
+);
 
 t.test('virtio-net header rules drop the packet and keep the ring', async (t) => {
   const x = await setup(t);
@@ -250,7 +334,10 @@ t.test('virtio-net header rules drop the packet and keep the ring', async (t) =>
   await waitFor('all four returned', () => x.h.rawUsedIdx(TX) === 4);
   for (let i = 0; i < 4; i++) t.equal(x.h.rawUsedElem(TX, i).len, 0, `used length of transmit chain ${i} is 0`);
   t.equal(x.f.counter('h', 'RINGS_BROKEN'), 0n, 'no ring broken');
-  t.notOk(x.f.events.some((e) => e.kind === 'ring-broken'), 'no ring-broken event');
+  t.notOk(
+    x.f.events.some((e) => e.kind === 'ring-broken'),
+    'no ring-broken event',
+  );
 });
 
 t.test('a transmit chain no longer than the header is dropped, not forwarded as an empty frame', async (t) => {

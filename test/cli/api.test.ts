@@ -32,7 +32,7 @@ function parse(text: string, closed: boolean): Raw {
   let body = end < 0 ? '' : text.slice(end + 4);
   if (headers['transfer-encoding'] === 'chunked') {
     let out = '';
-    for (let rest = body; ; ) {
+    for (let rest = body; ;) {
       const nl = rest.indexOf('\r\n');
       const n = parseInt(rest.slice(0, nl), 16);
       if (!(n > 0)) break;
@@ -81,7 +81,8 @@ const json = { 'Content-Type': 'application/json' };
 async function refusals(port: number): Promise<Record<string, number>> {
   const text = (await raw({ port }, request('GET', '/metrics', { Host: 'localhost' }))).body;
   const out: Record<string, number> = {};
-  for (const m of text.matchAll(/^vhostwire_api_refusals_total\{listener="(\w+)",reason="(\w+)"\} (\d+)$/gm)) if (m[3] !== '0') out[`${m[1]}/${m[2]}`] = Number(m[3]);
+  for (const m of text.matchAll(/^vhostwire_api_refusals_total\{listener="(\w+)",reason="(\w+)"\} (\d+)$/gm))
+    if (m[3] !== '0') out[`${m[1]}/${m[2]}`] = Number(m[3]);
   return out;
 }
 
@@ -90,7 +91,10 @@ async function modeNow(base: string): Promise<string> {
 }
 
 /** A serve with one sink in kernel mode and the given API flags; its TCP base URL and socket path. */
-async function startServe(t: Test, flags: (api: string, port: number) => string[]): Promise<{ serve: Cli; base: string; port: number; api: string }> {
+async function startServe(
+  t: Test,
+  flags: (api: string, port: number) => string[],
+): Promise<{ serve: Cli; base: string; port: number; api: string }> {
   const tmp = tempDir();
   t.teardown(tmp.cleanup);
   const port = await freePort();
@@ -108,10 +112,19 @@ t.test('changes over TCP are refused without --api-tcp, with a message naming bo
   t.equal(fs.statSync(api).mode & 0o7777, 0o660, 'the socket is mode 0660');
 
   // The issue's request: what a web page reaches through DNS rebinding.
-  const rebinding = await raw({ port }, request('PUT', '/api/mode', { Host: `evil.example:${port}`, Origin: `http://evil.example:${port}`, 'Content-Type': 'text/plain' }, MODE));
+  const rebinding = await raw(
+    { port },
+    request(
+      'PUT',
+      '/api/mode',
+      { Host: `evil.example:${port}`, Origin: `http://evil.example:${port}`, 'Content-Type': 'text/plain' },
+      MODE,
+    ),
+  );
   t.equal(rebinding.status, 403, 'the rebinding request is refused');
   t.same(JSON.parse(rebinding.body), {
-    error: 'changes are not accepted over TCP: use the unix-socket API (serve --api PATH, then e.g. vhostwire mode kernel --api PATH) or start serve with --api-tcp',
+    error:
+      'changes are not accepted over TCP: use the unix-socket API (serve --api PATH, then e.g. vhostwire mode kernel --api PATH) or start serve with --api-tcp',
     reason: 'changes_over_tcp_off',
   });
   t.ok(rebinding.closed, 'and the connection closed');
@@ -132,7 +145,10 @@ t.test('changes over TCP are refused without --api-tcp, with a message naming bo
   const stats = await runCli(['stats', '--api', api]);
   t.equal(stats.code, 0, `stats --api (${stats.stderr})`);
   t.match(stats.stdout, /^s0\s+sink\s+up/m);
-  t.match(await runCli(['mode', '--api', api, '--url', base]), { code: 2, stderr: 'vhostwire mode [mode]: Arguments api and url are mutually exclusive\n' });
+  t.match(await runCli(['mode', '--api', api, '--url', base]), {
+    code: 2,
+    stderr: 'vhostwire mode [mode]: Arguments api and url are mutually exclusive\n',
+  });
   t.same(await refusals(port), { 'tcp/changes_over_tcp_off': 3 }, 'three refusals, counted under their reason');
   serve.kill('SIGTERM');
   t.same(await serve.wait(), { code: 0, signal: null });
@@ -146,16 +162,54 @@ t.test('Host, Origin and content type decide on both listeners; each refusal is 
     ['a foreign Host', { Host: 'evil.example', ...json }, MODE, 403, 'foreign_host', /^Host "evil.example" is not this host/],
     ['a loopback address as a subdomain', { Host: '127.0.0.1.evil.example', ...json }, MODE, 403, 'foreign_host', /is not this host/],
     ['localhost as a subdomain', { Host: 'localhost.evil.example', ...json }, MODE, 403, 'foreign_host', /is not this host/],
-    ['a foreign Origin', { Host: 'localhost', Origin: 'http://evil.example', ...json }, MODE, 403, 'foreign_origin', /^Origin "http:\/\/evil.example" is not http:\/\/localhost: changes from web pages are refused$/],
+    [
+      'a foreign Origin',
+      { Host: 'localhost', Origin: 'http://evil.example', ...json },
+      MODE,
+      403,
+      'foreign_origin',
+      /^Origin "http:\/\/evil.example" is not http:\/\/localhost: changes from web pages are refused$/,
+    ],
     ['the null Origin', { Host: 'localhost', Origin: 'null', ...json }, MODE, 403, 'foreign_origin', /^Origin "null"/],
-    ['an https Origin', { Host: 'localhost', Origin: 'https://localhost', ...json }, MODE, 403, 'foreign_origin', /^Origin "https:\/\/localhost"/],
-    ['text/plain', { Host: 'localhost', 'Content-Type': 'text/plain' }, MODE, 415, 'wrong_content_type', /^a change must be sent as Content-Type: application\/json, not "text\/plain"$/],
-    ['a form', { Host: 'localhost', 'Content-Type': 'application/x-www-form-urlencoded' }, 'mode=bypass', 415, 'wrong_content_type', /not "application\/x-www-form-urlencoded"/],
+    [
+      'an https Origin',
+      { Host: 'localhost', Origin: 'https://localhost', ...json },
+      MODE,
+      403,
+      'foreign_origin',
+      /^Origin "https:\/\/localhost"/,
+    ],
+    [
+      'text/plain',
+      { Host: 'localhost', 'Content-Type': 'text/plain' },
+      MODE,
+      415,
+      'wrong_content_type',
+      /^a change must be sent as Content-Type: application\/json, not "text\/plain"$/,
+    ],
+    [
+      'a form',
+      { Host: 'localhost', 'Content-Type': 'application/x-www-form-urlencoded' },
+      'mode=bypass',
+      415,
+      'wrong_content_type',
+      /not "application\/x-www-form-urlencoded"/,
+    ],
     ['no content type', { Host: 'localhost' }, MODE, 415, 'wrong_content_type', /not without one$/],
     ['a body that is not JSON', { Host: 'localhost', ...json }, 'mode=bypass', 400, 'bad_body', /^the body is not JSON/],
-    ['an unknown mode', { Host: 'localhost', ...json }, '{"mode":"fast"}', 400, 'bad_body', /^the body must be \{"mode": "bypass"\} or \{"mode": "kernel"\}, not \{"mode":"fast"\}$/],
+    [
+      'an unknown mode',
+      { Host: 'localhost', ...json },
+      '{"mode":"fast"}',
+      400,
+      'bad_body',
+      /^the body must be \{"mode": "bypass"\} or \{"mode": "kernel"\}, not \{"mode":"fast"\}$/,
+    ],
   ];
-  for (const [listener, addr] of [['tcp', { port }], ['unix', { path: api }]] as const) {
+  for (const [listener, addr] of [
+    ['tcp', { port }],
+    ['unix', { path: api }],
+  ] as const) {
     for (const [what, headers, body, status, reason, message] of refused) {
       const r = await raw(addr, request('PUT', '/api/mode', headers, body));
       t.equal(r.status, status, `${listener}: ${what}: ${status}`);
@@ -166,12 +220,17 @@ t.test('Host, Origin and content type decide on both listeners; each refusal is 
     t.equal(await modeNow(base), 'kernel', `${listener}: nothing changed the mode`);
   }
   const expected: Record<string, number> = {};
-  for (const listener of ['tcp', 'unix']) for (const [, , , , reason] of refused) expected[`${listener}/${reason}`] = (expected[`${listener}/${reason}`] ?? 0) + 1;
+  for (const listener of ['tcp', 'unix'])
+    for (const [, , , , reason] of refused) expected[`${listener}/${reason}`] = (expected[`${listener}/${reason}`] ?? 0) + 1;
   t.same(await refusals(port), expected, 'every refusal counted once, by listener and reason');
 
   const accepted: Array<[Addr, Record<string, string>, string]> = [
     [{ port }, { Host: `127.0.0.1:${port}`, ...json }, 'bypass'],
-    [{ port }, { Host: `localhost:${port}`, Origin: `http://localhost:${port}`, 'Content-Type': 'application/json; charset=utf-8' }, 'kernel'],
+    [
+      { port },
+      { Host: `localhost:${port}`, Origin: `http://localhost:${port}`, 'Content-Type': 'application/json; charset=utf-8' },
+      'kernel',
+    ],
     [{ port }, { Host: `[::1]:${port}`, ...json }, 'bypass'],
     [{ path: api }, { Host: 'localhost', Origin: 'http://localhost', ...json }, 'kernel'],
   ];
@@ -184,37 +243,41 @@ t.test('Host, Origin and content type decide on both listeners; each refusal is 
   t.equal(reads.status, 200, 'reads are open whatever Host and Origin say, as Prometheus expects');
 });
 
-t.test('changes over TCP from another host are refused; it may still scrape', { skip: process.getuid?.() === 0 ? false : 'needs root: a network namespace' }, async (t) => {
-  const ns = `vwapi${process.pid}`;
-  const [here, there] = [`vwah${process.pid}`, `vwan${process.pid}`];
-  const [hostIp, nsIp] = ['10.233.0.1', '10.233.0.2'];
-  const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
-  ip('netns', 'add', ns);
-  t.teardown(() => {
-    spawnSync('ip', ['link', 'del', here], { stdio: 'ignore' });
-    spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
-  });
-  ip('link', 'add', here, 'type', 'veth', 'peer', 'name', there, 'netns', ns);
-  ip('addr', 'add', `${hostIp}/24`, 'dev', here);
-  ip('link', 'set', here, 'up');
-  ip('-n', ns, 'addr', 'add', `${nsIp}/24`, 'dev', there);
-  ip('-n', ns, 'link', 'set', there, 'up');
-  const port = await freePort();
-  const serve = new Cli(['serve', '--sink', 's0', '--mode', 'kernel', '--metrics', `${hostIp}:${port}`, '--api-tcp']);
-  t.teardown(() => serve.kill('SIGKILL'));
-  await serve.line(/^ready$/);
-  // A client inside the namespace: its address is 10.233.0.2, not a loopback one.
-  const fromNs = (method: string, headers: Record<string, string>, body = ''): Raw => {
-    const js = `const s=require('net').connect(${port},'${hostIp}');let g='';s.on('data',d=>g+=d);s.on('close',()=>process.stdout.write(g));s.write(${JSON.stringify(request(method, method === 'GET' ? '/metrics' : '/api/mode', headers, body))});`;
-    return parse(execFileSync('ip', ['netns', 'exec', ns, process.execPath, '-e', js], { encoding: 'utf8' }), true);
-  };
-  const put = fromNs('PUT', { Host: 'localhost', ...json }, MODE);
-  t.equal(put.status, 403);
-  t.same(JSON.parse(put.body), { error: `changes over TCP are accepted from this host only, not from ${nsIp}`, reason: 'not_local' });
-  const scrape = fromNs('GET', { Host: `${hostIp}:${port}` });
-  t.equal(scrape.status, 200, 'a remote scraper still gets /metrics');
-  t.match(scrape.body, /^vhostwire_api_refusals_total\{listener="tcp",reason="not_local"\} 1$/m, 'with the refusal counted');
-});
+t.test(
+  'changes over TCP from another host are refused; it may still scrape',
+  { skip: process.getuid?.() === 0 ? false : 'needs root: a network namespace' },
+  async (t) => {
+    const ns = `vwapi${process.pid}`;
+    const [here, there] = [`vwah${process.pid}`, `vwan${process.pid}`];
+    const [hostIp, nsIp] = ['10.233.0.1', '10.233.0.2'];
+    const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
+    ip('netns', 'add', ns);
+    t.teardown(() => {
+      spawnSync('ip', ['link', 'del', here], { stdio: 'ignore' });
+      spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    });
+    ip('link', 'add', here, 'type', 'veth', 'peer', 'name', there, 'netns', ns);
+    ip('addr', 'add', `${hostIp}/24`, 'dev', here);
+    ip('link', 'set', here, 'up');
+    ip('-n', ns, 'addr', 'add', `${nsIp}/24`, 'dev', there);
+    ip('-n', ns, 'link', 'set', there, 'up');
+    const port = await freePort();
+    const serve = new Cli(['serve', '--sink', 's0', '--mode', 'kernel', '--metrics', `${hostIp}:${port}`, '--api-tcp']);
+    t.teardown(() => serve.kill('SIGKILL'));
+    await serve.line(/^ready$/);
+    // A client inside the namespace: its address is 10.233.0.2, not a loopback one.
+    const fromNs = (method: string, headers: Record<string, string>, body = ''): Raw => {
+      const js = `const s=require('net').connect(${port},'${hostIp}');let g='';s.on('data',d=>g+=d);s.on('close',()=>process.stdout.write(g));s.write(${JSON.stringify(request(method, method === 'GET' ? '/metrics' : '/api/mode', headers, body))});`;
+      return parse(execFileSync('ip', ['netns', 'exec', ns, process.execPath, '-e', js], { encoding: 'utf8' }), true);
+    };
+    const put = fromNs('PUT', { Host: 'localhost', ...json }, MODE);
+    t.equal(put.status, 403);
+    t.same(JSON.parse(put.body), { error: `changes over TCP are accepted from this host only, not from ${nsIp}`, reason: 'not_local' });
+    const scrape = fromNs('GET', { Host: `${hostIp}:${port}` });
+    t.equal(scrape.status, 200, 'a remote scraper still gets /metrics');
+    t.match(scrape.body, /^vhostwire_api_refusals_total\{listener="tcp",reason="not_local"\} 1$/m, 'with the refusal counted');
+  },
+);
 
 t.test('a bearer token for changes over TCP', async (t) => {
   const tmp = tempDir();
@@ -222,9 +285,16 @@ t.test('a bearer token for changes over TCP', async (t) => {
   const file = `${tmp.dir}/token`;
   const token = randomBytes(32).toString('base64');
   fs.writeFileSync(file, `${token}\n`, { mode: 0o600 });
-  const { serve, base, port } = await startServe(t, (_api, port) => ['--metrics', `127.0.0.1:${port}`, '--api-tcp', '--api-token-file', file]);
+  const { serve, base, port } = await startServe(t, (_api, port) => [
+    '--metrics',
+    `127.0.0.1:${port}`,
+    '--api-tcp',
+    '--api-token-file',
+    file,
+  ]);
   t.match(serve.stdout, `(changes from this host with the bearer token)\n`);
-  const put = (auth?: string): Promise<Raw> => raw({ port }, request('PUT', '/api/mode', { Host: 'localhost', ...json, ...(auth ? { Authorization: auth } : {}) }, MODE));
+  const put = (auth?: string): Promise<Raw> =>
+    raw({ port }, request('PUT', '/api/mode', { Host: 'localhost', ...json, ...(auth ? { Authorization: auth } : {}) }, MODE));
   const none = await put();
   t.equal(none.status, 401, 'no token: 401');
   t.equal(none.headers['www-authenticate'], 'Bearer realm="vhostwire"');
@@ -239,7 +309,11 @@ t.test('a bearer token for changes over TCP', async (t) => {
   const without = await runCli(['mode', 'bypass', '--url', base]);
   t.equal(without.code, 1);
   t.match(without.stderr, /HTTP 401: changes over TCP need the bearer token of serve --api-token-file: pass --api-token-file FILE/);
-  t.match(await runCli(['mode', 'bypass', '--url', base, '--api-token-file', file]), { code: 0, stdout: 'mode bypass (was kernel)\n' }, 'the client sends the token from its file');
+  t.match(
+    await runCli(['mode', 'bypass', '--url', base, '--api-token-file', file]),
+    { code: 0, stdout: 'mode bypass (was kernel)\n' },
+    'the client sends the token from its file',
+  );
   t.equal((await fetch(`${base}/metrics`)).status, 200, 'reads need no token');
   t.same(await refusals(port), { 'tcp/no_token': 2, 'tcp/bad_token': 4 });
 
@@ -247,26 +321,95 @@ t.test('a bearer token for changes over TCP', async (t) => {
   fs.chmodSync(`${tmp.dir}/open`, 0o644);
   fs.writeFileSync(`${tmp.dir}/short`, 'abc123\n', { mode: 0o600 });
   const bad: Array<[string[], string]> = [
-    [['serve', '--metrics', String(port + 1), '--api-tcp', '--api-token-file', `${tmp.dir}/open`], `--api-token-file "${tmp.dir}/open": mode 0644 lets other users read or change it; chmod 600 (or 640) it`],
-    [['serve', '--metrics', String(port + 1), '--api-tcp', '--api-token-file', `${tmp.dir}/short`], `--api-token-file "${tmp.dir}/short": the token is 6 characters; use at least 16, e.g. head -c 32 /dev/urandom | base64`],
-    [['serve', '--metrics', String(port + 1), '--api-token-file', file], '--api-token-file: only meaningful with --api-tcp (who may use the unix socket is decided by its owner and mode)'],
+    [
+      ['serve', '--metrics', String(port + 1), '--api-tcp', '--api-token-file', `${tmp.dir}/open`],
+      `--api-token-file "${tmp.dir}/open": mode 0644 lets other users read or change it; chmod 600 (or 640) it`,
+    ],
+    [
+      ['serve', '--metrics', String(port + 1), '--api-tcp', '--api-token-file', `${tmp.dir}/short`],
+      `--api-token-file "${tmp.dir}/short": the token is 6 characters; use at least 16, e.g. head -c 32 /dev/urandom | base64`,
+    ],
+    [
+      ['serve', '--metrics', String(port + 1), '--api-token-file', file],
+      '--api-token-file: only meaningful with --api-tcp (who may use the unix socket is decided by its owner and mode)',
+    ],
   ];
   for (const [args, line] of bad) t.match(await runCli(args), { code: 2, stderr: `vhostwire serve: ${line}\n` }, line);
-  t.match(await runCli(['mode', 'kernel', '--url', base, '--api-token-file', `${tmp.dir}/open`]), { code: 2, stderr: /^vhostwire mode \[mode\]: --api-token-file ".*open": mode 0644/ }, 'the client checks its token file the same way');
+  t.match(
+    await runCli(['mode', 'kernel', '--url', base, '--api-token-file', `${tmp.dir}/open`]),
+    { code: 2, stderr: /^vhostwire mode \[mode\]: --api-token-file ".*open": mode 0644/ },
+    'the client checks its token file the same way',
+  );
 });
 
 t.test('bounds: oversized headers and bodies, malformed requests, unknown routes', async (t) => {
   const { base, port, api } = await startServe(t, (api, port) => ['--metrics', `127.0.0.1:${port}`, '--api', api, '--api-tcp']);
   const cases: Array<[string, Addr, string, number, string, string]> = [
-    ['a 9000-byte header', { port }, `GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: ${'a'.repeat(9000)}\r\n\r\n`, 431, 'header_too_large', 'the request headers are larger than 8192 bytes'],
-    ['a 9000-byte header, unix', { path: api }, `GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: ${'a'.repeat(9000)}\r\n\r\n`, 431, 'header_too_large', 'the request headers are larger than 8192 bytes'],
-    ['a body announced larger than 16 KiB', { port }, `PUT /api/mode HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 20000\r\n\r\n{`, 413, 'body_too_large', 'the body is larger than 16384 bytes'],
-    ['a chunked body growing past 16 KiB', { path: api }, `PUT /api/mode HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5000\r\n${' '.repeat(0x5000)}\r\n0\r\n\r\n`, 413, 'body_too_large', 'the body is larger than 16384 bytes'],
+    [
+      'a 9000-byte header',
+      { port },
+      `GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: ${'a'.repeat(9000)}\r\n\r\n`,
+      431,
+      'header_too_large',
+      'the request headers are larger than 8192 bytes',
+    ],
+    [
+      'a 9000-byte header, unix',
+      { path: api },
+      `GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: ${'a'.repeat(9000)}\r\n\r\n`,
+      431,
+      'header_too_large',
+      'the request headers are larger than 8192 bytes',
+    ],
+    [
+      'a body announced larger than 16 KiB',
+      { port },
+      `PUT /api/mode HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 20000\r\n\r\n{`,
+      413,
+      'body_too_large',
+      'the body is larger than 16384 bytes',
+    ],
+    [
+      'a chunked body growing past 16 KiB',
+      { path: api },
+      `PUT /api/mode HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5000\r\n${' '.repeat(0x5000)}\r\n0\r\n\r\n`,
+      413,
+      'body_too_large',
+      'the body is larger than 16384 bytes',
+    ],
     ['not HTTP', { port }, 'HELLO\r\n\r\n', 400, 'malformed_request', 'not a valid HTTP/1.1 request (HPE_INVALID_METHOD)'],
-    ['HTTP/1.1 without Host', { port }, 'GET /metrics HTTP/1.1\r\n\r\n', 400, 'malformed_request', 'an HTTP/1.1 request must carry a Host header'],
-    ['an unknown path', { port }, request('GET', '/admin', { Host: 'localhost' }), 404, 'not_found', 'no such endpoint: /admin (there are /metrics, /api/ports, /api/mode)'],
-    ['a method the route lacks', { path: api }, request('DELETE', '/api/mode', { Host: 'localhost' }), 405, 'method_not_allowed', 'DELETE /api/mode: use GET, PUT'],
-    ['a CORS preflight', { port }, request('OPTIONS', '/api/mode', { Host: 'localhost', Origin: 'http://evil.example' }), 405, 'method_not_allowed', 'OPTIONS /api/mode: use GET, PUT'],
+    [
+      'HTTP/1.1 without Host',
+      { port },
+      'GET /metrics HTTP/1.1\r\n\r\n',
+      400,
+      'malformed_request',
+      'an HTTP/1.1 request must carry a Host header',
+    ],
+    [
+      'an unknown path',
+      { port },
+      request('GET', '/admin', { Host: 'localhost' }),
+      404,
+      'not_found',
+      'no such endpoint: /admin (there are /metrics, /api/ports, /api/mode)',
+    ],
+    [
+      'a method the route lacks',
+      { path: api },
+      request('DELETE', '/api/mode', { Host: 'localhost' }),
+      405,
+      'method_not_allowed',
+      'DELETE /api/mode: use GET, PUT',
+    ],
+    [
+      'a CORS preflight',
+      { port },
+      request('OPTIONS', '/api/mode', { Host: 'localhost', Origin: 'http://evil.example' }),
+      405,
+      'method_not_allowed',
+      'OPTIONS /api/mode: use GET, PUT',
+    ],
   ];
   for (const [what, addr, data, status, reason, error] of cases) {
     const r = await raw(addr, data);
@@ -320,9 +463,16 @@ t.test('slow clients: they are timed out, evicted when others need the room, and
   // A client that says nothing, one that dribbles its headers, one that never sends its body.
   const silent = hold({ port }, '');
   const dribbling = hold({ port }, 'GET /metrics HTTP/1.1\r\nHost: loc');
-  const bodiless = hold({ path: api }, 'PUT /api/mode HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{');
+  const bodiless = hold(
+    { path: api },
+    'PUT /api/mode HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{',
+  );
   t.equal(await scrape(), 200, 'a scrape answers while they hold their connections');
-  for (const [what, c] of [['silent', silent], ['dribbling', dribbling], ['bodiless', bodiless]] as const) {
+  for (const [what, c] of [
+    ['silent', silent],
+    ['dribbling', dribbling],
+    ['bodiless', bodiless],
+  ] as const) {
     const r = await c.done;
     t.equal(r.status, 408, `${what}: cut off with 408`);
     t.equal(JSON.parse(r.body).reason, 'request_timeout', `${what}: request_timeout`);
@@ -340,33 +490,52 @@ t.test('slow clients: they are timed out, evicted when others need the room, and
   t.equal((await refusals(port))['tcp/connection_evicted'], evicted, 'each connection beyond 64 evicted one, the scrape too');
   const first = await flood[0].done;
   t.equal(first.status, 503, 'the oldest slow client was closed');
-  t.same(JSON.parse(first.body), { error: 'closed to make room: 64 connections were open and this one had not finished its request', reason: 'connection_evicted' });
+  t.same(JSON.parse(first.body), {
+    error: 'closed to make room: 64 connections were open and this one had not finished its request',
+    reason: 'connection_evicted',
+  });
   for (const c of flood) c.socket.destroy();
 
   // Every slot busy with a change whose body never comes: a new connection is refused at once, while the
   // unix socket, a budget of its own, still takes a change; once they time out, scrapes come back. A
   // probe that arrives before all 64 requests are read evicts one that is not yet: it is replaced.
   const before = await refusals(port);
-  const put = (): Held => hold({ port }, 'PUT /api/mode HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{');
+  const put = (): Held =>
+    hold({ port }, 'PUT /api/mode HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{');
   const busy = Array.from({ length: 64 }, put);
   const replaced: Array<Promise<Raw>> = [];
   let full: Raw | undefined;
-  await waitFor('a connection refused because all 64 are busy', async () => {
-    busy.forEach((c, i) => {
-      if (!c.closed) return;
-      replaced.push(c.done);
-      busy[i] = put();
-    });
-    await new Promise((r) => setTimeout(r, 50));
-    full = await raw({ port }, request('GET', '/metrics', { Host: 'localhost' }));
-    return full.status === 503;
-  }, 10000);
-  t.same(JSON.parse(full!.body), { error: '64 connections are open and all are being answered; try again', reason: 'too_many_connections' }, 'a connection beyond 64 busy ones: 503');
-  t.match(await runCli(['mode', 'bypass', '--api', api]), { code: 0, stdout: 'mode bypass (was kernel)\n' }, 'the unix socket still takes a change');
+  await waitFor(
+    'a connection refused because all 64 are busy',
+    async () => {
+      busy.forEach((c, i) => {
+        if (!c.closed) return;
+        replaced.push(c.done);
+        busy[i] = put();
+      });
+      await new Promise((r) => setTimeout(r, 50));
+      full = await raw({ port }, request('GET', '/metrics', { Host: 'localhost' }));
+      return full.status === 503;
+    },
+    10000,
+  );
+  t.same(
+    JSON.parse(full!.body),
+    { error: '64 connections are open and all are being answered; try again', reason: 'too_many_connections' },
+    'a connection beyond 64 busy ones: 503',
+  );
+  t.match(
+    await runCli(['mode', 'bypass', '--api', api]),
+    { code: 0, stdout: 'mode bypass (was kernel)\n' },
+    'the unix socket still takes a change',
+  );
   const cut = await Promise.all(busy.map((c) => c.done));
   t.equal(cut.filter((r) => r.status === 408).length, 64, 'the 64 busy ones are cut off by the request timeout');
   const evictedBusy = await Promise.all(replaced);
-  t.ok(evictedBusy.every((r) => JSON.parse(r.body).reason === 'connection_evicted'), `the ${evictedBusy.length} replaced ones had been evicted for a probe`);
+  t.ok(
+    evictedBusy.every((r) => JSON.parse(r.body).reason === 'connection_evicted'),
+    `the ${evictedBusy.length} replaced ones had been evicted for a probe`,
+  );
   const after = await refusals(port);
   t.equal(after['tcp/request_timeout'] - before['tcp/request_timeout'], 64, 'timeouts counted');
   t.equal((after['tcp/connection_evicted'] ?? 0) - (before['tcp/connection_evicted'] ?? 0), evictedBusy.length, 'evictions counted');
@@ -389,16 +558,23 @@ t.test('control flags: bad ones exit 2 with one line naming the flag', async (t)
   const cases: Array<[string[], string]> = [
     [['serve', '--api-tcp'], '--api-tcp: changes over TCP are taken on the --metrics listener: give --metrics HOST:PORT too'],
     [['serve', '--api-owner', 'root'], '--api-owner: only meaningful with --api PATH'],
-    [['serve', '--api', sock, '--api-owner', ':vwnogroup'], `--api-owner ":vwnogroup": no group named "vwnogroup" (getent group vwnogroup found nothing)`],
+    [
+      ['serve', '--api', sock, '--api-owner', ':vwnogroup'],
+      `--api-owner ":vwnogroup": no group named "vwnogroup" (getent group vwnogroup found nothing)`,
+    ],
     [['serve', '--api', sock, '--api-owner', 'bad name'], `--api-owner "bad name": "bad name" is neither a name nor a number`],
     [['serve', '--api', sock, '--vhost-user', `vm0=${sock}`], `--api "${sock}": socket path is already used by port "vm0"`],
     [['serve', '--api', 'x'.repeat(120)], `--api "${'x'.repeat(120)}": socket path is longer than 107 bytes`],
     [['serve', '--user', 'vwnouser'], '--user "vwnouser": no user named "vwnouser" (getent passwd vwnouser found nothing)'],
     [['serve', '--user', 'root'], '--user "root": uid 0 is root: name the unprivileged user serve should become'],
-    [['serve', '--user', 'nobody:vwnogroup'], '--user "nobody:vwnogroup": no group named "vwnogroup" (getent group vwnogroup found nothing)'],
+    [
+      ['serve', '--user', 'nobody:vwnogroup'],
+      '--user "nobody:vwnogroup": no group named "vwnogroup" (getent group vwnogroup found nothing)',
+    ],
   ];
   const results = await Promise.all(cases.map(([args]) => runCli(args)));
-  for (const [i, [args, line]] of cases.entries()) t.match(results[i], { code: 2, stdout: '', stderr: `vhostwire serve: ${line}\n` }, args.join(' '));
+  for (const [i, [args, line]] of cases.entries())
+    t.match(results[i], { code: 2, stdout: '', stderr: `vhostwire serve: ${line}\n` }, args.join(' '));
 });
 
 /** The TCP ports process pid listens on (its socket inodes, looked up in /proc/net/tcp and tcp6). */
@@ -432,7 +608,11 @@ t.test('SIGUSR1 does not open the Node.js inspector, which would let any local u
 t.test('the API socket: a live one is not taken over, one left by a killed serve is replaced', async (t) => {
   const first = await startServe(t, (api) => ['--api', api]);
   const second = await runCli(['serve', '--sink', 's0', '--mode', 'kernel', '--api', first.api]);
-  t.match(second, { code: 1, stderr: `vhostwire serve: --api ${first.api}: another process is listening on it\n` }, 'a second serve on the same path exits 1');
+  t.match(
+    second,
+    { code: 1, stderr: `vhostwire serve: --api ${first.api}: another process is listening on it\n` },
+    'a second serve on the same path exits 1',
+  );
   t.match(await runCli(['mode', '--api', first.api]), { code: 0, stdout: 'mode kernel\n' }, 'the first one still answers');
   first.serve.kill('SIGKILL');
   await first.serve.wait();
@@ -440,8 +620,16 @@ t.test('the API socket: a live one is not taken over, one left by a killed serve
   const third = new Cli(['serve', '--sink', 's0', '--mode', 'kernel', '--api', first.api]);
   t.teardown(() => third.kill('SIGKILL'));
   await third.line(/^ready$/);
-  t.match(await runCli(['mode', 'bypass', '--api', first.api]), { code: 0, stdout: 'mode bypass (was kernel)\n' }, 'the next serve removed it and listens there');
+  t.match(
+    await runCli(['mode', 'bypass', '--api', first.api]),
+    { code: 0, stdout: 'mode bypass (was kernel)\n' },
+    'the next serve removed it and listens there',
+  );
   fs.writeFileSync(`${first.api}.file`, '');
-  t.match(await runCli(['serve', '--api', `${first.api}.file`]), { code: 1, stderr: `vhostwire serve: --api ${first.api}.file: exists and is not a socket\n` }, 'a file that is not a socket is left alone');
+  t.match(
+    await runCli(['serve', '--api', `${first.api}.file`]),
+    { code: 1, stderr: `vhostwire serve: --api ${first.api}.file: exists and is not a socket\n` },
+    'a file that is not a socket is left alone',
+  );
   t.ok(fs.existsSync(`${first.api}.file`));
 });

@@ -12,14 +12,26 @@ t.test('bad input: exit 2, one line on stderr naming the flag', async (t) => {
   const missingIf = `vwnone${process.pid}`.slice(0, 15);
   const cases: Array<[string[], string]> = [
     [['serve', '--vhost-user', 'vm0'], 'vhostwire serve: --vhost-user "vm0": expected NAME=PATH[,client][,queues=N]'],
-    [['serve', '--vhost-user', 'vm0=/tmp/a.sock,queues=9'], 'vhostwire serve: --vhost-user "vm0=/tmp/a.sock,queues=9": queues must be 1..8, got 9'],
+    [
+      ['serve', '--vhost-user', 'vm0=/tmp/a.sock,queues=9'],
+      'vhostwire serve: --vhost-user "vm0=/tmp/a.sock,queues=9": queues must be 1..8, got 9',
+    ],
     [['serve', '--vhost-user', 'vm0=/tmp/a.sock', '--wire', 'vm0=vm9'], 'vhostwire serve: --wire vm0=vm9: no port named "vm9"'],
     [['serve', '--sink', 's0', '--sink', 's0'], 'vhostwire serve: --sink "s0": port name "s0" is already used by --sink'],
-    [['serve', '--uplink', `up0=${missingIf}`], `vhostwire serve: --uplink "up0=${missingIf}": interface "${missingIf}" does not exist (no /sys/class/net/${missingIf})`],
+    [
+      ['serve', '--uplink', `up0=${missingIf}`],
+      `vhostwire serve: --uplink "up0=${missingIf}": interface "${missingIf}" does not exist (no /sys/class/net/${missingIf})`,
+    ],
     [['serve', '--gen', 'g0,size=59'], 'vhostwire serve: --gen "g0,size=59": size must be 60..65535, got 59'],
     [['serve', '--mode', 'fast'], 'vhostwire serve: --mode "fast": expected bypass or kernel'],
-    [['serve', '--pmd-cores', '999'], `vhostwire serve: --pmd-cores "999": CPU 999 does not exist (this machine has CPUs 0-${os.cpus().length - 1})`],
-    [['serve', '--metrics', 'localhost:http'], 'vhostwire serve: --metrics "localhost:http": port must be a non-negative integer, got "http"'],
+    [
+      ['serve', '--pmd-cores', '999'],
+      `vhostwire serve: --pmd-cores "999": CPU 999 does not exist (this machine has CPUs 0-${os.cpus().length - 1})`,
+    ],
+    [
+      ['serve', '--metrics', 'localhost:http'],
+      'vhostwire serve: --metrics "localhost:http": port must be a non-negative integer, got "http"',
+    ],
     [['serve', '--config', `${tmp.dir}/none.json`], `vhostwire serve: --config "${tmp.dir}/none.json": cannot read: ENOENT`],
     [['serve', '--bogus'], 'vhostwire serve: Unknown argument: bogus'],
     [['serve', '--sink', 'a', 'b'], 'vhostwire serve: Unknown argument: b'],
@@ -68,7 +80,23 @@ t.test('serve: metrics, ports, events, clean shutdown on SIGTERM', async (t) => 
   const vm0 = tmp.sock('vm0');
   const vm1 = tmp.sock('vm1');
   const api = tmp.sock('api');
-  const serve = new Cli(['serve', '--vhost-user', `vm0=${vm0}`, '--vhost-user', `vm1=${vm1}`, '--wire', 'vm0=s0', '--sink', 's0', '--mode', 'kernel', '--metrics', `127.0.0.1:${port}`, '--api', api]);
+  const serve = new Cli([
+    'serve',
+    '--vhost-user',
+    `vm0=${vm0}`,
+    '--vhost-user',
+    `vm1=${vm1}`,
+    '--wire',
+    'vm0=s0',
+    '--sink',
+    's0',
+    '--mode',
+    'kernel',
+    '--metrics',
+    `127.0.0.1:${port}`,
+    '--api',
+    api,
+  ]);
   t.teardown(() => serve.kill('SIGKILL'));
   await serve.line(/^ready$/);
   t.match(serve.stdout, `vm0: vhost-user ${vm0} (server, 1 queue pair)`);
@@ -98,9 +126,15 @@ t.test('serve: metrics, ports, events, clean shutdown on SIGTERM', async (t) => 
   t.same(list.map((p) => p.name).sort(), ['s0', 'vm0', 'vm1']);
   const p0 = list.find((p) => p.name === 'vm0')!;
   t.match(p0, { kind: 'vhost-user', state: 'disconnected', peer: 's0', path: vm0, client: false, queuePairs: 1 });
-  t.match(list.find((p) => p.name === 'vm1'), { state: 'disconnected', peer: '' });
+  t.match(
+    list.find((p) => p.name === 'vm1'),
+    { state: 'disconnected', peer: '' },
+  );
   t.same((p0.counters as Array<Record<string, number>>)[0].RX_PACKETS, 0);
-  t.match(list.find((p) => p.name === 's0'), { kind: 'sink', state: 'up', peer: 'vm0' });
+  t.match(
+    list.find((p) => p.name === 's0'),
+    { kind: 'sink', state: 'up', peer: 'vm0' },
+  );
 
   t.equal((await get(`${base}/nope`)).status, 404);
 

@@ -27,7 +27,9 @@ t.test('a failed VM run leaves its consoles in a fresh private directory, not at
   fs.mkdirSync(bin);
   // It lingers a second after its line, so that the line is read before the demo kills the other VM
   // (the harness takes a console as it stands when the process exits).
-  fs.writeFileSync(path.join(bin, 'qemu-system-x86_64'), '#!/bin/sh\necho "fake qemu for the demo-logs test"\nsleep 1\nexit 1\n', { mode: 0o755 });
+  fs.writeFileSync(path.join(bin, 'qemu-system-x86_64'), '#!/bin/sh\necho "fake qemu for the demo-logs test"\nsleep 1\nexit 1\n', {
+    mode: 0o755,
+  });
   const runTmp = path.join(tmp, 'run');
   fs.mkdirSync(runTmp);
   const victim = path.join(tmp, 'victim');

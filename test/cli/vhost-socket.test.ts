@@ -22,8 +22,19 @@ t.test('serve under umask 000: socket modes from the default, the flag and the c
   t.teardown(tmp.cleanup);
   const config = path.join(tmp.dir, 'config.json');
   fs.writeFileSync(config, JSON.stringify({ vhostUser: [{ name: 'vm2', path: tmp.sock('vm2'), socketMode: '0640' }] }));
-  const serve = underUmask000(() =>
-    new Cli(['serve', '--config', config, '--vhost-user', `vm0=${tmp.sock('vm0')}`, '--vhost-user', `vm1=${tmp.sock('vm1')},socket-mode=0600`, '--mode', 'kernel']),
+  const serve = underUmask000(
+    () =>
+      new Cli([
+        'serve',
+        '--config',
+        config,
+        '--vhost-user',
+        `vm0=${tmp.sock('vm0')}`,
+        '--vhost-user',
+        `vm1=${tmp.sock('vm1')},socket-mode=0600`,
+        '--mode',
+        'kernel',
+      ]),
   );
   t.teardown(() => serve.kill('SIGKILL'));
   await serve.line(/^ready$/);
@@ -40,12 +51,20 @@ t.test('serve refuses a bad socket mode and a world-writable directory without t
   t.teardown(tmp.cleanup);
   const bad = await runCli(['serve', '--vhost-user', `vm0=${tmp.sock('vm0')},socket-mode=rw`]);
   t.equal(bad.code, 2, 'a usage error');
-  t.match(bad.stderr, /--vhost-user "vm0=.*vm0\.sock,socket-mode=rw": socket mode must be octal permission bits such as 0660, got "rw"/, 'naming the flag and the value');
+  t.match(
+    bad.stderr,
+    /--vhost-user "vm0=.*vm0\.sock,socket-mode=rw": socket mode must be octal permission bits such as 0660, got "rw"/,
+    'naming the flag and the value',
+  );
   const open = path.join(tmp.dir, 'open');
   fs.mkdirSync(open);
   fs.chmodSync(open, 0o777);
   const refused = await runCli(['serve', '--vhost-user', `vm0=${path.join(open, 'vm0.sock')}`, '--mode', 'kernel']);
   t.not(refused.code, 0, 'serve does not start');
-  t.match(refused.stderr, /port "vm0": the socket's directory .*\/open is writable by every user and has no sticky bit/, 'naming the port and the directory');
+  t.match(
+    refused.stderr,
+    /port "vm0": the socket's directory .*\/open is writable by every user and has no sticky bit/,
+    'naming the port and the directory',
+  );
   t.notOk(fs.existsSync(path.join(open, 'vm0.sock')), 'and leaves no socket behind');
 });

@@ -61,7 +61,10 @@ t.test('the address-space attack is refused, and a later switch to bypass mode s
   f.engine.addPort('uplink', 'up', { ifname: host });
   f.engine.wire('vm', 'up');
   const PORTS = 20;
-  const hostile = Array.from({ length: PORTS }, (_, i) => ({ name: `h${i}`, h: f.peer({ path: f.vhost(`h${i}`, 1, false, { rejectLimit: 1 << 20 }), memSize: 4 * MiB }) }));
+  const hostile = Array.from({ length: PORTS }, (_, i) => ({
+    name: `h${i}`,
+    h: f.peer({ path: f.vhost(`h${i}`, 1, false, { rejectLimit: 1 << 20 }), memSize: 4 * MiB }),
+  }));
   await f.waitConnected('vm');
   for (const { name } of hostile) await f.waitConnected(name);
 
@@ -79,7 +82,10 @@ t.test('the address-space attack is refused, and a later switch to bypass mode s
     return fd;
   };
   const at = (i: number, size: number, offset = 0): Reg => ({
-    gpa: G + BigInt(i) * BigInt(8 * TiB), size: BigInt(size), uaddr: U + BigInt(i) * BigInt(8 * TiB), offset: BigInt(offset),
+    gpa: G + BigInt(i) * BigInt(8 * TiB),
+    size: BigInt(size),
+    uaddr: U + BigInt(i) * BigInt(8 * TiB),
+    offset: BigInt(offset),
   });
 
   // h0, the attack as found: whole-file regions one after another, and eight of them in one table.
@@ -87,7 +93,14 @@ t.test('the address-space attack is refused, and a later switch to bypass mode s
   const fd0 = file(h0);
   let accepted = 0;
   for (let i = 0; i < 24; i++) if (addRegion(h0, at(i, FILE), fd0)) accepted++;
-  if (setTable(h0, Array.from({ length: 8 }, (_, i) => at(i, FILE)), Array(8).fill(fd0))) accepted++;
+  if (
+    setTable(
+      h0,
+      Array.from({ length: 8 }, (_, i) => at(i, FILE)),
+      Array(8).fill(fd0),
+    )
+  )
+    accepted++;
   t.equal(accepted, 0, 'h0: none of 24 whole-file regions, nor a table of 8, is accepted');
   // Regions at the end of the file: harmless now, they map only their own pages (a gap between them
   // in the file keeps the kernel from merging their mappings).
@@ -110,7 +123,10 @@ t.test('the address-space attack is refused, and a later switch to bypass mode s
   t.ok(worst + 4 * MiB <= maxPerPort, `no port maps more than its cap with its own 4 MiB (the most: ${(worst / GiB).toFixed(0)} GiB)`);
   const mapped = native.guestMemory().mappedBytes;
   t.ok(mapped <= maxPerProcess, `all ports together map ${(mapped / TiB).toFixed(2)} TiB: at most the process's cap`);
-  t.ok(took.at(-1)! < took[0], `the last ports got less than the first (${(took[0] / GiB).toFixed(0)} GiB, then ${(took.at(-1)! / GiB).toFixed(0)} GiB): the process cap held them back`);
+  t.ok(
+    took.at(-1)! < took[0],
+    `the last ports got less than the first (${(took[0] / GiB).toFixed(0)} GiB, then ${(took.at(-1)! / GiB).toFixed(0)} GiB): the process cap held them back`,
+  );
   const grown = vmSize() - vm0;
   t.ok(grown <= mapped - m0 + VM_SLACK, `VmSize grew by ${(grown / TiB).toFixed(2)} TiB, what the accepted regions map`);
   await waitFor('the refusals reported', () => f.events.slice(since).some((e) => / per process; /.test(e.reason)));
@@ -125,7 +141,7 @@ t.test('the address-space attack is refused, and a later switch to bypass mode s
   Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x76, 0x77, 0, 0, 0x09, 0x88, 0xb5]).copy(frame);
   for (let i = 0; i < N; i++) {
     frame.writeUInt32BE(i, 14);
-    await waitFor('room in the front end\'s transmit ring', () => vm.send(0, frame), 5000);
+    await waitFor("room in the front end's transmit ring", () => vm.send(0, frame), 5000);
   }
   await waitFor(`${N} frames out of the AF_XDP uplink`, () => f.counter('up', 'TX_PACKETS') - tx0 >= BigInt(N), 10000);
   await waitFor(`${N} frames at the namespace's end`, () => peerRx() - rx0 >= N, 10000);

@@ -42,7 +42,15 @@ Done.
 `;
 
 t.test('parsers', async (t) => {
-  t.match(parsePortStats(SHOW_PORT_STATS), { port: 0, rxPackets: 6311360, rxBytes: 403927040, txPackets: 12, txBytes: 768, rxPps: 2113663, txPps: 4 });
+  t.match(parsePortStats(SHOW_PORT_STATS), {
+    port: 0,
+    rxPackets: 6311360,
+    rxBytes: 403927040,
+    txPackets: 12,
+    txBytes: 768,
+    rxPps: 2113663,
+    txPps: 4,
+  });
   const s = parseForwardStats(STOP);
   t.match(s?.ports.get(0), { rxPackets: 0, txPackets: 9955872, txDropped: 61991136, txTotal: 71947008 });
   t.match(s?.total, { txPackets: 9955872 });
@@ -90,13 +98,24 @@ if (!findTestpmd()) {
 
   t.test('prerequisites', async (t) => {
     t.equal(notBuilt, null, 'the addon and the CLI are built (npm run build)');
-    t.ok(pages >= 128, `at least 128 free 2 MiB hugepages (have ${pages}); set up: echo 1024 > /proc/sys/vm/nr_hugepages; mount -t hugetlbfs none /dev/hugepages`);
+    t.ok(
+      pages >= 128,
+      `at least 128 free 2 MiB hugepages (have ${pages}); set up: echo 1024 > /proc/sys/vm/nr_hugepages; mount -t hugetlbfs none /dev/hugepages`,
+    );
   });
 
   // The driver and the exact-count method, DPDK against DPDK: needs nothing of ours.
   t.test('testpmd driver: virtio-user txonly -> DPDK vhost PMD rxonly, counts agree', { timeout: 30000 }, async (t) => {
     const sock = tmpSocket(t, 'dpdk');
-    const back = await Testpmd.start({ name: 'dpdk-vhost', lcores: '0,1', mainLcore: 0, vdev: `net_vhost0,iface=${sock},queues=1`, forwardMode: 'rxonly', memMb: 128, mbufs: 8192 });
+    const back = await Testpmd.start({
+      name: 'dpdk-vhost',
+      lcores: '0,1',
+      mainLcore: 0,
+      vdev: `net_vhost0,iface=${sock},queues=1`,
+      forwardMode: 'rxonly',
+      memMb: 128,
+      mbufs: 8192,
+    });
     t.teardown(async () => {
       await back.close();
     });
@@ -154,39 +173,56 @@ if (!findTestpmd()) {
       await shutDown(t, front, serve, sock);
     });
 
-    t.test(`gen (count, rate) -> vhost-user port -> virtio-user rxonly (${mode})`, { timeout: 60000, skip: notBuilt ?? false }, async (t) => {
-      const N = 5000;
-      const RATE = 5000;
-      const size = 128;
-      const sock = tmpSocket(t, 'rx');
-      const serve = await startServe(t, ['--vhost-user', `vm0=${sock}`, '--gen', `gen0,size=${size},rate=${RATE},count=${N}`, '--wire', 'gen0=vm0', ...flags]);
-      // A 4096-entry ring with all of it posted (DPDK's virtio PMD posts only --rxd buffers): 800 ms of the
-      // gen's traffic fits, should testpmd's lcore be descheduled (noisy machine) or start polling late.
-      // --no-flush-rx: testpmd's start would otherwise discard what arrived between port start and start.
-      const front = await startVirtioUser(t, { path: sock, forwardMode: 'rxonly', vdevExtra: 'queue_size=4096', extraApp: ['--rxd=4096', '--no-flush-rx'] });
-      await front.startForwarding();
-      await serve.waitConnected('vm0');
+    t.test(
+      `gen (count, rate) -> vhost-user port -> virtio-user rxonly (${mode})`,
+      { timeout: 60000, skip: notBuilt ?? false },
+      async (t) => {
+        const N = 5000;
+        const RATE = 5000;
+        const size = 128;
+        const sock = tmpSocket(t, 'rx');
+        const serve = await startServe(t, [
+          '--vhost-user',
+          `vm0=${sock}`,
+          '--gen',
+          `gen0,size=${size},rate=${RATE},count=${N}`,
+          '--wire',
+          'gen0=vm0',
+          ...flags,
+        ]);
+        // A 4096-entry ring with all of it posted (DPDK's virtio PMD posts only --rxd buffers): 800 ms of the
+        // gen's traffic fits, should testpmd's lcore be descheduled (noisy machine) or start polling late.
+        // --no-flush-rx: testpmd's start would otherwise discard what arrived between port start and start.
+        const front = await startVirtioUser(t, {
+          path: sock,
+          forwardMode: 'rxonly',
+          vdevExtra: 'queue_size=4096',
+          extraApp: ['--rxd=4096', '--no-flush-rx'],
+        });
+        await front.startForwarding();
+        await serve.waitConnected('vm0');
 
-      const done = await waitUntil(async () => {
+        const done = await waitUntil(async () => {
+          const c = await counters(serve);
+          return c(RX, { port: 'gen0' }) >= N && c(TX, { port: 'vm0' }) + c(DROPS, { port: 'vm0' }) >= N;
+        }, 10000);
+        t.ok(done, `the gen produced its ${N} packets`);
+        await sleep(300);
+        const got = forwardStats(await front.stopForwarding()).rx;
         const c = await counters(serve);
-        return c(RX, { port: 'gen0' }) >= N && c(TX, { port: 'vm0' }) + c(DROPS, { port: 'vm0' }) >= N;
-      }, 10000);
-      t.ok(done, `the gen produced its ${N} packets`);
-      await sleep(300);
-      const got = forwardStats(await front.stopForwarding()).rx;
-      const c = await counters(serve);
-      const notReady = c(DROPS, { port: 'vm0', reason: 'not_ready' });
-      t.equal(c(RX, { port: 'gen0' }), N, 'the gen produced exactly N');
-      t.equal(c(TX, { port: 'vm0' }), N, 'vm0 transmitted exactly N into the guest');
-      t.equal(
-        c(DROPS, { port: 'vm0' }),
-        0,
-        `no drops on vm0 (not_ready: ${notReady}, no_buffer: ${c(DROPS, { port: 'vm0', reason: 'no_buffer' })})` +
-          (notReady ? ': the gen produced before the front end was ready' : ''),
-      );
-      t.equal(got, N, 'testpmd received exactly N');
+        const notReady = c(DROPS, { port: 'vm0', reason: 'not_ready' });
+        t.equal(c(RX, { port: 'gen0' }), N, 'the gen produced exactly N');
+        t.equal(c(TX, { port: 'vm0' }), N, 'vm0 transmitted exactly N into the guest');
+        t.equal(
+          c(DROPS, { port: 'vm0' }),
+          0,
+          `no drops on vm0 (not_ready: ${notReady}, no_buffer: ${c(DROPS, { port: 'vm0', reason: 'no_buffer' })})` +
+            (notReady ? ': the gen produced before the front end was ready' : ''),
+        );
+        t.equal(got, N, 'testpmd received exactly N');
 
-      await shutDown(t, front, serve, sock);
-    });
+        await shutDown(t, front, serve, sock);
+      },
+    );
   }
 }

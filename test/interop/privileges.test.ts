@@ -14,7 +14,15 @@ import * as path from 'node:path';
 import { findTestpmd, freeHugepages } from '../../bench/testpmd';
 import { startVirtioUser } from '../support/testpmd-fixture';
 import { Cli, freePort, runCli, waitFor, type Launch } from '../support/helpers';
-import { createUser, runtimeCopy, WITHOUT_TEST_HOOKS, setprivArgs, unreachableByOthers, type RunAs, type TestUser } from '../support/unprivileged';
+import {
+  createUser,
+  runtimeCopy,
+  WITHOUT_TEST_HOOKS,
+  setprivArgs,
+  unreachableByOthers,
+  type RunAs,
+  type TestUser,
+} from '../support/unprivileged';
 
 const skip = process.getuid?.() === 0 ? false : 'needs root: test users, setpriv, network namespaces';
 
@@ -43,12 +51,24 @@ function threads(pid: number): ThreadStatus[] {
     const f = (k: string): string => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(s)?.[1].trim() ?? '';
     const nums = (k: string): number[] => f(k).split(/\s+/).filter(Boolean).map(Number);
     const hex = (k: string): bigint => BigInt(`0x${f(k)}`);
-    return { tid, name: f('Name'), uid: nums('Uid'), gid: nums('Gid'), groups: nums('Groups'), prm: hex('CapPrm'), eff: hex('CapEff'), bnd: hex('CapBnd'), amb: hex('CapAmb'), nnp: Number(f('NoNewPrivs')), sigblk: hex('SigBlk') };
+    return {
+      tid,
+      name: f('Name'),
+      uid: nums('Uid'),
+      gid: nums('Gid'),
+      groups: nums('Groups'),
+      prm: hex('CapPrm'),
+      eff: hex('CapEff'),
+      bnd: hex('CapBnd'),
+      amb: hex('CapAmb'),
+      nnp: Number(f('NoNewPrivs')),
+      sigblk: hex('SigBlk'),
+    };
   });
 }
 
 /** Blocks every real-time signal (34..64): the threads the drop reaches only through the kernel. */
-const blocksRtSignals = (s: ThreadStatus): boolean => (s.sigblk >> 33n) === (1n << 31n) - 1n;
+const blocksRtSignals = (s: ThreadStatus): boolean => s.sigblk >> 33n === (1n << 31n) - 1n;
 
 /** Every thread: the user, no_new_privs, nothing beyond `kept`; the bounding set cut where it can be. */
 function checkThreads(t: Test, pid: number, user: TestUser, kept: bigint, groups: number[]): void {
@@ -70,7 +90,11 @@ function checkThreads(t: Test, pid: number, user: TestUser, kept: bigint, groups
   const cut = all.filter((s) => s.bnd === kept);
   const unreachable = all.filter(blocksRtSignals);
   t.ok(unreachable.length <= 1, `at most one thread blocks every signal (Node's SIGUSR1 watchdog): ${unreachable.map((s) => s.tid)}`);
-  t.equal(cut.length + all.filter((s) => s.bnd !== kept && blocksRtSignals(s)).length, all.length, 'the bounding set is cut on every thread but one that blocks every signal');
+  t.equal(
+    cut.length + all.filter((s) => s.bnd !== kept && blocksRtSignals(s)).length,
+    all.length,
+    'the bounding set is cut on every thread but one that blocks every signal',
+  );
 }
 
 function ip(...args: string[]): string {
@@ -99,7 +123,8 @@ class Veth {
 
   /** Frames the namespace end has received. */
   peerRx(): number {
-    return (JSON.parse(ip('-n', this.ns, '-s', '-j', 'link', 'show', this.peer)) as Array<{ stats64: { rx: { packets: number } } }>)[0].stats64.rx.packets;
+    return (JSON.parse(ip('-n', this.ns, '-s', '-j', 'link', 'show', this.peer)) as Array<{ stats64: { rx: { packets: number } } }>)[0]
+      .stats64.rx.packets;
   }
 
   /** n broadcast frames of an experimental ethertype, sent out of the namespace end. */
@@ -162,18 +187,35 @@ t.test('least privilege', { skip }, async (t) => {
   t.test('serve --user: after setup every thread is the user, with no capability left for vhost-user ports', async (t) => {
     const dir = ownDir();
     const [vm0, api] = [path.join(dir, 'vm0.sock'), path.join(dir, 'api.sock')];
-    const serve = new Cli(['serve', '--vhost-user', `vm0=${vm0}`, '--sink', 's0', '--wire', 'vm0=s0', '--mode', 'kernel', '--api', api, '--user', svc.name], asRoot);
+    const serve = new Cli(
+      ['serve', '--vhost-user', `vm0=${vm0}`, '--sink', 's0', '--wire', 'vm0=s0', '--mode', 'kernel', '--api', api, '--user', svc.name],
+      asRoot,
+    );
     t.teardown(() => serve.kill('SIGKILL'));
     await serve.line(/^ready$/);
-    t.match(serve.stdout, `privileges: user ${svc.name} (uid ${svc.uid}, gid ${svc.gid}); kept no capability, dropped every other one (bounding set too); no_new_privs\n`);
+    t.match(
+      serve.stdout,
+      `privileges: user ${svc.name} (uid ${svc.uid}, gid ${svc.gid}); kept no capability, dropped every other one (bounding set too); no_new_privs\n`,
+    );
     checkThreads(t, serve.pid, svc, 0n, [svc.gid]);
     t.equal(fs.statSync(vm0).uid, svc.uid, 'the vhost-user socket belongs to the user, who can remove it at exit');
 
     // A front end running as the same user, as QEMU under a service account would.
-    const peer = await runCli(['peer', '--connect', vm0, '--tx', '64', '--count', '1000', '--rate', '20000', '--duration', '1'], 20000, asSvc());
+    const peer = await runCli(
+      ['peer', '--connect', vm0, '--tx', '64', '--count', '1000', '--rate', '20000', '--duration', '1'],
+      20000,
+      asSvc(),
+    );
     t.equal(peer.code, 0, `a front end as ${svc.name} sends through it (${peer.stderr})`);
-    await waitFor('the sink to count 1000', async () => (await portsOver(api)).find((p) => p.name === 's0')?.counters[0].TX_PACKETS === 1000);
-    t.match(await runCli(['mode', 'bypass', '--api', api], 20000, asSvc()), { code: 0, stdout: 'mode bypass (was kernel)\n' }, 'the owner switches the mode');
+    await waitFor(
+      'the sink to count 1000',
+      async () => (await portsOver(api)).find((p) => p.name === 's0')?.counters[0].TX_PACKETS === 1000,
+    );
+    t.match(
+      await runCli(['mode', 'bypass', '--api', api], 20000, asSvc()),
+      { code: 0, stdout: 'mode bypass (was kernel)\n' },
+      'the owner switches the mode',
+    );
     checkThreads(t, serve.pid, svc, 0n, [svc.gid]);
     serve.kill('SIGTERM');
     t.same(await serve.wait(), { code: 0, signal: null }, `exit 0 (stderr: ${serve.stderr})`);
@@ -183,28 +225,58 @@ t.test('least privilege', { skip }, async (t) => {
     const dir = ownDir();
     const api = path.join(dir, 'api.sock');
     const port = await freePort();
-    const serve = new Cli(['serve', '--sink', 's0', '--mode', 'kernel', '--api', api, '--metrics', `127.0.0.1:${port}`, '--user', svc.name], asRoot);
+    const serve = new Cli(
+      ['serve', '--sink', 's0', '--mode', 'kernel', '--api', api, '--metrics', `127.0.0.1:${port}`, '--user', svc.name],
+      asRoot,
+    );
     t.teardown(() => serve.kill('SIGKILL'));
     await serve.line(/^ready$/);
     const st = fs.statSync(api);
     t.same([st.mode & 0o7777, st.uid, st.gid], [0o660, svc.uid, svc.gid], 'mode 0660, owned by the user serve runs as');
     const outsider = as({ uid: other.uid, gid: other.gid, groups: [other.gid] });
     const denied = `cannot reach ${api}: EACCES (permission denied: the socket is mode 0660, for its owner and group (serve --api-owner))`;
-    t.match(await runCli(['mode', 'bypass', '--api', api], 20000, outsider), { code: 1, stderr: `vhostwire mode [mode]: ${denied}\n` }, `${other.name} cannot switch the mode`);
-    t.match(await runCli(['stats', '--api', api], 20000, outsider), { code: 1, stderr: `vhostwire stats: ${denied}\n` }, 'nor read through the socket');
-    t.match(await runCli(['mode', 'bypass', '--url', `http://127.0.0.1:${port}`], 20000, outsider), { code: 1, stderr: /HTTP 403: changes are not accepted over TCP/ }, 'nor switch it over TCP');
-    t.match(await runCli(['mode', '--url', `http://127.0.0.1:${port}`], 20000, outsider), { code: 0, stdout: 'mode kernel\n' }, 'but may read the mode over TCP, like a scraper');
+    t.match(
+      await runCli(['mode', 'bypass', '--api', api], 20000, outsider),
+      { code: 1, stderr: `vhostwire mode [mode]: ${denied}\n` },
+      `${other.name} cannot switch the mode`,
+    );
+    t.match(
+      await runCli(['stats', '--api', api], 20000, outsider),
+      { code: 1, stderr: `vhostwire stats: ${denied}\n` },
+      'nor read through the socket',
+    );
+    t.match(
+      await runCli(['mode', 'bypass', '--url', `http://127.0.0.1:${port}`], 20000, outsider),
+      { code: 1, stderr: /HTTP 403: changes are not accepted over TCP/ },
+      'nor switch it over TCP',
+    );
+    t.match(
+      await runCli(['mode', '--url', `http://127.0.0.1:${port}`], 20000, outsider),
+      { code: 0, stdout: 'mode kernel\n' },
+      'but may read the mode over TCP, like a scraper',
+    );
     const member = as({ uid: other.uid, gid: other.gid, groups: [other.gid, svc.gid] });
-    t.match(await runCli(['mode', 'bypass', '--api', api], 20000, member), { code: 0, stdout: 'mode bypass (was kernel)\n' }, `in ${svc.name}'s group, ${other.name} can`);
+    t.match(
+      await runCli(['mode', 'bypass', '--api', api], 20000, member),
+      { code: 0, stdout: 'mode bypass (was kernel)\n' },
+      `in ${svc.name}'s group, ${other.name} can`,
+    );
     serve.kill('SIGTERM');
     t.same(await serve.wait(), { code: 0, signal: null });
 
     // --api-owner hands the socket to another group: that group's members, and no one else, may use it.
-    const serve2 = new Cli(['serve', '--sink', 's0', '--mode', 'kernel', '--api', api, '--api-owner', `:${other.name}`, '--user', svc.name], asRoot);
+    const serve2 = new Cli(
+      ['serve', '--sink', 's0', '--mode', 'kernel', '--api', api, '--api-owner', `:${other.name}`, '--user', svc.name],
+      asRoot,
+    );
     t.teardown(() => serve2.kill('SIGKILL'));
     await serve2.line(/^ready$/);
     t.same([fs.statSync(api).uid, fs.statSync(api).gid], [svc.uid, other.gid], '--api-owner :GROUP sets the group');
-    t.match(await runCli(['mode', 'bypass', '--api', api], 20000, as({ uid: other.uid, gid: other.gid, groups: [other.gid] })), { code: 0 }, `${other.name}, of that group, can`);
+    t.match(
+      await runCli(['mode', 'bypass', '--api', api], 20000, as({ uid: other.uid, gid: other.gid, groups: [other.gid] })),
+      { code: 0 },
+      `${other.name}, of that group, can`,
+    );
     serve2.kill('SIGTERM');
     t.same(await serve2.wait(), { code: 0, signal: null });
   });
@@ -216,41 +288,71 @@ t.test('least privilege', { skip }, async (t) => {
     [`started as the user with ${UPLINK_CAPS.join(', ')}`, () => ({ args: [], launch: asSvc(UPLINK_CAPS), groups: [svc.gid] })],
   ];
   for (const [how, start] of starts)
-  t.test(`an uplink, ${how}: traffic both ways in both modes, switched both ways with the dropped set`, async (t) => {
-    const net = new Veth();
-    t.teardown(() => net.close());
-    const dir = ownDir();
-    const api = path.join(dir, 'api.sock');
-    const port = await freePort();
-    const { args, launch, groups } = start();
-    const serve = new Cli(['serve', '--uplink', `up0=${net.host}`, '--gen', 'g0,rate=500', '--wire', 'g0=up0', '--mode', 'kernel', '--api', api, '--metrics', `127.0.0.1:${port}`, ...args], launch);
-    t.teardown(() => serve.kill('SIGKILL'));
-    await serve.line(/^ready$/);
-    t.match(serve.stdout, /^privileges: .*; kept cap_net_admin,cap_net_raw,cap_ipc_lock,cap_bpf, dropped every other one/m);
-    checkThreads(t, serve.pid, svc, mask(UPLINK_CAPS), groups);
+    t.test(`an uplink, ${how}: traffic both ways in both modes, switched both ways with the dropped set`, async (t) => {
+      const net = new Veth();
+      t.teardown(() => net.close());
+      const dir = ownDir();
+      const api = path.join(dir, 'api.sock');
+      const port = await freePort();
+      const { args, launch, groups } = start();
+      const serve = new Cli(
+        [
+          'serve',
+          '--uplink',
+          `up0=${net.host}`,
+          '--gen',
+          'g0,rate=500',
+          '--wire',
+          'g0=up0',
+          '--mode',
+          'kernel',
+          '--api',
+          api,
+          '--metrics',
+          `127.0.0.1:${port}`,
+          ...args,
+        ],
+        launch,
+      );
+      t.teardown(() => serve.kill('SIGKILL'));
+      await serve.line(/^ready$/);
+      t.match(serve.stdout, /^privileges: .*; kept cap_net_admin,cap_net_raw,cap_ipc_lock,cap_bpf, dropped every other one/m);
+      checkThreads(t, serve.pid, svc, mask(UPLINK_CAPS), groups);
 
-    const traffic = async (mode: string): Promise<void> => {
-      const rx0 = net.peerRx();
-      await waitFor(`${mode}: gen frames reaching the namespace`, () => net.peerRx() - rx0 >= 50, 10000);
-      const up0 = (await portsOver(api)).find((p) => p.name === 'up0')!.counters[0].RX_PACKETS;
-      net.sendFromNamespace(100);
-      await waitFor(`${mode}: 100 frames from the namespace`, async () => (await portsOver(api)).find((p) => p.name === 'up0')!.counters[0].RX_PACKETS - up0 === 100, 10000);
-      t.pass(`${mode}: frames cross the uplink both ways`);
-    };
-    await traffic('kernel');
-    const switchTo = async (mode: string, was: string): Promise<void> => {
-      t.match(await runCli(['mode', mode, '--api', api], 20000, asSvc()), { code: 0, stdout: `mode ${mode} (was ${was})\n` }, `switched to ${mode}: the driver reopened with the dropped set`);
-    };
-    await switchTo('bypass', 'kernel');
-    await traffic('bypass (AF_XDP)');
-    await switchTo('kernel', 'bypass');
-    await traffic('kernel again (AF_PACKET)');
-    checkThreads(t, serve.pid, svc, mask(UPLINK_CAPS), groups);
-    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    t.match(metrics, new RegExp(`^vhostwire_uplink_ethtool_statistic\\{port="up0",interface="${net.host}",stat="peer_ifindex"\\} \\d+$`, 'm'), 'ethtool -S, run by the dropped process, needs nothing more');
-    serve.kill('SIGTERM');
-    t.same(await serve.wait(), { code: 0, signal: null }, `exit 0 (stderr: ${serve.stderr})`);
-  });
+      const traffic = async (mode: string): Promise<void> => {
+        const rx0 = net.peerRx();
+        await waitFor(`${mode}: gen frames reaching the namespace`, () => net.peerRx() - rx0 >= 50, 10000);
+        const up0 = (await portsOver(api)).find((p) => p.name === 'up0')!.counters[0].RX_PACKETS;
+        net.sendFromNamespace(100);
+        await waitFor(
+          `${mode}: 100 frames from the namespace`,
+          async () => (await portsOver(api)).find((p) => p.name === 'up0')!.counters[0].RX_PACKETS - up0 === 100,
+          10000,
+        );
+        t.pass(`${mode}: frames cross the uplink both ways`);
+      };
+      await traffic('kernel');
+      const switchTo = async (mode: string, was: string): Promise<void> => {
+        t.match(
+          await runCli(['mode', mode, '--api', api], 20000, asSvc()),
+          { code: 0, stdout: `mode ${mode} (was ${was})\n` },
+          `switched to ${mode}: the driver reopened with the dropped set`,
+        );
+      };
+      await switchTo('bypass', 'kernel');
+      await traffic('bypass (AF_XDP)');
+      await switchTo('kernel', 'bypass');
+      await traffic('kernel again (AF_PACKET)');
+      checkThreads(t, serve.pid, svc, mask(UPLINK_CAPS), groups);
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      t.match(
+        metrics,
+        new RegExp(`^vhostwire_uplink_ethtool_statistic\\{port="up0",interface="${net.host}",stat="peer_ifindex"\\} \\d+$`, 'm'),
+        'ethtool -S, run by the dropped process, needs nothing more',
+      );
+      serve.kill('SIGTERM');
+      t.same(await serve.wait(), { code: 0, signal: null }, `exit 0 (stderr: ${serve.stderr})`);
+    });
 
   t.test('each documented capability is needed: without it the uplink cannot start or switch', async (t) => {
     const net = new Veth();
@@ -265,7 +367,10 @@ t.test('least privilege', { skip }, async (t) => {
       const dir = ownDir();
       const api = path.join(dir, 'api.sock');
       const caps = UPLINK_CAPS.filter((c) => c !== missing);
-      const serve = new Cli(['serve', '--uplink', `up0=${net.host}`, '--sink', 's0', '--wire', 'up0=s0', '--mode', 'kernel', '--api', api], asSvc(caps));
+      const serve = new Cli(
+        ['serve', '--uplink', `up0=${net.host}`, '--sink', 's0', '--wire', 'up0=s0', '--mode', 'kernel', '--api', api],
+        asSvc(caps),
+      );
       t.teardown(() => serve.kill('SIGKILL'));
       if (missing === 'net_raw') {
         const exit = await serve.wait(20000);
@@ -288,7 +393,24 @@ t.test('least privilege', { skip }, async (t) => {
     const dir = ownDir();
     const [vm0, vm1, api] = ['vm0', 'vm1', 'api'].map((n) => path.join(dir, `${n}.sock`));
     const port = await freePort();
-    const serve = new Cli(['serve', '--vhost-user', `vm0=${vm0}`, '--vhost-user', `vm1=${vm1}`, '--wire', 'vm0=vm1', '--mode', 'kernel', '--api', api, '--metrics', `127.0.0.1:${port}`], asSvc());
+    const serve = new Cli(
+      [
+        'serve',
+        '--vhost-user',
+        `vm0=${vm0}`,
+        '--vhost-user',
+        `vm1=${vm1}`,
+        '--wire',
+        'vm0=vm1',
+        '--mode',
+        'kernel',
+        '--api',
+        api,
+        '--metrics',
+        `127.0.0.1:${port}`,
+      ],
+      asSvc(),
+    );
     t.teardown(() => serve.kill('SIGKILL'));
     await serve.line(/^ready$/);
     t.match(serve.stdout, `privileges: uid ${svc.uid}; kept no capability, dropped every other one; no_new_privs\n`);
@@ -296,7 +418,11 @@ t.test('least privilege', { skip }, async (t) => {
     const rx = new Cli(['peer', '--connect', vm1, '--rx', '--duration', '4'], asSvc());
     t.teardown(() => rx.kill('SIGKILL'));
     await serve.line(/^vm1: connected$/);
-    const tx = await runCli(['peer', '--connect', vm0, '--tx', '64', '--count', '2000', '--rate', '20000', '--duration', '1'], 20000, asSvc());
+    const tx = await runCli(
+      ['peer', '--connect', vm0, '--tx', '64', '--count', '2000', '--rate', '20000', '--duration', '1'],
+      20000,
+      asSvc(),
+    );
     t.equal(tx.code, 0, `peer --tx (${tx.stderr})`);
     const rxExit = await rx.wait(20000);
     t.equal(rxExit.code, 0, `peer --rx (${rx.stderr})`);
@@ -309,24 +435,47 @@ t.test('least privilege', { skip }, async (t) => {
     t.equal(counter('vm1', 'TX_PACKETS'), received, 'exactly what the backend put into vm1');
     t.equal(counter('vm1', 'TX_PACKETS') + counter('vm1', 'DROP_TX_NO_BUFFER'), 2000, 'the rest counted as no_buffer drops');
     t.match(await runCli(['stats', '--api', api], 20000, asSvc()), { code: 0, stdout: /^vm0\s+vhost-user/m }, 'stats --api');
-    t.match(await runCli(['mode', 'bypass', '--api', api], 20000, asSvc()), { code: 0, stdout: 'mode bypass (was kernel)\n' }, 'mode --api');
+    t.match(
+      await runCli(['mode', 'bypass', '--api', api], 20000, asSvc()),
+      { code: 0, stdout: 'mode bypass (was kernel)\n' },
+      'mode --api',
+    );
     serve.kill('SIGTERM');
     t.same(await serve.wait(), { code: 0, signal: null });
   });
 
   const testpmd = findTestpmd();
   const pages = freeHugepages();
-  t.test('DPDK virtio-user, its memory on hugepages, into a serve that gave up every capability', { skip: testpmd === null ? 'dpdk-testpmd is not installed (Debian 12: apt-get install dpdk-dev)' : pages < 128 ? `${pages} free 2 MiB hugepages, 128 needed` : false, timeout: 90000 }, async (t) => {
-    const dir = ownDir();
-    const [vm0, api] = [path.join(dir, 'vm0.sock'), path.join(dir, 'api.sock')];
-    const serve = new Cli(['serve', '--vhost-user', `vm0=${vm0}`, '--sink', 's0', '--wire', 'vm0=s0', '--mode', 'kernel', '--api', api, '--user', svc.name], asRoot);
-    t.teardown(() => serve.kill('SIGKILL'));
-    await serve.line(/^ready$/);
-    const front = await startVirtioUser(t, { path: vm0, forwardMode: 'txonly' });
-    await serve.line(/^vm0: connected$/, 30000);
-    await front.startForwarding();
-    await waitFor('frames from DPDK counted on vm0', async () => ((await portsOver(api)).find((p) => p.name === 'vm0')?.counters[0].RX_PACKETS ?? 0) > 1000, 30000);
-    t.pass('the hugetlbfs memory DPDK sent as fds was mapped and read without any capability');
-    checkThreads(t, serve.pid, svc, 0n, [svc.gid]);
-  });
+  t.test(
+    'DPDK virtio-user, its memory on hugepages, into a serve that gave up every capability',
+    {
+      skip:
+        testpmd === null
+          ? 'dpdk-testpmd is not installed (Debian 12: apt-get install dpdk-dev)'
+          : pages < 128
+            ? `${pages} free 2 MiB hugepages, 128 needed`
+            : false,
+      timeout: 90000,
+    },
+    async (t) => {
+      const dir = ownDir();
+      const [vm0, api] = [path.join(dir, 'vm0.sock'), path.join(dir, 'api.sock')];
+      const serve = new Cli(
+        ['serve', '--vhost-user', `vm0=${vm0}`, '--sink', 's0', '--wire', 'vm0=s0', '--mode', 'kernel', '--api', api, '--user', svc.name],
+        asRoot,
+      );
+      t.teardown(() => serve.kill('SIGKILL'));
+      await serve.line(/^ready$/);
+      const front = await startVirtioUser(t, { path: vm0, forwardMode: 'txonly' });
+      await serve.line(/^vm0: connected$/, 30000);
+      await front.startForwarding();
+      await waitFor(
+        'frames from DPDK counted on vm0',
+        async () => ((await portsOver(api)).find((p) => p.name === 'vm0')?.counters[0].RX_PACKETS ?? 0) > 1000,
+        30000,
+      );
+      t.pass('the hugetlbfs memory DPDK sent as fds was mapped and read without any capability');
+      checkThreads(t, serve.pid, svc, 0n, [svc.gid]);
+    },
+  );
 });

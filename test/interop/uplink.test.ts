@@ -215,48 +215,69 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
 
   // Kernel mode: AF_PACKET; bypass mode: AF_XDP (the PMD spins; the test is short).
   for (const mode of ['kernel', 'bypass'] as const)
-  t.test(`${mode} mode: ping through the kernel stack, then counted frames both ways`, async (t) => {
-    const { f, fe } = setup(t, net, mode);
-    await f.waitConnected('vm');
-    t.same(f.port('up'), { name: 'up', kind: 'uplink', queuePairs: 1, counterSet: f.port('up').counterSet, forwarder: 'vm=up', pmd: 0, state: 'up', ifname: net.host, driver: mode === 'kernel' ? 'af_packet' : 'af_xdp' });
-    t.equal(net.hostPromiscuity(), 1, 'the interface is in promiscuous mode');
+    t.test(`${mode} mode: ping through the kernel stack, then counted frames both ways`, async (t) => {
+      const { f, fe } = setup(t, net, mode);
+      await f.waitConnected('vm');
+      t.same(f.port('up'), {
+        name: 'up',
+        kind: 'uplink',
+        queuePairs: 1,
+        counterSet: f.port('up').counterSet,
+        forwarder: 'vm=up',
+        pmd: 0,
+        state: 'up',
+        ifname: net.host,
+        driver: mode === 'kernel' ? 'af_packet' : 'af_xdp',
+      });
+      t.equal(net.hostPromiscuity(), 1, 'the interface is in promiscuous mode');
 
-    for (let seq = 1; seq <= 3; seq++) await ping(t, net, fe, seq);
+      for (let seq = 1; seq <= 3; seq++) await ping(t, net, fe, seq);
 
-    const N = 200;
-    const size = 300;
-    const toNs = Array.from({ length: N }, (_, i) => eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, i, size - 42))));
-    const ns0 = net.peerStats();
-    const up0 = { tx: f.counter('up', 'TX_PACKETS'), txBytes: f.counter('up', 'TX_BYTES'), rx: f.counter('up', 'RX_PACKETS') };
-    const vm0 = f.counter('vm', 'RX_PACKETS');
-    await sendAll(fe, toNs);
-    await waitFor(`${N} frames transmitted by the uplink`, () => f.counter('up', 'TX_PACKETS') - up0.tx >= BigInt(N));
-    await waitFor(`${N} frames counted by the namespace's interface`, () => net.peerStats().rxPackets - ns0.rxPackets >= N);
-    const ns1 = net.peerStats();
-    t.equal(f.counter('vm', 'RX_PACKETS') - vm0, BigInt(N), `the backend took ${N} frames from the front end`);
-    t.equal(f.counter('up', 'TX_PACKETS') - up0.tx, BigInt(N), `the uplink transmitted ${N}`);
-    t.equal(f.counter('up', 'TX_BYTES') - up0.txBytes, BigInt(N * size), `${N * size} bytes`);
-    t.equal(ns1.rxPackets - ns0.rxPackets, N, `the namespace's interface received exactly ${N}`);
-    t.equal(ns1.rxBytes - ns0.rxBytes, N * size, `and exactly ${N * size} bytes`);
-    t.equal(ns1.txPackets, ns0.txPackets, 'and sent nothing back');
-    t.equal(f.counter('up', 'RX_PACKETS'), up0.rx, 'the uplink received nothing meanwhile (its own frames are not looped back)');
+      const N = 200;
+      const size = 300;
+      const toNs = Array.from({ length: N }, (_, i) =>
+        eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, i, size - 42))),
+      );
+      const ns0 = net.peerStats();
+      const up0 = { tx: f.counter('up', 'TX_PACKETS'), txBytes: f.counter('up', 'TX_BYTES'), rx: f.counter('up', 'RX_PACKETS') };
+      const vm0 = f.counter('vm', 'RX_PACKETS');
+      await sendAll(fe, toNs);
+      await waitFor(`${N} frames transmitted by the uplink`, () => f.counter('up', 'TX_PACKETS') - up0.tx >= BigInt(N));
+      await waitFor(`${N} frames counted by the namespace's interface`, () => net.peerStats().rxPackets - ns0.rxPackets >= N);
+      const ns1 = net.peerStats();
+      t.equal(f.counter('vm', 'RX_PACKETS') - vm0, BigInt(N), `the backend took ${N} frames from the front end`);
+      t.equal(f.counter('up', 'TX_PACKETS') - up0.tx, BigInt(N), `the uplink transmitted ${N}`);
+      t.equal(f.counter('up', 'TX_BYTES') - up0.txBytes, BigInt(N * size), `${N * size} bytes`);
+      t.equal(ns1.rxPackets - ns0.rxPackets, N, `the namespace's interface received exactly ${N}`);
+      t.equal(ns1.rxBytes - ns0.rxBytes, N * size, `and exactly ${N * size} bytes`);
+      t.equal(ns1.txPackets, ns0.txPackets, 'and sent nothing back');
+      t.equal(f.counter('up', 'RX_PACKETS'), up0.rx, 'the uplink received nothing meanwhile (its own frames are not looped back)');
 
-    const fromNs = Array.from({ length: N }, (_, i) => eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(5000, 5001, i, size - 42))));
-    const rx0 = { up: f.counter('up', 'RX_PACKETS'), upBytes: f.counter('up', 'RX_BYTES'), vm: f.counter('vm', 'TX_PACKETS') };
-    net.sendFromNamespace(fromNs);
-    const got = await receiveN(fe, N, 0, 10000);
-    t.equal(got.length, N, `the front end received all ${N} frames the namespace sent`);
-    const firstBad = got.findIndex((g, i) => !g.equals(fromNs[i]));
-    t.equal(firstBad, -1, 'unchanged and in order');
-    await waitFor('receive counters published', () => f.counter('vm', 'TX_PACKETS') - rx0.vm >= BigInt(N));
-    t.equal(f.counter('up', 'RX_PACKETS') - rx0.up, BigInt(N), `the uplink received ${N}`);
-    t.equal(f.counter('up', 'RX_BYTES') - rx0.upBytes, BigInt(N * size), `${N * size} bytes`);
-    t.equal(f.counter('vm', 'TX_PACKETS') - rx0.vm, BigInt(N), `the backend put ${N} into the front end`);
-    t.equal((await receiveN(fe, 1, 0, 300)).length, 0, 'and nothing else');
+      const fromNs = Array.from({ length: N }, (_, i) =>
+        eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(5000, 5001, i, size - 42))),
+      );
+      const rx0 = { up: f.counter('up', 'RX_PACKETS'), upBytes: f.counter('up', 'RX_BYTES'), vm: f.counter('vm', 'TX_PACKETS') };
+      net.sendFromNamespace(fromNs);
+      const got = await receiveN(fe, N, 0, 10000);
+      t.equal(got.length, N, `the front end received all ${N} frames the namespace sent`);
+      const firstBad = got.findIndex((g, i) => !g.equals(fromNs[i]));
+      t.equal(firstBad, -1, 'unchanged and in order');
+      await waitFor('receive counters published', () => f.counter('vm', 'TX_PACKETS') - rx0.vm >= BigInt(N));
+      t.equal(f.counter('up', 'RX_PACKETS') - rx0.up, BigInt(N), `the uplink received ${N}`);
+      t.equal(f.counter('up', 'RX_BYTES') - rx0.upBytes, BigInt(N * size), `${N * size} bytes`);
+      t.equal(f.counter('vm', 'TX_PACKETS') - rx0.vm, BigInt(N), `the backend put ${N} into the front end`);
+      t.equal((await receiveN(fe, 1, 0, 300)).length, 0, 'and nothing else');
 
-    for (const id of ['DROP_TX_NO_BUFFER', 'DROP_TX_TOO_BIG', 'DROP_TX_NOT_READY', 'DROP_RX_TOO_BIG', 'DROP_RX_TRUNCATED', 'INVALID_KERNEL_ENTRY'])
-      t.equal(f.counter('up', id), 0n, `uplink ${id} 0`);
-  });
+      for (const id of [
+        'DROP_TX_NO_BUFFER',
+        'DROP_TX_TOO_BIG',
+        'DROP_TX_NOT_READY',
+        'DROP_RX_TOO_BIG',
+        'DROP_RX_TRUNCATED',
+        'INVALID_KERNEL_ENTRY',
+      ])
+        t.equal(f.counter('up', id), 0n, `uplink ${id} 0`);
+    });
 
   t.test('VLAN-tagged frames cross in both directions with their tags', async (t) => {
     const { f, fe } = setup(t, net);
@@ -269,7 +290,11 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     net.sendFromNamespace(fromNs);
     const got = await receiveN(fe, fromNs.length, 0, 5000);
     t.equal(got.length, fromNs.length, 'every tagged frame arrives');
-    t.equal(got.findIndex((g, i) => !g.equals(fromNs[i])), -1, 'with its tag back in place, byte for byte');
+    t.equal(
+      got.findIndex((g, i) => !g.equals(fromNs[i])),
+      -1,
+      'with its tag back in place, byte for byte',
+    );
     await waitFor('counted', () => f.counter('up', 'RX_BYTES') === BigInt(fromNs.reduce((n, x) => n + x.length, 0)));
     t.pass('received bytes count the tag');
 
@@ -296,11 +321,16 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     ip('link', 'set', net.host, 'mtu', '1400');
     t.teardown(() => spawnSync('ip', ['link', 'set', net.host, 'mtu', '1500'], { stdio: 'ignore' }));
     const mid = eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, 1, 1400)));
-    const echo = (seq: number) => eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.nsIp, 1, icmpEcho(8, 0x7677, seq, Buffer.from('x'))));
+    const echo = (seq: number) =>
+      eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.nsIp, 1, icmpEcho(8, 0x7677, seq, Buffer.from('x'))));
     const tx0 = f.counter('up', 'TX_PACKETS');
     await sendAll(fe, [echo(8), mid, echo(9), echo(10)]);
     const replies = await receiveN(fe, 3, 0, 5000);
-    t.same(replies.map((r) => r.readUInt16BE(34 + 6)), [8, 9, 10], 'the three echo requests around it were answered, in order');
+    t.same(
+      replies.map((r) => r.readUInt16BE(34 + 6)),
+      [8, 9, 10],
+      'the three echo requests around it were answered, in order',
+    );
     await waitFor('the refused frame counted', () => f.counter('up', 'DROP_TX_TOO_BIG') === 2n);
     t.equal(f.counter('up', 'TX_PACKETS') - tx0, 3n, 'transmitted: the three requests only');
   });
@@ -329,7 +359,10 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     t.equal(openFds(), fds0 + 1, 'kernel again: one socket');
     t.equal(net.hostXdpProgram(), undefined, 'and the XDP program is gone');
     await ping(t, net, fe, 3);
-    await waitFor('counters carried on across both switches', () => f.counter('up', 'RX_PACKETS') === 3n && f.counter('up', 'TX_PACKETS') === 3n);
+    await waitFor(
+      'counters carried on across both switches',
+      () => f.counter('up', 'RX_PACKETS') === 3n && f.counter('up', 'TX_PACKETS') === 3n,
+    );
     t.pass('three round trips counted on one counter set');
 
     f.engine.removePort('up');
@@ -339,12 +372,26 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
 
   t.test('serve --uplink: frames from the namespace reach a sink', async (t) => {
     const port = await freePort();
-    const serve = new Cli(['serve', '--uplink', `up0=${net.host}`, '--sink', 's0', '--wire', 'up0=s0', '--mode', 'kernel', '--metrics', `127.0.0.1:${port}`]);
+    const serve = new Cli([
+      'serve',
+      '--uplink',
+      `up0=${net.host}`,
+      '--sink',
+      's0',
+      '--wire',
+      'up0=s0',
+      '--mode',
+      'kernel',
+      '--metrics',
+      `127.0.0.1:${port}`,
+    ]);
     t.teardown(() => serve.kill('SIGKILL'));
     await serve.line(/^ready$/);
     t.match(serve.stdout, `up0: uplink on ${net.host}`);
     const N = 50;
-    net.sendFromNamespace(Array.from({ length: N }, (_, i) => eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(5000, 5001, i, 100)))));
+    net.sendFromNamespace(
+      Array.from({ length: N }, (_, i) => eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(5000, 5001, i, 100)))),
+    );
     type Ports = Array<{ name: string; kind: string; ifname?: string; counters: Array<Record<string, number>> }>;
     let ports: Ports = [];
     await waitFor('the sink to count them', async () => {
@@ -358,12 +405,20 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
 
     // The kernel's own counters beside ours: the interface received at least the N frames we took.
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    const kernelRx = Number(new RegExp(`^vhostwire_uplink_interface_statistic\\{port="up0",interface="${net.host}",stat="rx_packets"\\} (\\d+)$`, 'm').exec(metrics)?.[1]);
+    const kernelRx = Number(
+      new RegExp(`^vhostwire_uplink_interface_statistic\\{port="up0",interface="${net.host}",stat="rx_packets"\\} (\\d+)$`, 'm').exec(
+        metrics,
+      )?.[1],
+    );
     t.ok(kernelRx >= N, `/metrics: the interface's own rx_packets (${kernelRx}) beside ours (${N})`);
-    t.match(metrics, new RegExp(`^vhostwire_uplink_ethtool_statistic\\{port="up0",interface="${net.host}",stat="peer_ifindex"\\} \\d+$`, 'm'), '/metrics: the driver\'s ethtool -S counters');
+    t.match(
+      metrics,
+      new RegExp(`^vhostwire_uplink_ethtool_statistic\\{port="up0",interface="${net.host}",stat="peer_ifindex"\\} \\d+$`, 'm'),
+      "/metrics: the driver's ethtool -S counters",
+    );
     const stats = await runCli(['stats', '--url', `http://127.0.0.1:${port}`]);
     t.equal(stats.code, 0, `stats exits 0 (${stats.stderr})`);
-    t.match(stats.stdout, new RegExp(`^UPLINK\\s+INTERFACE\\s+RX\\s+KERNEL RX`, 'm'), 'stats: an uplink table with the kernel\'s counts');
+    t.match(stats.stdout, new RegExp(`^UPLINK\\s+INTERFACE\\s+RX\\s+KERNEL RX`, 'm'), "stats: an uplink table with the kernel's counts");
     t.match(stats.stdout, new RegExp(`^up0\\s+${net.host}\\s`, 'm'));
     serve.kill('SIGTERM');
     t.same(await serve.wait(), { code: 0, signal: null }, 'exit 0 on SIGTERM');

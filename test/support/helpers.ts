@@ -80,11 +80,21 @@ export class Cli {
   /** Waits for a line of stdout matching re; fails early if the process exits first. */
   async line(re: RegExp, timeoutMs = 10000): Promise<RegExpMatchArray> {
     let m: RegExpMatchArray | undefined;
-    await waitFor(`a line matching ${re} (stdout so far: ${JSON.stringify(this.stdout)})`, () => {
-      m = this.stdout.split('\n').map((l) => l.match(re)).find((x): x is RegExpMatchArray => x !== null);
-      if (!m && !this.running) throw new Error(`exited ${JSON.stringify(this.#exit)} before printing ${re}; stdout ${JSON.stringify(this.stdout)} stderr ${JSON.stringify(this.stderr)}`);
-      return m !== undefined;
-    }, timeoutMs);
+    await waitFor(
+      `a line matching ${re} (stdout so far: ${JSON.stringify(this.stdout)})`,
+      () => {
+        m = this.stdout
+          .split('\n')
+          .map((l) => l.match(re))
+          .find((x): x is RegExpMatchArray => x !== null);
+        if (!m && !this.running)
+          throw new Error(
+            `exited ${JSON.stringify(this.#exit)} before printing ${re}; stdout ${JSON.stringify(this.stdout)} stderr ${JSON.stringify(this.stderr)}`,
+          );
+        return m !== undefined;
+      },
+      timeoutMs,
+    );
     return m!;
   }
 

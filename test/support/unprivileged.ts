@@ -41,7 +41,8 @@ export function runtimeCopy(): { bin: string; dir: string; cleanup: () => void }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostwire-runtime-'));
   fs.chmodSync(dir, 0o755);
   const copy = (rel: string): void => fs.cpSync(path.join(ROOT, rel), path.join(dir, rel), { recursive: true });
-  for (const rel of ['package.json', 'bin', path.join('dist', 'src'), path.relative(ROOT, ADDON), path.relative(ROOT, FRONTEND_ADDON)]) copy(rel);
+  for (const rel of ['package.json', 'bin', path.join('dist', 'src'), path.relative(ROOT, ADDON), path.relative(ROOT, FRONTEND_ADDON)])
+    copy(rel);
   const deps = execFileSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: ROOT, encoding: 'utf8' })
     .split('\n')
     .filter((p) => p.startsWith(path.join(ROOT, 'node_modules') + path.sep));

@@ -40,7 +40,12 @@ export function vringAddr(index: number, flags: number, a: { desc: bigint; used:
 }
 
 /** VhostUserMemRegion */
-export interface Reg { gpa: bigint; size: bigint; uaddr: bigint; offset: bigint }
+export interface Reg {
+  gpa: bigint;
+  size: bigint;
+  uaddr: bigint;
+  offset: bigint;
+}
 
 function putReg(b: Buffer, at: number, r: Reg): void {
   [r.gpa, r.size, r.uaddr, r.offset].forEach((v, k) => b.writeBigUInt64LE(BigInt.asUintN(64, v), at + 8 * k));

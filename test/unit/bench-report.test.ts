@@ -18,7 +18,13 @@ function attr(tag: string, name: string): string {
   return m[1];
 }
 
-const unescape = (s: string): string => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+const unescape = (s: string): string =>
+  s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&');
 
 function bars(svg: string): Bar[] {
   return [...svg.matchAll(/<rect class="bar"([^>]*)><title>([^<]*)<\/title><\/rect>/g)].map((m) => ({
@@ -72,10 +78,19 @@ t.test('a grouped bar chart: one bar per series and category, labels and values 
 });
 
 t.test('a chart without figures still draws its axes; a series of the wrong length is refused', async (tt) => {
-  const svg = barChartSvg({ title: 'x', categories: ['64'], categoryLabel: 'c', valueLabel: 'Mpps', series: [{ name: 'a', values: [null] }] });
+  const svg = barChartSvg({
+    title: 'x',
+    categories: ['64'],
+    categoryLabel: 'c',
+    valueLabel: 'Mpps',
+    series: [{ name: 'a', values: [null] }],
+  });
   tt.equal(bars(svg).length, 0);
   tt.ok(texts(svg, 'tick').length >= 2);
-  tt.throws(() => barChartSvg({ title: 'x', categories: ['64', '128'], categoryLabel: 'c', valueLabel: 'v', series: [{ name: 'a', values: [1] }] }), /1 values for 2 categories/);
+  tt.throws(
+    () => barChartSvg({ title: 'x', categories: ['64', '128'], categoryLabel: 'c', valueLabel: 'v', series: [{ name: 'a', values: [1] }] }),
+    /1 values for 2 categories/,
+  );
 });
 
 t.test('ticks step by 1, 2 or 5 times a power of ten', async (tt) => {

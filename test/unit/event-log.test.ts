@@ -54,7 +54,11 @@ t.test('ports and kinds are limited separately', async (t) => {
   s.log.flush();
   t.same(
     s.lines.slice(6).sort(),
-    ['vm0: 3 similar connected events suppressed in the last 0.0 s', 'vm0: 3 similar refused events suppressed in the last 0.0 s', 'vm1: 3 similar refused events suppressed in the last 0.0 s'],
+    [
+      'vm0: 3 similar connected events suppressed in the last 0.0 s',
+      'vm0: 3 similar refused events suppressed in the last 0.0 s',
+      'vm1: 3 similar refused events suppressed in the last 0.0 s',
+    ],
     'flush says what each held back',
   );
   t.equal(s.pending(), 0, 'and cancels the timers');

@@ -3,7 +3,15 @@
 import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { buildPeerConfig, buildServeConfig as build, parseEndpoint, parseMode, parsePmdCores, parseWire, UsageError } from '../../src/config/options';
+import {
+  buildPeerConfig,
+  buildServeConfig as build,
+  parseEndpoint,
+  parseMode,
+  parsePmdCores,
+  parseWire,
+  UsageError,
+} from '../../src/config/options';
 import type { ServeFlags } from '../../src/config/options';
 import { gen } from '../../src/ports/gen';
 import { sink } from '../../src/ports/sink';
@@ -71,7 +79,11 @@ t.test('--gen', async (t) => {
   t.same(parseGen('g0'), { kind: 'gen', name: 'g0', size: 64, rate: 0, count: 0 });
   t.same(parseGen('g0,size=1518,rate=1000,count=10'), { kind: 'gen', name: 'g0', size: 1518, rate: 1000, count: 10 });
   t.same(parseGen('g0,size=60'), { kind: 'gen', name: 'g0', size: 60, rate: 0, count: 0 });
-  t.same(parseGen('g0,size=65535'), { kind: 'gen', name: 'g0', size: 65535, rate: 0, count: 0 }, 'up to the largest frame the addon forwards');
+  t.same(
+    parseGen('g0,size=65535'),
+    { kind: 'gen', name: 'g0', size: 65535, rate: 0, count: 0 },
+    'up to the largest frame the addon forwards',
+  );
   const bad: Array<[string, string]> = [
     ['', 'port name ""'],
     ['g!,size=64', 'port name "g!"'],
@@ -185,10 +197,20 @@ t.test('whole configuration', async (t) => {
   t.same(buildServeConfig({}, 2).ports, [], 'nothing at all is a valid (idle) switch');
   rejects(t, () => buildServeConfig({ ...two, wire: ['vm0=vm9'] }, 2), '--wire vm0=vm9: ', 'no port named "vm9"');
   rejects(t, () => buildServeConfig({ ...two, wire: ['vm0=vm0'] }, 2), '--wire vm0=vm0: ', 'cannot be wired to itself');
-  rejects(t, () => buildServeConfig({ ...two, sink: ['s0'], wire: ['vm0=vm1', 's0=vm1'] }, 2), '--wire s0=vm1: ', 'port "vm1" is already wired (vm0=vm1)');
+  rejects(
+    t,
+    () => buildServeConfig({ ...two, sink: ['s0'], wire: ['vm0=vm1', 's0=vm1'] }, 2),
+    '--wire s0=vm1: ',
+    'port "vm1" is already wired (vm0=vm1)',
+  );
   rejects(t, () => buildServeConfig({ ...two, sink: ['vm1'] }, 2), '--sink "vm1": ', 'port name "vm1" is already used by --vhost-user');
   rejects(t, () => buildServeConfig({ sink: ['x'], gen: ['x'] }, 2), '--gen "x": ', 'already used by --sink');
-  rejects(t, () => buildServeConfig({ vhostUser: ['vm0=/tmp/a.sock', 'vm1=/tmp/a.sock'] }, 2), '--vhost-user "vm1": ', 'socket path /tmp/a.sock is already used by port "vm0"');
+  rejects(
+    t,
+    () => buildServeConfig({ vhostUser: ['vm0=/tmp/a.sock', 'vm1=/tmp/a.sock'] }, 2),
+    '--vhost-user "vm1": ',
+    'socket path /tmp/a.sock is already used by port "vm0"',
+  );
   rejects(t, () => buildServeConfig({ pmdCores: '7' }, 2), '--pmd-cores "7": ', 'CPU 7 does not exist');
 });
 
@@ -204,7 +226,10 @@ t.test('--config file', async (t) => {
 
   t.test('flags add to the lists and override single values', async (t) => {
     const file = write({
-      vhostUser: [{ name: 'vm0', path: '/tmp/a.sock' }, { name: 'vm1', path: '/tmp/b.sock', client: true, queues: 4 }],
+      vhostUser: [
+        { name: 'vm0', path: '/tmp/a.sock' },
+        { name: 'vm1', path: '/tmp/b.sock', client: true, queues: 4 },
+      ],
       uplink: [{ name: 'up0', ifname: 'lo' }],
       sink: ['s0'],
       gen: [{ name: 'g0', size: 128, rate: 10, count: 5 }, { name: 'g1' }],
@@ -229,19 +254,46 @@ t.test('--config file', async (t) => {
       control: { api: null, apiTcp: false, apiToken: null, user: null },
     });
     const merged = buildServeConfig(
-      { config: file, vhostUser: ['vm2=/tmp/c.sock'], sink: ['s1'], gen: ['g2'], wire: ['vm2=s0'], mode: 'bypass', pmdCores: '1', metrics: '0.0.0.0:1' },
+      {
+        config: file,
+        vhostUser: ['vm2=/tmp/c.sock'],
+        sink: ['s1'],
+        gen: ['g2'],
+        wire: ['vm2=s0'],
+        mode: 'bypass',
+        pmdCores: '1',
+        metrics: '0.0.0.0:1',
+      },
       2,
     );
-    t.same(ofKind(merged, 'vhost-user').map((v) => v.name), ['vm0', 'vm1', 'vm2'], 'file ports first, then the flags');
-    t.same(ofKind(merged, 'sink').map((v) => v.name), ['s0', 's1']);
-    t.same(ofKind(merged, 'gen').map((g) => g.name), ['g0', 'g1', 'g2']);
-    t.same(merged.wire, [['vm0', 'vm1'], ['vm2', 's0']]);
+    t.same(
+      ofKind(merged, 'vhost-user').map((v) => v.name),
+      ['vm0', 'vm1', 'vm2'],
+      'file ports first, then the flags',
+    );
+    t.same(
+      ofKind(merged, 'sink').map((v) => v.name),
+      ['s0', 's1'],
+    );
+    t.same(
+      ofKind(merged, 'gen').map((g) => g.name),
+      ['g0', 'g1', 'g2'],
+    );
+    t.same(merged.wire, [
+      ['vm0', 'vm1'],
+      ['vm2', 's0'],
+    ]);
     t.equal(merged.mode, 'bypass');
     t.same(merged.pmdCores, [1]);
     t.same(merged.metrics, { host: '0.0.0.0', port: 1 });
     t.same(buildServeConfig({ config: write({ pmdCores: [1, 0] }) }, 2).pmdCores, [1, 0], 'pmdCores as an array');
     rejects(t, () => buildServeConfig({ config: file, vhostUser: ['vm0=/tmp/z.sock'] }, 2), '--vhost-user "vm0": ', 'already used');
-    rejects(t, () => buildServeConfig({ config: file, sink: ['s9'], wire: ['s9=vm1'] }, 2), '--wire s9=vm1: ', 'port "vm1" is already wired');
+    rejects(
+      t,
+      () => buildServeConfig({ config: file, sink: ['s9'], wire: ['s9=vm1'] }, 2),
+      '--wire s9=vm1: ',
+      'port "vm1" is already wired',
+    );
   });
 
   t.test('errors name the file and the key', async (t) => {
@@ -291,16 +343,20 @@ t.test('--config file', async (t) => {
 });
 
 t.test('peer flags', async (t) => {
-  t.same(buildPeerConfig({ connect: '/tmp/vm0.sock' }), {
-    path: '/tmp/vm0.sock',
-    server: false,
-    queues: 1,
-    txSize: 0,
-    txRate: 0,
-    txCount: 0,
-    rx: true,
-    duration: 10,
-  }, 'receiving is the default');
+  t.same(
+    buildPeerConfig({ connect: '/tmp/vm0.sock' }),
+    {
+      path: '/tmp/vm0.sock',
+      server: false,
+      queues: 1,
+      txSize: 0,
+      txRate: 0,
+      txCount: 0,
+      rx: true,
+      duration: 10,
+    },
+    'receiving is the default',
+  );
   t.same(buildPeerConfig({ connect: '/x', server: true, tx: '64', rate: '1000', count: '5', duration: '0.5', queues: '2' }), {
     path: '/x',
     server: true,

@@ -12,12 +12,7 @@
 namespace vw {
 
 GenPort::GenPort(std::string name, uint32_t size, uint64_t rate, uint64_t count, CounterBlock& block)
-    : Port(std::move(name)),
-      sets_(block, 1),
-      size_(size),
-      rate_(rate),
-      count_(count),
-      frame_(new uint8_t[size]) {
+    : Port(std::move(name)), sets_(block, 1), size_(size), rate_(rate), count_(count), frame_(new uint8_t[size]) {
   counters_.shared = sets_.set(0);
   build_udp_frame(frame_.get(), size);
   if (rate_) timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);

@@ -29,8 +29,9 @@ uint16_t SinkPort::tx_burst(uint16_t, const Burst& b) {
 }
 
 // Registered in runtime/port_kinds.cc (extern: a namespace-scope const is otherwise private to this file).
-extern const PortKind kSinkKind = {"sink", [](const std::string& name, const PortParams&, PortContext& ctx, std::string*) {
-                              return std::unique_ptr<Port>(new SinkPort(name, ctx.counters));
-                            }};
+extern const PortKind kSinkKind = {"sink",
+                                   [](const std::string& name, const PortParams&, PortContext& ctx, std::string*) {
+                                     return std::unique_ptr<Port>(new SinkPort(name, ctx.counters));
+                                   }};
 
 }  // namespace vw

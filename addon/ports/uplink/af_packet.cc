@@ -178,7 +178,9 @@ bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
   // Protocol 0: the socket receives nothing until bind(), after its rings exist.
   fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd_ < 0) return fail("cannot open an AF_PACKET socket for " + where);
-  auto opt = [&](int level, int name, const void* v, socklen_t len) { return setsockopt(fd_, level, name, v, len) == 0; };
+  auto opt = [&](int level, int name, const void* v, socklen_t len) {
+    return setsockopt(fd_, level, name, v, len) == 0;
+  };
   const int v3 = TPACKET_V3, one = 1;
   if (!opt(SOL_PACKET, PACKET_VERSION, &v3, sizeof v3)) return fail("cannot use TPACKET_V3 on " + where);
   tpacket_req3 rx = {};
@@ -200,7 +202,8 @@ bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
   if (m == MAP_FAILED) return fail("cannot map the rings of " + where);
   map_ = static_cast<uint8_t*>(m);
   // Our own transmissions must not come back as received frames: a switch would loop them.
-  if (!opt(SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one)) return fail("cannot ignore outgoing frames on " + where);
+  if (!opt(SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one))
+    return fail("cannot ignore outgoing frames on " + where);
   // Room in the send buffer for a full transmit ring, so that the kernel takes every queued frame in one
   // send(). Best effort: without CAP_NET_ADMIN the default applies and frames it has no room for wait
   // for the next send().
@@ -272,15 +275,9 @@ uint16_t AfPacketPort::rx_burst(uint16_t, Burst& b) {
         counters_->add(RX_BYTES, f.len);
         lent_from_cur_ = true;
         break;
-      case BlockWalker::Step::kTruncated:
-        counters_->add(DROP_RX_TRUNCATED);
-        break;
-      case BlockWalker::Step::kTooBig:
-        counters_->add(DROP_RX_TOO_BIG);
-        break;
-      case BlockWalker::Step::kInvalid:
-        counters_->add(INVALID_KERNEL_ENTRY);
-        break;
+      case BlockWalker::Step::kTruncated: counters_->add(DROP_RX_TRUNCATED); break;
+      case BlockWalker::Step::kTooBig: counters_->add(DROP_RX_TOO_BIG); break;
+      case BlockWalker::Step::kInvalid: counters_->add(INVALID_KERNEL_ENTRY); break;
       case BlockWalker::Step::kEnd:
         // A block none of this burst's frames points into goes back at once; the others on release().
         walking_ = false;

@@ -57,10 +57,10 @@ class BlockWalker {
 
  private:
   uint8_t* block_ = nullptr;
-  uint32_t valid_ = 0;    // blk_len once checked: bytes of the block the kernel wrote
-  uint64_t off_ = 0;      // offset of the next packet header
-  uint32_t left_ = 0;     // packets not yet read
-  bool bad_ = false;      // the block header was invalid: next() says so once
+  uint32_t valid_ = 0;  // blk_len once checked: bytes of the block the kernel wrote
+  uint64_t off_ = 0;    // offset of the next packet header
+  uint32_t left_ = 0;   // packets not yet read
+  bool bad_ = false;    // the block header was invalid: next() says so once
 };
 
 class AfPacketPort : public Port {
@@ -68,8 +68,8 @@ class AfPacketPort : public Port {
   // Opens the uplink on interface ifname. counters and kernel belong to the caller, outlive the port, and
   // are only added to (the caller publishes them). nullptr and *err (one sentence naming the interface)
   // on failure.
-  static std::unique_ptr<AfPacketPort> open(const std::string& name, const std::string& ifname,
-                                            QueueCounters* counters, KernelDrops* kernel, std::string* err);
+  static std::unique_ptr<AfPacketPort> open(const std::string& name, const std::string& ifname, QueueCounters* counters,
+                                            KernelDrops* kernel, std::string* err);
   ~AfPacketPort() override;
 
   uint16_t queue_pairs() const override { return 1; }
@@ -101,13 +101,13 @@ class AfPacketPort : public Port {
   int ifindex_ = 0;
   uint8_t* map_ = nullptr;
   size_t map_len_ = 0;
-  uint32_t mtu_ = 0;  // the interface's MTU when last read
+  uint32_t mtu_ = 0;        // the interface's MTU when last read
   bool mtu_fresh_ = false;  // read during the current tx_burst
 
   // Receive: rx_cur_ is the block being read (walking_) or the next one the kernel will hand over.
   BlockWalker walker_;
   bool walking_ = false;
-  bool lent_from_cur_ = false;       // the current burst lent frames of block rx_cur_
+  bool lent_from_cur_ = false;  // the current burst lent frames of block rx_cur_
   uint32_t rx_cur_ = 0;
   uint32_t done_[kBurst] = {};  // finished blocks that frames of the current burst point into
   uint32_t ndone_ = 0;

@@ -141,8 +141,8 @@ uint16_t XskRings::rx(Burst& b) {
     // Inside the UMEM, past the headroom, ending inside the same frame, and a frame the kernel holds
     // from the fill ring. We asked for no options (no XDP_USE_SG), so none may be set. A bad entry
     // proves nothing about the frame it names, which stays with the kernel.
-    if (d.addr >= umem_len_ || off < kXskRxHeadroom || d.len == 0 || d.len > g_.frame_size - off ||
-        d.options != 0 || owner_[d.addr >> shift_] != kFill) {
+    if (d.addr >= umem_len_ || off < kXskRxHeadroom || d.len == 0 || d.len > g_.frame_size - off || d.options != 0 ||
+        owner_[d.addr >> shift_] != kFill) {
       c_->add(INVALID_KERNEL_ENTRY);
       continue;
     }
@@ -268,9 +268,10 @@ void AfXdpPort::read_kernel_stats(bool closing) {
   memset(&st, 0, sizeof st);
   socklen_t len = sizeof st;
   if (getsockopt(sock_, SOL_XDP, XDP_STATISTICS, &st, &len) != 0) return;
-  const uint64_t now[6] = {st.rx_dropped, st.rx_ring_full, st.tx_invalid_descs, st.rx_invalid_descs,
-                           st.rx_fill_ring_empty_descs, st.tx_ring_empty_descs};
-  static const QueueCounter ids[6] = {KERNEL_DROP_XDP_RX_DROPPED, KERNEL_DROP_XDP_RX_RING_FULL,
+  const uint64_t now[6] = {
+      st.rx_dropped,         st.rx_ring_full, st.tx_invalid_descs, st.rx_invalid_descs, st.rx_fill_ring_empty_descs,
+      st.tx_ring_empty_descs};
+  static const QueueCounter ids[6] = {KERNEL_DROP_XDP_RX_DROPPED,       KERNEL_DROP_XDP_RX_RING_FULL,
                                       KERNEL_DROP_XDP_TX_INVALID_DESCS, KERNEL_EVENT_XDP_RX_INVALID_DESCS,
                                       KERNEL_EVENT_XDP_FILL_RING_EMPTY, KERNEL_EVENT_XDP_TX_RING_EMPTY};
   for (int i = 0; i < 6; i++) {
@@ -335,7 +336,9 @@ bool AfXdpPort::setup(std::string* err) {
   if (sock_ < 0) {
     const int e = errno;
     return fail("creating the AF_XDP socket", e,
-                e == EAFNOSUPPORT ? "the kernel has no AF_XDP support (CONFIG_XDP_SOCKETS)" : e == EPERM ? caps : "");
+                e == EAFNOSUPPORT ? "the kernel has no AF_XDP support (CONFIG_XDP_SOCKETS)"
+                : e == EPERM      ? caps
+                                  : "");
   }
 
   // The kernel reads fields newer than ours from the struct's tail padding: it must be zero.
@@ -348,13 +351,15 @@ bool AfXdpPort::setup(std::string* err) {
     const int e = errno;
     return fail("registering the UMEM", e,
                 e == ENOMEM || e == ENOBUFS || e == EPERM
-                    ? "its " + std::to_string(umem_len_ >> 20) + " MiB are pinned: needs CAP_IPC_LOCK or ulimit -l of at least that"
+                    ? "its " + std::to_string(umem_len_ >> 20) +
+                          " MiB are pinned: needs CAP_IPC_LOCK or ulimit -l of at least that"
                     : "");
   }
   const struct {
     int opt;
     const char* what;
-  } sizes[] = {{XDP_UMEM_FILL_RING, "fill"}, {XDP_UMEM_COMPLETION_RING, "completion"}, {XDP_RX_RING, "RX"}, {XDP_TX_RING, "TX"}};
+  } sizes[] = {
+      {XDP_UMEM_FILL_RING, "fill"}, {XDP_UMEM_COMPLETION_RING, "completion"}, {XDP_RX_RING, "RX"}, {XDP_TX_RING, "TX"}};
   for (const auto& s : sizes) {
     const uint32_t n = kRingSize;
     if (setsockopt(sock_, SOL_XDP, s.opt, &n, sizeof n) != 0)
@@ -364,7 +369,8 @@ bool AfXdpPort::setup(std::string* err) {
   xdp_mmap_offsets off;
   socklen_t optlen = sizeof off;
   if (getsockopt(sock_, SOL_XDP, XDP_MMAP_OFFSETS, &off, &optlen) != 0) return fail("reading the ring offsets", errno);
-  if (optlen != sizeof off) return fail("reading the ring offsets", ENOTSUP, "kernel without ring flags: needs Linux 5.9 or later");
+  if (optlen != sizeof off)
+    return fail("reading the ring offsets", ENOTSUP, "kernel without ring flags: needs Linux 5.9 or later");
 
   const struct {
     const xdp_ring_offset* o;
@@ -409,7 +415,8 @@ bool AfXdpPort::setup(std::string* err) {
   }
   if (rc != 0)
     return fail("binding the socket to queue 0", e,
-                e == EBUSY   ? "another AF_XDP socket has held that queue for over " + std::to_string(kBindRetryMs) + " ms"
+                e == EBUSY
+                    ? "another AF_XDP socket has held that queue for over " + std::to_string(kBindRetryMs) + " ms"
                 : e == EINVAL ? "the interface has no queue 0"
                               : "");
 
@@ -421,7 +428,8 @@ bool AfXdpPort::setup(std::string* err) {
     int opt;
     int val;
     const char* what;
-  } bp[] = {{SO_PREFER_BUSY_POLL, 1, "prefer"}, {SO_BUSY_POLL, kBusyPollUs, "us"}, {SO_BUSY_POLL_BUDGET, kBurst, "budget"}};
+  } bp[] = {
+      {SO_PREFER_BUSY_POLL, 1, "prefer"}, {SO_BUSY_POLL, kBusyPollUs, "us"}, {SO_BUSY_POLL_BUDGET, kBurst, "budget"}};
   for (const auto& o : bp) {
     if (setsockopt(sock_, SOL_SOCKET, o.opt, &o.val, sizeof o.val) == 0) {
       busy += busy.empty() ? "" : ", ";
@@ -508,7 +516,8 @@ bool AfXdpPort::setup(std::string* err) {
     if (link_ < 0) {
       const int e = errno;
       const bool taken = e == EBUSY || e == EEXIST || native_err == EBUSY || native_err == EEXIST;
-      *err = std::string("attaching the XDP program: native mode: ") + strerror(native_err) + ", generic mode: " + strerror(e);
+      *err = std::string("attaching the XDP program: native mode: ") + strerror(native_err) +
+             ", generic mode: " + strerror(e);
       if (taken)
         *err += " (another XDP program is attached to the interface, see ip link show " + ifname_ +
                 "; detach it or use an AF_PACKET uplink)";
@@ -532,8 +541,9 @@ bool AfXdpPort::setup(std::string* err) {
   a.info.info_len = sizeof info;
   a.info.info = reinterpret_cast<uint64_t>(&info);
   const std::string id = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) == 0 ? " id " + std::to_string(info.id) : "";
-  description_ = "AF_XDP on " + ifname_ + " (ifindex " + std::to_string(ifindex_) + ") queue 0, copy mode; XDP program" +
-                 id + " attached in " + xdp_mode() + " mode; busy poll: " + (busy.empty() ? "not accepted" : busy);
+  description_ = "AF_XDP on " + ifname_ + " (ifindex " + std::to_string(ifindex_) +
+                 ") queue 0, copy mode; XDP program" + id + " attached in " + xdp_mode() +
+                 " mode; busy poll: " + (busy.empty() ? "not accepted" : busy);
   return true;
 }
 

@@ -80,8 +80,7 @@ bool UplinkPort::prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::
 }
 
 namespace {
-std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p, PortContext& ctx,
-                                    std::string* err) {
+std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p, PortContext& ctx, std::string* err) {
   std::string ifname;
   if (!p.str("ifname", &ifname, err)) return nullptr;
   return UplinkPort::open(name, ifname, ctx.mode, ctx.counters, err);

@@ -59,7 +59,7 @@ class UplinkPort : public Port {
 
   CounterSets sets_;
   QueueCounters counters_;  // written by the driver, published by us
-  KernelDrops kernel_;       // outlives every driver: declared before driver_
+  KernelDrops kernel_;      // outlives every driver: declared before driver_
   std::string ifname_;
   UplinkDriver driver_kind_ = UplinkDriver::kAfPacket;
   std::unique_ptr<Port> driver_;

@@ -17,9 +17,9 @@
 
 #include "core/guest_memory.h"
 #include "core/hex.h"
-#include "runtime/port_kind.h"
 #include "core/port.h"
 #include "ports/vhost_user/vhost_user_wire.h"
+#include "runtime/port_kind.h"
 #include "virtio/virtio_spec.h"
 
 namespace vw {
@@ -31,13 +31,11 @@ constexpr uint64_t bit(uint32_t n) { return uint64_t(1) << n; }
 // IN_ORDER: every vring returns chains in the order they were made available (virtio_net.cc keeps to
 // it), which lets a driver reclaim descriptors by counting instead of walking its free list. DPDK's
 // virtio PMD switches to its cheaper in-order paths when it is offered.
-constexpr uint64_t kOfferedFeatures = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) |
-                                      bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) |
-                                      bit(VIRTIO_NET_F_MTU) | bit(VIRTIO_F_IN_ORDER) |
-                                      bit(VHOST_USER_F_PROTOCOL_FEATURES);
+constexpr uint64_t kOfferedFeatures =
+    bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
+    bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MTU) | bit(VIRTIO_F_IN_ORDER) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
 // LOG_SHMFD is deliberately absent: without dirty logging a front end must not migrate with us.
-constexpr uint64_t kOfferedProtocolFeatures = bit(VHOST_USER_PROTOCOL_F_MQ) |
-                                              bit(VHOST_USER_PROTOCOL_F_REPLY_ACK) |
+constexpr uint64_t kOfferedProtocolFeatures = bit(VHOST_USER_PROTOCOL_F_MQ) | bit(VHOST_USER_PROTOCOL_F_REPLY_ACK) |
                                               bit(VHOST_USER_PROTOCOL_F_MTU) |
                                               bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
 
@@ -61,8 +59,8 @@ bool make_address(const std::string& path, sockaddr_un* sa, std::string* err) {
   memset(sa, 0, sizeof(*sa));
   sa->sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(sa->sun_path)) {
-    *err = "socket path \"" + path + "\" is empty or longer than " + std::to_string(sizeof(sa->sun_path) - 1) +
-           " bytes";
+    *err =
+        "socket path \"" + path + "\" is empty or longer than " + std::to_string(sizeof(sa->sun_path) - 1) + " bytes";
     return false;
   }
   memcpy(sa->sun_path, path.c_str(), path.size() + 1);
@@ -104,8 +102,7 @@ struct VhostUserPort::Impl {
   static const Handler kHandlers[];
 
   // Queue pairs come from the device, which caps them at what it can serve.
-  Impl(VirtioNetDevice& dev, std::string path, bool client, Reactor& reactor, EventSink events,
-       VhostUserOptions opt)
+  Impl(VirtioNetDevice& dev, std::string path, bool client, Reactor& reactor, EventSink events, VhostUserOptions opt)
       : dev_(dev),
         path_(std::move(path)),
         client_(client),
@@ -160,7 +157,8 @@ struct VhostUserPort::Impl {
     if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
       *err = "the socket's directory " + dir +
              " is writable by every user and has no sticky bit, so anyone could replace the socket: put it in "
-             "a directory only trusted users can write, or set the sticky bit (chmod +t " + dir + ")";
+             "a directory only trusted users can write, or set the sticky bit (chmod +t " +
+             dir + ")";
       return false;
     }
     return true;
@@ -290,7 +288,8 @@ struct VhostUserPort::Impl {
       for (size_t i = 0; i < glen / sizeof(gid_t); i++)
         if (gid_allowed(groups[i], file_gid)) return true;
     *who = "process " + std::to_string(cr.pid) + " runs as uid " + std::to_string(cr.uid) + ", gid " +
-           std::to_string(cr.gid) + ", and none of its groups are allowed (allow them with the port's allow-uid or allow-gid)";
+           std::to_string(cr.gid) +
+           ", and none of its groups are allowed (allow them with the port's allow-uid or allow-gid)";
     return false;
   }
 
@@ -563,8 +562,8 @@ struct VhostUserPort::Impl {
       return false;
     }
     if (m.msg.hdr.size < kMemTableHeader + t.nregions * sizeof(VhostUserMemRegion)) {
-      *err = "a payload of " + std::to_string(m.msg.hdr.size) + " bytes cannot hold " +
-             std::to_string(t.nregions) + " regions";
+      *err = "a payload of " + std::to_string(m.msg.hdr.size) + " bytes cannot hold " + std::to_string(t.nregions) +
+             " regions";
       return false;
     }
     auto mem = std::make_shared<const GuestMemory>();
@@ -660,8 +659,8 @@ struct VhostUserPort::Impl {
     const VhostUserVringAddr& a = m.msg.payload.addr;
     if (!check_vring(a.index, err)) return false;
     if (a.flags) {
-      *err = "vring " + std::to_string(a.index) + " asks for flags " + hex(a.flags) +
-             " (dirty logging is not supported)";
+      *err =
+          "vring " + std::to_string(a.index) + " asks for flags " + hex(a.flags) + " (dirty logging is not supported)";
       return false;
     }
     const uint16_t idx = uint16_t(a.index);
@@ -931,8 +930,8 @@ struct VhostUserPort::Impl {
     if (vhost_user_send(conn_fd_, m.reply, nullptr, 0)) return true;
     const bool full = errno == EAGAIN || errno == EWOULDBLOCK;
     if (full) count("replies_unread");
-    disconnect("sending the reply to " + name + " failed: " +
-               (full ? std::string("the front end is not reading its replies") : errno_text(errno)));
+    disconnect("sending the reply to " + name +
+               " failed: " + (full ? std::string("the front end is not reading its replies") : errno_text(errno)));
     return false;
   }
 
@@ -992,8 +991,8 @@ struct VhostUserPort::Impl {
 
   MessageReader reader_;
   int64_t connected_ms_ = 0;
-  uint64_t messages_ = 0;   // complete messages on this connection
-  uint32_t rejected_ = 0;   // of them, rejected
+  uint64_t messages_ = 0;  // complete messages on this connection
+  uint32_t rejected_ = 0;  // of them, rejected
   std::map<std::string, uint64_t> refusals_;
   std::string last_refusal_;  // client mode: the refusal already reported
 
@@ -1009,11 +1008,11 @@ constexpr uint64_t kAlways = 0;
 constexpr uint64_t kMemSlots = bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
 constexpr uint64_t kMq = bit(VHOST_USER_PROTOCOL_F_MQ);
 constexpr uint64_t kMtu = bit(VHOST_USER_PROTOCOL_F_MTU);
-constexpr uint32_t kU64 = sizeof(uint64_t), kState = sizeof(VhostUserVringState),
-                   kAddr = sizeof(VhostUserVringAddr), kMemReg = sizeof(VhostUserMemRegMsg);
+constexpr uint32_t kU64 = sizeof(uint64_t), kState = sizeof(VhostUserVringState), kAddr = sizeof(VhostUserVringAddr),
+                   kMemReg = sizeof(VhostUserMemRegMsg);
 
 #define VW_HANDLER(req, size, rule, fds, needs, fn, reply) \
-  {VHOST_USER_##req, "VHOST_USER_" #req, size, SizeRule::rule, FdRule::fds, needs, &Impl::fn, reply}
+  { VHOST_USER_##req, "VHOST_USER_" #req, size, SizeRule::rule, FdRule::fds, needs, &Impl::fn, reply }
 
 const VhostUserPort::Impl::Handler VhostUserPort::Impl::kHandlers[] = {
     VW_HANDLER(GET_FEATURES, 0, kExact, kNone, kAlways, get_features, true),
@@ -1041,8 +1040,8 @@ const VhostUserPort::Impl::Handler VhostUserPort::Impl::kHandlers[] = {
 
 #undef VW_HANDLER
 
-VhostUserPort::VhostUserPort(std::string name, std::string path, bool client, uint16_t queue_pairs,
-                             Reactor& reactor, CounterBlock& counters, EventSink events, VhostUserOptions options)
+VhostUserPort::VhostUserPort(std::string name, std::string path, bool client, uint16_t queue_pairs, Reactor& reactor,
+                             CounterBlock& counters, EventSink events, VhostUserOptions options)
     : VirtioNetDevice(std::move(name), queue_pairs, counters, events),
       impl_(std::make_unique<Impl>(*this, std::move(path), client, reactor, std::move(events), std::move(options))) {}
 
@@ -1085,8 +1084,8 @@ std::unique_ptr<Port> create_vhost_user(const std::string& name, const PortParam
   const uint64_t none = VhostUserOptions::kNoId;
   if (!p.str("path", &path, err) || !p.flag("client", &client, err) ||
       !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err) ||
-      !p.num("socketMode", o.socket_mode, 0, 0777, &mode, err) ||
-      !p.num("socketOwner", none, 0, none, &owner, err) || !p.num("socketGroup", none, 0, none, &group, err) ||
+      !p.num("socketMode", o.socket_mode, 0, 0777, &mode, err) || !p.num("socketOwner", none, 0, none, &owner, err) ||
+      !p.num("socketGroup", none, 0, none, &group, err) ||
       !p.num("rejectLimit", o.reject_limit, 1, 1u << 20, &reject_limit, err) ||
       !p.num("idleTimeoutMs", o.idle_timeout_ms, 100, 3600000, &idle_ms, err) ||
       !id_list(p, "allowUids", &o.allow_uids, err) || !id_list(p, "allowGids", &o.allow_gids, err))

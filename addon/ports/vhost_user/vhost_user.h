@@ -4,8 +4,8 @@
 // client mode we connect to a front end that listens (QEMU with server=on) and reconnect every second
 // while it is away. Nothing here blocks: messages are reassembled from non-blocking reads
 // (MessageReader), replies are sent without waiting, and timers (timerfds on the reactor) close a
-// connection that idles before its first message or stops in the middle of one. Messages are handled by a table, one handler per request, which also says how many
-// fds a request carries and whether it always replies.
+// connection that idles before its first message or stops in the middle of one. Messages are handled by a table, one
+// handler per request, which also says how many fds a request carries and whether it always replies.
 //
 // All methods run on the control thread or on the JavaScript thread with the engine lock held.
 #pragma once
@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "core/counters.h"
-#include "runtime/reactor.h"
 #include "ports/vhost_user/virtio_net.h"
+#include "runtime/reactor.h"
 
 namespace vw {
 
@@ -25,7 +25,7 @@ namespace vw {
 // from the port's parameters (validated in src/ports/vhost-user.ts).
 struct VhostUserOptions {
   static constexpr uint32_t kNoId = 0xffffffff;  // (uid_t)-1: leave as created
-  uint32_t socket_mode = 0660;                    // server socket's permission bits, whatever the umask
+  uint32_t socket_mode = 0660;                   // server socket's permission bits, whatever the umask
   uint32_t socket_owner = kNoId, socket_group = kNoId;
   // Peers (SO_PEERCRED) allowed besides our own euid, root, socket_owner and members of the socket
   // file's group (server mode); in client mode the uids also say who may own the listener we connect to.

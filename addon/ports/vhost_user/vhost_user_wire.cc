@@ -117,8 +117,8 @@ void MessageReader::reset() {
 MessageReader::Result MessageReader::read(int sock, VhostUserMsg* msg, int* fds, size_t* nfds, std::string* why) {
   *nfds = 0;
   for (;;) {
-    const size_t want = got_ < kVhostUserHeaderSize ? kVhostUserHeaderSize - got_
-                                                     : kVhostUserHeaderSize + msg_.hdr.size - got_;
+    const size_t want =
+        got_ < kVhostUserHeaderSize ? kVhostUserHeaderSize - got_ : kVhostUserHeaderSize + msg_.hdr.size - got_;
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kVhostUserMaxFds * 2)];
     iovec iov = {reinterpret_cast<uint8_t*>(&msg_) + got_, want};
     msghdr mh = {};

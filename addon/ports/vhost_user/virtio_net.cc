@@ -142,13 +142,13 @@ void VirtioNetDevice::set_memory(std::shared_ptr<const GuestMemory> mem) {
 void VirtioNetDevice::set_features(uint64_t features) {
   features_ = features;
   for (uint16_t idx = 0; idx < 2 * queue_pairs_; idx++)
-    vrings_[idx].vq.set_features(features & bit(VIRTIO_RING_F_EVENT_IDX),
-                                 features & bit(VIRTIO_RING_F_INDIRECT_DESC));
+    vrings_[idx].vq.set_features(features & bit(VIRTIO_RING_F_EVENT_IDX), features & bit(VIRTIO_RING_F_INDIRECT_DESC));
 }
 
 bool VirtioNetDevice::start_vring(uint16_t idx, std::string* err) {
   if (idx >= 2 * queue_pairs_) {
-    if (err) *err = "vring " + std::to_string(idx) + ": the port has only " + std::to_string(2 * queue_pairs_) + " vrings";
+    if (err)
+      *err = "vring " + std::to_string(idx) + ": the port has only " + std::to_string(2 * queue_pairs_) + " vrings";
     return false;
   }
   if (!mem_) {

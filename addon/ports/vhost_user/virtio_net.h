@@ -26,7 +26,7 @@ constexpr uint16_t kMaxVrings = 2 * kMaxQueuePairs;
 struct VringSetup {
   uint16_t num = 0;
   uint64_t desc_uaddr = 0, avail_uaddr = 0, used_uaddr = 0;  // front-end user addresses
-  uint16_t base = 0;                                          // SET_VRING_BASE
+  uint16_t base = 0;                                         // SET_VRING_BASE
 };
 
 // One vring: what the front end said about it (SET_VRING_NUM/ADDR/BASE/ENABLE and the KICK/CALL/ERR

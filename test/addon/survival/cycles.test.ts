@@ -4,7 +4,22 @@ import t from 'tap';
 import { frontend } from '../../../src/harness/frontend-native';
 import { waitFor } from '../../support/fixture';
 import { REQ, V1, header } from '../../support/vhost-user-wire';
-import { RX, RSS_SLACK_CYCLES, fdCount, memfdMaps, rss, f, vp, victim, rxWorks, txWorks, closeVictim, survives, eventsOf, baseline } from './stage';
+import {
+  RX,
+  RSS_SLACK_CYCLES,
+  fdCount,
+  memfdMaps,
+  rss,
+  f,
+  vp,
+  victim,
+  rxWorks,
+  txWorks,
+  closeVictim,
+  survives,
+  eventsOf,
+  baseline,
+} from './stage';
 
 baseline();
 

@@ -6,7 +6,23 @@ import { native } from '../../../src/native';
 import { frontend } from '../../../src/harness/frontend-native';
 import { waitFor } from '../../support/fixture';
 import { REQ, V1, NEED_REPLY, NOFD, u64, state, type Reg, memTable, memReg, ack, withFds } from '../../support/vhost-user-wire';
-import { RX, TX, QSIZE, fdCount, memfdMaps, sleep, f, victim, rxWorks, txWorks, pairWorks, closeVictim, survives, eventsOf, baseline } from './stage';
+import {
+  RX,
+  TX,
+  QSIZE,
+  fdCount,
+  memfdMaps,
+  sleep,
+  f,
+  victim,
+  rxWorks,
+  txWorks,
+  pairWorks,
+  closeVictim,
+  survives,
+  eventsOf,
+  baseline,
+} from './stage';
 
 baseline();
 
@@ -32,8 +48,12 @@ t.test('bad fd counts are refused and every fd is closed', async (t) => {
       ['SET_VRING_CALL without NOFD and without an fd', REQ.SET_VRING_CALL, u64(RX), []],
       ['SET_VRING_ERR without NOFD and without an fd', REQ.SET_VRING_ERR, u64(TX), []],
       ['ADD_MEM_REG without an fd', REQ.ADD_MEM_REG, memReg({ gpa: 1n << 40n, size: 4096n, uaddr: 1n << 44n, offset: 0n }), []],
-      ['SET_MEM_TABLE of 2 regions with 1 fd', REQ.SET_MEM_TABLE,
-        memTable([real, { gpa: 1n << 40n, size: 4096n, uaddr: 1n << 44n, offset: 0n }]), [h.memFd()]],
+      [
+        'SET_MEM_TABLE of 2 regions with 1 fd',
+        REQ.SET_MEM_TABLE,
+        memTable([real, { gpa: 1n << 40n, size: 4096n, uaddr: 1n << 44n, offset: 0n }]),
+        [h.memFd()],
+      ],
       ['SET_MEM_TABLE of 1 region without an fd', REQ.SET_MEM_TABLE, memTable([real]), []],
     ];
     for (const [what, req, payload, fds] of cases) {
@@ -49,7 +69,8 @@ t.test('bad fd counts are refused and every fd is closed', async (t) => {
     const maps = memfdMaps();
     for (let i = 0; i < 50; i++) t.equal(ack(h, REQ.SET_VRING_CALL, u64(RX), [i % 2 ? e1 : e2]), 0n, `SET_VRING_CALL #${i} accepted`);
     for (let i = 0; i < 50; i++) h.setVringErr(TX);
-    for (let i = 0; i < 20; i++) t.equal(ack(h, REQ.SET_MEM_TABLE, memTable([real]), [h.memFd()]), 0n, `the same SET_MEM_TABLE #${i} accepted`);
+    for (let i = 0; i < 20; i++)
+      t.equal(ack(h, REQ.SET_MEM_TABLE, memTable([real]), [h.memFd()]), 0n, `the same SET_MEM_TABLE #${i} accepted`);
     t.equal(ack(h, REQ.SET_VRING_CALL, u64(RX), [h.vringFds(RX).call]), 0n, 'our own call fd back in place');
     // The call fd replaced in place; one err fd more on each side (ours and the backend's copy).
     t.equal(fdCount(), steady + 2, '50 CALL, 50 ERR and 20 SET_MEM_TABLE leave the fd count flat (+1 err fd on each side)');

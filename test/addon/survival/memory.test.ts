@@ -20,8 +20,22 @@ t.test('bad memory regions are refused, mapped nothing, and leaked nothing', asy
     const real: Reg = { gpa: r0.gpa, size: r0.size, uaddr: r0.uaddr, offset: r0.offset };
     const tables: [string, Reg[], number[], number?][] = [
       ['a region of size 0', [{ gpa: G, size: 0n, uaddr: U, offset: 0n }], [big]],
-      ['regions overlapping in guest addresses', [{ gpa: G, size: M, uaddr: U, offset: 0n }, { gpa: G + M / 2n, size: M, uaddr: U + 2n * M, offset: 0n }], [big, big]],
-      ['regions overlapping in user addresses', [{ gpa: G, size: M, uaddr: U, offset: 0n }, { gpa: G + 2n * M, size: M, uaddr: U + M / 2n, offset: 0n }], [big, big]],
+      [
+        'regions overlapping in guest addresses',
+        [
+          { gpa: G, size: M, uaddr: U, offset: 0n },
+          { gpa: G + M / 2n, size: M, uaddr: U + 2n * M, offset: 0n },
+        ],
+        [big, big],
+      ],
+      [
+        'regions overlapping in user addresses',
+        [
+          { gpa: G, size: M, uaddr: U, offset: 0n },
+          { gpa: G + 2n * M, size: M, uaddr: U + M / 2n, offset: 0n },
+        ],
+        [big, big],
+      ],
       ['a region whose guest address wraps 2^64', [{ gpa: top - 4096n, size: M, uaddr: U, offset: 0n }], [big]],
       ['a region whose user address wraps 2^64', [{ gpa: G, size: M, uaddr: top - 4096n, offset: 0n }], [big]],
       ['a region whose file offset wraps 2^64', [{ gpa: G, size: M, uaddr: U, offset: top - 4096n }], [big]],
@@ -29,8 +43,17 @@ t.test('bad memory regions are refused, mapped nothing, and leaked nothing', asy
       ['a region at an offset beyond the end of its 4 KiB memfd', [{ gpa: G, size: 4096n, uaddr: U, offset: 4096n }], [small]],
       ['a region backed by an eventfd', [{ gpa: G, size: 4096n, uaddr: U, offset: 0n }], [efd]],
       ['no region at all', [], []],
-      ['9 regions claimed with 8 fds', Array.from({ length: 8 }, (_, i) => ({ gpa: G + BigInt(i) * M, size: 4096n, uaddr: U + BigInt(i) * M, offset: 0n })), Array(8).fill(small), 9],
-      ['7 good regions and a bad eighth', Array.from({ length: 8 }, (_, i) => ({ gpa: G + BigInt(i) * M, size: i === 7 ? 0n : 4096n, uaddr: U + BigInt(i) * M, offset: 0n })), Array(8).fill(small)],
+      [
+        '9 regions claimed with 8 fds',
+        Array.from({ length: 8 }, (_, i) => ({ gpa: G + BigInt(i) * M, size: 4096n, uaddr: U + BigInt(i) * M, offset: 0n })),
+        Array(8).fill(small),
+        9,
+      ],
+      [
+        '7 good regions and a bad eighth',
+        Array.from({ length: 8 }, (_, i) => ({ gpa: G + BigInt(i) * M, size: i === 7 ? 0n : 4096n, uaddr: U + BigInt(i) * M, offset: 0n })),
+        Array(8).fill(small),
+      ],
       ['the real region plus one overlapping it', [real, { gpa: real.gpa + 4096n, size: 4096n, uaddr: U, offset: 0n }], [h.memFd(), small]],
     ];
     for (const [what, regs, fds, n] of tables) {
@@ -43,8 +66,8 @@ t.test('bad memory regions are refused, mapped nothing, and leaked nothing', asy
     }
     const adds: [string, Reg, number[]][] = [
       ['of size 0', { gpa: G, size: 0n, uaddr: U, offset: 0n }, [small]],
-      ['overlapping the victim\'s memory', { gpa: real.gpa + 4096n, size: 4096n, uaddr: U, offset: 0n }, [small]],
-      ['overlapping the victim\'s user addresses', { gpa: G, size: 4096n, uaddr: real.uaddr + 4096n, offset: 0n }, [small]],
+      ["overlapping the victim's memory", { gpa: real.gpa + 4096n, size: 4096n, uaddr: U, offset: 0n }, [small]],
+      ["overlapping the victim's user addresses", { gpa: G, size: 4096n, uaddr: real.uaddr + 4096n, offset: 0n }, [small]],
       ['beyond the end of its memfd', { gpa: G, size: 8192n, uaddr: U, offset: 0n }, [small]],
       ['whose guest address wraps', { gpa: top - 4096n, size: 8192n, uaddr: U, offset: 0n }, [small]],
       ['backed by an eventfd', { gpa: G, size: 4096n, uaddr: U, offset: 0n }, [efd]],
@@ -61,13 +84,21 @@ t.test('bad memory regions are refused, mapped nothing, and leaked nothing', asy
     const slots = Number(ask(h, REQ.GET_MAX_MEM_SLOTS, Buffer.alloc(0)).readBigUInt64LE(0));
     const maps = memfdMaps();
     const fds0 = fdCount();
-    const extra = Array.from({ length: slots - 1 }, (_, i) => ({ gpa: G + BigInt(i) * M, size: 4096n, uaddr: U + BigInt(i) * M, offset: 0n }));
+    const extra = Array.from({ length: slots - 1 }, (_, i) => ({
+      gpa: G + BigInt(i) * M,
+      size: 4096n,
+      uaddr: U + BigInt(i) * M,
+      offset: 0n,
+    }));
     let accepted = 0;
     for (const r of extra) if (ack(h, REQ.ADD_MEM_REG, memReg(r), [small]) === 0n) accepted++;
     t.equal(accepted, slots - 1, `${slots - 1} more regions fill the ${slots} slots`);
     t.equal(f.port('v').memRegions, slots, `the table holds ${slots} regions`);
-    t.equal(ack(h, REQ.ADD_MEM_REG, memReg({ gpa: G + 100n * M, size: 4096n, uaddr: U + 100n * M, offset: 0n }), [small]), 1n,
-      `region ${slots + 1} is refused`);
+    t.equal(
+      ack(h, REQ.ADD_MEM_REG, memReg({ gpa: G + 100n * M, size: 4096n, uaddr: U + 100n * M, offset: 0n }), [small]),
+      1n,
+      `region ${slots + 1} is refused`,
+    );
     t.equal(memfdMaps(), maps + slots - 1, 'exactly one mapping per accepted region');
     let removed = 0;
     for (const r of extra) if (ack(h, REQ.REM_MEM_REG, memReg(r)) === 0n) removed++;
@@ -75,7 +106,7 @@ t.test('bad memory regions are refused, mapped nothing, and leaked nothing', asy
     t.equal(memfdMaps(), maps, 'their mappings are gone');
     t.equal(fdCount(), fds0, 'and their fds');
   });
-  t.equal(f.port('v').memRegions, 1, 'the victim\'s own table is what remains');
+  t.equal(f.port('v').memRegions, 1, "the victim's own table is what remains");
   t.ok(h.connected() && f.port('v').connected, 'the victim is still connected');
   await rxWorks(t, h, 'bad regions');
   await txWorks(t, h, 'bad regions');
@@ -162,7 +193,12 @@ t.test('a front end that truncates its memory file after SET_MEM_TABLE breaks on
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30000 });
   t.same({ status: r.status, signal: r.signal }, { status: 0, signal: null }, 'the backend process survives every truncation');
   const line = r.stdout.trim().split('\n').pop() ?? '';
-  let out: any = {};
+  // What the child prints: each half reports what it saw, or an error if it died on the way.
+  let out: {
+    error?: string;
+    copy?: { v: unknown; memoryGone: number; g: unknown; gTx: number; gHeld: number; after: unknown };
+    rings?: { w: unknown; restart: string; errors: string[]; connected: boolean };
+  } = {};
   try {
     out = JSON.parse(line);
   } catch {
@@ -170,14 +206,31 @@ t.test('a front end that truncates its memory file after SET_MEM_TABLE breaks on
     return;
   }
   t.notOk(out.error, 'the child ran to the end');
-  t.same(out.copy?.v, [[0, 'memory_gone'], [1, 'memory_gone']], 'payload cut off: both of the victim\'s vrings broken, memory_gone');
+  t.same(
+    out.copy?.v,
+    [
+      [0, 'memory_gone'],
+      [1, 'memory_gone'],
+    ],
+    "payload cut off: both of the victim's vrings broken, memory_gone",
+  );
   t.equal(out.copy?.memoryGone, 2, 'INVALID_MEMORY_GONE counted once per broken vring');
   t.same(out.copy?.g, [], 'the good port the copy was going to has no broken ring');
   t.equal(out.copy?.gTx, 0, 'the aborted frame was not counted as transmitted into g');
-  t.equal(out.copy?.gHeld, 0, 'g\'s receive chain taken for the aborted copy went back to its ring');
+  t.equal(out.copy?.gHeld, 0, "g's receive chain taken for the aborted copy went back to its ring");
   t.same(out.copy?.after, [100, 200], 'a new front end on the victim port and the good port exchange frames both ways');
-  t.same(out.rings?.w, [[0, 'memory_gone'], [1, 'memory_gone']], 'rings cut off under the PMD: both vrings broken, memory_gone');
+  t.same(
+    out.rings?.w,
+    [
+      [0, 'memory_gone'],
+      [1, 'memory_gone'],
+    ],
+    'rings cut off under the PMD: both vrings broken, memory_gone',
+  );
   t.match(out.rings?.restart, /refused SET_VRING_KICK/, `restarting a vring in lost memory is refused (${out.rings?.restart})`);
-  t.ok(out.rings?.errors?.some((e: string) => /truncated/.test(e)), `and reported as an error event naming the cause (${out.rings?.errors})`);
+  t.ok(
+    out.rings?.errors?.some((e: string) => /truncated/.test(e)),
+    `and reported as an error event naming the cause (${out.rings?.errors})`,
+  );
   t.equal(out.rings?.connected, true, 'the victim stays connected');
 });

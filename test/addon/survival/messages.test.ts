@@ -2,8 +2,40 @@
 // messages. Each is refused or drops only its own connection; the control thread serves the next one.
 import t from 'tap';
 import { frame, receiveN, waitFor } from '../../support/fixture';
-import { REQ, V1, NEED_REPLY, NOFD, MAX_PAYLOAD, u64, state, vringAddr, memTable, memReg, header, ack, ask, withFds } from '../../support/vhost-user-wire';
-import { RX, TX, QSIZE, fdCount, sleep, f, g0, g1, victim, rxWorks, txWorks, nextSeq, closeVictim, survives, eventsOf, baseline } from './stage';
+import {
+  REQ,
+  V1,
+  NEED_REPLY,
+  NOFD,
+  MAX_PAYLOAD,
+  u64,
+  state,
+  vringAddr,
+  memTable,
+  memReg,
+  header,
+  ack,
+  ask,
+  withFds,
+} from '../../support/vhost-user-wire';
+import {
+  RX,
+  TX,
+  QSIZE,
+  fdCount,
+  sleep,
+  f,
+  g0,
+  g1,
+  victim,
+  rxWorks,
+  txWorks,
+  nextSeq,
+  closeVictim,
+  survives,
+  eventsOf,
+  baseline,
+} from './stage';
 
 baseline();
 
@@ -41,11 +73,19 @@ t.test('malformed messages are refused one by one and the connection stays up', 
       ['NET_SET_MTU 0', REQ.NET_SET_MTU, u64(0), []],
       ['NET_SET_MTU 65536', REQ.NET_SET_MTU, u64(65536), []],
       ['SET_MEM_TABLE of 4 bytes', REQ.SET_MEM_TABLE, Buffer.alloc(4), []],
-      ['SET_MEM_TABLE claiming 3 regions in room for 1', REQ.SET_MEM_TABLE,
-        memTable([{ gpa: 1n << 40n, size: 1n << 20n, uaddr: 1n << 44n, offset: 0n }], 3), [mfd, mfd, mfd]],
+      [
+        'SET_MEM_TABLE claiming 3 regions in room for 1',
+        REQ.SET_MEM_TABLE,
+        memTable([{ gpa: 1n << 40n, size: 1n << 20n, uaddr: 1n << 44n, offset: 0n }], 3),
+        [mfd, mfd, mfd],
+      ],
       ['ADD_MEM_REG of 8 bytes', REQ.ADD_MEM_REG, Buffer.alloc(8), [mfd]],
-      ['REM_MEM_REG of a range that only partly matches a region', REQ.REM_MEM_REG,
-        memReg({ gpa: r0.gpa, size: 4096n, uaddr: r0.uaddr, offset: 0n }), []],
+      [
+        'REM_MEM_REG of a range that only partly matches a region',
+        REQ.REM_MEM_REG,
+        memReg({ gpa: r0.gpa, size: 4096n, uaddr: r0.uaddr, offset: 0n }),
+        [],
+      ],
     ];
     for (const [what, req, payload, fds, flags] of refused) {
       const fdsBefore = fdCount();
@@ -78,7 +118,11 @@ t.test('malformed messages are refused one by one and the connection stays up', 
 t.test('oversized, fd-stuffed and truncated messages drop only their own connection', async (t) => {
   // [what, bytes, how many copies of one eventfd ride on them]
   const transport: [string, Buffer, number][] = [
-    ['a payload one byte over the maximum', Buffer.concat([header(REQ.SET_VRING_CALL, V1, MAX_PAYLOAD + 1), Buffer.alloc(MAX_PAYLOAD + 1)]), 1],
+    [
+      'a payload one byte over the maximum',
+      Buffer.concat([header(REQ.SET_VRING_CALL, V1, MAX_PAYLOAD + 1), Buffer.alloc(MAX_PAYLOAD + 1)]),
+      1,
+    ],
     ['a payload size of 0xffffffff', Buffer.concat([header(REQ.SET_VRING_CALL, V1, 0xffffffff), Buffer.alloc(64)]), 2],
     ['9 fds on SET_VRING_CALL', Buffer.concat([header(REQ.SET_VRING_CALL, V1, 8), u64(0)]), 9],
     ['40 fds on SET_VRING_CALL (more than the control buffer holds)', Buffer.concat([header(REQ.SET_VRING_CALL, V1, 8), u64(0)]), 40],
@@ -92,7 +136,11 @@ t.test('oversized, fd-stuffed and truncated messages drop only their own connect
       t.pass(`${what}: the backend hangs up on that front end`);
     });
     await waitFor('disconnected event', () => eventsOf(since, 'disconnected').length > 0);
-    t.same(eventsOf(since, 'disconnected').map((e) => e.reason.replace(/:.*/, '')), ['receiving a message failed'], `${what}: reported`);
+    t.same(
+      eventsOf(since, 'disconnected').map((e) => e.reason.replace(/:.*/, '')),
+      ['receiving a message failed'],
+      `${what}: reported`,
+    );
     v.check(t);
     await closeVictim(v);
     await survives(t, what);

@@ -45,9 +45,11 @@ async function race(t: Test, v: Victim, vring: number, opts: Parameters<NativeVi
   const breaks = f.counter('v', 'RINGS_BROKEN') - broken0;
   const reasons = new Map<string, number>();
   for (const e of eventsOf(ev0, 'ring-broken')) reasons.set(e.reason, (reasons.get(e.reason) ?? 0) + 1);
-  t.comment(`${what}: ${s.rounds} racer rounds, ${s.posted} chains posted, ${breaks} breaks ` +
-    `(${[...reasons].map(([r, n]) => `${r} ${n}`).join(', ')}), ${s.restarts} restarts (${s.failedRestarts} failed), ` +
-    `${f.counter('v', 'RX_PACKETS') - rx0} frames taken from the guest, ${f.counter('v', 'TX_PACKETS') - tx0} given to it`);
+  t.comment(
+    `${what}: ${s.rounds} racer rounds, ${s.posted} chains posted, ${breaks} breaks ` +
+      `(${[...reasons].map(([r, n]) => `${r} ${n}`).join(', ')}), ${s.restarts} restarts (${s.failedRestarts} failed), ` +
+      `${f.counter('v', 'RX_PACKETS') - rx0} frames taken from the guest, ${f.counter('v', 'TX_PACKETS') - tx0} given to it`,
+  );
   // A head is posted again only once it came back (a head named twice in flight breaks the ring on that
   // rule alone), and most chains break the ring, so each costs a restart round trip: hundreds of chains
   // in 2 s, each read while a million rewrites race it.
@@ -74,27 +76,63 @@ t.test('a racing thread rewrites transmit descriptors, indirect entries and head
     Buffer.from([1, 0, 0, 0, 0, 0, 14, 0, 16, 0, 0, 0]), // csum asked for
     Buffer.from([1, 4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
   ];
-  await race(t, v, TX, {
-    vring: TX,
-    heads: [0, 0, 0, 1],
-    targets: [
-      // Valid values (or ones that only drop the packet) weigh more, so that a restarted ring parses a
-      // few dozen chains before a hostile value breaks it again.
-      { gpa: d, values: [
-        ...times(6, [D(hdr, HDR_LEN, N, 1), D(whole, HDR_LEN + 64), D(tbl, 32, VRING_DESC_F_INDIRECT), D(whole, 70000), D(whole, 8)]),
-        D(tbl, 20, VRING_DESC_F_INDIRECT), D(tbl, 0, VRING_DESC_F_INDIRECT), D(hdr, HDR_LEN, N, 300), D(hdr, HDR_LEN, N, 0),
-        D(whole, 76, VRING_DESC_F_WRITE), D(frontend().guestBase - 4096n, 76), D(0xffffffffffffff00n, 0x200), D(whole, 0xffffffff),
-        D(tbl, 32, VRING_DESC_F_INDIRECT | N, 1), D(hdr, HDR_LEN, N | VRING_DESC_F_WRITE, 1),
-      ] },
-      { gpa: d + 16n, values: [
-        ...times(12, [D(body, 64)]), D(body, 64, N, 0), D(body, 64, VRING_DESC_F_WRITE), D(body, 64, VRING_DESC_F_INDIRECT),
-        D(body, 64, N, 1), D(body, 0x7fffffff), D(frontend().guestBase + BigInt(h.memSize()) - 10n, 64), D(tbl, 16, VRING_DESC_F_INDIRECT),
-      ] },
-      { gpa: tbl, values: [...times(6, [D(hdr, HDR_LEN, N, 1), D(whole, 76)]), D(hdr, HDR_LEN, N, 5), D(tbl, 16, VRING_DESC_F_INDIRECT), D(hdr, HDR_LEN, N, 0)] },
-      { gpa: tbl + 16n, values: [...times(12, [D(body, 64)]), D(body, 64, N, 0), D(body, 64, N, 1), D(body, 64, VRING_DESC_F_WRITE), D(body, 1 << 20)] },
-      { gpa: hdr, values: hdrs },
-    ],
-  }, 'transmit racer');
+  await race(
+    t,
+    v,
+    TX,
+    {
+      vring: TX,
+      heads: [0, 0, 0, 1],
+      targets: [
+        // Valid values (or ones that only drop the packet) weigh more, so that a restarted ring parses a
+        // few dozen chains before a hostile value breaks it again.
+        {
+          gpa: d,
+          values: [
+            ...times(6, [D(hdr, HDR_LEN, N, 1), D(whole, HDR_LEN + 64), D(tbl, 32, VRING_DESC_F_INDIRECT), D(whole, 70000), D(whole, 8)]),
+            D(tbl, 20, VRING_DESC_F_INDIRECT),
+            D(tbl, 0, VRING_DESC_F_INDIRECT),
+            D(hdr, HDR_LEN, N, 300),
+            D(hdr, HDR_LEN, N, 0),
+            D(whole, 76, VRING_DESC_F_WRITE),
+            D(frontend().guestBase - 4096n, 76),
+            D(0xffffffffffffff00n, 0x200),
+            D(whole, 0xffffffff),
+            D(tbl, 32, VRING_DESC_F_INDIRECT | N, 1),
+            D(hdr, HDR_LEN, N | VRING_DESC_F_WRITE, 1),
+          ],
+        },
+        {
+          gpa: d + 16n,
+          values: [
+            ...times(12, [D(body, 64)]),
+            D(body, 64, N, 0),
+            D(body, 64, VRING_DESC_F_WRITE),
+            D(body, 64, VRING_DESC_F_INDIRECT),
+            D(body, 64, N, 1),
+            D(body, 0x7fffffff),
+            D(frontend().guestBase + BigInt(h.memSize()) - 10n, 64),
+            D(tbl, 16, VRING_DESC_F_INDIRECT),
+          ],
+        },
+        {
+          gpa: tbl,
+          values: [
+            ...times(6, [D(hdr, HDR_LEN, N, 1), D(whole, 76)]),
+            D(hdr, HDR_LEN, N, 5),
+            D(tbl, 16, VRING_DESC_F_INDIRECT),
+            D(hdr, HDR_LEN, N, 0),
+          ],
+        },
+        {
+          gpa: tbl + 16n,
+          values: [...times(12, [D(body, 64)]), D(body, 64, N, 0), D(body, 64, N, 1), D(body, 64, VRING_DESC_F_WRITE), D(body, 1 << 20)],
+        },
+        { gpa: hdr, values: hdrs },
+      ],
+    },
+    'transmit racer',
+  );
   v.check(t);
   await closeVictim(v);
   await survives(t, 'transmit racer');
@@ -113,20 +151,31 @@ t.test('a racing thread rewrites receive descriptors while the backend writes th
   const N = VRING_DESC_F_NEXT;
   const combos = (addrs: bigint[], lfn: [number, number, number][]) =>
     addrs.flatMap((a) => lfn.map(([len, flags, next]) => desc({ addr: a, len, flags, next })));
-  const good: [number, number, number][] = [[2048, W, 0], [2048, W | N, 1], [1, W, 0], [0, W, 0]];
+  const good: [number, number, number][] = [
+    [2048, W, 0],
+    [2048, W | N, 1],
+    [1, W, 0],
+    [0, W, 0],
+  ];
   const lfn: [number, number, number][] = [...good, [2048, 0, 0], [2048, W | N, 999], [2048, W | N, 0], [0xffffffff, W, 0]];
   const out = [frontend().guestBase - 8192n, 0xfffffffffffff000n];
   f.engine.unwire('v');
   f.engine.wire('v', 'genfast');
   try {
-    await race(t, v, RX, {
-      vring: RX,
-      heads: [0, 1, 0, 1, 0],
-      targets: [
-        { gpa: d, values: [...times(8, combos([bufA], good)), ...combos([bufA, ...out], lfn)] },
-        { gpa: d + 16n, values: [...times(8, combos([bufB], good)), ...combos([bufB, ...out], lfn)] },
-      ],
-    }, 'receive racer');
+    await race(
+      t,
+      v,
+      RX,
+      {
+        vring: RX,
+        heads: [0, 1, 0, 1, 0],
+        targets: [
+          { gpa: d, values: [...times(8, combos([bufA], good)), ...combos([bufA, ...out], lfn)] },
+          { gpa: d + 16n, values: [...times(8, combos([bufB], good)), ...combos([bufB, ...out], lfn)] },
+        ],
+      },
+      'receive racer',
+    );
   } finally {
     f.engine.unwire('v');
     f.engine.wire('v', 'gen');

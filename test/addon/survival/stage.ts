@@ -56,7 +56,10 @@ function fdTable(): Map<string, string> {
   return m;
 }
 export function memfdMaps(): number {
-  return fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/memfd:')).length;
+  return fs
+    .readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('/memfd:')).length;
 }
 export const rss = (): number => process.memoryUsage().rss;
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -81,9 +84,17 @@ f.engine.addPort('gen', 'genfast', { size: 64, rate: 200000, count: 0 });
 export const g0 = f.peer({ path: g0p });
 export const g1 = f.peer({ path: g1p });
 
-interface Guard { h: NativeVirtioUser; addr: bigint; data: Buffer; what: string }
+interface Guard {
+  h: NativeVirtioUser;
+  addr: bigint;
+  data: Buffer;
+  what: string;
+}
 const goodGuards: Guard[] = [];
-for (const [h, n] of [[g0, 'g0'], [g1, 'g1']] as const) {
+for (const [h, n] of [
+  [g0, 'g0'],
+  [g1, 'g1'],
+] as const) {
   const addr = h.alloc(256 << 10);
   const data = pattern(256 << 10, n === 'g0' ? 1 : 2);
   h.memWrite(addr, data);
@@ -166,7 +177,10 @@ export const nextSeq = (): number => ++seq;
  * exchange that timed out (a stalled PMD delivers them later) are drained first and skipped.
  */
 export async function pairWorks(t: Test, what: string, timeoutMs = 3000): Promise<void> {
-  for (const [a, b, dir] of [[g0, g1, 'g0 to g1'], [g1, g0, 'g1 to g0']] as const) {
+  for (const [a, b, dir] of [
+    [g0, g1, 'g0 to g1'],
+    [g1, g0, 'g1 to g0'],
+  ] as const) {
     b.receive(0, 256);
     const sent = frame(96 + (seq % 200), ++seq);
     let arrived = false;

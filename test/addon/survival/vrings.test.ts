@@ -76,7 +76,11 @@ t.test('SET_VRING_NUM and ring addresses: bad values refused, the ring comes bac
   h.restartVring(RX);
   t.ok(f.port('v').vrings![RX].started, 'the ring runs again');
   await rxWorks(t, h, 'after a restart');
-  t.equal(ack(h, REQ.SET_VRING_ADDR, vringAddr(RX, 0, { ...good, used: end })), 1n, 'a running ring refuses a used ring at the end of memory');
+  t.equal(
+    ack(h, REQ.SET_VRING_ADDR, vringAddr(RX, 0, { ...good, used: end })),
+    1n,
+    'a running ring refuses a used ring at the end of memory',
+  );
   t.notOk(f.port('v').vrings![RX].started, 'and stops');
   t.equal(ack(h, REQ.SET_VRING_ADDR, vringAddr(RX, 0, good)), 0n, 'good addresses again');
   h.restartVring(RX);
@@ -97,7 +101,10 @@ interface Rule {
   /** Writes the chain (or avail entry, or avail index) that breaks the transmit vring at avail position p. */
   post: (h: NativeVirtioUser, p: number, x: Pkt) => void;
 }
-interface Pkt { whole: bigint; table: (descs: RawDesc[]) => bigint }
+interface Pkt {
+  whole: bigint;
+  table: (descs: RawDesc[]) => bigint;
+}
 
 function postDescs(h: NativeVirtioUser, descs: RawDesc[]): void {
   descs.forEach((d, i) => h.rawDesc(TX, i, d));
@@ -105,52 +112,144 @@ function postDescs(h: NativeVirtioUser, descs: RawDesc[]): void {
 }
 
 const txRules: Rule[] = [
-  { what: 'address outside guest memory', reason: 'bad_address', counter: 'INVALID_BAD_ADDRESS',
-    post: (h) => postDescs(h, [{ addr: frontend().guestBase - 4096n, len: 100, flags: 0, next: 0 }]) },
-  { what: 'address + length wrapping 2^64', reason: 'bad_address', counter: 'INVALID_BAD_ADDRESS',
-    post: (h) => postDescs(h, [{ addr: 0xffffffffffffff00n, len: 0x200, flags: 0, next: 0 }]) },
-  { what: 'a buffer running past the end of memory', reason: 'bad_address', counter: 'INVALID_BAD_ADDRESS',
-    post: (h) => postDescs(h, [{ addr: frontend().guestBase + BigInt(h.memSize()) - 50n, len: 100, flags: 0, next: 0 }]) },
-  { what: 'next beyond the queue', reason: 'bad_next', counter: 'INVALID_BAD_NEXT',
-    post: (h, _p, x) => postDescs(h, [{ addr: x.whole, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: QSIZE }]) },
-  { what: 'a descriptor loop', reason: 'chain_too_long', counter: 'INVALID_CHAIN_TOO_LONG',
-    post: (h, _p, x) => postDescs(h, [
-      { addr: x.whole, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: 1 },
-      { addr: x.whole, len: 64, flags: VRING_DESC_F_NEXT, next: 0 }]) },
-  { what: 'a head beyond the queue', reason: 'bad_head', counter: 'INVALID_BAD_HEAD',
-    post: (h) => h.rawAvailPush(TX, QSIZE + 3) },
-  { what: 'an avail index more than a queue ahead', reason: 'avail_index_ahead', counter: 'INVALID_AVAIL_AHEAD',
-    post: (h, p) => h.rawSetAvailIdx(TX, (p + QSIZE + 1) & 0xffff) },
-  { what: 'a device-writable buffer on the transmit queue', reason: 'writable_on_tx', counter: 'INVALID_WRITABLE_ON_TX',
-    post: (h, _p, x) => postDescs(h, [{ addr: x.whole, len: HDR_LEN + 64, flags: VRING_DESC_F_WRITE, next: 0 }]) },
-  { what: 'an indirect table of 20 bytes', reason: 'bad_indirect_length', counter: 'INVALID_INDIRECT_LENGTH',
-    post: (h, _p, x) => postDescs(h, [{ addr: x.table([{ addr: x.whole, len: 76, flags: 0, next: 0 }]), len: 20, flags: VRING_DESC_F_INDIRECT, next: 0 }]) },
-  { what: 'an indirect table of 0 bytes', reason: 'bad_indirect_length', counter: 'INVALID_INDIRECT_LENGTH',
-    post: (h, _p, x) => postDescs(h, [{ addr: x.table([{ addr: x.whole, len: 76, flags: 0, next: 0 }]), len: 0, flags: VRING_DESC_F_INDIRECT, next: 0 }]) },
-  { what: 'an indirect table outside memory', reason: 'bad_address', counter: 'INVALID_BAD_ADDRESS',
-    post: (h) => postDescs(h, [{ addr: frontend().guestBase - 64n, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }]) },
-  { what: 'indirect inside indirect', reason: 'nested_indirect', counter: 'INVALID_INDIRECT_NESTED',
+  {
+    what: 'address outside guest memory',
+    reason: 'bad_address',
+    counter: 'INVALID_BAD_ADDRESS',
+    post: (h) => postDescs(h, [{ addr: frontend().guestBase - 4096n, len: 100, flags: 0, next: 0 }]),
+  },
+  {
+    what: 'address + length wrapping 2^64',
+    reason: 'bad_address',
+    counter: 'INVALID_BAD_ADDRESS',
+    post: (h) => postDescs(h, [{ addr: 0xffffffffffffff00n, len: 0x200, flags: 0, next: 0 }]),
+  },
+  {
+    what: 'a buffer running past the end of memory',
+    reason: 'bad_address',
+    counter: 'INVALID_BAD_ADDRESS',
+    post: (h) => postDescs(h, [{ addr: frontend().guestBase + BigInt(h.memSize()) - 50n, len: 100, flags: 0, next: 0 }]),
+  },
+  {
+    what: 'next beyond the queue',
+    reason: 'bad_next',
+    counter: 'INVALID_BAD_NEXT',
+    post: (h, _p, x) => postDescs(h, [{ addr: x.whole, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: QSIZE }]),
+  },
+  {
+    what: 'a descriptor loop',
+    reason: 'chain_too_long',
+    counter: 'INVALID_CHAIN_TOO_LONG',
+    post: (h, _p, x) =>
+      postDescs(h, [
+        { addr: x.whole, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: 1 },
+        { addr: x.whole, len: 64, flags: VRING_DESC_F_NEXT, next: 0 },
+      ]),
+  },
+  { what: 'a head beyond the queue', reason: 'bad_head', counter: 'INVALID_BAD_HEAD', post: (h) => h.rawAvailPush(TX, QSIZE + 3) },
+  {
+    what: 'an avail index more than a queue ahead',
+    reason: 'avail_index_ahead',
+    counter: 'INVALID_AVAIL_AHEAD',
+    post: (h, p) => h.rawSetAvailIdx(TX, (p + QSIZE + 1) & 0xffff),
+  },
+  {
+    what: 'a device-writable buffer on the transmit queue',
+    reason: 'writable_on_tx',
+    counter: 'INVALID_WRITABLE_ON_TX',
+    post: (h, _p, x) => postDescs(h, [{ addr: x.whole, len: HDR_LEN + 64, flags: VRING_DESC_F_WRITE, next: 0 }]),
+  },
+  {
+    what: 'an indirect table of 20 bytes',
+    reason: 'bad_indirect_length',
+    counter: 'INVALID_INDIRECT_LENGTH',
+    post: (h, _p, x) =>
+      postDescs(h, [{ addr: x.table([{ addr: x.whole, len: 76, flags: 0, next: 0 }]), len: 20, flags: VRING_DESC_F_INDIRECT, next: 0 }]),
+  },
+  {
+    what: 'an indirect table of 0 bytes',
+    reason: 'bad_indirect_length',
+    counter: 'INVALID_INDIRECT_LENGTH',
+    post: (h, _p, x) =>
+      postDescs(h, [{ addr: x.table([{ addr: x.whole, len: 76, flags: 0, next: 0 }]), len: 0, flags: VRING_DESC_F_INDIRECT, next: 0 }]),
+  },
+  {
+    what: 'an indirect table outside memory',
+    reason: 'bad_address',
+    counter: 'INVALID_BAD_ADDRESS',
+    post: (h) => postDescs(h, [{ addr: frontend().guestBase - 64n, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }]),
+  },
+  {
+    what: 'indirect inside indirect',
+    reason: 'nested_indirect',
+    counter: 'INVALID_INDIRECT_NESTED',
     post: (h, _p, x) => {
       const inner = x.table([{ addr: x.whole, len: 76, flags: 0, next: 0 }]);
-      postDescs(h, [{ addr: x.table([{ addr: inner, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 }]), len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 }]);
-    } },
-  { what: 'indirect together with NEXT', reason: 'indirect_with_next', counter: 'INVALID_INDIRECT_WITH_NEXT',
-    post: (h, _p, x) => postDescs(h, [
-      { addr: x.table([{ addr: x.whole, len: 76, flags: 0, next: 0 }]), len: 16, flags: VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT, next: 1 },
-      { addr: x.whole, len: 76, flags: 0, next: 0 }]) },
-  { what: 'next beyond the indirect table', reason: 'bad_next', counter: 'INVALID_BAD_NEXT',
-    post: (h, _p, x) => postDescs(h, [{ addr: x.table([
-      { addr: x.whole, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: 5 },
-      { addr: x.whole + BigInt(HDR_LEN), len: 64, flags: 0, next: 0 }]), len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 }]) },
+      postDescs(h, [
+        {
+          addr: x.table([{ addr: inner, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 }]),
+          len: 16,
+          flags: VRING_DESC_F_INDIRECT,
+          next: 0,
+        },
+      ]);
+    },
+  },
+  {
+    what: 'indirect together with NEXT',
+    reason: 'indirect_with_next',
+    counter: 'INVALID_INDIRECT_WITH_NEXT',
+    post: (h, _p, x) =>
+      postDescs(h, [
+        {
+          addr: x.table([{ addr: x.whole, len: 76, flags: 0, next: 0 }]),
+          len: 16,
+          flags: VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT,
+          next: 1,
+        },
+        { addr: x.whole, len: 76, flags: 0, next: 0 },
+      ]),
+  },
+  {
+    what: 'next beyond the indirect table',
+    reason: 'bad_next',
+    counter: 'INVALID_BAD_NEXT',
+    post: (h, _p, x) =>
+      postDescs(h, [
+        {
+          addr: x.table([
+            { addr: x.whole, len: HDR_LEN, flags: VRING_DESC_F_NEXT, next: 5 },
+            { addr: x.whole + BigInt(HDR_LEN), len: 64, flags: 0, next: 0 },
+          ]),
+          len: 32,
+          flags: VRING_DESC_F_INDIRECT,
+          next: 0,
+        },
+      ]),
+  },
 ];
 
 /** Waits for the next ring-broken event of v after `since`, and checks reason, counters and err fds. */
-async function expectBreak(t: Test, h: NativeVirtioUser, since: number, vring: number, reason: string, counter: string,
-  before: { c: bigint; broken: bigint }, what: string): Promise<void> {
+async function expectBreak(
+  t: Test,
+  h: NativeVirtioUser,
+  since: number,
+  vring: number,
+  reason: string,
+  counter: string,
+  before: { c: bigint; broken: bigint },
+  what: string,
+): Promise<void> {
   await waitFor(`ring-broken (${what})`, () => eventsOf(since, 'ring-broken').length > 0, 3000);
   const evs = eventsOf(since, 'ring-broken');
-  t.same(evs.map((e) => [e.queue, e.reason]), [[vring, reason]], `${what}: one ring-broken event, vring ${vring}, ${reason}`);
-  await waitFor('counters', () => f.counter('v', counter) > before.c && f.counter('v', 'RINGS_BROKEN') > before.broken, 2000).catch(() => {});
+  t.same(
+    evs.map((e) => [e.queue, e.reason]),
+    [[vring, reason]],
+    `${what}: one ring-broken event, vring ${vring}, ${reason}`,
+  );
+  await waitFor('counters', () => f.counter('v', counter) > before.c && f.counter('v', 'RINGS_BROKEN') > before.broken, 2000).catch(
+    () => {},
+  );
   t.equal(f.counter('v', counter) - before.c, 1n, `${what}: ${counter} counted once`);
   t.equal(f.counter('v', 'RINGS_BROKEN') - before.broken, 1n, `${what}: RINGS_BROKEN counted once`);
   // G5: the err eventfd the front end registered is signalled, once, and only that vring's.
@@ -161,7 +260,10 @@ async function expectBreak(t: Test, h: NativeVirtioUser, since: number, vring: n
   t.equal(signals, 1, `${what}: the err eventfd of vring ${vring} is signalled once`);
   t.equal(h.readErr(vring ^ 1), 0, `${what}: the other vring's err eventfd is not`);
   const p = f.port('v');
-  t.ok(p.connected && p.vrings![vring].broken && !p.vrings![vring ^ 1].broken, `${what}: only vring ${vring} is broken, the connection is up`);
+  t.ok(
+    p.connected && p.vrings![vring].broken && !p.vrings![vring ^ 1].broken,
+    `${what}: only vring ${vring} is broken, the connection is up`,
+  );
 }
 
 t.test('every ring rule broken in one session; each break signals the err eventfd', async (t) => {
@@ -207,8 +309,18 @@ t.test('every ring rule broken in one session; each break signals the err eventf
   const ro = v.guard('a read-only receive buffer', pattern(2048, 9));
   const rxRules: [string, RawDesc, string, string][] = [
     ['a read-only buffer on the receive queue', { addr: ro, len: 2048, flags: 0, next: 0 }, 'readonly_on_rx', 'INVALID_READONLY_ON_RX'],
-    ['a receive buffer outside memory', { addr: frontend().guestBase + (1n << 40n), len: 2048, flags: VRING_DESC_F_WRITE, next: 0 }, 'bad_address', 'INVALID_BAD_ADDRESS'],
-    ['a receive chain with next beyond the queue', { addr: ro, len: 2048, flags: VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, next: 999 }, 'bad_next', 'INVALID_BAD_NEXT'],
+    [
+      'a receive buffer outside memory',
+      { addr: frontend().guestBase + (1n << 40n), len: 2048, flags: VRING_DESC_F_WRITE, next: 0 },
+      'bad_address',
+      'INVALID_BAD_ADDRESS',
+    ],
+    [
+      'a receive chain with next beyond the queue',
+      { addr: ro, len: 2048, flags: VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, next: 999 },
+      'bad_next',
+      'INVALID_BAD_NEXT',
+    ],
   ];
   for (const [what, d, reason, counter] of rxRules) {
     const since = f.events.length;
@@ -235,7 +347,16 @@ t.test('every ring rule broken in one session; each break signals the err eventf
   w.h.rawDesc(TX, 0, { addr: tbl, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 });
   w.h.rawAvailPush(TX, 0);
   w.h.kick(TX);
-  await expectBreak(t, w.h, since, TX, 'indirect_not_negotiated', 'INVALID_INDIRECT_NOT_NEGOTIATED', before, 'indirect without INDIRECT_DESC');
+  await expectBreak(
+    t,
+    w.h,
+    since,
+    TX,
+    'indirect_not_negotiated',
+    'INVALID_INDIRECT_NOT_NEGOTIATED',
+    before,
+    'indirect without INDIRECT_DESC',
+  );
   w.check(t);
   await closeVictim(w);
   await survives(t, 'every ring rule');
