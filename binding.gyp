@@ -49,6 +49,8 @@
         "addon/core/guest_memory.cc",
         "addon/core/port_params.cc",
         "addon/core/udp_frame.cc",
+        "addon/forward/bridge.cc",
+        "addon/forward/fdb.cc",
         "addon/napi/binding.cc",
         "addon/ports/test/gen.cc",
         "addon/ports/test/sink.cc",

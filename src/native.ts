@@ -60,6 +60,8 @@ export interface Limits {
   minFrame: number;
   maxFrame: number;
   maxPmdThreads: number;
+  /** Largest MAC table of one bridge (maxMacs) */
+  maxBridgeMacs: number;
   /** Events waiting for the JS thread beyond this many are dropped and counted (eventsDropped). */
   maxQueuedEvents: number;
 }
@@ -75,12 +77,109 @@ export interface GuestMemoryInfo {
 
 /** A forwarder: where the packets a port receives go. */
 export interface ForwarderInfo {
-  kind: 'wire';
-  /** wires: "A=B" */
+  kind: 'wire' | 'bridge';
+  /** wires: "A=B"; bridges: the bridge's name */
   name: string;
   /** The PMD thread serving every member's receive queues */
   pmd: number;
   members: string[];
+}
+
+/** A port's part in a bridge (addon/forward/bridge.h: BridgePortConfig). At most one of vlan and trunk. */
+export interface BridgePortOptions {
+  port: string;
+  /** Access port: untagged inside, this VLAN (1..4094) on the bridge */
+  vlan?: number;
+  /** Trunk port: tagged frames of these VLANs (1..4094) */
+  trunk?: number[];
+  /** Trunk port: untagged frames belong to this VLAN (absent: dropped) */
+  native?: number;
+  /** Port security: the only source MAC admitted, as a 48-bit number */
+  mac?: number;
+  /** Learn source MACs from this port (default true) */
+  learning?: boolean;
+  /** Flood unknown unicast out of this port (default true) */
+  flood?: boolean;
+  /** Flood broadcast and multicast out of this port (default true) */
+  floodMulticast?: boolean;
+  /** Isolated ports reach only ports that are not isolated (default false) */
+  isolated?: boolean;
+}
+
+export interface StaticMac {
+  port: string;
+  /** 48-bit number */
+  mac: number;
+  /** 0: the untagged segment of VLAN-unaware ports */
+  vlan?: number;
+}
+
+export interface BridgeOptions {
+  /** Learned entries idle this long are removed (default 300) */
+  ageingSeconds?: number;
+  /** Entries the table holds (default 8192, at most limits' maxBridgeMacs) */
+  maxMacs?: number;
+  /** Learned entries one port may hold (default maxMacs) */
+  maxMacsPerPort?: number;
+  static?: StaticMac[];
+}
+
+export interface FdbEntry {
+  /** 48-bit number */
+  mac: number;
+  vlan: number;
+  port: string;
+  /** Seconds since the last frame from it (0 for static entries) */
+  ageSeconds: number;
+  static: boolean;
+}
+
+/** Frames of one member the bridge dropped, by reason. */
+export interface BridgeDrops {
+  /** Shorter than an Ethernet (or 802.1Q) header */
+  runt: number;
+  /** In a VLAN (or untagged) the port does not carry */
+  vlan: number;
+  /** Source MAC other than the port's mac */
+  spoofed: number;
+  /** Destination learned on the port the frame came in on */
+  local: number;
+  /** From an isolated port to an isolated port */
+  isolated: number;
+  /** Sent to this port, not taken by it (full ring, not connected) */
+  noRoom: number;
+}
+
+export interface BridgeMemberInfo {
+  port: string;
+  /** Learned entries it holds */
+  macs: number;
+  /** Frames the bridge took from it */
+  rx: number;
+  /** Frames the bridge delivered into it */
+  tx: number;
+  drops: BridgeDrops;
+}
+
+export interface BridgeInfo {
+  name: string;
+  pmd: number;
+  ageingSeconds: number;
+  maxMacs: number;
+  maxMacsPerPort: number;
+  /** Entries in the table now, static ones included */
+  macs: number;
+  learned: number;
+  aged: number;
+  moved: number;
+  /** Entries taken from the port holding the most, to make room */
+  evicted: number;
+  refusedTableFull: number;
+  refusedPortLimit: number;
+  /** Frames flooded (unknown unicast, broadcast, multicast) and the copies that made */
+  flooded: number;
+  floodCopies: number;
+  members: BridgeMemberInfo[];
 }
 
 export interface EngineOptions {
@@ -102,6 +201,18 @@ export interface NativeEngine {
   wire(a: string, b: string): number;
   /** Removes the wire port a is in. */
   unwire(a: string): void;
+  /**
+   * A learning bridge over the members (each in no other forwarder), on the PMD thread serving the fewest
+   * receive queues; returns that thread's index. A whole bridge runs on one PMD thread.
+   */
+  addBridge(name: string, options: BridgeOptions, members: BridgePortOptions[]): number;
+  removeBridge(name: string): void;
+  /** A port joins or leaves a running bridge; the bridge's PMD pauses for it. */
+  bridgeAddPort(bridge: string, member: BridgePortOptions): void;
+  bridgeRemovePort(bridge: string, port: string): void;
+  /** The bridge's MAC table, copied with its PMD paused. */
+  fdb(bridge: string): FdbEntry[];
+  bridges(): BridgeInfo[];
   /**
    * Switches the PMD threads' wait policy and every port's part of the mode (an uplink's driver). Every
    * port prepares its part before any is switched: if one cannot, this throws and nothing has changed.

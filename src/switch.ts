@@ -4,7 +4,18 @@
 import { EventEmitter } from 'node:events';
 import { native } from './native';
 import { portKind, type AnyPortSpec } from './ports';
-import type { CounterLayout, ForwarderInfo, Mode, NativeEngine, PortEvent, PortInfo } from './native';
+import type {
+  BridgeInfo,
+  BridgeOptions,
+  BridgePortOptions,
+  CounterLayout,
+  FdbEntry,
+  ForwarderInfo,
+  Mode,
+  NativeEngine,
+  PortEvent,
+  PortInfo,
+} from './native';
 
 export interface SwitchOptions {
   mode?: Mode;
@@ -135,6 +146,38 @@ export class Switch extends EventEmitter<SwitchEvents> {
   /** Removes the wire port `name` is in. */
   unwire(name: string): void {
     this.#native(`unwire "${name}"`, name, () => this.#open().unwire(name));
+  }
+
+  /**
+   * A learning bridge over existing ports, each in no wire or other bridge; returns the PMD thread that
+   * runs it (all of it: a bridge is not spread over PMD threads yet).
+   */
+  addBridge(name: string, options: BridgeOptions, members: BridgePortOptions[]): { name: string; pmd: number } {
+    const pmd = this.#native(`add bridge "${name}"`, undefined, () => this.#open().addBridge(name, options, members));
+    return { name, pmd };
+  }
+
+  removeBridge(name: string): void {
+    this.#native(`remove bridge "${name}"`, undefined, () => this.#open().removeBridge(name));
+  }
+
+  /** An existing port joins a running bridge; the other members keep their traffic and counters. */
+  bridgeAddPort(bridge: string, member: BridgePortOptions): void {
+    this.#native(`add port "${member.port}" to bridge "${bridge}"`, member.port, () => this.#open().bridgeAddPort(bridge, member));
+  }
+
+  bridgeRemovePort(bridge: string, port: string): void {
+    this.#native(`remove port "${port}" from bridge "${bridge}"`, port, () => this.#open().bridgeRemovePort(bridge, port));
+  }
+
+  /** The bridge's MAC table: MAC, VLAN, port, age, static flag. */
+  fdb(bridge: string): FdbEntry[] {
+    return this.#native(`read the MAC table of bridge "${bridge}"`, undefined, () => this.#open().fdb(bridge));
+  }
+
+  /** Every bridge with its table counters and its members' drops by reason. */
+  bridges(): BridgeInfo[] {
+    return this.#native('list bridges', undefined, () => this.#open().bridges());
   }
 
   /** The wires as the addon holds them (the topology lives there, once). */

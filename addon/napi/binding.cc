@@ -77,6 +77,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod<&EngineWrap::RemovePort>("removePort"),
                            InstanceMethod<&EngineWrap::Wire>("wire"),
                            InstanceMethod<&EngineWrap::Unwire>("unwire"),
+                           InstanceMethod<&EngineWrap::AddBridge>("addBridge"),
+                           InstanceMethod<&EngineWrap::RemoveBridge>("removeBridge"),
+                           InstanceMethod<&EngineWrap::BridgeAddPort>("bridgeAddPort"),
+                           InstanceMethod<&EngineWrap::BridgeRemovePort>("bridgeRemovePort"),
+                           InstanceMethod<&EngineWrap::Fdb>("fdb"),
+                           InstanceMethod<&EngineWrap::Bridges>("bridges"),
                            InstanceMethod<&EngineWrap::SetMode>("setMode"),
                            InstanceMethod<&EngineWrap::Ports>("ports"),
                            InstanceMethod<&EngineWrap::Forwarders>("forwarders"),
@@ -205,6 +211,163 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     Check(info.Env(), engine(info.Env()).unwire(info[0].ToString(), &err), err);
     return info.Env().Undefined();
   }
+  // A member's bridge options as src/native.ts declares them (BridgePortOptions), already validated.
+  static vw::BridgeMember bridge_member(Napi::Value v) {
+    Napi::Env env = v.Env();
+    if (!v.IsObject()) throw make_error(env, "a bridge member must be an object", "ERR_INVALID_ARG_TYPE");
+    Napi::Object o = v.As<Napi::Object>();
+    vw::BridgeMember m;
+    m.port = o.Get("port").ToString();
+    auto opt_u32 = [&](const char* k, uint32_t max) -> uint32_t {
+      Napi::Value x = o.Get(k);
+      if (x.IsUndefined()) return 0;
+      const uint32_t n = u32(x, k);
+      if (n > max)
+        throw make_error(env, std::string(k) + " must be at most " + std::to_string(max), "ERR_OUT_OF_RANGE");
+      return n;
+    };
+    auto opt_bool = [&](const char* k, bool def) {
+      Napi::Value x = o.Get(k);
+      return x.IsUndefined() ? def : x.ToBoolean().Value();
+    };
+    m.cfg.vlan = uint16_t(opt_u32("vlan", 4094));
+    m.cfg.native = uint16_t(opt_u32("native", 4094));
+    Napi::Value trunk = o.Get("trunk");
+    if (trunk.IsArray()) {
+      Napi::Array a = trunk.As<Napi::Array>();
+      m.cfg.is_trunk = true;
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        const uint32_t vid = u32(a.Get(i), "trunk VLAN");
+        if (vid < 1 || vid > 4094) throw make_error(env, "trunk VLANs must be from 1 to 4094", "ERR_OUT_OF_RANGE");
+        m.cfg.trunk.set(vid);
+      }
+    }
+    Napi::Value mac = o.Get("mac");
+    if (!mac.IsUndefined()) {
+      m.cfg.has_mac = true;
+      m.cfg.mac = u64(mac, "mac");
+    }
+    m.cfg.learning = opt_bool("learning", true);
+    m.cfg.flood_unknown = opt_bool("flood", true);
+    m.cfg.flood_multicast = opt_bool("floodMulticast", true);
+    m.cfg.isolated = opt_bool("isolated", false);
+    return m;
+  }
+
+  // addBridge(name, {ageingSeconds, maxMacs, maxMacsPerPort, static}, members): the PMD's index.
+  Napi::Value AddBridge(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[1].IsObject() || !info[2].IsArray())
+      throw make_error(env, "addBridge(name, options, members)", "ERR_INVALID_ARG_TYPE");
+    Napi::Object o = info[1].As<Napi::Object>();
+    vw::BridgeOptions opts;
+    if (!o.Get("ageingSeconds").IsUndefined()) opts.ageing_s = u32(o.Get("ageingSeconds"), "ageingSeconds");
+    if (!o.Get("maxMacs").IsUndefined()) opts.max_macs = u32(o.Get("maxMacs"), "maxMacs");
+    opts.max_macs_per_port = opts.max_macs;
+    if (!o.Get("maxMacsPerPort").IsUndefined()) opts.max_macs_per_port = u32(o.Get("maxMacsPerPort"), "maxMacsPerPort");
+    if (opts.max_macs < 1 || opts.max_macs > vw::Fdb::kMaxEntries || opts.max_macs_per_port < 1 ||
+        opts.max_macs_per_port > opts.max_macs)
+      throw make_error(
+          env,
+          "maxMacs must be from 1 to " + std::to_string(vw::Fdb::kMaxEntries) + " and maxMacsPerPort from 1 to maxMacs",
+          "ERR_OUT_OF_RANGE");
+    std::vector<vw::StaticMac> statics;
+    Napi::Value st = o.Get("static");
+    if (st.IsArray()) {
+      Napi::Array a = st.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        if (!a.Get(i).IsObject()) throw make_error(env, "a static entry must be an object", "ERR_INVALID_ARG_TYPE");
+        Napi::Object e = a.Get(i).As<Napi::Object>();
+        const uint32_t vlan = e.Get("vlan").IsUndefined() ? 0 : u32(e.Get("vlan"), "vlan");
+        if (vlan > 4094) throw make_error(env, "a static entry's vlan must be from 0 to 4094", "ERR_OUT_OF_RANGE");
+        statics.push_back({e.Get("port").ToString(), uint16_t(vlan), u64(e.Get("mac"), "mac")});
+      }
+    }
+    Napi::Array a = info[2].As<Napi::Array>();
+    std::vector<vw::BridgeMember> members;
+    for (uint32_t i = 0; i < a.Length(); i++) members.push_back(bridge_member(a.Get(i)));
+    std::string err;
+    uint32_t pmd = 0;
+    Check(env, engine(env).add_bridge(info[0].ToString(), opts, members, statics, &pmd, &err), err);
+    return Napi::Number::New(env, pmd);
+  }
+  Napi::Value RemoveBridge(const Napi::CallbackInfo& info) {
+    std::string err;
+    Check(info.Env(), engine(info.Env()).remove_bridge(info[0].ToString(), &err), err);
+    return info.Env().Undefined();
+  }
+  Napi::Value BridgeAddPort(const Napi::CallbackInfo& info) {
+    std::string err;
+    Check(info.Env(), engine(info.Env()).bridge_add_port(info[0].ToString(), bridge_member(info[1]), &err), err);
+    return info.Env().Undefined();
+  }
+  Napi::Value BridgeRemovePort(const Napi::CallbackInfo& info) {
+    std::string err;
+    Check(info.Env(), engine(info.Env()).bridge_remove_port(info[0].ToString(), info[1].ToString(), &err), err);
+    return info.Env().Undefined();
+  }
+  Napi::Value Fdb(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string err;
+    std::vector<vw::FdbRow> rows;
+    Check(env, engine(env).fdb(info[0].ToString(), &rows, &err), err);
+    Napi::Array out = Napi::Array::New(env, rows.size());
+    for (size_t i = 0; i < rows.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("mac", double(rows[i].mac));
+      o.Set("vlan", rows[i].vlan);
+      o.Set("port", rows[i].port);
+      o.Set("ageSeconds", rows[i].age_s);
+      o.Set("static", rows[i].is_static);
+      out.Set(uint32_t(i), o);
+    }
+    return out;
+  }
+  Napi::Value Bridges(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto brs = engine(env).bridges();
+    Napi::Array out = Napi::Array::New(env, brs.size());
+    for (size_t i = 0; i < brs.size(); i++) {
+      const vw::BridgeSummary& b = brs[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", b.name);
+      o.Set("pmd", b.pmd);
+      o.Set("ageingSeconds", double(b.options.ageing_s));
+      o.Set("maxMacs", b.options.max_macs);
+      o.Set("maxMacsPerPort", b.options.max_macs_per_port);
+      o.Set("macs", b.stats.size);
+      o.Set("learned", double(b.stats.fdb.learned));
+      o.Set("aged", double(b.stats.fdb.aged));
+      o.Set("moved", double(b.stats.fdb.moved));
+      o.Set("evicted", double(b.stats.fdb.evicted));
+      o.Set("refusedTableFull", double(b.stats.fdb.refused_table_full));
+      o.Set("refusedPortLimit", double(b.stats.fdb.refused_port_limit));
+      o.Set("flooded", double(b.stats.flooded));
+      o.Set("floodCopies", double(b.stats.flood_copies));
+      Napi::Array ms = Napi::Array::New(env, b.members.size());
+      for (size_t k = 0; k < b.members.size(); k++) {
+        const auto& m = b.members[k];
+        Napi::Object x = Napi::Object::New(env);
+        x.Set("port", m.port);
+        x.Set("macs", m.entries);
+        x.Set("rx", double(m.stats.rx));
+        x.Set("tx", double(m.stats.tx));
+        Napi::Object d = Napi::Object::New(env);
+        d.Set("runt", double(m.stats.drop_runt));
+        d.Set("vlan", double(m.stats.drop_vlan));
+        d.Set("spoofed", double(m.stats.drop_spoofed));
+        d.Set("local", double(m.stats.drop_local));
+        d.Set("isolated", double(m.stats.drop_isolated));
+        d.Set("noRoom", double(m.stats.drop_no_room));
+        x.Set("drops", d);
+        ms.Set(uint32_t(k), x);
+      }
+      o.Set("members", ms);
+      out.Set(uint32_t(i), o);
+    }
+    return out;
+  }
+
   Napi::Value SetMode(const Napi::CallbackInfo& info) {
     std::string err;
     Check(info.Env(), engine(info.Env()).set_mode(parse_mode(info[0]), &err), err);
@@ -366,6 +529,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   limits.Set("minFrame", vw::kMinFrame);
   limits.Set("maxFrame", vw::kMaxFrame);
   limits.Set("maxPmdThreads", vw::Engine::kPmdSets);
+  limits.Set("maxBridgeMacs", vw::Fdb::kMaxEntries);
   limits.Set("maxQueuedEvents", double(kMaxQueuedEvents));
   exports.Set("limits", limits);
   exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));

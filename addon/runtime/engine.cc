@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/clock.h"
 #include "forward/wire.h"
 #include "runtime/port_kind.h"
 
@@ -165,7 +166,18 @@ bool Engine::remove_port(const std::string& name, std::string* err) {
     *err = "no port named \"" + name + "\"";
     return false;
   }
-  unplace(it->second);
+  Entry& e = it->second;
+  if (e.fwd && std::string(e.fwd->kind()) == "bridge") {
+    // Only this member leaves; the bridge and its other members carry on.
+    Placed& pl = forwarders_.at(e.fwd->name());
+    pl.pmd->pause();
+    pl.pmd->remove_port(e.port.get());
+    static_cast<Bridge*>(pl.fwd.get())->remove_member(*e.port);
+    e.port->set_runners({});
+    e.fwd = nullptr;
+    pl.pmd->resume();
+  }
+  unplace(e);
   ports_.erase(it);
   return true;
 }
@@ -255,6 +267,158 @@ std::vector<PortSummary> Engine::ports() {
       const Placed& pl = forwarders_.at(e.fwd->name());
       s.pmd = int(pl.pmd->index());
     }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace vw
+
+namespace vw {
+
+Engine::Entry* Engine::free_port(const std::string& port, std::string* err) {
+  auto it = ports_.find(port);
+  if (it == ports_.end()) {
+    *err = "no port named \"" + port + "\"";
+    return nullptr;
+  }
+  if (it->second.fwd) {
+    *err = "port \"" + port + "\" is already in " + it->second.fwd->kind() + " \"" + it->second.fwd->name() +
+           "\": a port is in one wire or one bridge";
+    return nullptr;
+  }
+  return &it->second;
+}
+
+Bridge* Engine::find_bridge(const std::string& name, Pmd** pmd, std::string* err) {
+  auto it = forwarders_.find(name);
+  if (it == forwarders_.end() || std::string(it->second.fwd->kind()) != "bridge") {
+    *err = "no bridge named \"" + name + "\"";
+    return nullptr;
+  }
+  *pmd = it->second.pmd;
+  return static_cast<Bridge*>(it->second.fwd.get());
+}
+
+bool Engine::add_bridge(const std::string& name, const BridgeOptions& o, const std::vector<BridgeMember>& members,
+                        const std::vector<StaticMac>& statics, uint32_t* pmd, std::string* err) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (forwarders_.count(name)) {
+    *err = "a bridge or wire named \"" + name + "\" already exists";
+    return false;
+  }
+  auto br = std::make_unique<Bridge>(name, o);
+  for (size_t i = 0; i < members.size(); i++) {
+    for (size_t k = 0; k < i; k++) {
+      if (members[k].port == members[i].port) {
+        *err = "bridge \"" + name + "\": port \"" + members[i].port + "\" is listed twice";
+        return false;
+      }
+    }
+    Entry* e = free_port(members[i].port, err);
+    if (!e) {
+      *err = "bridge \"" + name + "\": " + *err;
+      return false;
+    }
+    br->add_member(*e->port, members[i].cfg);
+  }
+  for (const StaticMac& s : statics) {
+    auto it = ports_.find(s.port);
+    if (it == ports_.end() || !br->has_member(*it->second.port)) {
+      *err = "bridge \"" + name + "\": static MAC entry on \"" + s.port + "\", which is not a member";
+      return false;
+    }
+    if (!br->add_static(s.vlan, s.mac, *it->second.port)) {
+      *err = "bridge \"" + name + "\": no room for static MAC entries beyond " + std::to_string(o.max_macs);
+      return false;
+    }
+  }
+  *pmd = place(std::move(br)).index();
+  return true;
+}
+
+bool Engine::remove_bridge(const std::string& name, std::string* err) {
+  std::lock_guard<std::mutex> l(mu_);
+  Pmd* pmd;
+  Bridge* br = find_bridge(name, &pmd, err);
+  if (!br) return false;
+  pmd->pause();
+  for (Port* m : br->members()) {
+    pmd->remove_port(m);
+    m->set_runners({});
+    ports_.at(m->name()).fwd = nullptr;
+  }
+  pmd->resume();
+  forwarders_.erase(name);
+  return true;
+}
+
+bool Engine::bridge_add_port(const std::string& bridge, const BridgeMember& m, std::string* err) {
+  std::lock_guard<std::mutex> l(mu_);
+  Pmd* pmd;
+  Bridge* br = find_bridge(bridge, &pmd, err);
+  if (!br) return false;
+  Entry* e = free_port(m.port, err);
+  if (!e) return false;
+  pmd->pause();
+  br->add_member(*e->port, m.cfg);
+  pmd->add_port(*e->port, *br);
+  e->port->set_runners({pmd});
+  e->fwd = br;
+  pmd->resume();
+  return true;
+}
+
+bool Engine::bridge_remove_port(const std::string& bridge, const std::string& port, std::string* err) {
+  std::lock_guard<std::mutex> l(mu_);
+  Pmd* pmd;
+  Bridge* br = find_bridge(bridge, &pmd, err);
+  if (!br) return false;
+  auto it = ports_.find(port);
+  if (it == ports_.end() || it->second.fwd != br) {
+    *err = "port \"" + port + "\" is not in bridge \"" + bridge + "\"";
+    return false;
+  }
+  pmd->pause();
+  pmd->remove_port(it->second.port.get());
+  br->remove_member(*it->second.port);
+  it->second.port->set_runners({});
+  it->second.fwd = nullptr;
+  pmd->resume();
+  return true;
+}
+
+bool Engine::fdb(const std::string& bridge, std::vector<FdbRow>* out, std::string* err) {
+  std::lock_guard<std::mutex> l(mu_);
+  Pmd* pmd;
+  Bridge* br = find_bridge(bridge, &pmd, err);
+  if (!br) return false;
+  pmd->pause();
+  std::vector<FdbEntry> entries = br->fdb().entries();
+  const uint64_t now = now_ns();
+  pmd->resume();
+  out->clear();
+  for (const FdbEntry& e : entries) {
+    const double age = e.is_static ? 0 : double(now > e.last_seen_ns ? now - e.last_seen_ns : 0) / 1e9;
+    out->push_back(FdbRow{e.mac, e.vlan, br->members()[e.port]->name(), age, e.is_static});
+  }
+  return true;
+}
+
+std::vector<BridgeSummary> Engine::bridges() {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<BridgeSummary> out;
+  for (auto& [name, pl] : forwarders_) {
+    if (std::string(pl.fwd->kind()) != "bridge") continue;
+    const Bridge& br = *static_cast<const Bridge*>(pl.fwd.get());
+    BridgeSummary s{name, int(pl.pmd->index()), br.options(), {}, {}};
+    pl.pmd->pause();
+    s.stats = br.stats();
+    for (size_t i = 0; i < br.members().size(); i++) {
+      const Port& p = *br.members()[i];
+      s.members.push_back({p.name(), br.port_config(p), br.port_stats(p), br.fdb().port_entries(uint16_t(i))});
+    }
+    pl.pmd->resume();
     out.push_back(std::move(s));
   }
   return out;

@@ -138,12 +138,20 @@ void Pmd::drain_wake_fd() {
 void Pmd::add_port(Port& p, Forwarder& fwd) {
   for (uint16_t q = 0; q < p.queue_pairs(); q++) queues_.push_back(RxQueue{&p, q, &fwd});
   ports_.emplace_back(&p, &fwd);
+  refresh_forwarders();
+}
+
+void Pmd::refresh_forwarders() {
+  fwds_.clear();
+  for (auto& [p, f] : ports_)
+    if (std::find(fwds_.begin(), fwds_.end(), f) == fwds_.end()) fwds_.push_back(f);
 }
 
 void Pmd::remove_port(const Port* p) {
   queues_.erase(std::remove_if(queues_.begin(), queues_.end(), [p](const RxQueue& q) { return q.port == p; }),
                 queues_.end());
   ports_.erase(std::remove_if(ports_.begin(), ports_.end(), [p](const auto& e) { return e.first == p; }), ports_.end());
+  refresh_forwarders();
 }
 
 void Pmd::publish() {
@@ -259,6 +267,7 @@ void Pmd::run() {
     busy_ = false;
     // A fault ends the iteration early; the next one carries on with the guest's rings stopped.
     guarded([this] { serve_queues(); });
+    for (Forwarder* f : fwds_) f->tick();
     const bool busy = busy_;
     if (tx_.take_delivered() < kLowYield && !queues_.empty())
       for (uint32_t k = 0; k < low_yield_pauses; k++) cpu_relax();

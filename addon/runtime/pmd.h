@@ -83,6 +83,9 @@ class Pmd : public PortRunner {
   size_t next_queue_ = 0;  // where the next iteration starts: after the last queue a time-cut one served
   // Each port served once, with its forwarder: for sleeping, waking and publishing counters.
   std::vector<std::pair<Port*, Forwarder*>> ports_;
+  // Each forwarder once, for its per-iteration tick().
+  std::vector<Forwarder*> fwds_;
+  void refresh_forwarders();
   Burst burst_;
   Transmit tx_;
   PmdCounters counters_;

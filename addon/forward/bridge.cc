@@ -1,0 +1,262 @@
+#include "forward/bridge.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/clock.h"
+
+namespace vw {
+
+namespace {
+constexpr uint32_t kEthHeader = 14;
+constexpr uint32_t kTagLen = 4;
+constexpr uint32_t kMacsLen = 12;
+constexpr uint16_t kTpid8021Q = 0x8100;
+// Slots the aging examines per PMD iteration: a few hundred nanoseconds at most, and a whole table of
+// the default size (16,384 slots) is visited in about 500 iterations.
+constexpr uint32_t kAgeSlotsPerTick = 32;
+
+uint64_t mac_at(const uint8_t* p) {
+  uint64_t m = 0;
+  for (int i = 0; i < 6; i++) m = m << 8 | p[i];
+  return m;
+}
+
+// Copies up to n leading bytes of packet p to dst; returns how many there were.
+uint32_t peek(const Burst& b, const PacketView& p, uint8_t* dst, uint32_t n) {
+  uint32_t got = 0;
+  n = std::min(n, p.len);
+  for (uint16_t s = 0; s < p.nseg && got < n; s++) {
+    const Span& sp = b.span[p.first + s];
+    const uint32_t c = std::min(n - got, sp.len);
+    memcpy(dst + got, sp.p, c);
+    got += c;
+  }
+  return got;
+}
+
+// Appends to out the spans covering bytes [from, to) of packet p.
+void emit(const Burst& b, const PacketView& p, uint32_t from, uint32_t to, Burst& out) {
+  to = std::min(to, p.len);
+  uint32_t off = 0;
+  for (uint16_t s = 0; s < p.nseg && off < to; s++) {
+    const Span& sp = b.span[p.first + s];
+    const uint32_t lo = std::max(from, off), hi = std::min(to, off + sp.len);
+    if (lo < hi) out.span[out.nspans++] = Span{sp.p + (lo - off), hi - lo, sp.gpa ? sp.gpa + (lo - off) : 0};
+    off += sp.len;
+  }
+}
+}  // namespace
+
+Bridge::Bridge(std::string name, const BridgeOptions& o)
+    : Forwarder(std::move(name)), opts_(o), fdb_(o.max_macs, o.max_macs_per_port, o.ageing_s * 1000000000ull) {
+  vlan_row_.fill(kNoVlan);
+}
+
+bool Bridge::carries(const BridgePortConfig& c, uint16_t vlan) const {
+  if (c.is_trunk) return c.trunk[vlan] || (c.native && c.native == vlan);
+  return c.vlan == vlan;
+}
+
+int Bridge::classify(const BridgePortConfig& c, bool tagged, uint16_t vid) const {
+  if (c.is_trunk) {
+    if (!tagged) return c.native ? c.native : -1;
+    return vid && c.trunk[vid] ? vid : -1;
+  }
+  // An access port takes untagged frames only; a VLAN-unaware one (vlan 0) takes everything as it is.
+  if (c.vlan) return tagged ? -1 : c.vlan;
+  return 0;
+}
+
+void Bridge::rebuild() {
+  vlan_row_.fill(kNoVlan);
+  const size_t n = members_.size();
+  std::vector<uint16_t> vlans;
+  for (uint32_t v = 0; v < 4096; v++) {
+    for (const Member& m : m_) {
+      if (carries(m.cfg, uint16_t(v))) {
+        vlan_row_[v] = uint16_t(vlans.size());
+        vlans.push_back(uint16_t(v));
+        break;
+      }
+    }
+  }
+  for (auto& f : flood_) {
+    f.assign(vlans.size() * n, {});
+  }
+  for (size_t r = 0; r < vlans.size(); r++) {
+    for (size_t i = 0; i < n; i++) {
+      if (!carries(m_[i].cfg, vlans[r])) continue;
+      for (size_t j = 0; j < n; j++) {
+        if (j == i || !carries(m_[j].cfg, vlans[r])) continue;
+        if (m_[i].cfg.isolated && m_[j].cfg.isolated) continue;
+        if (m_[j].cfg.flood_unknown) flood_[0][r * n + i].push_back(uint16_t(j));
+        if (m_[j].cfg.flood_multicast) flood_[1][r * n + i].push_back(uint16_t(j));
+      }
+    }
+  }
+  pending_.assign(n, {});
+  pending_n_.assign(n, 0);
+  touched_.reserve(n);
+}
+
+const std::vector<uint16_t>& Bridge::flood_list(bool multicast, uint16_t vlan, uint16_t in) const {
+  return flood_[multicast][size_t(vlan_row_[vlan]) * members_.size() + in];
+}
+
+void Bridge::add_member(Port& p, const BridgePortConfig& c) {
+  members_.push_back(&p);
+  m_.push_back(Member{c, {}});
+  fdb_.ensure_port(uint16_t(members_.size() - 1));
+  rebuild();
+}
+
+void Bridge::remove_member(const Port& p) {
+  const uint16_t i = index_of(&p);
+  if (i == Fdb::kNoPort) return;
+  members_.erase(members_.begin() + i);
+  m_.erase(m_.begin() + i);
+  fdb_.remove_port(i);
+  rebuild();
+}
+
+bool Bridge::add_static(uint16_t vlan, uint64_t mac, const Port& p) {
+  const uint16_t i = index_of(&p);
+  return i != Fdb::kNoPort && fdb_.add_static(vlan, mac, i);
+}
+
+BridgeStats Bridge::stats() const {
+  BridgeStats s;
+  s.fdb = fdb_.stats();
+  s.size = fdb_.size();
+  s.flooded = flooded_;
+  s.flood_copies = flood_copies_;
+  return s;
+}
+
+bool Bridge::accepts_from(Port& in) {
+  if (!in.holds_until_peer_ready()) return true;
+  for (Port* m : members_)
+    if (m != &in && m->tx_ready()) return true;
+  return false;
+}
+
+void Bridge::tick() { fdb_.age_step(now_ns(), kAgeSlotsPerTick); }
+
+void Bridge::enqueue(uint16_t dest, uint8_t pkt) {
+  if (pending_n_[dest] == 0) touched_.push_back(dest);
+  pending_[dest][pending_n_[dest]++] = pkt;
+}
+
+void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
+  const uint16_t src = index_of(&in);
+  if (src == Fdb::kNoPort) return;
+  Member& m = m_[src];
+  const uint64_t now = now_ns();
+  touched_.clear();
+  for (uint16_t i = 0; i < b.n; i++) {
+    const PacketView& p = b.pkt[i];
+    m.stats.rx++;
+    uint8_t h[kEthHeader + kTagLen];
+    const uint32_t got = peek(b, p, h, sizeof h);
+    if (got < kEthHeader) {
+      m.stats.drop_runt++;
+      continue;
+    }
+    const bool tagged = (uint16_t(h[12] << 8) | h[13]) == kTpid8021Q;
+    if (tagged && got < kEthHeader + kTagLen) {
+      m.stats.drop_runt++;
+      continue;
+    }
+    const uint16_t vid = tagged ? uint16_t((h[14] << 8 | h[15]) & 0xfff) : 0;
+    const int vlan = classify(m.cfg, tagged, vid);
+    if (vlan < 0) {
+      m.stats.drop_vlan++;
+      continue;
+    }
+    const uint64_t smac = mac_at(h + 6), dmac = mac_at(h);
+    if (m.cfg.has_mac && smac != m.cfg.mac) {
+      m.stats.drop_spoofed++;
+      continue;
+    }
+    pkt_vlan_[i] = uint16_t(vlan);
+    pkt_tagged_[i] = tagged;
+    // A multicast source is not an address a port can own: never learned.
+    if (m.cfg.learning && !(h[6] & 1)) fdb_.learn(uint16_t(vlan), smac, src, now);
+    bool flood = h[0] & 1;
+    if (!flood) {
+      const uint16_t d = fdb_.lookup(uint16_t(vlan), dmac);
+      if (d == src) {
+        m.stats.drop_local++;
+        continue;
+      }
+      if (d != Fdb::kNoPort) {
+        if (m.cfg.isolated && m_[d].cfg.isolated) {
+          m.stats.drop_isolated++;
+          continue;
+        }
+        enqueue(d, uint8_t(i));
+        continue;
+      }
+    }
+    const std::vector<uint16_t>& list = flood_list(h[0] & 1, uint16_t(vlan), src);
+    flooded_++;
+    flood_copies_ += list.size();
+    for (uint16_t d : list) enqueue(d, uint8_t(i));
+  }
+  for (uint16_t d : touched_) deliver(d, qp, b, tx);
+  for (uint16_t d : touched_) pending_n_[d] = 0;
+}
+
+void Bridge::deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
+  Member& o = m_[dest];
+  Port& to = *members_[dest];
+  const uint16_t tq = uint16_t(qp % to.queue_pairs());
+  out_.clear();
+  auto flush = [&] {
+    if (!out_.n) return;
+    const uint16_t sent = tx.send(to, tq, out_);
+    o.stats.tx += sent;
+    o.stats.drop_no_room += out_.n - sent;
+    out_.clear();
+  };
+  for (uint8_t k = 0; k < pending_n_[dest]; k++) {
+    const uint8_t i = pending_[dest][k];
+    const PacketView& p = b.pkt[i];
+    const uint16_t vlan = pkt_vlan_[i];
+    const bool in_tagged = pkt_tagged_[i];
+    // VLAN 0 is the untagged segment of VLAN-unaware ports: frames cross it as they are.
+    const bool out_tagged = vlan ? o.cfg.is_trunk && vlan != o.cfg.native : in_tagged;
+    // A packet adds at most two spans (a split first span and the tag).
+    if (out_.nspans + uint32_t(p.nseg) + 2 > kBurstSpans) flush();
+    PacketView q = p;
+    q.first = out_.nspans;
+    if (in_tagged == out_tagged) {
+      emit(b, p, 0, p.len, out_);
+    } else if (out_tagged) {
+      tags_[i][0] = uint8_t(kTpid8021Q >> 8);
+      tags_[i][1] = uint8_t(kTpid8021Q);
+      tags_[i][2] = uint8_t(vlan >> 8);
+      tags_[i][3] = uint8_t(vlan);
+      emit(b, p, 0, kMacsLen, out_);
+      out_.span[out_.nspans++] = Span{tags_[i], kTagLen, 0};
+      emit(b, p, kMacsLen, p.len, out_);
+      q.len = p.len + kTagLen;
+      // Offsets the virtio-net header gives are from the frame's start: they move with the tag.
+      if (q.meta.flags & PacketMeta::kCsumPartial) q.meta.csum_start = uint16_t(q.meta.csum_start + kTagLen);
+      if (q.meta.gso_type) q.meta.hdr_len = uint16_t(q.meta.hdr_len + kTagLen);
+    } else {
+      emit(b, p, 0, kMacsLen, out_);
+      emit(b, p, kMacsLen + kTagLen, p.len, out_);
+      q.len = p.len - kTagLen;
+      if ((q.meta.flags & PacketMeta::kCsumPartial) && q.meta.csum_start >= kEthHeader + kTagLen)
+        q.meta.csum_start = uint16_t(q.meta.csum_start - kTagLen);
+      if (q.meta.gso_type && q.meta.hdr_len >= kEthHeader + kTagLen) q.meta.hdr_len = uint16_t(q.meta.hdr_len - kTagLen);
+    }
+    q.nseg = uint16_t(out_.nspans - q.first);
+    out_.pkt[out_.n++] = q;
+  }
+  flush();
+}
+
+}  // namespace vw
