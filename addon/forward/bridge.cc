@@ -251,7 +251,8 @@ void Bridge::deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
       q.len = p.len - kTagLen;
       if ((q.meta.flags & PacketMeta::kCsumPartial) && q.meta.csum_start >= kEthHeader + kTagLen)
         q.meta.csum_start = uint16_t(q.meta.csum_start - kTagLen);
-      if (q.meta.gso_type && q.meta.hdr_len >= kEthHeader + kTagLen) q.meta.hdr_len = uint16_t(q.meta.hdr_len - kTagLen);
+      if (q.meta.gso_type && q.meta.hdr_len >= kEthHeader + kTagLen)
+        q.meta.hdr_len = uint16_t(q.meta.hdr_len - kTagLen);
     }
     q.nseg = uint16_t(out_.nspans - q.first);
     out_.pkt[out_.n++] = q;

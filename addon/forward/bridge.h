@@ -50,12 +50,12 @@ struct BridgeOptions {
 // What happened to one member's frames. Written by the PMD, read with it paused.
 struct BridgePortStats {
   uint64_t rx = 0, tx = 0;
-  uint64_t drop_runt = 0;           // shorter than an Ethernet (or 802.1Q) header
-  uint64_t drop_vlan = 0;           // a VLAN (or untagged) the port does not carry
-  uint64_t drop_spoofed = 0;        // a source MAC other than the port's mac=
-  uint64_t drop_local = 0;          // destination learned on the port it came in on
-  uint64_t drop_isolated = 0;       // isolated to isolated
-  uint64_t drop_no_room = 0;        // sent to this port, not taken (full ring, not connected)
+  uint64_t drop_runt = 0;      // shorter than an Ethernet (or 802.1Q) header
+  uint64_t drop_vlan = 0;      // a VLAN (or untagged) the port does not carry
+  uint64_t drop_spoofed = 0;   // a source MAC other than the port's mac=
+  uint64_t drop_local = 0;     // destination learned on the port it came in on
+  uint64_t drop_isolated = 0;  // isolated to isolated
+  uint64_t drop_no_room = 0;   // sent to this port, not taken (full ring, not connected)
 };
 
 struct BridgeStats {

@@ -8,12 +8,19 @@ import type { Argv, CommandModule, InferredOptionTypes } from 'yargs';
 import { buildServeConfig, DEFAULT_METRICS_PORT } from '../config/options';
 import type { ServeConfig } from '../config/options';
 import { portKind, portKinds } from '../ports';
+import { BRIDGE_PORT_OPTIONS, BRIDGE_SYNTAX } from '../config/bridge';
 import { EventLog } from './event-log';
 import type { Switch } from '../switch';
 import type { Api } from '../api/http';
 
 const options = {
   wire: { type: 'string', array: true, requiresArg: true, describe: 'join two ports in both directions: A=B (repeatable)' },
+  bridge: {
+    type: 'string',
+    array: true,
+    requiresArg: true,
+    describe: `a learning bridge: ${BRIDGE_SYNTAX} (repeatable; a whole bridge runs on one PMD thread); per port, on its own flag: ${BRIDGE_PORT_OPTIONS}`,
+  },
   mode: { type: 'string', requiresArg: true, describe: 'bypass (PMDs spin) or kernel (idle PMDs sleep) [default: bypass]' },
   'pmd-cores': {
     type: 'string',
@@ -68,6 +75,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .options(portOptions)
       .options(options)
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --vhost-user vm1=/tmp/vm1.sock --wire vm0=vm1', 'two VMs joined')
+      .example(
+        '$0 serve --vhost-user vm0=/tmp/vm0.sock,vlan=10 --vhost-user vm1=/tmp/vm1.sock,vlan=20 --uplink up0=eth1,trunk=10:20 --bridge br0=vm0,vm1,up0',
+        'two VMs in VLANs 10 and 20 on one bridge with a trunk uplink',
+      )
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --sink s0 --wire vm0=s0 --metrics 9470', 'a VM into a sink, with metrics')
       .example('$0 serve --vhost-user vm0=/tmp/vm0.sock --uplink up0=eth1 --wire vm0=up0 --mode kernel', 'a VM on the host network')
       .example(
@@ -78,6 +89,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     const config = buildServeConfig({
       ports: Object.fromEntries(portKinds.map((k) => [k.flag, argv[k.flag] as string[] | undefined])),
       wire: argv.wire,
+      bridge: argv.bridge,
       mode: argv.mode,
       pmdCores: argv['pmd-cores'],
       metrics: argv.metrics,
@@ -196,5 +208,10 @@ function setUp(sw: Switch, config: ServeConfig): void {
   for (const [a, b] of config.wire) {
     const w = sw.wire(a, b);
     console.log(`wire ${a}=${b} on PMD ${w.pmd}`);
+  }
+  for (const br of config.bridges) {
+    const members = br.members.map((port) => ({ port, ...config.bridgePorts[port] }));
+    const b = sw.addBridge(br.name, br.options, members);
+    console.log(`bridge ${br.name} (${br.members.join(', ')}) on PMD ${b.pmd}`);
   }
 }

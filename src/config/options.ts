@@ -8,6 +8,7 @@ import type { Mode } from '../native';
 import { readTokenFile } from '../api/token';
 import { portKind, portKinds, type AnyPortSpec } from '../ports';
 import { lookupAccount, lookupGroup, type Account } from './account';
+import { parseBridge, splitBridgePortOptions, type BridgePortFields, type BridgeSpec } from './bridge';
 import {
   checkName,
   checkRange,
@@ -41,6 +42,9 @@ export interface ServeConfig {
   /** Every port, of every kind, config-file ports first, in the order given. */
   ports: AnyPortSpec[];
   wire: Array<[string, string]>;
+  bridges: BridgeSpec[];
+  /** How each port given bridge options on its own flag sits in its bridge, by port name */
+  bridgePorts: Record<string, BridgePortFields>;
   mode: Mode;
   /** CPUs to pin one PMD thread each to; empty: one unpinned PMD thread. */
   pmdCores: number[];
@@ -53,6 +57,7 @@ export interface ServeFlags {
   /** Port flags by name ("vhost-user", "uplink", ...): the values of each repeatable flag */
   ports?: Record<string, string[] | undefined>;
   wire?: string[];
+  bridge?: string[];
   mode?: string;
   pmdCores?: string;
   metrics?: string;
@@ -298,10 +303,20 @@ function wireWhere(a: string, b: string, fromFile: boolean): string {
 export function buildServeConfig(flags: ServeFlags, cpuCount = os.cpus().length): ServeConfig {
   const file = flags.config === undefined ? {} : loadConfigFile(flags.config, cpuCount);
   const fileWires = file.wire ?? [];
-  const fromFlags = portKinds.flatMap((kind) => (flags.ports?.[kind.flag] ?? []).map((text) => kind.parseFlag(text) as AnyPortSpec));
+  const bridgePorts: Record<string, BridgePortFields> = {};
+  const fromFlags = portKinds.flatMap((kind) =>
+    (flags.ports?.[kind.flag] ?? []).map((text) => {
+      const [rest, bridged] = splitBridgePortOptions(`--${kind.flag}`, text);
+      const spec = kind.parseFlag(rest) as AnyPortSpec;
+      if (bridged) bridgePorts[spec.name] = bridged;
+      return spec;
+    }),
+  );
   const config: ServeConfig = {
     ports: [...(file.ports ?? []), ...fromFlags],
     wire: [...fileWires, ...(flags.wire ?? []).map(parseWire)],
+    bridges: (flags.bridge ?? []).map(parseBridge),
+    bridgePorts,
     mode: flags.mode === undefined ? (file.mode ?? 'bypass') : parseMode(flags.mode),
     pmdCores: flags.pmdCores === undefined ? (file.pmdCores ?? []) : parsePmdCores(flags.pmdCores, cpuCount),
     metrics: flags.metrics === undefined ? (file.metrics ?? null) : parseEndpoint(flags.metrics),
@@ -338,6 +353,26 @@ export function buildServeConfig(flags: ServeFlags, cpuCount = os.cpus().length)
     wired.set(a, `${a}=${b}`);
     wired.set(b, `${a}=${b}`);
   });
+
+  const bridged = new Map<string, string>();
+  const bridgeNames = new Set<string>();
+  for (const br of config.bridges) {
+    const where = `--bridge ${br.name}`;
+    if (bridgeNames.has(br.name)) fail(where, `bridge name "${br.name}" given twice`);
+    bridgeNames.add(br.name);
+    for (const p of br.members) {
+      if (!names.has(p)) fail(where, `no port named "${p}"`);
+      const w = wired.get(p);
+      if (w !== undefined) fail(where, `port "${p}" is already in wire ${w}; a port is in one wire or one bridge`);
+      const other = bridged.get(p);
+      if (other !== undefined) fail(where, `port "${p}" is already in bridge "${other}"; a port is in one bridge`);
+      bridged.set(p, br.name);
+    }
+  }
+  for (const p of Object.keys(bridgePorts)) {
+    if (!bridged.has(p))
+      fail(`port "${p}"`, 'has bridge options (vlan=, trunk=, mac=, ...) but is in no --bridge: add it to one or drop them');
+  }
   return config;
 }
 
