@@ -1,6 +1,7 @@
 // The HTTP API of a running switch, the same over the unix socket (serve --api PATH) and over TCP
 // (serve --metrics HOST:PORT): Prometheus text at /metrics, the ports as JSON at /api/ports (what
-// `vhostwire stats` reads), the mode at /api/mode (GET; PUT switches it, what `vhostwire mode` sends).
+// `vhostwire stats` reads), the mode at /api/mode (GET; PUT switches it, what `vhostwire mode` sends),
+// the bridges at /api/bridges and one bridge's MAC table at /api/bridges/NAME/fdb (`vhostwire fdb`).
 // Every route is declared once, in ROUTES; a route that changes state says so (`change: true`) and is
 // then guarded (guard.ts: which listener, Host, Origin, content type, token) and given a bounded JSON
 // body. Where it listens and what any client may hold is server.ts and limits.ts.
@@ -13,6 +14,7 @@ import { LIMITS } from './limits';
 import { refusal, refusalBody, RefusalCounter, type ListenerKind, type Refusal } from './refusals';
 import { listenApi, type ApiListener, type Handler, type UnixTarget } from './server';
 import type { Switch, SwitchPortInfo } from '../switch';
+import { formatMac } from '../config/bridge';
 
 export type PortState = 'connected' | 'disconnected' | 'up';
 
@@ -78,10 +80,42 @@ interface Context {
 
 interface Route {
   method: 'GET' | 'PUT';
+  /** The path, or for a route with a parameter its template (/api/bridges/NAME/fdb) */
   path: string;
+  /** A route with a parameter: the request paths it takes, the parameter in group 1 */
+  pattern?: RegExp;
   /** Changes state: only through the guard, and handed the request's JSON body. */
   change: boolean;
-  handle(ctx: Context, body: unknown): Reply | Refusal | Promise<Reply | Refusal>;
+  handle(ctx: Context, body: unknown, param?: string): Reply | Refusal | Promise<Reply | Refusal>;
+}
+
+/** One element of GET /api/bridges/NAME/fdb. */
+export interface FdbJson {
+  mac: string;
+  vlan: number;
+  port: string;
+  ageSeconds: number;
+  static: boolean;
+}
+
+function fdb({ sw }: Context, _body: unknown, name?: string): Reply | Refusal {
+  const bridge = decodeURIComponent(name ?? '');
+  if (!sw.bridges().some((b) => b.name === bridge))
+    return refusal(
+      404,
+      'not_found',
+      `no bridge named ${JSON.stringify(bridge)} (there are: ${
+        sw
+          .bridges()
+          .map((b) => b.name)
+          .join(', ') || 'none'
+      })`,
+    );
+  const rows: FdbJson[] = sw
+    .fdb(bridge)
+    .map((e) => ({ mac: formatMac(e.mac), vlan: e.vlan, port: e.port, ageSeconds: Math.floor(e.ageSeconds), static: e.static }))
+    .sort((a, b) => a.vlan - b.vlan || a.mac.localeCompare(b.mac));
+  return json(200, rows);
 }
 
 const json = (status: number, body: unknown): Reply => ({ status, type: 'application/json', body: JSON.stringify(body) });
@@ -110,6 +144,8 @@ const ROUTES: Route[] = [
   { method: 'GET', path: '/api/ports', change: false, handle: async ({ sw }) => json(200, await portsJson(sw)) },
   { method: 'GET', path: '/api/mode', change: false, handle: ({ sw }) => json(200, { mode: sw.mode }) },
   { method: 'PUT', path: '/api/mode', change: true, handle: setMode },
+  { method: 'GET', path: '/api/bridges', change: false, handle: ({ sw }) => json(200, sw.bridges()) },
+  { method: 'GET', path: '/api/bridges/NAME/fdb', pattern: /^\/api\/bridges\/([^/]+)\/fdb$/, change: false, handle: fdb },
 ];
 
 const isRefusal = (r: Reply | Refusal): r is Refusal => 'reason' in r;
@@ -140,13 +176,14 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
 }
 
 function createHandler(ctx: Context, refusals: RefusalCounter): Handler {
-  // Concurrent reads of one route share one answer: a scrape storm renders /metrics once per round.
-  const inflight = new Map<Route, Promise<Reply | Refusal>>();
-  const read = (route: Route): Promise<Reply | Refusal> => {
-    let p = inflight.get(route);
+  // Concurrent reads of one path share one answer: a scrape storm renders /metrics once per round.
+  const inflight = new Map<string, Promise<Reply | Refusal>>();
+  const read = (route: Route, path: string, param?: string): Promise<Reply | Refusal> => {
+    const key = `${route.method} ${path}`;
+    let p = inflight.get(key);
     if (p === undefined) {
-      p = Promise.resolve(route.handle(ctx, undefined)).finally(() => inflight.delete(route));
-      inflight.set(route, p);
+      p = Promise.resolve(route.handle(ctx, undefined, param)).finally(() => inflight.delete(key));
+      inflight.set(key, p);
     }
     return p;
   };
@@ -170,7 +207,8 @@ function createHandler(ctx: Context, refusals: RefusalCounter): Handler {
     if (req.httpVersion === '1.1' && req.headers.host === undefined)
       return refuse(refusal(400, 'malformed_request', 'an HTTP/1.1 request must carry a Host header'));
     const path = (req.url ?? '/').split('?')[0];
-    const here = ROUTES.filter((r) => r.path === path);
+    const here = ROUTES.filter((r) => (r.pattern ? r.pattern.test(path) : r.path === path));
+    const param = here[0]?.pattern?.exec(path)?.[1];
     if (here.length === 0)
       return refuse(
         refusal(404, 'not_found', `no such endpoint: ${path} (there are ${[...new Set(ROUTES.map((r) => r.path))].join(', ')})`),
@@ -181,13 +219,13 @@ function createHandler(ctx: Context, refusals: RefusalCounter): Handler {
       return refuse(refusal(405, 'method_not_allowed', `${req.method} ${path}: use ${allowed}`, { allow: allowed }));
     }
     if (!route.change) {
-      read(route).then(answer, failed);
+      read(route, path, param).then(answer, failed);
       return;
     }
     const denied = checkChange(req, policy);
     if (denied) return refuse(denied);
     readBody(req)
-      .then((body) => route.handle(ctx, body))
+      .then((body) => route.handle(ctx, body, param))
       .then(answer, failed);
   };
 }

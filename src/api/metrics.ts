@@ -2,6 +2,7 @@
 // read the native threads' BigUint64Array only when someone scrapes. One family per counter-table
 // family; entries that share a family (drops by direction and reason) become label sets of it.
 import { Counter, Gauge, Registry } from 'prom-client';
+import { registerBridgeMetrics } from './bridge-metrics';
 import { ethtoolS, sysfsStatistics } from './ethtool';
 import { native } from '../native';
 import type { CounterInfo } from '../native';
@@ -180,5 +181,6 @@ export function createRegistry(sw: Switch): Registry {
     async (i) => (await ethtoolS(i)).stats,
   );
 
+  registerBridgeMetrics(registry, sw);
   return registry;
 }

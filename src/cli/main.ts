@@ -9,6 +9,7 @@ import { peerCommand } from './peer';
 import { serveCommand } from './serve';
 import { statsCommand } from './stats';
 import { modeCommand } from './mode';
+import { fdbCommand } from './fdb';
 import { vmCommand } from './vm';
 
 // The command yargs matched, so failures can say whose they are; set when its builder runs, which
@@ -47,8 +48,9 @@ yargs(hideBin(process.argv))
   .command(named(demoCommand))
   .command(named(statsCommand))
   .command(named(modeCommand))
+  .command(named(fdbCommand))
   .command(named(vmCommand))
-  .demandCommand(1, 'name a command: serve, peer, demo, stats or vm (see --help)')
+  .demandCommand(1, 'name a command: serve, peer, demo, stats, mode, fdb or vm (see --help)')
   .strict()
   // `--sink a b` is a typo for `--sink a --sink b`, not two sinks: arrays take one value per flag.
   .parserConfiguration({ 'greedy-arrays': false })

@@ -1,0 +1,94 @@
+// A bridge set up by `vhostwire serve --bridge` with VLAN port options, our own front ends on its ports,
+// and what the control plane shows of it: `vhostwire fdb` over the API, /api/bridges, /api/ports and the
+// bridge families in /metrics, with exact counts. Bad bridge flags exit 2 with a message naming the flag.
+import t from 'tap';
+import { frontend, type NativeVirtioUser } from '../../src/harness/frontend-native';
+import { Cli, freePort, runCli, tempDir, waitFor } from '../support/helpers';
+import { receiveN } from '../support/fixture';
+
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+t.test('serve --bridge: VLANs from the port flags, fdb over the API, bridge metrics', async (t) => {
+  const tmp = tempDir();
+  t.teardown(tmp.cleanup);
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const api = tmp.sock('api');
+  const serve = new Cli([
+    'serve',
+    '--vhost-user',
+    `vm0=${tmp.sock('vm0')},vlan=10`,
+    '--vhost-user',
+    `vm1=${tmp.sock('vm1')},vlan=10`,
+    '--vhost-user',
+    `vm2=${tmp.sock('vm2')},vlan=20`,
+    '--bridge',
+    'br0=vm0,vm1,vm2,ageing=600',
+    '--mode',
+    'kernel',
+    '--metrics',
+    `127.0.0.1:${port}`,
+    '--api',
+    api,
+  ]);
+  t.teardown(() => serve.kill('SIGKILL'));
+  await serve.line(/^ready$/);
+  t.match(serve.stdout, /bridge br0 \(vm0, vm1, vm2\) on PMD 0/);
+
+  const peers: Record<string, NativeVirtioUser> = {};
+  for (const name of ['vm0', 'vm1', 'vm2']) peers[name] = new (frontend().VirtioUser)({ path: tmp.sock(name), timeoutMs: 5000 });
+  t.teardown(() => Object.values(peers).forEach((p) => p.close()));
+  const portsJson = async () => (await (await fetch(`${base}/api/ports`)).json()) as Array<Record<string, unknown>>;
+  await waitFor('every front end connected', async () => (await portsJson()).every((p) => p.state === 'connected'));
+
+  const fr = Buffer.alloc(64);
+  Buffer.from('ffffffffffff020000000001', 'hex').copy(fr);
+  fr.writeUInt16BE(0x88b5, 12);
+  peers.vm0.send(0, fr);
+  t.ok((await receiveN(peers.vm1, 1))[0]?.equals(fr), 'vm1 (VLAN 10) gets the broadcast of vm0');
+
+  const fdb = await runCli(['fdb', 'br0', '--api', api]);
+  t.equal(fdb.code, 0, `fdb exits 0 (stderr ${fdb.stderr})`);
+  const lines = fdb.stdout.trim().split('\n');
+  t.match(lines[0], /^MAC\s+VLAN\s+PORT\s+AGE$/, 'a header');
+  t.match(lines[1], /^02:00:00:00:00:01\s+10\s+vm0\s+\d+s$/, 'the MAC learned on vm0 in VLAN 10');
+  t.equal(lines[2], '1 entry');
+
+  const missing = await runCli(['fdb', 'nope', '--url', base]);
+  t.equal(missing.code, 1, 'an unknown bridge exits 1');
+  t.match(missing.stderr, 'no bridge named "nope" (there are: br0)');
+
+  const bridges = (await (await fetch(`${base}/api/bridges`)).json()) as Array<Record<string, unknown>>;
+  t.match(bridges, [{ name: 'br0', ageingSeconds: 600, macs: 1, learned: 1, flooded: 1, floodCopies: 1 }]);
+  t.equal((await portsJson()).find((p) => p.name === 'vm2')?.forwarder, 'br0', '/api/ports names the bridge of a port');
+
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  t.equal(sample(metrics, 'vhostwire_bridge_macs{bridge="br0"}'), 1);
+  t.equal(sample(metrics, 'vhostwire_bridge_fdb_events_total{bridge="br0",event="learned"}'), 1);
+  t.equal(sample(metrics, 'vhostwire_bridge_flooded_frames_total{bridge="br0"}'), 1);
+  t.equal(sample(metrics, 'vhostwire_bridge_flood_copies_total{bridge="br0"}'), 1, 'one copy: vm2 is in another VLAN');
+  t.equal(sample(metrics, 'vhostwire_bridge_port_frames_total{bridge="br0",port="vm1",direction="transmit"}'), 1);
+  t.equal(sample(metrics, 'vhostwire_bridge_port_frames_total{bridge="br0",port="vm2",direction="transmit"}'), 0);
+  t.equal(sample(metrics, 'vhostwire_bridge_port_drops_total{bridge="br0",port="vm0",reason="vlan_not_carried"}'), 0);
+  serve.kill('SIGTERM');
+  t.equal((await serve.wait()).code, 0, 'serve exits cleanly');
+});
+
+t.test('bad bridge flags exit 2 naming the flag', async (t) => {
+  const tmp = tempDir();
+  t.teardown(tmp.cleanup);
+  const cases: Array<[string[], string]> = [
+    [['--vhost-user', `a=${tmp.sock('a')},vlan=5000`, '--bridge', 'br0=a'], 'vlan must be 1..4094, got 5000'],
+    [['--vhost-user', `a=${tmp.sock('a')},trunk=10:x`, '--bridge', 'br0=a'], 'trunk expects VLANs and ranges'],
+    [['--vhost-user', `a=${tmp.sock('a')}`, '--bridge', 'br0=a,b'], '--bridge br0: no port named "b"'],
+    [['--sink', 's0', '--sink', 's1', '--wire', 's0=s1', '--bridge', 'br0=s0'], 'port "s0" is already in wire s0=s1'],
+  ];
+  for (const [args, message] of cases) {
+    const r = await runCli(['serve', ...args]);
+    t.equal(r.code, 2, `exit 2 for ${args.join(' ')}`);
+    t.match(r.stderr, message);
+  }
+});
