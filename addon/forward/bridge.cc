@@ -97,6 +97,7 @@ void Bridge::rebuild() {
   }
   pending_.assign(n, {});
   pending_n_.assign(n, 0);
+  touched_.clear();
   touched_.reserve(n);
 }
 
@@ -153,6 +154,8 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
   if (src == Fdb::kNoPort) return;
   Member& m = m_[src];
   const uint64_t now = now_ns();
+  // Reset here rather than after delivering: a fault in guest memory can cut forward() short anywhere.
+  for (uint16_t d : touched_) pending_n_[d] = 0;
   touched_.clear();
   for (uint16_t i = 0; i < b.n; i++) {
     const PacketView& p = b.pkt[i];
@@ -205,7 +208,6 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
     for (uint16_t d : list) enqueue(d, uint8_t(i));
   }
   for (uint16_t d : touched_) deliver(d, qp, b, tx);
-  for (uint16_t d : touched_) pending_n_[d] = 0;
 }
 
 void Bridge::deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
@@ -227,7 +229,12 @@ void Bridge::deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
     const bool in_tagged = pkt_tagged_[i];
     // VLAN 0 is the untagged segment of VLAN-unaware ports: frames cross it as they are.
     const bool out_tagged = vlan ? o.cfg.is_trunk && vlan != o.cfg.native : in_tagged;
-    // A packet adds at most two spans (a split first span and the tag).
+    // A packet adds at most two spans (a span split at byte 12 and the tag). One that could not fit even
+    // in an empty burst is dropped (chains are bounded well below that; this keeps the bound local).
+    if (uint32_t(p.nseg) + 2 > kBurstSpans) {
+      o.stats.drop_no_room++;
+      continue;
+    }
     if (out_.nspans + uint32_t(p.nseg) + 2 > kBurstSpans) flush();
     PacketView q = p;
     q.first = out_.nspans;
