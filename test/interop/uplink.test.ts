@@ -305,6 +305,48 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     t.equal(net.peerStats().rxBytes - ns0.rxBytes, toNs[0].length + toNs[1].length, 'tagged frames go out whole');
   });
 
+  t.test('on a bridge: an access port gets trunk frames untagged, and its frames leave the trunk tagged', async (t) => {
+    const f = new Fixture('kernel');
+    t.teardown(() => f.close());
+    const path = f.vhost('vm');
+    f.engine.addPort('uplink', 'up', { ifname: net.host });
+    f.engine.addBridge('br0', {}, [
+      { port: 'vm', vlan: 10 },
+      { port: 'up', trunk: [10] },
+    ]);
+    const fe = f.peer({ path });
+    await f.waitConnected('vm');
+    const frame = (vid: number | undefined, i: number, from: 'fe' | 'ns') =>
+      from === 'ns'
+        ? eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(5000, 5001, i, 200)), vid)
+        : eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, i, 200)), vid);
+    const untag = (b: Buffer) => Buffer.concat([b.subarray(0, 12), b.subarray(16)]);
+    // VLAN 20 frames are not carried by the trunk: dropped; the VLAN 10 ones reach the access port.
+    const fromNs = Array.from({ length: 10 }, (_, i) => frame(i % 2 ? 20 : 10, i, 'ns'));
+    net.sendFromNamespace(fromNs);
+    const want = fromNs.filter((_, i) => i % 2 === 0).map(untag);
+    const got = await receiveN(fe, want.length, 0, 5000);
+    t.equal(got.length, want.length, 'the five VLAN 10 frames arrive');
+    t.equal(
+      got.findIndex((g, i) => !g.equals(want[i])),
+      -1,
+      'untagged, byte for byte',
+    );
+    await waitFor('the VLAN 20 drops counted', () => f.engine.bridges()[0].members[1].drops.vlan === 5);
+    t.pass('five VLAN 20 frames dropped at the trunk and counted');
+
+    const ns0 = net.peerStats();
+    const toNs = [frame(undefined, 0, 'fe'), frame(undefined, 1, 'fe')];
+    await sendAll(fe, toNs);
+    await waitFor('the namespace to count them', () => net.peerStats().rxPackets - ns0.rxPackets === toNs.length);
+    t.equal(
+      net.peerStats().rxBytes - ns0.rxBytes,
+      toNs[0].length + toNs[1].length + 8,
+      'both leave the uplink four bytes longer: tagged in the one copy into its ring',
+    );
+    t.equal(f.engine.fdb('br0').find((e) => e.port === 'up')?.vlan, 10, "the namespace's MAC is learned on the trunk in VLAN 10");
+  });
+
   t.test('frames longer than the interface MTU are dropped and counted, the rest still go', async (t) => {
     const { f, fe } = setup(t, net);
     await f.waitConnected('vm');
