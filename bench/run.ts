@@ -12,6 +12,7 @@ const USAGE = `usage: npm run bench -- vhost [options]
        npm run bench -- vm [--help]
        npm run bench -- scrape [--help]
        npm run bench -- hostile [--help]
+       npm run bench -- ports [--help]
 
   --rounds N          rounds per case; implementations alternate within each round (default ${DEFAULTS.rounds})
   --seconds S         measurement window per run (default ${DEFAULTS.seconds})
@@ -84,8 +85,9 @@ async function main(argv: string[]): Promise<number> {
   if (name === 'scrape') return (await import('./scrape')).scrapeBenchMain(rest);
   if (name === 'g2g') return (await import('./g2g')).g2gBenchMain(rest);
   if (name === 'hostile') return (await import('./hostile')).hostileBenchMain(rest);
+  if (name === 'ports') return (await import('./ports')).portsBenchMain(rest);
   if (name !== 'vhost') {
-    process.stderr.write(`unknown benchmark "${name}" (available: vhost, g2g, vm, scrape, hostile)\n${USAGE}`);
+    process.stderr.write(`unknown benchmark "${name}" (available: vhost, g2g, vm, scrape, hostile, ports)\n${USAGE}`);
     return 2;
   }
   let opts: VhostBenchOptions;

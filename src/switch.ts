@@ -83,6 +83,9 @@ export class Switch extends EventEmitter<SwitchEvents> {
   readonly #block: BigUint64Array;
   readonly #layout: CounterLayout;
   #sets: PortCounterSets[] = [];
+  // What each port was added with: a name or a resource (socket path, interface) that is taken is refused
+  // here, with the port holding it named, before the addon is asked.
+  readonly #specs = new Map<string, AnyPortSpec>();
 
   constructor(options: SwitchOptions = {}) {
     super();
@@ -125,15 +128,28 @@ export class Switch extends EventEmitter<SwitchEvents> {
   addPort(spec: AnyPortSpec): void {
     const kind = portKind(spec.kind);
     const held = kind.exclusive?.(spec);
-    this.#native(`add ${spec.kind} port "${spec.name}"${held ? ` (${held.value})` : ''}`, spec.name, () =>
-      this.#open().addPort(spec.kind, spec.name, kind.params(spec)),
-    );
+    const what = `add ${spec.kind} port "${spec.name}"${held ? ` (${held.value})` : ''}`;
+    if (this.#specs.has(spec.name))
+      throw new SwitchError(`${what}: a port named "${spec.name}" already exists; choose another name`, 'EEXIST', spec.name);
+    if (held) {
+      const holder = [...this.#specs.values()].find((s) => portKind(s.kind).exclusive?.(s)?.value === held.value);
+      if (holder) throw new SwitchError(`${what}: ${held.what} ${held.value} is already used by port "${holder.name}"`, 'EBUSY', spec.name);
+    }
+    this.#native(what, spec.name, () => this.#open().addPort(spec.kind, spec.name, kind.params(spec)));
+    this.#specs.set(spec.name, spec);
     this.#refreshSets();
   }
 
-  /** Removes a port, taking it out of its wire first. */
+  /** Whether a port of that name exists. */
+  hasPort(name: string): boolean {
+    return this.#specs.has(name);
+  }
+
+  /** Removes a port, taking it out of its wire first; a connected front end is disconnected. */
   removePort(name: string): void {
+    if (!this.#specs.has(name)) throw new SwitchError(`remove port "${name}": there is no port named "${name}"`, 'ENOENT', name);
     this.#native(`remove port "${name}"`, name, () => this.#open().removePort(name));
+    this.#specs.delete(name);
     this.#refreshSets();
   }
 

@@ -75,8 +75,9 @@ struct BridgeSummary {
 
 class Engine : public Reactor {
  public:
-  // Queue counter sets and PMD counter sets the shared block has room for.
-  static constexpr uint32_t kQueueSets = 1024;
+  // Queue counter sets and PMD counter sets the shared block has room for: 256 ports with 8 queue pairs
+  // each (vhost-user's most) fit, for about 700 KiB; a port beyond that is refused with this number.
+  static constexpr uint32_t kQueueSets = 2048;
   static constexpr uint32_t kPmdSets = 64;
 
   Engine(Mode mode, EventSink events);

@@ -1,7 +1,8 @@
 // The HTTP API of a running switch, the same over the unix socket (serve --api PATH) and over TCP
 // (serve --metrics HOST:PORT): Prometheus text at /metrics, the ports as JSON at /api/ports (what
-// `vhostwire stats` reads), the mode at /api/mode (GET; PUT switches it, what `vhostwire mode` sends),
-// the bridges at /api/bridges and one bridge's MAC table at /api/bridges/NAME/fdb (`vhostwire fdb`).
+// `vhostwire stats` and `port list` read; POST adds a port, DELETE /api/ports/NAME removes one: ports.ts),
+// the mode at /api/mode (GET; PUT switches it, what `vhostwire mode` sends), the bridges at /api/bridges
+// and one bridge's MAC table at /api/bridges/NAME/fdb (`vhostwire fdb`).
 // Every route is declared once, in ROUTES; a route that changes state says so (`change: true`) and is
 // then guarded (guard.ts: which listener, Host, Origin, content type, token) and given a bounded JSON
 // body. Where it listens and what any client may hold is server.ts and limits.ts.
@@ -11,6 +12,7 @@ import { sysfsStatistics } from './ethtool';
 import { hostInterface } from '../ports';
 import { checkChange } from './guard';
 import { LIMITS } from './limits';
+import { addPort, deletePort, type PortAnswer } from './ports';
 import { refusal, refusalBody, RefusalCounter, type ListenerKind, type Refusal } from './refusals';
 import { listenApi, type ApiListener, type Handler, type UnixTarget } from './server';
 import type { Switch, SwitchPortInfo } from '../switch';
@@ -76,17 +78,17 @@ interface Reply {
 interface Context {
   sw: Switch;
   registry: Registry;
+  /** socket paths the API itself listens on: no port may take them */
+  reserved: string[];
 }
 
 interface Route {
-  method: 'GET' | 'PUT';
-  /** The path, or for a route with a parameter its template (/api/bridges/NAME/fdb) */
+  method: 'GET' | 'PUT' | 'POST' | 'DELETE';
+  /** A segment ":name" matches one segment of the request's path, handed to handle as params.name. */
   path: string;
-  /** A route with a parameter: the request paths it takes, the parameter in group 1 */
-  pattern?: RegExp;
   /** Changes state: only through the guard, and handed the request's JSON body. */
   change: boolean;
-  handle(ctx: Context, body: unknown, param?: string): Reply | Refusal | Promise<Reply | Refusal>;
+  handle(ctx: Context, body: unknown, params: Record<string, string>): Reply | Refusal | Promise<Reply | Refusal>;
 }
 
 /** One element of GET /api/bridges/NAME/fdb. */
@@ -98,8 +100,7 @@ export interface FdbJson {
   static: boolean;
 }
 
-function fdb({ sw }: Context, _body: unknown, name?: string): Reply | Refusal {
-  const bridge = decodeURIComponent(name ?? '');
+function fdb({ sw }: Context, bridge: string): Reply | Refusal {
   if (!sw.bridges().some((b) => b.name === bridge))
     return refusal(
       404,
@@ -119,6 +120,28 @@ function fdb({ sw }: Context, _body: unknown, name?: string): Reply | Refusal {
 }
 
 const json = (status: number, body: unknown): Reply => ({ status, type: 'application/json', body: JSON.stringify(body) });
+const answered = (a: PortAnswer): Reply => json(a.status, a.body);
+
+/** The route's params if `path` matches its pattern, else null. */
+function match(pattern: string, path: string): Record<string, string> | null {
+  const want = pattern.split('/');
+  const got = path.split('/');
+  if (want.length !== got.length) return null;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < want.length; i++) {
+    if (want[i].startsWith(':')) {
+      let value: string;
+      try {
+        value = decodeURIComponent(got[i]);
+      } catch {
+        return null;
+      }
+      if (value === '') return null;
+      params[want[i].slice(1)] = value;
+    } else if (want[i] !== got[i]) return null;
+  }
+  return params;
+}
 
 function setMode({ sw }: Context, body: unknown): Reply | Refusal {
   const mode = (body as { mode?: unknown } | null)?.mode;
@@ -142,10 +165,12 @@ const ROUTES: Route[] = [
     handle: async ({ registry }) => ({ status: 200, type: registry.contentType, body: await registry.metrics() }),
   },
   { method: 'GET', path: '/api/ports', change: false, handle: async ({ sw }) => json(200, await portsJson(sw)) },
+  { method: 'POST', path: '/api/ports', change: true, handle: (ctx, body) => answered(addPort(ctx, body)) },
+  { method: 'DELETE', path: '/api/ports/:name', change: true, handle: ({ sw }, _body, { name }) => answered(deletePort(sw, name)) },
   { method: 'GET', path: '/api/mode', change: false, handle: ({ sw }) => json(200, { mode: sw.mode }) },
   { method: 'PUT', path: '/api/mode', change: true, handle: setMode },
   { method: 'GET', path: '/api/bridges', change: false, handle: ({ sw }) => json(200, sw.bridges()) },
-  { method: 'GET', path: '/api/bridges/NAME/fdb', pattern: /^\/api\/bridges\/([^/]+)\/fdb$/, change: false, handle: fdb },
+  { method: 'GET', path: '/api/bridges/:name/fdb', change: false, handle: (ctx, _body, { name }) => fdb(ctx, name) },
 ];
 
 const isRefusal = (r: Reply | Refusal): r is Refusal => 'reason' in r;
@@ -165,6 +190,8 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
       } else chunks.push(c);
     });
     req.on('end', () => {
+      // A change that carries nothing (DELETE) has no body to parse.
+      if (size === 0) return resolve(undefined);
       try {
         resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
       } catch (e) {
@@ -178,11 +205,11 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
 function createHandler(ctx: Context, refusals: RefusalCounter): Handler {
   // Concurrent reads of one path share one answer: a scrape storm renders /metrics once per round.
   const inflight = new Map<string, Promise<Reply | Refusal>>();
-  const read = (route: Route, path: string, param?: string): Promise<Reply | Refusal> => {
+  const read = (route: Route, path: string, params: Record<string, string>): Promise<Reply | Refusal> => {
     const key = `${route.method} ${path}`;
     let p = inflight.get(key);
     if (p === undefined) {
-      p = Promise.resolve(route.handle(ctx, undefined, param)).finally(() => inflight.delete(key));
+      p = Promise.resolve(route.handle(ctx, undefined, params)).finally(() => inflight.delete(key));
       inflight.set(key, p);
     }
     return p;
@@ -207,11 +234,14 @@ function createHandler(ctx: Context, refusals: RefusalCounter): Handler {
     if (req.httpVersion === '1.1' && req.headers.host === undefined)
       return refuse(refusal(400, 'malformed_request', 'an HTTP/1.1 request must carry a Host header'));
     const path = (req.url ?? '/').split('?')[0];
-    const here = ROUTES.filter((r) => (r.pattern ? r.pattern.test(path) : r.path === path));
-    const param = here[0]?.pattern?.exec(path)?.[1];
+    const here = ROUTES.filter((r) => match(r.path, path) !== null);
     if (here.length === 0)
       return refuse(
-        refusal(404, 'not_found', `no such endpoint: ${path} (there are ${[...new Set(ROUTES.map((r) => r.path))].join(', ')})`),
+        refusal(
+          404,
+          'not_found',
+          `no such endpoint: ${path} (there are ${[...new Set(ROUTES.map((r) => r.path.replace(/:(\w+)/g, (_, p: string) => p.toUpperCase())))].join(', ')})`,
+        ),
       );
     const route = here.find((r) => r.method === (req.method === 'HEAD' ? 'GET' : req.method));
     if (route === undefined) {
@@ -219,13 +249,14 @@ function createHandler(ctx: Context, refusals: RefusalCounter): Handler {
       return refuse(refusal(405, 'method_not_allowed', `${req.method} ${path}: use ${allowed}`, { allow: allowed }));
     }
     if (!route.change) {
-      read(route, path, param).then(answer, failed);
+      read(route, path, match(route.path, path)!).then(answer, failed);
       return;
     }
     const denied = checkChange(req, policy);
     if (denied) return refuse(denied);
+    const params = match(route.path, path)!;
     readBody(req)
-      .then((body) => route.handle(ctx, body, param))
+      .then((body) => route.handle(ctx, body, params))
       .then(answer, failed);
   };
 }
@@ -249,7 +280,7 @@ export interface Api {
 export async function startApi(sw: Switch, registry: Registry, options: ApiOptions): Promise<Api> {
   const kinds: ListenerKind[] = [...(options.tcp ? ['tcp' as const] : []), ...(options.unix ? ['unix' as const] : [])];
   const refusals = new RefusalCounter(registry, kinds);
-  const handle = createHandler({ sw, registry }, refusals);
+  const handle = createHandler({ sw, registry, reserved: options.unix ? [options.unix.path] : [] }, refusals);
   const listeners: ApiListener[] = [];
   const close = async (): Promise<void> => {
     await Promise.all(listeners.map((l) => l.close()));

@@ -1,4 +1,4 @@
-// What the commands that talk to a running `vhostwire serve` (stats, mode) share: where it is (--api
+// What the commands that talk to a running `vhostwire serve` (stats, mode, port) share: where it is (--api
 // PATH, its unix socket, or --url URL, its --metrics listener), the bearer token changes over TCP may
 // need, and one request helper for both, whose failures say which address could not be reached and why.
 import * as http from 'node:http';
@@ -69,7 +69,8 @@ export function apiRequest(target: Target, method: string, path: string, body?: 
   const where = target.socketPath === undefined ? url.href : `${target.socketPath} ${path}`;
   const payload = body === undefined ? undefined : JSON.stringify(body);
   const headers: Record<string, string> = {};
-  if (payload !== undefined) headers['content-type'] = 'application/json';
+  // Every change says JSON, even one without a body (DELETE): serve's guard asks it of all changes.
+  if (method !== 'GET') headers['content-type'] = 'application/json';
   if (target.token !== undefined) headers.authorization = `Bearer ${target.token}`;
   return new Promise((resolve, reject) => {
     const req = http.request(

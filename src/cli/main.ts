@@ -6,6 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { UsageError } from '../config/options';
 import { demoCommand } from './demo';
 import { peerCommand } from './peer';
+import { portCommand } from './port';
 import { serveCommand } from './serve';
 import { statsCommand } from './stats';
 import { modeCommand } from './mode';
@@ -50,7 +51,8 @@ yargs(hideBin(process.argv))
   .command(named(modeCommand))
   .command(named(fdbCommand))
   .command(named(vmCommand))
-  .demandCommand(1, 'name a command: serve, peer, demo, stats, mode, fdb or vm (see --help)')
+  .command(named(portCommand))
+  .demandCommand(1, 'name a command: serve, peer, demo, stats, mode, port, fdb or vm (see --help)')
   .strict()
   // `--sink a b` is a typo for `--sink a --sink b`, not two sinks: arrays take one value per flag.
   .parserConfiguration({ 'greedy-arrays': false })

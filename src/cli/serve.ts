@@ -35,12 +35,17 @@ const options = {
   api: {
     type: 'string',
     requiresArg: true,
-    describe: 'serve the API on this unix socket too (mode 0660): where changes (vhostwire mode ...) are made',
+    describe: 'serve the API on this unix socket too (mode 0660): where changes (vhostwire mode, port add|del) are made',
   },
   'api-owner': {
     type: 'string',
     requiresArg: true,
     describe: 'owner of the --api socket: USER[:GROUP] or :GROUP [default: the user serve runs as]',
+  },
+  'api-group': {
+    type: 'string',
+    requiresArg: true,
+    describe: "group of the --api socket, by name or number (members may make changes) [default: the owner's group]",
   },
   'api-tcp': { type: 'boolean', describe: 'accept changes on the --metrics listener too (from this host only; read-only without this)' },
   'api-token-file': {
@@ -56,7 +61,7 @@ const options = {
   config: {
     type: 'string',
     requiresArg: true,
-    describe: `JSON file with the same keys (${[...portKinds.map((k) => k.configKey), 'wire', 'mode', 'pmdCores', 'metrics', 'api', 'apiOwner', 'apiTcp', 'apiTokenFile', 'user'].join(', ')}); flags add to it`,
+    describe: `JSON file with the same keys (${[...portKinds.map((k) => k.configKey), 'wire', 'mode', 'pmdCores', 'metrics', 'api', 'apiOwner', 'apiGroup', 'apiTcp', 'apiTokenFile', 'user'].join(', ')}); flags add to it`,
   },
 } as const;
 
@@ -96,6 +101,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       config: argv.config,
       api: argv.api,
       apiOwner: argv['api-owner'],
+      apiGroup: argv['api-group'],
       apiTcp: argv['api-tcp'],
       apiTokenFile: argv['api-token-file'],
       user: argv.user,

@@ -64,6 +64,7 @@ export interface ServeFlags {
   config?: string;
   api?: string;
   apiOwner?: string;
+  apiGroup?: string;
   apiTcp?: boolean;
   apiTokenFile?: string;
   user?: string;
@@ -127,12 +128,14 @@ interface ControlSettings {
   api?: string;
   /** --api-owner: parts not given come from --user or the process */
   apiOwner?: { uid?: number; gid?: number };
+  /** --api-group: the socket's group, by name or number */
+  apiGroup?: number;
   apiTcp?: boolean;
   apiToken?: string;
   user?: Account;
 }
 
-const CONTROL_KEYS = ['api', 'apiOwner', 'apiTcp', 'apiTokenFile', 'user'];
+const CONTROL_KEYS = ['api', 'apiOwner', 'apiGroup', 'apiTcp', 'apiTokenFile', 'user'];
 
 function resolve<T>(where: string, lookup: () => T): T {
   try {
@@ -168,12 +171,16 @@ function parseUser(where: string, text: string): Account {
 }
 
 function controlSettings(
-  raw: { api?: string; apiOwner?: string; apiTcp?: boolean; apiTokenFile?: string; user?: string },
+  raw: { api?: string; apiOwner?: string; apiGroup?: string; apiTcp?: boolean; apiTokenFile?: string; user?: string },
   where: (key: string, flag: string, value?: string) => string,
 ): ControlSettings {
   const out: ControlSettings = {};
   if (raw.api !== undefined) out.api = checkSocketPath(where('api', '--api', raw.api), raw.api);
   if (raw.apiOwner !== undefined) out.apiOwner = parseOwner(where('apiOwner', '--api-owner', raw.apiOwner), raw.apiOwner);
+  if (raw.apiGroup !== undefined) {
+    const group = raw.apiGroup;
+    out.apiGroup = resolve(where('apiGroup', '--api-group', group), () => lookupGroup(group));
+  }
   if (raw.apiTcp !== undefined) out.apiTcp = raw.apiTcp;
   if (raw.apiTokenFile !== undefined) {
     const file = raw.apiTokenFile;
@@ -196,6 +203,7 @@ function loadControlSettings(obj: JsonObject, top: string): ControlSettings {
     {
       api: text('api'),
       apiOwner: text('apiOwner'),
+      apiGroup: text('apiGroup'),
       apiTcp: obj.apiTcp as boolean | undefined,
       apiTokenFile: text('apiTokenFile'),
       user: text('user'),
@@ -211,10 +219,13 @@ function buildControlConfig(file: ControlSettings, flags: ServeFlags): ControlCo
     ...controlSettings(flags, (_key, flag, value) => (value === undefined ? flag : flagWhere(flag, value))),
   };
   if (s.apiOwner !== undefined && s.api === undefined) fail('--api-owner', 'only meaningful with --api PATH');
+  if (s.apiGroup !== undefined && s.api === undefined) fail('--api-group', 'only meaningful with --api PATH');
+  if (s.apiGroup !== undefined && s.apiOwner?.gid !== undefined)
+    fail('--api-group', 'the group is given twice: once here and once in --api-owner USER:GROUP; give one');
   if (s.apiToken !== undefined && s.apiTcp !== true)
     fail('--api-token-file', 'only meaningful with --api-tcp (who may use the unix socket is decided by its owner and mode)');
   const uid = s.apiOwner?.uid ?? s.user?.uid ?? process.geteuid?.() ?? 0;
-  const gid = s.apiOwner?.gid ?? s.user?.gid ?? process.getegid?.() ?? 0;
+  const gid = s.apiGroup ?? s.apiOwner?.gid ?? s.user?.gid ?? process.getegid?.() ?? 0;
   return {
     api: s.api === undefined ? null : { path: s.api, uid, gid },
     apiTcp: s.apiTcp === true,

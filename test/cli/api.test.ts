@@ -392,7 +392,7 @@ t.test('bounds: oversized headers and bodies, malformed requests, unknown routes
       request('GET', '/admin', { Host: 'localhost' }),
       404,
       'not_found',
-      'no such endpoint: /admin (there are /metrics, /api/ports, /api/mode, /api/bridges, /api/bridges/NAME/fdb)',
+      'no such endpoint: /admin (there are /metrics, /api/ports, /api/ports/NAME, /api/mode, /api/bridges, /api/bridges/NAME/fdb)',
     ],
     [
       'a method the route lacks',

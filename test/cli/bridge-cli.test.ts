@@ -73,6 +73,43 @@ t.test('serve --bridge: VLANs from the port flags, fdb over the API, bridge metr
   t.equal(sample(metrics, 'vhostwire_bridge_port_frames_total{bridge="br0",port="vm1",direction="transmit"}'), 1);
   t.equal(sample(metrics, 'vhostwire_bridge_port_frames_total{bridge="br0",port="vm2",direction="transmit"}'), 0);
   t.equal(sample(metrics, 'vhostwire_bridge_port_drops_total{bridge="br0",port="vm0",reason="vlan_not_carried"}'), 0);
+
+  // A port added to the running bridge in VLAN 20 reaches vm2 (VLAN 20) and none of VLAN 10; removed, it
+  // leaves the others as they were.
+  t.match(await runCli(['port', 'add', `vm3=${tmp.sock('vm3')}`, '--bridge', 'br0', '--vlan', '20', '--api', api]), {
+    code: 0,
+    stdout: 'vm3: added (vhost-user)\n',
+  });
+  t.equal((await portsJson()).find((p) => p.name === 'vm3')?.forwarder, 'br0', 'the added port is on br0');
+  t.match(await runCli(['port', 'add', `vm4=${tmp.sock('vm4')}`, '--bridge', 'nope', '--api', api]), {
+    code: 1,
+    stderr: 'port "vm4": bridge: there is no bridge named "nope"',
+  });
+  t.match(await runCli(['port', 'add', `vm4=${tmp.sock('vm4')}`, '--vlan', '20', '--api', api]), {
+    code: 1,
+    stderr: 'port "vm4": vlan, trunk, mac and the other bridge options need "bridge"',
+  });
+  peers.vm3 = new (frontend().VirtioUser)({ path: tmp.sock('vm3'), timeoutMs: 5000 });
+  await waitFor('vm3 connected', async () => (await portsJson()).find((p) => p.name === 'vm3')?.state === 'connected');
+  const fr3 = Buffer.from(fr);
+  Buffer.from('020000000003', 'hex').copy(fr3, 6);
+  peers.vm3.send(0, fr3);
+  t.ok((await receiveN(peers.vm2, 1))[0]?.equals(fr3), 'vm2 (VLAN 20) gets the broadcast of the added vm3');
+  t.equal(
+    sample(
+      await (await fetch(`${base}/metrics`)).text(),
+      'vhostwire_bridge_port_frames_total{bridge="br0",port="vm1",direction="transmit"}',
+    ),
+    1,
+    'and VLAN 10 does not',
+  );
+  t.match(await runCli(['port', 'del', 'vm3', '--api', api]), { code: 0, stdout: 'vm3: removed\n' });
+  t.notOk(
+    (await portsJson()).some((p) => p.name === 'vm3'),
+    'vm3 is gone',
+  );
+  peers.vm0.send(0, fr);
+  t.ok((await receiveN(peers.vm1, 1))[0]?.equals(fr), 'vm0 still reaches vm1 after the removal');
   serve.kill('SIGTERM');
   t.equal((await serve.wait()).code, 0, 'serve exits cleanly');
 });

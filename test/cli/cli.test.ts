@@ -41,7 +41,7 @@ t.test('bad input: exit 2, one line on stderr naming the flag', async (t) => {
     [['demo', '--seconds', '0'], 'vhostwire demo: --seconds "0": expected whole seconds, 1..3600'],
     [['stats', '--url', 'nope'], 'vhostwire stats: --url "nope": not a URL'],
     [['frobnicate'], 'vhostwire: Unknown argument: frobnicate'],
-    [[], 'vhostwire: name a command: serve, peer, demo, stats, mode, fdb or vm (see --help)'],
+    [[], 'vhostwire: name a command: serve, peer, demo, stats, mode, port, fdb or vm (see --help)'],
   ];
   // Independent short-lived processes: run them side by side.
   const results = await Promise.all(cases.map(([args]) => runCli(args)));
