@@ -2,7 +2,8 @@
 // One DPDK testpmd holds two virtio-user ports (vm0, vm1) in mac-forward mode and starts with tx_first,
 // so frames circulate vm0 -> switch -> vm1 -> testpmd -> vm0 (and the other way) and only the switch and
 // the front end limit the rate. The switches:
-//   ours  vhostwire serve --wire vm0=vm1 (bypass mode, one PMD core): one copy, guest memory to guest memory
+//   ours    vhostwire serve --wire vm0=vm1 (bypass mode, one PMD core): one copy, guest memory to guest memory
+//   bridge  vhostwire serve --bridge br0=vm0,vm1: the same copy behind a MAC learning and lookup per frame
 //   dpdk  dpdk-testpmd io forward between two net_vhost ports: two copies, through an mbuf
 //   ovs   Open vSwitch with DPDK (netdev datapath, NORMAL action, two dpdkvhostuser ports): two copies and
 //         a MAC lookup
@@ -16,7 +17,8 @@ import { Testpmd, dpdkVersion, findTestpmd, freeHugepages, type PortStats } from
 import { ServeProcess, serveUnavailable, sleep } from './serve';
 import { median, summarize, formatSummary, type RatioSummary } from './stats';
 
-export type Switch = 'ours' | 'dpdk' | 'ovs';
+export type Switch = 'ours' | 'bridge' | 'dpdk' | 'ovs';
+const SWITCHES: Switch[] = ['ours', 'bridge', 'dpdk', 'ovs'];
 
 export interface G2gOptions {
   rounds: number;
@@ -33,7 +35,7 @@ export const G2G_DEFAULTS: G2gOptions = {
   seconds: 3,
   warmupSeconds: 1,
   sizes: [64, 1518],
-  switches: ['ours', 'dpdk', 'ovs'],
+  switches: SWITCHES,
   resultsDir: path.join(__dirname, '..', '..', 'bench', 'results'),
   verbose: false,
 };
@@ -68,7 +70,7 @@ function which(bin: string): boolean {
 }
 
 export function unavailable(s: Switch): string | null {
-  if (s === 'ours') return serveUnavailable();
+  if (s === 'ours' || s === 'bridge') return serveUnavailable();
   if (!findTestpmd()) return 'dpdk-testpmd is not installed (Debian 12: dpdk-dev)';
   if (s === 'ovs' && !(fs.existsSync(OVS_VSWITCHD) && which('ovsdb-server') && which('ovs-vsctl')))
     return 'Open vSwitch with DPDK is not installed (Debian 12: openvswitch-switch-dpdk)';
@@ -83,11 +85,19 @@ class G2g {
 
   private verbose = (who: string) => (this.o.verbose ? (l: string) => this.log(`  [${who}] ${l}`) : undefined);
 
-  async ours(): Promise<SwitchRig> {
+  ours(): Promise<SwitchRig> {
+    return this.vhostwire(['--wire', 'vm0=vm1']);
+  }
+
+  bridge(): Promise<SwitchRig> {
+    return this.vhostwire(['--bridge', 'br0=vm0,vm1']);
+  }
+
+  private async vhostwire(join: string[]): Promise<SwitchRig> {
     const dir = tmp('vhostwire-g2g-');
     const s: [string, string] = [path.join(dir, 'vm0.sock'), path.join(dir, 'vm1.sock')];
     const serve = await ServeProcess.start({
-      args: ['--vhost-user', `vm0=${s[0]}`, '--vhost-user', `vm1=${s[1]}`, '--wire', 'vm0=vm1', '--mode', 'bypass', '--pmd-cores', '1'],
+      args: ['--vhost-user', `vm0=${s[0]}`, '--vhost-user', `vm1=${s[1]}`, ...join, '--mode', 'bypass', '--pmd-cores', '1'],
       log: this.verbose('vhostwire'),
     });
     return {
@@ -235,6 +245,9 @@ export interface G2gCase {
   mpps: Record<Switch, number | null>;
   vsDpdk: RatioSummary;
   vsOvs: RatioSummary;
+  /** the bridge against the wire (target >= 0.9) and against OVS-DPDK NORMAL (target >= 1.2) */
+  bridgeVsWire: RatioSummary;
+  bridgeVsOvs: RatioSummary;
 }
 
 export interface G2gResult {
@@ -275,16 +288,23 @@ export async function runG2g(o: G2gOptions, log: (s: string) => void): Promise<G
     const of = (sw: Switch, round: number): number | null =>
       samples.find((s) => s.size === size && s.round === round && s.switch === sw)?.mpps ?? null;
     const rounds = [...Array(o.rounds).keys()];
-    const ratio = (other: Switch): RatioSummary =>
+    const ratio = (other: Switch, ours: Switch = 'ours'): RatioSummary =>
       summarize(
         rounds.map((r) => {
-          const a = of('ours', r),
+          const a = of(ours, r),
             b = of(other, r);
           return a !== null && b !== null && b > 0 ? a / b : null;
         }),
       );
     const med = (sw: Switch): number | null => median(rounds.map((r) => of(sw, r)).filter((x): x is number => x !== null));
-    cases.push({ size, mpps: { ours: med('ours'), dpdk: med('dpdk'), ovs: med('ovs') }, vsDpdk: ratio('dpdk'), vsOvs: ratio('ovs') });
+    cases.push({
+      size,
+      mpps: { ours: med('ours'), bridge: med('bridge'), dpdk: med('dpdk'), ovs: med('ovs') },
+      vsDpdk: ratio('dpdk'),
+      vsOvs: ratio('ovs'),
+      bridgeVsWire: ratio('ours', 'bridge'),
+      bridgeVsOvs: ratio('ovs', 'bridge'),
+    });
   }
   let dpdk = '';
   try {
@@ -296,27 +316,41 @@ export async function runG2g(o: G2gOptions, log: (s: string) => void): Promise<G
 }
 
 export function formatG2g(r: G2gResult): string {
-  const rows = [['size', 'ours Mpps', 'dpdk io Mpps', 'ovs NORMAL Mpps', 'ours/dpdk', 'ours/ovs']];
+  const rows = [
+    ['size', 'wire Mpps', 'bridge Mpps', 'dpdk io Mpps', 'ovs NORMAL Mpps', 'wire/dpdk', 'wire/ovs', 'bridge/wire', 'bridge/ovs'],
+  ];
   const f = (x: number | null): string => (x === null ? '-' : x.toFixed(2));
   for (const c of r.cases)
-    rows.push([String(c.size), f(c.mpps.ours), f(c.mpps.dpdk), f(c.mpps.ovs), formatSummary(c.vsDpdk), formatSummary(c.vsOvs)]);
+    rows.push([
+      String(c.size),
+      f(c.mpps.ours),
+      f(c.mpps.bridge),
+      f(c.mpps.dpdk),
+      f(c.mpps.ovs),
+      formatSummary(c.vsDpdk),
+      formatSummary(c.vsOvs),
+      formatSummary(c.bridgeVsWire),
+      formatSummary(c.bridgeVsOvs),
+    ]);
   const w = rows[0].map((_, i) => Math.max(...rows.map((x) => x[i].length)));
   const lines = rows.map((x) => x.map((v, i) => v.padEnd(w[i])).join('  '));
   for (const [s, why] of Object.entries(r.skipped)) lines.push(`${s} skipped: ${why}`);
   for (const c of r.cases)
-    for (const [other, s] of [
-      ['DPDK testpmd io', c.vsDpdk],
-      ['OVS-DPDK NORMAL', c.vsOvs],
+    for (const [ours, other, s, target] of [
+      ['the wire', 'DPDK testpmd io', c.vsDpdk, 1],
+      ['the wire', 'OVS-DPDK NORMAL', c.vsOvs, 1],
+      ['the bridge', 'the wire', c.bridgeVsWire, 0.9],
+      ['the bridge', 'OVS-DPDK NORMAL', c.bridgeVsOvs, 1.2],
     ] as const)
-      if (s.median !== null && s.median < 1)
-        lines.push(`BELOW TARGET: ${c.size} B guest to guest: ours is ${s.median.toFixed(2)}x ${other}`);
+      if (s.median !== null && s.median < target)
+        lines.push(`BELOW TARGET (${target}x): ${c.size} B guest to guest: ${ours} is ${s.median.toFixed(2)}x ${other}`);
   return lines.join('\n');
 }
 
 export async function g2gBenchMain(argv: string[]): Promise<number> {
   const { parseArgs } = await import('node:util');
   const usage =
-    'usage: npm run bench -- g2g [--rounds N] [--seconds S] [--warmup S] [--sizes 64,1518] [--switches ours,dpdk,ovs] [--no-json] [--verbose]\n';
+    'usage: npm run bench -- g2g [--rounds N] [--seconds S] [--warmup S] [--sizes 64,1518] [--switches ours,bridge,dpdk,ovs] [--no-json] [--verbose]\n';
   let o: G2gOptions;
   try {
     const { values } = parseArgs({
@@ -351,8 +385,8 @@ export async function g2gBenchMain(argv: string[]): Promise<number> {
     if (values.sizes !== undefined) o.sizes = values.sizes.split(',').map((s) => num('--sizes', s, 60, 1518, true));
     if (values.switches !== undefined)
       o.switches = values.switches.split(',').map((s) => {
-        if (s !== 'ours' && s !== 'dpdk' && s !== 'ovs') throw new Error(`--switches: expected ours, dpdk and/or ovs, got "${s}"`);
-        return s;
+        if (!SWITCHES.includes(s as Switch)) throw new Error(`--switches: expected some of ${SWITCHES.join(', ')}, got "${s}"`);
+        return s as Switch;
       });
     if (values['no-json']) o.resultsDir = null;
     if (values.verbose) o.verbose = true;
