@@ -160,11 +160,21 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
   // Reset here rather than after delivering: a fault in guest memory can cut forward() short anywhere.
   for (uint16_t d : touched_) pending_n_[d] = 0;
   touched_.clear();
+  uint64_t last_src = 0, last_dst = 0;
+  int last_src_vlan = -1, last_dst_vlan = -1;
+  uint16_t last_dst_port = Fdb::kNoPort;
   for (uint16_t i = 0; i < b.n; i++) {
     const PacketView& p = b.pkt[i];
     m.stats.rx++;
-    uint8_t h[kEthHeader + kTagLen];
-    const uint32_t got = peek(b, p, h, sizeof h);
+    // The headers are read where they lie when the first span holds them (nearly always), copied out of
+    // the spans otherwise.
+    uint8_t copy[kEthHeader + kTagLen];
+    const uint8_t* h = p.nseg ? b.span[p.first].p : nullptr;
+    uint32_t got = p.nseg ? std::min(b.span[p.first].len, p.len) : 0;
+    if (got < kEthHeader + kTagLen) {
+      got = peek(b, p, copy, sizeof copy);
+      h = copy;
+    }
     if (got < kEthHeader) {
       m.stats.drop_runt++;
       continue;
@@ -187,11 +197,23 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
     }
     pkt_vlan_[i] = uint16_t(vlan);
     pkt_tagged_[i] = tagged;
-    // A multicast source is not an address a port can own: never learned.
-    if (m.cfg.learning && !(h[6] & 1)) fdb_.learn(uint16_t(vlan), smac, src, now);
+    // A multicast source is not an address a port can own: never learned. A burst mostly repeats one
+    // source and one destination: each is looked up once per run of equal frames. Learning may evict,
+    // so a learn that did reach the table forgets the remembered destination.
+    if (m.cfg.learning && !(h[6] & 1) && (smac != last_src || vlan != last_src_vlan)) {
+      fdb_.learn(uint16_t(vlan), smac, src, now);
+      last_src = smac;
+      last_src_vlan = vlan;
+      last_dst_vlan = -1;
+    }
     bool flood = h[0] & 1;
     if (!flood) {
-      const uint16_t d = fdb_.lookup(uint16_t(vlan), dmac);
+      if (dmac != last_dst || vlan != last_dst_vlan) {
+        last_dst_port = fdb_.lookup(uint16_t(vlan), dmac);
+        last_dst = dmac;
+        last_dst_vlan = vlan;
+      }
+      const uint16_t d = last_dst_port;
       if (d == src) {
         m.stats.drop_local++;
         continue;
@@ -217,6 +239,19 @@ void Bridge::deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
   Member& o = m_[dest];
   Port& to = *members_[dest];
   const uint16_t tq = uint16_t(qp % to.queue_pairs());
+  // Every frame of the burst to this one destination, none retagged (two ports, or a learned unicast
+  // stream): the burst goes as it came, as a wire sends it.
+  if (pending_n_[dest] == b.n) {
+    bool as_is = true;
+    for (uint16_t i = 0; i < b.n && as_is; i++)
+      as_is = (pkt_vlan_[i] ? o.cfg.is_trunk && pkt_vlan_[i] != o.cfg.native : pkt_tagged_[i]) == pkt_tagged_[i];
+    if (as_is) {
+      const uint16_t sent = tx.send(to, tq, b);
+      o.stats.tx += sent;
+      o.stats.drop_no_room += b.n - sent;
+      return;
+    }
+  }
   out_.clear();
   auto flush = [&] {
     if (!out_.n) return;
