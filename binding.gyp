@@ -47,6 +47,7 @@
         "addon/core/counters.cc",
         "addon/core/guest_fault.cc",
         "addon/core/guest_memory.cc",
+        "addon/core/netdev_stats.cc",
         "addon/core/port_params.cc",
         "addon/core/udp_frame.cc",
         "addon/forward/bridge.cc",

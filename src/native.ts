@@ -247,6 +247,18 @@ export interface PrivilegeReport {
   unreachable: number[];
 }
 
+/** The kernel's counters for one interface (addon/core/netdev_stats.h); never rejects. */
+export interface NetdevStats {
+  /** False: no interface by that name in this network namespace (every other field says so). */
+  exists: boolean;
+  /** IFLA_STATS64 under the names /sys/class/net/IF/statistics uses; null when unreadable (see linkError). */
+  link: Record<string, number> | null;
+  linkError: string;
+  /** The driver's `ethtool -S` statistics, kernel names; null with the reason in ethtoolError. */
+  ethtool: Record<string, number> | null;
+  ethtoolError: string;
+}
+
 export interface Native {
   Engine: new (options: EngineOptions) => NativeEngine;
   queueCounters: CounterInfo[];
@@ -261,6 +273,8 @@ export interface Native {
   guestMemory(): GuestMemoryInfo;
   /** Changes the caps for regions mapped from now on; what is mapped stays. Process-wide. */
   setGuestMemoryLimits(limits: { maxPerPort: number; maxPerProcess: number }): void;
+  /** Read off the JS thread: rtnetlink IFLA_STATS64 and SIOCETHTOOL, no subprocess, no sysfs. */
+  netdevStats(ifname: string): Promise<NetdevStats>;
 }
 
 // dist/src/native.js -> <package root>/build/Release/vhostwire.node

@@ -9,6 +9,7 @@
 
 #include "core/counters.h"
 #include "core/guest_memory.h"
+#include "core/netdev_stats.h"
 #include "napi/convert.h"
 #include "runtime/engine.h"
 #include "runtime/privileges.h"
@@ -515,6 +516,50 @@ Napi::Value SetGuestMemoryLimits(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// netdevStats(ifname): a Promise of the interface's kernel counters, read on a libuv worker thread
+// because the netlink round trip blocks (for at most kNetdevStatsTimeoutMs).
+class NetdevStatsWorker : public Napi::AsyncWorker {
+ public:
+  NetdevStatsWorker(Napi::Env env, std::string ifname)
+      : Napi::AsyncWorker(env, "vhostwire netdev stats"), ifname_(std::move(ifname)), deferred_(env) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override { stats_ = vw::read_netdev_stats(ifname_); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    auto record = [&](const std::vector<std::pair<std::string, uint64_t>>& kv,
+                      const std::string& error) -> Napi::Value {
+      if (!error.empty()) return env.Null();
+      Napi::Object o = Napi::Object::New(env);
+      for (const auto& [k, v] : kv) o.Set(k, double(v));
+      return o;
+    };
+    Napi::Object o = Napi::Object::New(env);
+    const std::string missing = "no interface " + ifname_ + " in this network namespace";
+    o.Set("exists", stats_.exists);
+    o.Set("link", stats_.exists ? record(stats_.link, stats_.link_error) : env.Null());
+    o.Set("linkError", stats_.exists ? stats_.link_error : missing);
+    o.Set("ethtool", stats_.exists ? record(stats_.ethtool, stats_.ethtool_error) : env.Null());
+    o.Set("ethtoolError", stats_.exists ? stats_.ethtool_error : missing);
+    deferred_.Resolve(o);
+  }
+
+ private:
+  std::string ifname_;
+  Napi::Promise::Deferred deferred_;
+  vw::NetdevStats stats_;
+};
+
+Napi::Value NetdevStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw make_error(env, "netdevStats(ifname: string)", "ERR_INVALID_ARG_TYPE");
+  auto* w = new NetdevStatsWorker(env, info[0].As<Napi::String>().Utf8Value());
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::Init(env));
   Napi::Array q = Napi::Array::New(env, vw::kQueueCounterCount);
@@ -535,6 +580,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));
   exports.Set("guestMemory", Napi::Function::New(env, GuestMemoryInfo, "guestMemory"));
   exports.Set("setGuestMemoryLimits", Napi::Function::New(env, SetGuestMemoryLimits, "setGuestMemoryLimits"));
+  exports.Set("netdevStats", Napi::Function::New(env, NetdevStats, "netdevStats"));
   return exports;
 }
 

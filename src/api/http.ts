@@ -8,7 +8,7 @@
 // body. Where it listens and what any client may hold is server.ts and limits.ts.
 import type * as http from 'node:http';
 import type { Registry } from 'prom-client';
-import { sysfsStatistics } from './ethtool';
+import { native } from '../native';
 import { hostInterface } from '../ports';
 import { checkChange } from './guard';
 import { LIMITS } from './limits';
@@ -63,7 +63,7 @@ export async function portsJson(sw: Switch): Promise<PortJson[]> {
     sw.ports().map(async (p) => {
       const j = portToJson(p);
       const ifname = hostInterface(p);
-      if (ifname) j.interfaceStatistics = (await sysfsStatistics(ifname).catch(() => undefined)) ?? undefined;
+      if (ifname) j.interfaceStatistics = (await native.netdevStats(ifname)).link ?? undefined;
       return j;
     }),
   );

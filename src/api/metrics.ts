@@ -3,9 +3,8 @@
 // family; entries that share a family (drops by direction and reason) become label sets of it.
 import { Counter, Gauge, Registry } from 'prom-client';
 import { registerBridgeMetrics } from './bridge-metrics';
-import { ethtoolS, sysfsStatistics } from './ethtool';
 import { native } from '../native';
-import type { CounterInfo } from '../native';
+import type { CounterInfo, NetdevStats } from '../native';
 import { hostInterface } from '../ports';
 import type { Switch } from '../switch';
 
@@ -148,10 +147,20 @@ export function createRegistry(sw: Switch): Registry {
     },
   });
 
-  // The kernel's own counters for each uplink's interface, read at scrape time, beside ours: what the
-  // interface itself saw (sysfs statistics) and its driver's private counters (ethtool -S). An interface
+  // The kernel's own counters for each uplink's interface, beside ours: what the interface itself saw
+  // (IFLA_STATS64) and its driver's private counters (the `ethtool -S` set), asked of the kernel by the
+  // addon off the JS thread. The three families below share one read per interface per scrape: prom-client
+  // collects them concurrently, so the first to ask starts the read and the others await it. An interface
   // that vanished under its uplink has nothing to show.
-  const interfaceGauge = (name: string, help: string, read: (ifname: string) => Promise<Record<string, number> | null>) =>
+  let reading: Promise<{ port: string; ifname: string; stats: NetdevStats }[]> | null = null;
+  const readInterfaces = () =>
+    (reading ??= Promise.all(
+      (sw.closed ? [] : sw.portInfo()).flatMap((p) => {
+        const ifname = hostInterface(p);
+        return ifname ? [native.netdevStats(ifname).then((stats) => ({ port: p.name, ifname, stats }))] : [];
+      }),
+    ).finally(() => setImmediate(() => (reading = null))));
+  const interfaceGauge = (name: string, help: string, pick: (s: NetdevStats) => Record<string, number> | null) =>
     new Gauge({
       name: `${PREFIX}${name}`,
       help,
@@ -159,27 +168,30 @@ export function createRegistry(sw: Switch): Registry {
       registers: [registry],
       async collect() {
         this.reset();
-        if (sw.closed) return;
-        await Promise.all(
-          sw.portInfo().map(async (p) => {
-            const ifname = hostInterface(p);
-            if (!ifname) return;
-            const stats = await read(ifname).catch(() => null);
-            for (const [stat, v] of Object.entries(stats ?? {})) this.set({ port: p.name, interface: ifname, stat }, v);
-          }),
-        );
+        for (const { port, ifname, stats } of await readInterfaces())
+          for (const [stat, v] of Object.entries(pick(stats) ?? {})) this.set({ port, interface: ifname, stat }, v);
       },
     });
   interfaceGauge(
     'uplink_interface_statistic',
-    "The uplink interface's own counters, /sys/class/net/IF/statistics (the kernel's count, beside ours)",
-    sysfsStatistics,
+    "The uplink interface's own counters (rtnetlink IFLA_STATS64, the names of /sys/class/net/IF/statistics): the kernel's count, beside ours",
+    (s) => s.link,
   );
   interfaceGauge(
     'uplink_ethtool_statistic',
-    "The uplink interface driver's counters, as `ethtool -S IF` reports them",
-    async (i) => (await ethtoolS(i)).stats,
+    "The uplink interface driver's counters, the set `ethtool -S IF` shows, under the driver's names (SIOCETHTOOL)",
+    (s) => s.ethtool,
   );
+  new Gauge({
+    name: `${PREFIX}uplink_ethtool_statistics_available`,
+    help: "1 when the uplink interface's driver has ethtool statistics and they were read; 0 when it keeps none or the read failed",
+    labelNames: ['port', 'interface'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const { port, ifname, stats } of await readInterfaces()) this.set({ port, interface: ifname }, stats.ethtool ? 1 : 0);
+    },
+  });
 
   registerBridgeMetrics(registry, sw);
   return registry;

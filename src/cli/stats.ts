@@ -75,7 +75,7 @@ function render(before: PortJson[], after: PortJson[], seconds: number): string 
         `rx=${p.interfaceStatistics?.rx_dropped ?? 0} tx=${p.interfaceStatistics?.tx_dropped ?? 0}`,
       ]);
     }
-    out += `\n\n${table(up)}\n(KERNEL: the interface's own counters, /sys/class/net/IF/statistics; \`ethtool -S IF\` and /metrics have the driver's)`;
+    out += `\n\n${table(up)}\n(KERNEL: the interface's own counters, rtnetlink IFLA_STATS64; /metrics has the driver's ethtool statistics too)`;
   }
   return out;
 }

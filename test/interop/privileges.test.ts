@@ -348,7 +348,7 @@ t.test('least privilege', { skip }, async (t) => {
       t.match(
         metrics,
         new RegExp(`^vhostwire_uplink_ethtool_statistic\\{port="up0",interface="${net.host}",stat="peer_ifindex"\\} \\d+$`, 'm'),
-        'ethtool -S, run by the dropped process, needs nothing more',
+        'the ethtool statistics ioctl, made by the dropped process, needs nothing more',
       );
       serve.kill('SIGTERM');
       t.same(await serve.wait(), { code: 0, signal: null }, `exit 0 (stderr: ${serve.stderr})`);
