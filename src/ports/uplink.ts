@@ -17,6 +17,8 @@ export interface UplinkDetails {
   ifname: string;
   /** The driver the mode picked: af_packet (kernel) or af_xdp (bypass) */
   driver: 'af_packet' | 'af_xdp';
+  /** Frames the kernel dropped at the socket, by reason (PACKET_STATISTICS, XDP_STATISTICS), as last published */
+  kernelDrops: Array<{ reason: 'packet_drops' | 'xdp_rx_dropped' | 'xdp_rx_ring_full' | 'xdp_tx_invalid_descs'; frames: number }>;
 }
 
 // What an uplink needs after setup, and why (tried one by one: test/interop/privileges.test.ts).
