@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { PortJson } from '../api/http';
 import { answerJson, apiRequest, apiTarget, connectionOptions, type Target } from './api';
 import { pps, table } from './format';
+import type { UplinkDetails } from '../ports';
 
 const options = connectionOptions;
 
@@ -60,7 +61,7 @@ function render(before: PortJson[], after: PortJson[], seconds: number): string 
   // the interface received (which we then take) and transmitted (which we put into it).
   const uplinks = after.filter((p) => p.interfaceStatistics);
   if (uplinks.length) {
-    const up = [['UPLINK', 'INTERFACE', 'RX', 'KERNEL RX', 'TX', 'KERNEL TX', 'KERNEL DROPS']];
+    const up = [['UPLINK', 'INTERFACE', 'RX', 'KERNEL RX', 'TX', 'KERNEL TX', 'KERNEL DROPS', 'SOCKET DROPS']];
     for (const p of uplinks) {
       const old = before.find((b) => b.name === p.name);
       const ours = (id: string): string => pps((total(p, (k) => k === id) - total(old, (k) => k === id)) / seconds);
@@ -73,9 +74,15 @@ function render(before: PortJson[], after: PortJson[], seconds: number): string 
         ours('TX_PACKETS'),
         pps(kernel('tx_packets') / seconds),
         `rx=${p.interfaceStatistics?.rx_dropped ?? 0} tx=${p.interfaceStatistics?.tx_dropped ?? 0}`,
+        // What the kernel dropped at our socket (its ring full, a bad descriptor): frames the interface
+        // counted as received that we never saw.
+        ((p.kernelDrops as UplinkDetails['kernelDrops'] | undefined) ?? [])
+          .filter((d) => d.frames > 0)
+          .map((d) => `${d.reason}=${d.frames}`)
+          .join(' ') || '0',
       ]);
     }
-    out += `\n\n${table(up)}\n(KERNEL: the interface's own counters, rtnetlink IFLA_STATS64; /metrics has the driver's ethtool statistics too)`;
+    out += `\n\n${table(up)}\n(KERNEL: the interface's own counters, rtnetlink IFLA_STATS64; SOCKET DROPS: what the kernel dropped at our socket, PACKET_STATISTICS and XDP_STATISTICS; /metrics has the driver's ethtool statistics too)`;
   }
   return out;
 }

@@ -517,6 +517,13 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
         kernel,
         `the port description shows the same kernel drops (${p.kernelDrops.map((r) => `${r.reason}=${r.frames}`).join(' ')})`,
       );
+      const stats = await runCli(['stats', '--url', `http://127.0.0.1:${port}`]);
+      t.equal(stats.code, 0, `stats exits 0 (${stats.stderr})`);
+      const shown = p.kernelDrops
+        .filter((r) => r.frames > 0)
+        .map((r) => `${r.reason}=${r.frames}`)
+        .join(' ');
+      t.match(stats.stdout, new RegExp(`^up0 .* ${shown}$`, 'm'), `stats shows the socket's drops beside ours (${shown})`);
       serve.kill('SIGTERM');
       t.same(await serve.wait(), { code: 0, signal: null }, 'exit 0 on SIGTERM');
     });
