@@ -113,6 +113,8 @@ class Bridge final : public Forwarder {
   std::array<uint16_t, 4096> vlan_row_;
   std::vector<std::vector<uint16_t>> flood_[2];
   uint64_t flooded_ = 0, flood_copies_ = 0;
+  // When the next aging step is due, and the spacing of steps (see kAgeSlotsPerTick).
+  uint64_t next_age_ns_ = 0, age_every_ns_ = 0;
 
   // Per burst: each packet's bridge VLAN and whether it came tagged, the tag bytes a push inserts, and
   // the packets grouped per destination.
