@@ -38,6 +38,12 @@ uint32_t peek(const Burst& b, const PacketView& p, uint8_t* dst, uint32_t n) {
   return got;
 }
 
+// Whether a frame of bridge VLAN vlan leaves port c tagged. VLAN 0 is the untagged segment of VLAN-unaware
+// ports: frames cross it as they came.
+bool leaves_tagged(const BridgePortConfig& c, uint16_t vlan, bool came_tagged) {
+  return vlan ? c.is_trunk && vlan != c.native : came_tagged;
+}
+
 // Appends to out the spans covering bytes [from, to) of packet p.
 void emit(const Burst& b, const PacketView& p, uint32_t from, uint32_t to, Burst& out) {
   to = std::min(to, p.len);
@@ -253,7 +259,7 @@ void Bridge::deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
   if (pending_n_[dest] == b.n) {
     bool as_is = true;
     for (uint16_t i = 0; i < b.n && as_is; i++)
-      as_is = (pkt_vlan_[i] ? o.cfg.is_trunk && pkt_vlan_[i] != o.cfg.native : pkt_tagged_[i]) == pkt_tagged_[i];
+      as_is = leaves_tagged(o.cfg, pkt_vlan_[i], pkt_tagged_[i]) == pkt_tagged_[i];
     if (as_is) {
       const uint16_t sent = tx.send(to, tq, b);
       o.stats.tx += sent;
@@ -274,8 +280,7 @@ void Bridge::deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
     const PacketView& p = b.pkt[i];
     const uint16_t vlan = pkt_vlan_[i];
     const bool in_tagged = pkt_tagged_[i];
-    // VLAN 0 is the untagged segment of VLAN-unaware ports: frames cross it as they are.
-    const bool out_tagged = vlan ? o.cfg.is_trunk && vlan != o.cfg.native : in_tagged;
+    const bool out_tagged = leaves_tagged(o.cfg, vlan, in_tagged);
     // A packet adds at most two spans (a span split at byte 12 and the tag). One that could not fit even
     // in an empty burst is dropped (chains are bounded well below that; this keeps the bound local).
     if (uint32_t(p.nseg) + 2 > kBurstSpans) {

@@ -3,13 +3,8 @@
 // bridge families in /metrics, with exact counts. Bad bridge flags exit 2 with a message naming the flag.
 import t from 'tap';
 import { frontend, type NativeVirtioUser } from '../../src/harness/frontend-native';
-import { Cli, freePort, runCli, tempDir, waitFor } from '../support/helpers';
+import { Cli, freePort, runCli, sample, tempDir, waitFor } from '../support/helpers';
 import { receiveN } from '../support/fixture';
-
-function sample(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
 
 t.test('serve --bridge: VLANs from the port flags, fdb over the API, bridge metrics', async (t) => {
   const tmp = tempDir();

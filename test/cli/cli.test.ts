@@ -4,7 +4,7 @@
 import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { Cli, freePort, runCli, tempDir, waitFor } from '../support/helpers';
+import { Cli, freePort, runCli, sample, tempDir, waitFor } from '../support/helpers';
 
 t.test('bad input: exit 2, one line on stderr naming the flag', async (t) => {
   const tmp = tempDir();
@@ -64,12 +64,6 @@ t.test('--help works and exits 0', async (t) => {
 async function get(url: string): Promise<{ status: number; type: string; body: string }> {
   const res = await fetch(url);
   return { status: res.status, type: res.headers.get('content-type') ?? '', body: await res.text() };
-}
-
-/** The value of one Prometheus sample line, or undefined. */
-function sample(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 t.test('serve: metrics, ports, events, clean shutdown on SIGTERM', async (t) => {

@@ -120,3 +120,9 @@ export async function runCli(args: string[], timeoutMs = 20000, launch?: Launch)
   const exit = await cli.wait(timeoutMs);
   return { ...exit, stdout: cli.stdout, stderr: cli.stderr };
 }
+
+/** The value of one Prometheus sample line, or undefined. */
+export function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
