@@ -8,7 +8,7 @@ import type { Mode } from '../native';
 import { readTokenFile } from '../api/token';
 import { portKind, portKinds, type AnyPortSpec } from '../ports';
 import { lookupAccount, lookupGroup, type Account } from './account';
-import { parseBridge, splitBridgePortOptions, type BridgePortFields, type BridgeSpec } from './bridge';
+import { parseBridge, parseBridgeConfig, splitBridgePortOptions, type BridgePortFields, type BridgeSpec } from './bridge';
 import {
   checkName,
   checkRange,
@@ -245,7 +245,7 @@ function checkControl(config: ServeConfig): void {
 
 // ---- the --config file ----
 
-const CONFIG_KEYS = [...portKinds.map((k) => k.configKey), 'wire', 'mode', 'pmdCores', 'metrics', ...CONTROL_KEYS];
+const CONFIG_KEYS = [...portKinds.map((k) => k.configKey), 'wire', 'bridge', 'mode', 'pmdCores', 'metrics', ...CONTROL_KEYS];
 
 /** A config file's contents, checked; keys the file does not give stay undefined. */
 type ConfigFile = Partial<Omit<ServeConfig, 'control'>> & { control?: ControlSettings };
@@ -284,6 +284,15 @@ export function loadConfigFile(file: string, cpuCount = os.cpus().length): Confi
       return [a, b];
     });
   }
+  if (obj.bridge !== undefined) {
+    out.bridges = [];
+    out.bridgePorts = {};
+    configArray(`${top}: bridge`, obj.bridge).forEach((item, i) => {
+      const { spec, ports } = parseBridgeConfig(`${top}: bridge[${i}]`, item);
+      out.bridges!.push(spec);
+      Object.assign(out.bridgePorts!, ports);
+    });
+  }
   if (obj.mode !== undefined) out.mode = parseMode(configString(`${top}: mode`, obj.mode), `${top}: mode`);
   if (obj.pmdCores !== undefined) {
     const where = `${top}: pmdCores`;
@@ -314,19 +323,23 @@ function wireWhere(a: string, b: string, fromFile: boolean): string {
 export function buildServeConfig(flags: ServeFlags, cpuCount = os.cpus().length): ServeConfig {
   const file = flags.config === undefined ? {} : loadConfigFile(flags.config, cpuCount);
   const fileWires = file.wire ?? [];
-  const bridgePorts: Record<string, BridgePortFields> = {};
+  const bridgePorts: Record<string, BridgePortFields> = { ...file.bridgePorts };
   const fromFlags = portKinds.flatMap((kind) =>
     (flags.ports?.[kind.flag] ?? []).map((text) => {
       const [rest, bridged] = splitBridgePortOptions(`--${kind.flag}`, text);
       const spec = kind.parseFlag(rest) as AnyPortSpec;
-      if (bridged) bridgePorts[spec.name] = bridged;
+      if (bridged) {
+        if (bridgePorts[spec.name])
+          fail(`--${kind.flag} ${JSON.stringify(spec.name)}`, 'has bridge options both here and in --config: give them in one place');
+        bridgePorts[spec.name] = bridged;
+      }
       return spec;
     }),
   );
   const config: ServeConfig = {
     ports: [...(file.ports ?? []), ...fromFlags],
     wire: [...fileWires, ...(flags.wire ?? []).map(parseWire)],
-    bridges: (flags.bridge ?? []).map(parseBridge),
+    bridges: [...(file.bridges ?? []), ...(flags.bridge ?? []).map(parseBridge)],
     bridgePorts,
     mode: flags.mode === undefined ? (file.mode ?? 'bypass') : parseMode(flags.mode),
     pmdCores: flags.pmdCores === undefined ? (file.pmdCores ?? []) : parsePmdCores(flags.pmdCores, cpuCount),

@@ -1,6 +1,7 @@
 // A bridge set up by `vhostwire serve --bridge` with VLAN port options, our own front ends on its ports,
 // and what the control plane shows of it: `vhostwire fdb` over the API, /api/bridges, /api/ports and the
 // bridge families in /metrics, with exact counts. Bad bridge flags exit 2 with a message naming the flag.
+import { writeFileSync } from 'node:fs';
 import t from 'tap';
 import { frontend, type NativeVirtioUser } from '../../src/harness/frontend-native';
 import { Cli, freePort, runCli, sample, tempDir, waitFor } from '../support/helpers';
@@ -107,6 +108,86 @@ t.test('serve --bridge: VLANs from the port flags, fdb over the API, bridge metr
   t.ok((await receiveN(peers.vm1, 1))[0]?.equals(fr), 'vm0 still reaches vm1 after the removal');
   serve.kill('SIGTERM');
   t.equal((await serve.wait()).code, 0, 'serve exits cleanly');
+});
+
+t.test('a bridge from --config with a static entry: unicast to the static MAC goes to its port only', async (t) => {
+  const tmp = tempDir();
+  t.teardown(tmp.cleanup);
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const config = `${tmp.dir}/serve.json`;
+  writeFileSync(
+    config,
+    JSON.stringify({
+      vhostUser: ['vm0', 'vm1', 'vm2'].map((name) => ({ name, path: tmp.sock(name) })),
+      bridge: [{ name: 'br0', ports: ['vm0', 'vm1', { port: 'vm2', learning: false }], ageing: 60 }],
+    }),
+  );
+  // The flag's static entry joins the file's bridge: both sources say how br0 is set up.
+  const serve = new Cli(['serve', '--config', config, '--mode', 'kernel', '--metrics', `127.0.0.1:${port}`]);
+  t.teardown(() => serve.kill('SIGKILL'));
+  await serve.line(/^ready$/);
+  const peers: Record<string, NativeVirtioUser> = {};
+  for (const name of ['vm0', 'vm1', 'vm2']) peers[name] = new (frontend().VirtioUser)({ path: tmp.sock(name), timeoutMs: 5000 });
+  t.teardown(() => Object.values(peers).forEach((p) => p.close()));
+  await waitFor('every front end connected', async () =>
+    ((await (await fetch(`${base}/api/ports`)).json()) as Array<{ state: string }>).every((p) => p.state === 'connected'),
+  );
+
+  // A unicast to an address no one has sent from floods; vm2 does not learn, so it stays unknown.
+  const fr = Buffer.alloc(64);
+  Buffer.from('020000000002020000000001', 'hex').copy(fr);
+  fr.writeUInt16BE(0x88b5, 12);
+  peers.vm0.send(0, fr);
+  t.ok((await receiveN(peers.vm1, 1))[0]?.equals(fr), 'unknown unicast floods to vm1');
+  t.ok((await receiveN(peers.vm2, 1))[0]?.equals(fr), 'and to vm2');
+  const back = Buffer.from(fr);
+  Buffer.from('020000000001020000000002', 'hex').copy(back);
+  peers.vm2.send(0, back);
+  t.ok((await receiveN(peers.vm0, 1))[0]?.equals(back), 'vm2 reaches the learned vm0');
+  const fdb = (await (await fetch(`${base}/api/bridges/br0/fdb`)).json()) as Array<{ port: string }>;
+  t.same(
+    fdb.map((e) => e.port),
+    ['vm0'],
+    'learning=false from the file: vm2 is not learned',
+  );
+  serve.kill('SIGTERM');
+  t.equal((await serve.wait()).code, 0);
+
+  const serve2 = new Cli([
+    'serve',
+    '--config',
+    config,
+    '--bridge',
+    'br1=vm3,vm4,static=02:00:00:00:00:04@vm4',
+    '--vhost-user',
+    `vm3=${tmp.sock('vm3')}`,
+    '--vhost-user',
+    `vm4=${tmp.sock('vm4')}`,
+    '--mode',
+    'kernel',
+    '--metrics',
+    `127.0.0.1:${port}`,
+  ]);
+  t.teardown(() => serve2.kill('SIGKILL'));
+  await serve2.line(/^ready$/);
+  const listed = await runCli(['fdb', 'br1', '--url', base]);
+  t.match(listed.stdout, /^02:00:00:00:00:04\s+0\s+vm4\s+static$/m, 'fdb marks the static entry');
+  for (const name of ['vm0', 'vm1', 'vm2', 'vm3', 'vm4']) {
+    peers[name]?.close();
+    peers[name] = new (frontend().VirtioUser)({ path: tmp.sock(name), timeoutMs: 5000 });
+  }
+  await waitFor('every front end connected again', async () =>
+    ((await (await fetch(`${base}/api/ports`)).json()) as Array<{ state: string }>).every((p) => p.state === 'connected'),
+  );
+  const to4 = Buffer.from(fr);
+  Buffer.from('020000000004020000000003', 'hex').copy(to4);
+  peers.vm3.send(0, to4);
+  t.ok((await receiveN(peers.vm4, 1))[0]?.equals(to4), 'vm4 gets the frame for its static MAC');
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  t.equal(sample(metrics, 'vhostwire_bridge_flooded_frames_total{bridge="br1"}'), 0, 'without a flood');
+  serve2.kill('SIGTERM');
+  t.equal((await serve2.wait()).code, 0);
 });
 
 t.test('bad bridge flags exit 2 naming the flag', async (t) => {

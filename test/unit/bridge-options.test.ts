@@ -2,7 +2,7 @@
 // be wrong. No processes.
 import t, { type Test } from 'tap';
 import { buildServeConfig, UsageError } from '../../src/config/options';
-import { formatMac, parseBridge, parseMac, parseTrunk, splitBridgePortOptions } from '../../src/config/bridge';
+import { formatMac, parseBridge, parseBridgeConfig, parseMac, parseTrunk, splitBridgePortOptions } from '../../src/config/bridge';
 
 function rejects(tt: Test, fn: () => unknown, part: string): void {
   try {
@@ -66,6 +66,45 @@ t.test('--bridge', async (t) => {
   rejects(t, () => parseBridge('br0=a,ageing=0'), 'ageing must be 1..');
   rejects(t, () => parseBridge('br0=a,max-macs=10,max-macs-per-port=20'), 'more than the bridge');
   rejects(t, () => parseBridge('br0=a,colour=red'), 'unknown option "colour=red"');
+});
+
+t.test('--bridge static=MAC@PORT[/VLAN]', async (t) => {
+  t.same(parseBridge('br0=a,b,static=02:00:00:00:00:01@a,static=02:00:00:00:00:02@b/10').options.static, [
+    { mac: 0x020000000001, port: 'a' },
+    { mac: 0x020000000002, port: 'b', vlan: 10 },
+  ]);
+  rejects(t, () => parseBridge('br0=a,static=02:00:00:00:00:01'), 'static expects MAC@PORT');
+  rejects(t, () => parseBridge('br0=a,static=02:00:00:00:00:01@z'), 'names port "z", which is not in the bridge');
+  rejects(t, () => parseBridge('br0=a,static=03:00:00:00:00:01@a'), 'is a multicast address');
+  rejects(t, () => parseBridge('br0=a,static=02:00:00:00:00:01@a/0'), 'static entry VLAN must be 1..4094');
+  rejects(t, () => parseBridge('br0=a,static=02:00:00:00:00:01@a,static=02:00:00:00:00:01@a'), 'given twice');
+  rejects(t, () => parseBridge('br0=a,max-macs=1,static=02:00:00:00:00:01@a,static=02:00:00:00:00:02@a'), 'do not fit max-macs 1');
+});
+
+t.test('--config bridge entries', async (t) => {
+  const { spec, ports } = parseBridgeConfig('bridge[0]', {
+    name: 'br0',
+    ports: ['a', { port: 'b', trunk: [10, 20], native: 5 }, { port: 'c', vlan: 10, mac: '02:00:00:00:00:03', isolated: true }],
+    ageing: 60,
+    maxMacsPerPort: 100,
+    static: [{ mac: '02:00:00:00:00:03', port: 'c', vlan: 10 }],
+  });
+  t.same(spec, {
+    name: 'br0',
+    members: ['a', 'b', 'c'],
+    options: { ageingSeconds: 60, maxMacsPerPort: 100, maxMacs: 8192, static: [{ mac: 0x020000000003, port: 'c', vlan: 10 }] },
+  });
+  t.same(ports, { b: { trunk: [10, 20], native: 5 }, c: { vlan: 10, mac: 0x020000000003, isolated: true } });
+  t.same(parseBridgeConfig('x', { name: 'br1', ports: [{ port: 'a', trunk: '10:20-21' }] }).ports, { a: { trunk: [10, 20, 21] } });
+  rejects(t, () => parseBridgeConfig('x', { name: 'br0', ports: ['a'], colour: 1 }), 'unknown key "colour"');
+  rejects(t, () => parseBridgeConfig('x', { name: 'br0', ports: [{ port: 'a', vlan: 10, trunk: [10] }] }), 'give one of them');
+  rejects(t, () => parseBridgeConfig('x', { name: 'br0', ports: [{ port: 'a', flood: 'yes' }] }), 'expected true or false');
+  rejects(t, () => parseBridgeConfig('x', { name: 'br0', ports: ['a', 'a'] }), 'port "a" listed twice');
+  rejects(
+    t,
+    () => parseBridgeConfig('x', { name: 'br0', ports: ['a'], static: [{ mac: '02:00:00:00:00:01', port: 'b' }] }),
+    'not in the bridge',
+  );
 });
 
 t.test('the whole configuration: members exist, one forwarder per port, options only on members', async (t) => {
