@@ -13,6 +13,7 @@ const USAGE = `usage: npm run bench -- vhost [options]
        npm run bench -- scrape [--help]
        npm run bench -- hostile [--help]
        npm run bench -- ports [--help]
+       npm run bench -- bridge [--help]
 
   --rounds N          rounds per case; implementations alternate within each round (default ${DEFAULTS.rounds})
   --seconds S         measurement window per run (default ${DEFAULTS.seconds})
@@ -86,8 +87,9 @@ async function main(argv: string[]): Promise<number> {
   if (name === 'g2g') return (await import('./g2g')).g2gBenchMain(rest);
   if (name === 'hostile') return (await import('./hostile')).hostileBenchMain(rest);
   if (name === 'ports') return (await import('./ports')).portsBenchMain(rest);
+  if (name === 'bridge') return (await import('./bridge')).bridgeBenchMain(rest);
   if (name !== 'vhost') {
-    process.stderr.write(`unknown benchmark "${name}" (available: vhost, g2g, vm, scrape, hostile, ports)\n${USAGE}`);
+    process.stderr.write(`unknown benchmark "${name}" (available: vhost, g2g, vm, scrape, hostile, ports, bridge)\n${USAGE}`);
     return 2;
   }
   let opts: VhostBenchOptions;

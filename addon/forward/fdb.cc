@@ -1,6 +1,9 @@
 #include "forward/fdb.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <new>
 
 namespace vw {
 
@@ -11,9 +14,18 @@ Fdb::Fdb(uint32_t max_entries, uint32_t max_per_port, uint64_t age_ns)
   // At least twice the entries: the table is at most half full, which keeps probe runs short.
   uint32_t cap = 16;
   while (cap < 2 * max_entries_) cap <<= 1;
-  slots_.assign(cap, Slot{0, 0, kNil, kNil, kNoPort, false});
+  constexpr size_t kHuge = 2u << 20;
+  const size_t bytes = (size_t(cap) * sizeof(Slot) + kHuge - 1) & ~(kHuge - 1);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  // Only a hint: without transparent huge pages the table works the same, slower when it is large.
+  madvise(p, bytes, MADV_HUGEPAGE);
+  slots_ = std::unique_ptr<Slot[], Unmap>(static_cast<Slot*>(p), Unmap{bytes});
+  for (uint32_t i = 0; i < cap; i++) slots_[i] = Slot{0, 0, kNil, kNil, kNoPort, false};
   mask_ = cap - 1;
 }
+
+void Fdb::Unmap::operator()(Slot* p) const { munmap(p, bytes); }
 
 uint32_t Fdb::find(uint64_t k) const {
   for (uint32_t i = hash(k) & mask_;; i = (i + 1) & mask_) {
@@ -178,16 +190,16 @@ void Fdb::remove_port(uint16_t port) {
       }
     }
   }
-  for (Slot& s : slots_)
-    if (s.port != kNoPort && s.port > port) s.port--;
+  for (uint32_t i = 0; i <= mask_; i++)
+    if (slots_[i].port != kNoPort && slots_[i].port > port) slots_[i].port--;
   if (port < per_port_.size()) per_port_.erase(per_port_.begin() + port);
 }
 
 std::vector<FdbEntry> Fdb::entries() const {
   std::vector<FdbEntry> out;
   out.reserve(size_);
-  for (const Slot& s : slots_)
-    if (s.port != kNoPort)
+  for (uint32_t i = 0; i <= mask_; i++)
+    if (const Slot& s = slots_[i]; s.port != kNoPort)
       out.push_back(FdbEntry{s.key & 0xffffffffffffull, uint16_t(s.key >> 48), s.port, s.is_static, s.last_seen_ns});
   return out;
 }

@@ -23,11 +23,16 @@ export interface GenSpec {
   rate: number;
   /** packets in total, 0 = unlimited */
   count: number;
+  /** source MACs cycled through, one per frame (absent: one); what a bridge's MAC table sees */
+  macs?: number;
 }
 
+/** Enough for a bridge's largest table, and the source MACs stay within one 02:01:xx:xx:xx:xx block. */
+const MAX_MACS = 1 << 24;
+
 export const DEFAULT_FRAME = 64;
-const SYNTAX = 'NAME[,size=N][,rate=PPS][,count=N]';
-const EXPECTED = '(expected size=N, rate=PPS or count=N)';
+const SYNTAX = 'NAME[,size=N][,rate=PPS][,count=N][,macs=N]';
+const EXPECTED = '(expected size=N, rate=PPS, count=N or macs=N)';
 
 export const gen: PortKind<GenSpec> = {
   kind: 'gen',
@@ -45,13 +50,14 @@ export const gen: PortKind<GenSpec> = {
       // Whole packets per second: the generator's clock counts packets, not fractions of them.
       else if (key === 'rate') spec.rate = parseUint(where, 'rate', value);
       else if (key === 'count') spec.count = parseUint(where, 'count', value);
+      else if (key === 'macs') spec.macs = checkRange(where, 'macs', parseUint(where, 'macs', value), 1, MAX_MACS);
       else fail(where, `unknown option "${key}=${value}" ${EXPECTED}`);
     }
     return spec;
   },
   parseConfig(where, item) {
-    const o = configObject(where, item, ['name', 'size', 'rate', 'count']);
-    return {
+    const o = configObject(where, item, ['name', 'size', 'rate', 'count', 'macs']);
+    const spec: GenSpec = {
       kind: 'gen',
       name: checkName(where, configString(`${where}.name`, o.name)),
       size:
@@ -61,8 +67,10 @@ export const gen: PortKind<GenSpec> = {
       rate: o.rate === undefined ? 0 : configUint(`${where}.rate`, o.rate),
       count: o.count === undefined ? 0 : configUint(`${where}.count`, o.count),
     };
+    if (o.macs !== undefined) spec.macs = checkRange(where, 'macs', configUint(`${where}.macs`, o.macs), 1, MAX_MACS);
+    return spec;
   },
-  params: (s) => ({ size: s.size, rate: s.rate, count: s.count }),
+  params: (s) => ({ size: s.size, rate: s.rate, count: s.count, macs: s.macs ?? 1 }),
   summary: (s) =>
-    `gen ${s.size}-byte frames, ${s.rate === 0 ? 'unlimited rate' : `${s.rate} pps`}, ${s.count === 0 ? 'no count limit' : `${s.count} packets`}`,
+    `gen ${s.size}-byte frames, ${s.rate === 0 ? 'unlimited rate' : `${s.rate} pps`}, ${s.count === 0 ? 'no count limit' : `${s.count} packets`}${s.macs && s.macs > 1 ? `, from ${s.macs} source MACs` : ''}`,
 };

@@ -357,3 +357,23 @@ t.test('short frames are dropped and counted; a port is in one wire or one bridg
   t.throws(() => f.engine.bridgeAddPort('nope', { port: 'x' }), /no bridge named "nope"/);
   t.equal(f.port('a').forwarder, 'br0', 'ports say which bridge they are in');
 });
+
+t.test('a generator sending from many source MACs fills the table with exactly those, a static entry steers them', async (t) => {
+  const f = new Fixture();
+  t.teardown(() => f.close());
+  f.engine.addPort('gen', 'g0', { size: 64, rate: 0, count: 1000, macs: 100 });
+  f.engine.addPort('sink', 's0', {});
+  f.engine.addPort('sink', 's1', {});
+  // The generator's destination, 02:00:00:00:00:02, held by s0: nothing floods to s1.
+  f.engine.addBridge('br0', { static: [{ mac: 0x020000000002, port: 's0' }] }, [{ port: 'g0' }, { port: 's0' }, { port: 's1' }]);
+  await waitFor('1000 frames through the bridge', () => f.engine.bridges()[0].members.find((m) => m.port === 's0')!.tx === 1000);
+  const fdb = f.engine.fdb('br0');
+  const learned = fdb.filter((e) => !e.static);
+  t.equal(learned.length, 100, '100 learned entries');
+  t.ok(
+    learned.every((e) => e.port === 'g0' && Math.floor(e.mac / 2 ** 24) === 0x020100),
+    'every one on g0, from 02:01:00:xx:xx:xx',
+  );
+  t.same(new Set(learned.map((e) => e.mac % 2 ** 24)).size, 100, 'all different');
+  t.equal(f.engine.bridges()[0].flooded, 0, 'none flooded');
+});

@@ -79,6 +79,8 @@ t.test('--gen', async (t) => {
   t.same(parseGen('g0'), { kind: 'gen', name: 'g0', size: 64, rate: 0, count: 0 });
   t.same(parseGen('g0,size=1518,rate=1000,count=10'), { kind: 'gen', name: 'g0', size: 1518, rate: 1000, count: 10 });
   t.same(parseGen('g0,size=60'), { kind: 'gen', name: 'g0', size: 60, rate: 0, count: 0 });
+  t.same(parseGen('g0,macs=1000'), { kind: 'gen', name: 'g0', size: 64, rate: 0, count: 0, macs: 1000 });
+  t.throws(() => parseGen('g0,macs=0'), /macs must be 1\.\./);
   t.same(
     parseGen('g0,size=65535'),
     { kind: 'gen', name: 'g0', size: 65535, rate: 0, count: 0 },

@@ -11,10 +11,20 @@
 
 namespace vw {
 
-GenPort::GenPort(std::string name, uint32_t size, uint64_t rate, uint64_t count, CounterBlock& block)
-    : Port(std::move(name)), sets_(block, 1), size_(size), rate_(rate), count_(count), frame_(new uint8_t[size]) {
+GenPort::GenPort(std::string name, uint32_t size, uint64_t rate, uint64_t count, uint32_t macs, CounterBlock& block)
+    : Port(std::move(name)),
+      sets_(block, 1),
+      size_(size),
+      rate_(rate),
+      count_(count),
+      macs_(macs),
+      frame_(new uint8_t[size_t(size) * (macs > 1 ? kBurst : 1)]) {
   counters_.shared = sets_.set(0);
-  build_udp_frame(frame_.get(), size);
+  for (uint32_t i = 0; i < (macs > 1 ? kBurst : 1); i++) {
+    uint8_t* f = frame_.get() + size_t(i) * size;
+    build_udp_frame(f, size);
+    if (macs > 1) f[7] = 0x01;  // 02:01:...: apart from the fixed addresses the other ports use
+  }
   if (rate_) timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 }
 
@@ -38,7 +48,17 @@ uint16_t GenPort::rx_burst(uint16_t, Burst& b) {
     n = std::min(n, d > sent_ ? d - sent_ : 0);
   }
   for (uint16_t i = 0; i < n; i++) {
-    b.span[i] = {frame_.get(), size_};
+    uint8_t* f = frame_.get();
+    if (macs_ > 1) {
+      f += size_t(i) * size_;
+      uint32_t k = next_mac_;
+      next_mac_ = k + 1 == macs_ ? 0 : k + 1;
+      f[8] = uint8_t(k >> 24);
+      f[9] = uint8_t(k >> 16);
+      f[10] = uint8_t(k >> 8);
+      f[11] = uint8_t(k);
+    }
+    b.span[i] = {f, size_};
     b.pkt[i] = {size_, i, 1, 0};
   }
   b.n = uint16_t(n);
@@ -82,15 +102,16 @@ void GenPort::describe(Description& d) const {
   d.set("size", size_);
   d.set("rate", double(rate_));
   d.set("count", double(count_));
+  d.set("macs", macs_);
 }
 
 namespace {
 std::unique_ptr<Port> create_gen(const std::string& name, const PortParams& p, PortContext& ctx, std::string* err) {
-  uint64_t size, rate, count;
+  uint64_t size, rate, count, macs;
   if (!p.num("size", 64, kMinFrame, kMaxFrame, &size, err) || !p.num("rate", 0, 0, UINT64_MAX >> 11, &rate, err) ||
-      !p.num("count", 0, 0, UINT64_MAX >> 11, &count, err))
+      !p.num("count", 0, 0, UINT64_MAX >> 11, &count, err) || !p.num("macs", 1, 1, 1u << 24, &macs, err))
     return nullptr;
-  return std::make_unique<GenPort>(name, uint32_t(size), rate, count, ctx.counters);
+  return std::make_unique<GenPort>(name, uint32_t(size), rate, count, uint32_t(macs), ctx.counters);
 }
 }  // namespace
 

@@ -13,8 +13,9 @@ namespace vw {
 class GenPort : public Port {
  public:
   // size: frame bytes (60..kMaxFrame); rate: packets per second, 0 = as fast as possible; count: total
-  // packets to produce, 0 = no limit.
-  GenPort(std::string name, uint32_t size, uint64_t rate, uint64_t count, CounterBlock& block);
+  // packets to produce, 0 = no limit; macs: source addresses 02:01:00:00:00:00 + k for k < macs, one per
+  // frame in turn (1: the fixed 02:00:00:00:00:01).
+  GenPort(std::string name, uint32_t size, uint64_t rate, uint64_t count, uint32_t macs, CounterBlock& block);
   ~GenPort() override;
 
   uint16_t queue_pairs() const override { return 1; }
@@ -39,6 +40,9 @@ class GenPort : public Port {
   uint64_t rate_, count_, sent_ = 0;
   uint64_t start_ns_ = 0;
   int timer_fd_ = -1;  // kernel mode: wakes the PMD when the next rate-limited burst is due
+  // One frame per burst slot when the source MAC varies: a burst's frames are copied out before the next
+  // rx_burst rewrites them (release is a no-op), so kBurst buffers suffice for any number of MACs.
+  uint32_t macs_, next_mac_ = 0;
   std::unique_ptr<uint8_t[]> frame_;
 };
 
