@@ -167,25 +167,6 @@ void Bridge::enqueue(uint16_t dest, uint8_t pkt) {
   pending_[dest][pending_n_[dest]++] = pkt;
 }
 
-// Only a hint: frames whose headers are not in their first span, or that the loop below drops, are
-// skipped or prefetched for nothing; the loop checks everything again.
-void Bridge::prefetch_keys(const Member& m, const Burst& b) const {
-  uint64_t prev_src = ~0ull, prev_dst = ~0ull;
-  for (uint16_t i = 0; i < b.n; i++) {
-    const PacketView& p = b.pkt[i];
-    if (!p.nseg || std::min(b.span[p.first].len, p.len) < kEthHeader + kTagLen) continue;
-    const uint8_t* h = b.span[p.first].p;
-    const bool tagged = (uint16_t(h[12] << 8) | h[13]) == kTpid8021Q;
-    const int vlan = classify(m.cfg, tagged, tagged ? uint16_t((h[14] << 8 | h[15]) & 0xfff) : 0);
-    if (vlan < 0) continue;
-    const uint64_t smac = mac_at(h + 6), dmac = mac_at(h);
-    if (smac != prev_src && m.cfg.learning && !(h[6] & 1)) fdb_.prefetch(uint16_t(vlan), smac);
-    if (dmac != prev_dst && !(h[0] & 1)) fdb_.prefetch(uint16_t(vlan), dmac);
-    prev_src = smac;
-    prev_dst = dmac;
-  }
-}
-
 void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
   const uint16_t src = index_of(&in);
   if (src == Fdb::kNoPort) return;
@@ -194,7 +175,6 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
   // Reset here rather than after delivering: a fault in guest memory can cut forward() short anywhere.
   for (uint16_t d : touched_) pending_n_[d] = 0;
   touched_.clear();
-  prefetch_keys(m, b);
   uint64_t last_src = 0, last_dst = 0;
   int last_src_vlan = -1, last_dst_vlan = -1;
   uint16_t last_dst_port = Fdb::kNoPort;

@@ -98,7 +98,6 @@ class Bridge final : public Forwarder {
   bool carries(const BridgePortConfig& c, uint16_t vlan) const;
   // The bridge VLAN of a frame from member m (tagged: its VID), or -1 when m does not admit it.
   int classify(const BridgePortConfig& c, bool tagged, uint16_t vid) const;
-  void prefetch_keys(const Member& m, const Burst& b) const;
   void rebuild();
   const std::vector<uint16_t>& flood_list(bool multicast, uint16_t vlan, uint16_t in) const;
   void enqueue(uint16_t dest, uint8_t pkt);

@@ -51,9 +51,6 @@ class Fdb {
       if (s.key == k) return s.port;
     }
   }
-  // Starts loading the slot where (vlan, mac)'s probe begins: a burst prefetches all its keys before the
-  // first lookup, so a table far larger than the caches costs one memory latency per burst, not per frame.
-  void prefetch(uint16_t vlan, uint64_t mac) const { __builtin_prefetch(&slots_[hash(key(vlan, mac)) & mask_]); }
   // A frame from `mac` in `vlan` arrived on `port` at `now`: refresh, move or insert.
   void learn(uint16_t vlan, uint64_t mac, uint16_t port, uint64_t now);
   // Adds or replaces a static entry; false when the table is full of static entries.
