@@ -16,6 +16,8 @@
 namespace vw {
 
 // X(ID, prometheus family without the vhostwire_ prefix, extra labels, help)
+// Counters whose id ends in _NS and whose family ends in _seconds or _seconds_total are kept in
+// nanoseconds and exported in seconds, the Prometheus base unit.
 // Kept by hand as a table (one row per counter, its columns aligned); clang-format would reflow it.
 // clang-format off
 #define VW_QUEUE_COUNTERS(X)                                                                              \
@@ -93,7 +95,41 @@ namespace vw {
   X(GUEST_KICKS, "port_guest_kicks_total", "", "Notifications (kicks) the guest sent the backend")        \
   X(GUEST_NOTIFICATIONS, "port_guest_notifications_total", "", "Notifications the backend sent the guest") \
   X(LONGEST_BURST_DESCRIPTORS, "port_longest_burst_descriptors", "",                                     \
-    "The most descriptors one burst has read on this queue pair, either direction (a high-water mark; bounded by the burst budget)")
+    "The most descriptors one burst has read on this queue pair, either direction (a high-water mark; bounded by the burst budget)") \
+  X(RX_SIZE_64, "port_packets_by_size_total", "direction=\"receive\",size=\"0-64\"",               \
+    "Frames of 64 bytes or less (without virtio-net header or FCS) the backend received from the port")                 \
+  X(RX_SIZE_127, "port_packets_by_size_total", "direction=\"receive\",size=\"65-127\"",               \
+    "Frames of 65 to 127 bytes (without virtio-net header or FCS) the backend received from the port")                 \
+  X(RX_SIZE_255, "port_packets_by_size_total", "direction=\"receive\",size=\"128-255\"",               \
+    "Frames of 128 to 255 bytes (without virtio-net header or FCS) the backend received from the port")                 \
+  X(RX_SIZE_511, "port_packets_by_size_total", "direction=\"receive\",size=\"256-511\"",               \
+    "Frames of 256 to 511 bytes (without virtio-net header or FCS) the backend received from the port")                 \
+  X(RX_SIZE_1023, "port_packets_by_size_total", "direction=\"receive\",size=\"512-1023\"",               \
+    "Frames of 512 to 1023 bytes (without virtio-net header or FCS) the backend received from the port")                 \
+  X(RX_SIZE_1518, "port_packets_by_size_total", "direction=\"receive\",size=\"1024-1518\"",               \
+    "Frames of 1024 to 1518 bytes (without virtio-net header or FCS) the backend received from the port")                 \
+  X(RX_SIZE_LARGER, "port_packets_by_size_total", "direction=\"receive\",size=\"1519-max\"",               \
+    "Frames of 1519 bytes or more (without virtio-net header or FCS) the backend received from the port")                 \
+  X(TX_SIZE_64, "port_packets_by_size_total", "direction=\"transmit\",size=\"0-64\"",               \
+    "Frames of 64 bytes or less (without virtio-net header or FCS) the backend transmitted into the port")                 \
+  X(TX_SIZE_127, "port_packets_by_size_total", "direction=\"transmit\",size=\"65-127\"",               \
+    "Frames of 65 to 127 bytes (without virtio-net header or FCS) the backend transmitted into the port")                 \
+  X(TX_SIZE_255, "port_packets_by_size_total", "direction=\"transmit\",size=\"128-255\"",               \
+    "Frames of 128 to 255 bytes (without virtio-net header or FCS) the backend transmitted into the port")                 \
+  X(TX_SIZE_511, "port_packets_by_size_total", "direction=\"transmit\",size=\"256-511\"",               \
+    "Frames of 256 to 511 bytes (without virtio-net header or FCS) the backend transmitted into the port")                 \
+  X(TX_SIZE_1023, "port_packets_by_size_total", "direction=\"transmit\",size=\"512-1023\"",               \
+    "Frames of 512 to 1023 bytes (without virtio-net header or FCS) the backend transmitted into the port")                 \
+  X(TX_SIZE_1518, "port_packets_by_size_total", "direction=\"transmit\",size=\"1024-1518\"",               \
+    "Frames of 1024 to 1518 bytes (without virtio-net header or FCS) the backend transmitted into the port")                 \
+  X(TX_SIZE_LARGER, "port_packets_by_size_total", "direction=\"transmit\",size=\"1519-max\"",               \
+    "Frames of 1519 bytes or more (without virtio-net header or FCS) the backend transmitted into the port")                 \
+  X(GUEST_NOTIFICATIONS_SAVED, "port_guest_notifications_saved_total", "",                               \
+    "Used-ring updates published without notifying the guest because its used_event (EVENT_IDX) said it needed none") \
+  X(RING_FILL_RX, "port_ring_fill_descriptors", "direction=\"receive\"",                                   \
+    "Chains the guest had made available on the queue the backend receives from and the backend had not yet taken, after the last burst (the avail index as last read)") \
+  X(RING_FILL_TX, "port_ring_fill_descriptors", "direction=\"transmit\"",                                  \
+    "Receive buffers the guest had made available on the queue the backend transmits into and the backend had not yet taken, after the last burst (the avail index as last read)")
 
 #define VW_PMD_COUNTERS(X)                                                                                \
   X(BUSY_ITERATIONS, "pmd_iterations_total", "state=\"busy\"", "PMD loop iterations that moved packets") \
@@ -101,8 +137,12 @@ namespace vw {
   X(SLEEPS, "pmd_sleeps_total", "", "Times an idle PMD in kernel mode went to sleep on its wakeup fds") \
   X(TIME_BUDGET_CUTS, "pmd_time_budget_cuts_total", "",                                                  \
     "Iterations ended before serving every queue because they ran past the time budget; the next starts with the queue after") \
-  X(LONGEST_STEP_NS, "pmd_longest_step_nanoseconds", "",                                                 \
-    "The longest one queue's step (receive, forward, transmit, release) has taken, in nanoseconds (a high-water mark)")
+  X(LONGEST_STEP_NS, "pmd_longest_step_seconds", "",                                                     \
+    "The longest one queue's step (receive, forward, transmit, release) has taken (a high-water mark)") \
+  X(BUSY_NS, "pmd_time_seconds_total", "state=\"busy\"",                                                 \
+    "Time the PMD spent in loop iterations that moved packets") \
+  X(IDLE_NS, "pmd_time_seconds_total", "state=\"idle\"",                                                 \
+    "Time the PMD spent in loop iterations that found no work, sleeps included (paused time is in neither)")
 // clang-format on
 
 #define VW_ENUM(id, family, labels, help) id,
@@ -187,6 +227,8 @@ struct PrivateCounters {
   void raise(uint32_t id, uint64_t x) {
     if (x > v[id]) v[id] = x;
   }
+  // For gauges: the latest value.
+  void set(uint32_t id, uint64_t x) { v[id] = x; }
   void publish() {
     if (!shared) return;
     for (uint32_t i = 0; i < N; i++) __atomic_store_n(&shared[i], v[i], __ATOMIC_RELAXED);
@@ -194,5 +236,17 @@ struct PrivateCounters {
 };
 using QueueCounters = PrivateCounters<kQueueCounterCount>;
 using PmdCounters = PrivateCounters<kPmdCounterCount>;
+
+// The frame-size bin of a frame of len bytes, 0 to 6, in DPDK vhost's xstats bins: up to 64, 65-127,
+// 128-255, 256-511, 512-1023, 1024-1518, 1519 and up. Added to RX_SIZE_64 or TX_SIZE_64, which the table
+// keeps in this order.
+inline uint32_t size_bin(uint64_t len) {
+  if (len <= 64) return 0;
+  if (len >= 1519) return 6;
+  if (len >= 1024) return 5;
+  // 65..1023: the bit length of len picks the power-of-two bin (65..127 -> 7 bits -> bin 1).
+  return uint32_t(64 - __builtin_clzll(len)) - 6;
+}
+static_assert(RX_SIZE_LARGER == RX_SIZE_64 + 6 && TX_SIZE_LARGER == TX_SIZE_64 + 6, "size bins in table order");
 
 }  // namespace vw

@@ -190,10 +190,9 @@ void Pmd::recover(const void* addr) {
   if (owner != in && !guest_access([this, in, q] { in->release(q, burst_); })) in->memory_fault();
 }
 
-void Pmd::serve_queues() {
+void Pmd::serve_queues(uint64_t start) {
   const size_t n = queues_.size();
   if (next_queue_ >= n) next_queue_ = 0;
-  const uint64_t start = now_ns();
   uint64_t mark = start;
   for (size_t k = 0; k < n; k++) {
     const RxQueue& rq = queues_[(next_queue_ + k) % n];
@@ -253,7 +252,14 @@ void Pmd::sleep_until_work() {
 void Pmd::run() {
   uint32_t idle = 0, since_publish = 0;
   const uint32_t low_yield_pauses = pauses_for(kLowYieldPauseNs);
+  // Busy and idle time: the one clock read at the top of an iteration closes the one before (its sleep
+  // included), which was busy or idle; time parked for a pause counts as neither.
+  uint64_t last = now_ns();
+  bool last_busy = false;
   while (!stop_.load(std::memory_order_relaxed)) {
+    const uint64_t now = now_ns();
+    counters_.add(last_busy ? BUSY_NS : IDLE_NS, now - last);
+    last = now;
     if (pause_requests_.load(std::memory_order_acquire)) {
       publish();
       drain_wake_fd();
@@ -262,13 +268,16 @@ void Pmd::run() {
       cv_.notify_all();
       cv_.wait(l, [this] { return pause_requests_.load() == 0 || stop_.load(); });
       parked_ = false;
+      last = now_ns();
+      last_busy = false;
       continue;
     }
     busy_ = false;
     // A fault ends the iteration early; the next one carries on with the guest's rings stopped.
-    guarded([this] { serve_queues(); });
+    guarded([this, now] { serve_queues(now); });
     for (Forwarder* f : fwds_) f->tick();
     const bool busy = busy_;
+    last_busy = busy;
     if (tx_.take_delivered() < kLowYield && !queues_.empty())
       for (uint32_t k = 0; k < low_yield_pauses; k++) cpu_relax();
     counters_.add(busy ? BUSY_ITERATIONS : IDLE_ITERATIONS);

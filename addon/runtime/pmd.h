@@ -53,7 +53,8 @@ class Pmd : public PortRunner {
 
  private:
   void run();
-  void serve_queues();
+  // start: the clock read that opened this iteration (its time budget counts from it).
+  void serve_queues(uint64_t start);
   void sleep_until_work();
   void drain_wake_fd();
   void publish();

@@ -11,8 +11,10 @@
 //   int pop(const GuestMemory&, Span*, uint32_t max_spans, Chain*, QueueCounter* why)
 //                                        1: *Chain filled; 0: empty; -1: a ring rule broken (*why)
 //   void unpop(uint16_t n)               give the last n popped chains back, in order
-//   void push(uint16_t head, uint32_t len), bool flush()
-//                                        return chains; publish them (true: notify the guest)
+//   void push(uint16_t head, uint32_t len), bool flush(bool* saved)
+//                                        return chains; publish them (true: notify the guest; *saved:
+//                                        EVENT_IDX spared a notification)
+//   uint16_t waiting() const             chains available and not yet taken, as last read
 //   bool enable_notify(), void disable_notify()
 //
 // Every chain is read once into private memory, its descriptors checked, its buffers translated through

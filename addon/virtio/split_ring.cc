@@ -117,7 +117,8 @@ void SplitRing::unpop(uint16_t n) {
   last_avail_ = uint16_t(last_avail_ - n);
 }
 
-bool SplitRing::flush() {
+// *saved: entries were published and EVENT_IDX's used_event said the guest needed no notification.
+bool SplitRing::flush(bool* saved) {
   write_shadow();
   if (used_shadow_ == used_idx_) return false;
   const uint16_t old = used_idx_;
@@ -127,7 +128,11 @@ bool SplitRing::flush() {
   // The guest's suppression state must be read after our index store is visible; otherwise a guest that
   // re-enables interrupts just then would be missed and sleep forever (store-load needs a full fence).
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
-  if (event_idx_) return vring_need_event(load16(used_event()), used_idx_, old);
+  if (event_idx_) {
+    const bool need = vring_need_event(load16(used_event()), used_idx_, old);
+    if (saved) *saved = !need;
+    return need;
+  }
   return !(load16(&avail_->flags) & VRING_AVAIL_F_NO_INTERRUPT);
 }
 

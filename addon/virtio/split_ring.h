@@ -43,6 +43,9 @@ class SplitRing {
   void start(uint16_t base);
   // The avail index the next pop() reads (GET_VRING_BASE's answer).
   uint16_t last_avail() const { return last_avail_; }
+  // Chains made available and not yet taken, by the avail index as last read (no guest memory access):
+  // the ring's fill level for the counters. Bounded by the queue size whatever the guest wrote.
+  uint16_t waiting() const { return std::min<uint16_t>(uint16_t(avail_idx_ - last_avail_), size_); }
   // Whether the guest has made any buffer available since start() (sticky): a ring can be enabled
   // before its driver posts the first receive buffers.
   bool primed() {
@@ -110,7 +113,7 @@ class SplitRing {
     shadow_[nshadow_++] = vring_used_elem{head, len};
   }
   // Publishes the pushed entries. Returns true when the guest wants to be notified of them.
-  bool flush();
+  bool flush(bool* saved = nullptr);
 
   // Asks the guest to kick us when it makes chains available. Returns true when some already are, so a
   // caller about to sleep must not.

@@ -1,6 +1,8 @@
 // Prometheus view of the shared counter block. Nothing is copied while packets flow: the collectors
 // read the native threads' BigUint64Array only when someone scrapes. One family per counter-table
 // family; entries that share a family (drops by direction and reason) become label sets of it.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { registerBridgeMetrics } from './bridge-metrics';
 import { native } from '../native';
@@ -23,6 +25,8 @@ interface Entry {
   /** word offset inside a counter set */
   index: number;
   labels: Record<string, string>;
+  /** the block keeps nanoseconds (id *_NS) and the family is in seconds */
+  scale: number;
 }
 
 interface Family {
@@ -51,7 +55,8 @@ function families(infos: CounterInfo[], baseLabels: string[]): Family[] {
       byName.set(c.family, f);
     }
     for (const l of Object.keys(labels)) if (!f.labelNames.includes(l)) f.labelNames.push(l);
-    f.entries.push({ index, labels });
+    const seconds = c.id.endsWith('_NS') && /_seconds(_total)?$/.test(c.family);
+    f.entries.push({ index, labels, scale: seconds ? 1e-9 : 1 });
   });
   // A shared family's HELP lists what each label set counts, since the table describes entries.
   for (const f of byName.values()) {
@@ -61,21 +66,57 @@ function families(infos: CounterInfo[], baseLabels: string[]): Family[] {
   return [...byName.values()];
 }
 
+/** The package's version, for vhostwire_build_info (package.json sits two levels above dist/src/api). */
+function packageVersion(): string {
+  for (const up of ['../../..', '../..']) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, up, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'vhostwire' && pkg.version) return pkg.version;
+    } catch {
+      // not this level
+    }
+  }
+  return 'unknown';
+}
+
 /** A registry of its own (not prom-client's global one), so several switches never collide. */
 export function createRegistry(sw: Switch): Registry {
   const registry = new Registry();
 
+  // One copy of the counter block per scrape, taken by the first family collected, so every family of
+  // one scrape reads the same instant (a port's packets and its size bins agree). prom-client starts
+  // every family's collect() in one synchronous pass, so the copy is dropped once that pass is over.
+  let snapshot: { view: CounterBlockView; uplinks: Set<string> } | null = null;
+  const snap = () => {
+    if (!snapshot) {
+      const view = sw.counterBlock();
+      const uplinks = new Set(
+        sw
+          .portInfo()
+          .filter((p) => p.kind === 'uplink')
+          .map((p) => p.name),
+      );
+      snapshot = { view: { ...view, block: view.block.slice() }, uplinks };
+      setImmediate(() => (snapshot = null));
+    }
+    return snapshot;
+  };
+
   // One metric per family; each scrape reads every counter set the family applies to from the block.
   // Families named without _total (high-water marks) are gauges; the rest count.
-  const register = (infos: CounterInfo[], baseLabels: string[], sets: (block: CounterBlockView) => CounterSet[]): void => {
+  const register = (
+    infos: CounterInfo[],
+    baseLabels: string[],
+    sets: (block: CounterBlockView, uplinks: Set<string>) => CounterSet[],
+  ): void => {
     for (const f of families(infos, baseLabels)) {
       const read = (put: (labels: Record<string, string>, v: number) => void): void => {
         if (sw.closed) return;
-        const view = sw.counterBlock();
+        const { view, uplinks } = snap();
         const uplinkOnly = f.name.startsWith(`${PREFIX}uplink_`);
-        for (const set of sets(view)) {
+        for (const set of sets(view, uplinks)) {
           if (uplinkOnly && !set.uplink) continue;
-          for (const e of f.entries) put({ ...set.labels, ...e.labels }, Number(view.block[set.base + e.index]));
+          for (const e of f.entries) put({ ...set.labels, ...e.labels }, Number(view.block[set.base + e.index]) * e.scale);
         }
       };
       const common = { name: f.name, help: f.help, labelNames: f.labelNames, registers: [registry] };
@@ -98,21 +139,15 @@ export function createRegistry(sw: Switch): Registry {
       }
     }
   };
-  register(native.queueCounters, ['port', 'queue'], ({ layout, ports }) => {
-    const uplinks = new Set(
-      sw
-        .portInfo()
-        .filter((p) => p.kind === 'uplink')
-        .map((p) => p.name),
-    );
-    return ports.flatMap((p) =>
+  register(native.queueCounters, ['port', 'queue'], ({ layout, ports }, uplinks) =>
+    ports.flatMap((p) =>
       Array.from({ length: p.queuePairs }, (_, q) => ({
         base: (p.counterSet + q) * layout.queueStride,
         labels: { port: p.name, queue: String(q) },
         uplink: uplinks.has(p.name),
       })),
-    );
-  });
+    ),
+  );
   register(native.pmdCounters, ['pmd'], ({ layout }) =>
     Array.from({ length: sw.pmdCount }, (_, j) => ({ base: layout.pmdBase + j * layout.pmdStride, labels: { pmd: String(j) } })),
   );
@@ -126,6 +161,40 @@ export function createRegistry(sw: Switch): Registry {
       this.reset();
       if (sw.closed) return;
       for (const p of sw.portInfo()) this.set({ port: p.name }, p.state === 'disconnected' ? 0 : 1);
+    },
+  });
+  new Gauge({
+    name: `${PREFIX}port_connected`,
+    help: 'For ports a front end connects to (vhost-user): 1 while one is connected, 0 while the port waits for one',
+    labelNames: ['port'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (sw.closed) return;
+      for (const p of sw.portInfo())
+        if (p.state === 'connected' || p.state === 'disconnected') this.set({ port: p.name }, p.state === 'connected' ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: `${PREFIX}mode`,
+    help: "The backend's mode: 1 for the current one (bypass: busy-polling PMDs and AF_XDP uplinks; kernel: AF_PACKET uplinks and PMDs that sleep when idle), 0 for the other",
+    labelNames: ['mode'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (sw.closed) return;
+      for (const mode of ['bypass', 'kernel']) this.set({ mode }, sw.mode === mode ? 1 : 0);
+    },
+  });
+  const version = packageVersion();
+  new Gauge({
+    name: `${PREFIX}build_info`,
+    help: 'Always 1; the labels say which vhostwire (package version) runs on which Node.js and N-API version',
+    labelNames: ['version', 'node', 'napi'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.set({ version, node: process.version, napi: process.versions.napi ?? 'unknown' }, 1);
     },
   });
 

@@ -66,6 +66,7 @@ uint16_t GenPort::rx_burst(uint16_t, Burst& b) {
   sent_ += n;
   counters_.add(RX_PACKETS, n);
   counters_.add(RX_BYTES, n * size_);
+  counters_.add(RX_SIZE_64 + size_bin(size_), n);
   return b.n;
 }
 

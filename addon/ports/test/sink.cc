@@ -22,6 +22,7 @@ uint16_t SinkPort::tx_burst(uint16_t, const Burst& b) {
       dst += sp.len;
     }
     bytes += p.len;
+    counters_.add(TX_SIZE_64 + size_bin(p.len));
   }
   counters_.add(TX_PACKETS, b.n);
   counters_.add(TX_BYTES, bytes);

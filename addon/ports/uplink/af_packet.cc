@@ -273,6 +273,7 @@ uint16_t AfPacketPort::rx_burst(uint16_t, Burst& b) {
         b.nspans++;
         counters_->add(RX_PACKETS);
         counters_->add(RX_BYTES, f.len);
+        counters_->add(RX_SIZE_64 + size_bin(f.len));
         lent_from_cur_ = true;
         break;
       case BlockWalker::Step::kTruncated: counters_->add(DROP_RX_TRUNCATED); break;
@@ -362,6 +363,7 @@ bool AfPacketPort::reap_tx() {
     if (st & TP_STATUS_SEND_REQUEST) return false;
     counters_->add(TX_PACKETS);
     counters_->add(TX_BYTES, tx_len_[tx_tail_]);
+    counters_->add(TX_SIZE_64 + size_bin(tx_len_[tx_tail_]));
     tx_tail_ = (tx_tail_ + 1) % kTxFrames;
     tx_pending_--;
   }

@@ -151,6 +151,7 @@ uint16_t XskRings::rx(Burst& b) {
     b.pkt[b.n++] = PacketView{d.len, b.nspans, 1, f};
     b.span[b.nspans++] = Span{umem_ + d.addr, d.len};
     bytes += d.len;
+    c_->add(RX_SIZE_64 + size_bin(d.len));
   }
   rx_cons_ += n;
   store_release(rx_.consumer, rx_cons_);
@@ -243,6 +244,7 @@ uint16_t XskRings::tx(const Burst& b) {
     sent++;
     c_->add(TX_PACKETS);
     c_->add(TX_BYTES, p.len);
+    c_->add(TX_SIZE_64 + size_bin(p.len));
   }
   if (sent) store_release(tx_.producer, tx_prod_);
   return sent;

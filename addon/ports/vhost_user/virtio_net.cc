@@ -115,7 +115,9 @@ bool VirtioNetDevice::attach(uint16_t idx, std::string* err) {
 }
 
 void VirtioNetDevice::flush(Vring& r, QueueCounters& c) {
-  if (r.vq.flush() && r.call >= 0 && signal_fd(r.call)) c.add(GUEST_NOTIFICATIONS);
+  bool saved = false;
+  if (r.vq.flush(&saved) && r.call >= 0 && signal_fd(r.call)) c.add(GUEST_NOTIFICATIONS);
+  if (saved) c.add(GUEST_NOTIFICATIONS_SAVED);
 }
 
 VirtioNetDevice::VirtioNetDevice(std::string name, uint16_t queue_pairs, CounterBlock& counters, EventSink events)
@@ -310,8 +312,10 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     p.cookie = ch.head;
     p.meta = PacketMeta{};
     bytes += p.len;
+    c.add(RX_SIZE_64 + size_bin(p.len));
   }
   c.raise(LONGEST_BURST_DESCRIPTORS, descriptors);
+  c.set(RING_FILL_RX, r.vq.waiting());
   c.add(RX_PACKETS, b.n);
   c.add(RX_BYTES, bytes);
   // With packets borrowed, release() publishes the dropped chains together with them.
@@ -496,10 +500,12 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
       }
       sent++;
       bytes += p.len;
+      c.add(TX_SIZE_64 + size_bin(p.len));
     }
     tx_open_.idx = -1;
   }
   c.raise(LONGEST_BURST_DESCRIPTORS, descriptors);
+  c.set(RING_FILL_TX, r.vq.waiting());
   c.add(TX_PACKETS, sent);
   c.add(TX_BYTES, bytes);
   c.add(DROP_TX_TOO_BIG, too_big);
