@@ -411,6 +411,39 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     t.equal(f.counter('up', 'TX_PACKETS') - tx0, 3n, 'transmitted: the three requests only');
   });
 
+  // A pfifo on our end counts what passes through it: a plain packet socket's frames do, the uplink's
+  // (PACKET_QDISC_BYPASS) go straight to the driver and do not.
+  t.test('kernel mode: frames bypass the qdisc', async (t) => {
+    const qdiscPackets = () =>
+      JSON.parse(execFileSync('tc', ['-s', '-j', 'qdisc', 'show', 'dev', net.host], { encoding: 'utf8' }))[0].packets as number;
+    execFileSync('tc', ['qdisc', 'replace', 'dev', net.host, 'root', 'pfifo', 'limit', '1000']);
+    t.teardown(() => spawnSync('tc', ['qdisc', 'del', 'dev', net.host, 'root'], { stdio: 'ignore' }));
+    const frame = eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, 0, 100)));
+    const py = [
+      'import socket, sys',
+      's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)',
+      's.bind((sys.argv[1], 0))',
+      'f = bytes.fromhex(sys.argv[2])',
+      'for i in range(5): s.send(f)',
+    ].join('\n');
+    const q0 = qdiscPackets();
+    execFileSync('python3', ['-c', py, net.host, frame.toString('hex')]);
+    t.equal(qdiscPackets() - q0, 5, "a plain packet socket's 5 frames pass through the qdisc");
+
+    const { f, fe } = setup(t, net, 'kernel');
+    await f.waitConnected('vm');
+    const N = 100;
+    const ns0 = net.peerStats();
+    const q1 = qdiscPackets();
+    await sendAll(
+      fe,
+      Array.from({ length: N }, (_, i) => eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, i, 100)))),
+    );
+    await waitFor(`${N} frames counted by the namespace's interface`, () => net.peerStats().rxPackets - ns0.rxPackets >= N);
+    t.equal(net.peerStats().rxPackets - ns0.rxPackets, N, `the namespace received exactly ${N}`);
+    t.equal(qdiscPackets() - q1, 0, 'none of them through the qdisc');
+  });
+
   t.test('switching mode reopens the driver; counters carry on; removal closes the socket', async (t) => {
     const f = new Fixture('kernel');
     t.teardown(() => f.close());
