@@ -172,6 +172,13 @@ class Harness {
   uint32_t m_fill_prod_ = 0, m_comp_cons_ = 0, m_rx_cons_ = 0, m_tx_prod_ = 0;
   Bad bad_fill_, bad_comp_, bad_rx_, bad_tx_;
   uint64_t exp_[kQueueCounterCount] = {};
+  // The model's own reading of DPDK's vhost size bins, not the addon's size_bin().
+  static uint32_t bin(uint64_t len) {
+    static const uint64_t upper[] = {64, 127, 255, 511, 1023, 1518};
+    uint32_t b = 0;
+    while (b < 6 && len > upper[b]) b++;
+    return b;
+  }
 
   Burst lent_;  // what rx() lent and is not released yet
   bool have_lent_ = false;
@@ -455,6 +462,7 @@ void Harness::expect_tx(const Burst& b, uint16_t sent, bool returned) {
     want++;
     exp_[TX_PACKETS]++;
     exp_[TX_BYTES] += p.len;
+    exp_[TX_SIZE_64 + bin(p.len)]++;
   }
   CHECK(returned, "tx faulted on a packet that reads no missing page");
   CHECK(sent == want, "tx returned a different count than it posted");
@@ -581,6 +589,7 @@ void Harness::op_rx() {
       want++;
       exp_[RX_PACKETS]++;
       exp_[RX_BYTES] += d.len;
+      exp_[RX_SIZE_64 + bin(d.len)]++;
     }
     m_rx_cons_ += take;
     CHECK(*rx_->r.consumer == m_rx_cons_, "the RX consumer is not what the port read");
