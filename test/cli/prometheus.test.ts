@@ -89,7 +89,8 @@ t.test('Prometheus scrapes serve and reads our rates', async (t) => {
   await waitFor(
     'a rate over 10 s of samples',
     async () => {
-      const at = (Date.now() / 1000).toFixed(3);
+      // Two scrape intervals in the past: every sample up to then is stored, so the three queries see the same ones.
+      const at = (Date.now() / 1000 - 2).toFixed(3);
       rate = Number((await query(`rate(${series}[10s])`, at))[0]?.value[1]);
       irate = Number((await query(`irate(${series}[10s])`, at))[0]?.value[1]);
       raw = (await query(`${series}[10s]`, at))[0]?.values ?? [];
