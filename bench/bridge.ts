@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { native, type NativeEngine } from '../src/native';
 import { formatSummary, ratio, summarize } from './stats';
 import { ROOT } from './serve';
+import { whole } from './args';
 
 const DEST = 0x020000000002; // build_udp_frame's destination (addon/core/udp_frame.cc)
 
@@ -90,11 +91,6 @@ export async function bridgeBenchMain(argv: string[]): Promise<number> {
       process.stdout.write(usage);
       return 0;
     }
-    const whole = (flag: string, v: string, lo: number, hi: number): number => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < lo || n > hi) throw new Error(`${flag}: expected a whole number ${lo}..${hi}, got "${v}"`);
-      return n;
-    };
     if (values.ports !== undefined) portsList = values.ports.split(',').map((c) => whole('--ports', c, 2, 256));
     if (values.macs !== undefined) macsList = values.macs.split(',').map((c) => whole('--macs', c, 1, native.limits.maxBridgeMacs / 2));
     if (values.rounds !== undefined) rounds = whole('--rounds', values.rounds, 1, 100);

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { native, type NativeEngine } from '../src/native';
 import { frontend, type NativeVirtioUser, type VirtioUserOptions } from '../src/harness/frontend-native';
 import { median, summarize, formatSummary, type RatioSummary } from './stats';
+import { whole } from './args';
 
 const TX = 1; // a guest's transmit vring
 const RX = 0; // a guest's receive vring
@@ -331,11 +332,6 @@ export async function hostileBenchMain(argv: string[]): Promise<number> {
       return 0;
     }
     o = { ...HOSTILE_DEFAULTS };
-    const whole = (flag: string, v: string, lo: number, hi: number): number => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < lo || n > hi) throw new Error(`${flag}: expected a whole number ${lo}..${hi}, got "${v}"`);
-      return n;
-    };
     if (values.sizes !== undefined)
       o.sizes = values.sizes.split(',').map((s) => {
         const n = whole('--sizes', s, 64, 32768);

@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { native, type NativeEngine } from '../src/native';
 import { frontend, type NativeVirtioUser } from '../src/harness/frontend-native';
 import { formatSummary, ratio, summarize } from './stats';
+import { whole } from './args';
 
 function rssBytes(): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
@@ -171,11 +172,6 @@ export async function portsBenchMain(argv: string[]): Promise<number> {
       process.stdout.write(usage);
       return 0;
     }
-    const whole = (flag: string, v: string, lo: number, hi: number): number => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < lo || n > hi) throw new Error(`${flag}: expected a whole number ${lo}..${hi}, got "${v}"`);
-      return n;
-    };
     if (values.counts !== undefined) counts = values.counts.split(',').map((c) => whole('--counts', c, 1, 1024));
     if (values.rounds !== undefined) rounds = whole('--rounds', values.rounds, 1, 1000);
     if (values.trips !== undefined) trips = whole('--trips', values.trips, 10, 1_000_000);
