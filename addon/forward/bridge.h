@@ -101,6 +101,10 @@ class Bridge final : public Forwarder {
   void rebuild();
   const std::vector<uint16_t>& flood_list(bool multicast, uint16_t vlan, uint16_t in) const;
   void enqueue(uint16_t dest, uint8_t pkt);
+  // Touches the table slots the burst will look up, ahead of the pass that uses them. Below
+  // kPrefetchAbove entries the table stays in cache and the extra pass would only cost.
+  static constexpr uint32_t kPrefetchAbove = 4096;
+  void prefetch(const Member& m, const Burst& b) const;
   void deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx);
 
   BridgeOptions opts_;

@@ -51,6 +51,10 @@ class Fdb {
       if (s.key == k) return s.port;
     }
   }
+  // Starts loading the slot a lookup or learn of (vlan, mac) will probe first. A burst's slots requested
+  // together before any is used overlap their cache and TLB misses, which is what keeps a table far
+  // larger than the caches nearly as fast as a small one.
+  void prefetch(uint16_t vlan, uint64_t mac) const { __builtin_prefetch(&slots_[hash(key(vlan, mac)) & mask_], 1); }
   // A frame from `mac` in `vlan` arrived on `port` at `now`: refresh, move or insert.
   void learn(uint16_t vlan, uint64_t mac, uint16_t port, uint64_t now);
   // Adds or replaces a static entry; false when the table is full of static entries.
