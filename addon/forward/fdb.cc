@@ -14,18 +14,26 @@ Fdb::Fdb(uint32_t max_entries, uint32_t max_per_port, uint64_t age_ns)
   // At least twice the entries: the table is at most half full, which keeps probe runs short.
   uint32_t cap = 16;
   while (cap < 2 * max_entries_) cap <<= 1;
+  slots_ = map_table<Slot>(cap);
+  links_ = map_table<Links>(cap);
+  for (uint32_t i = 0; i < cap; i++) slots_[i] = Slot{0, 0, kNoPort, false}, links_[i] = Links{kNil, kNil};
+  mask_ = cap - 1;
+  // Ageing beyond 2^32 ticks could not be told from a wrapped clock; the options never ask for that much.
+  age_ticks_ = uint32_t(std::min<uint64_t>(age_ns_ >> 20, UINT32_MAX / 2));
+}
+
+template <class T>
+std::unique_ptr<T[], Fdb::Unmap> Fdb::map_table(uint32_t n) {
   constexpr size_t kHuge = 2u << 20;
-  const size_t bytes = (size_t(cap) * sizeof(Slot) + kHuge - 1) & ~(kHuge - 1);
+  const size_t bytes = (size_t(n) * sizeof(T) + kHuge - 1) & ~(kHuge - 1);
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   // Only a hint: without transparent huge pages the table works the same, slower when it is large.
   madvise(p, bytes, MADV_HUGEPAGE);
-  slots_ = std::unique_ptr<Slot[], Unmap>(static_cast<Slot*>(p), Unmap{bytes});
-  for (uint32_t i = 0; i < cap; i++) slots_[i] = Slot{0, 0, kNil, kNil, kNoPort, false};
-  mask_ = cap - 1;
+  return std::unique_ptr<T[], Unmap>(static_cast<T*>(p), Unmap{bytes});
 }
 
-void Fdb::Unmap::operator()(Slot* p) const { munmap(p, bytes); }
+void Fdb::Unmap::operator()(void* p) const { munmap(p, bytes); }
 
 uint32_t Fdb::find(uint64_t k) const {
   for (uint32_t i = hash(k) & mask_;; i = (i + 1) & mask_) {
@@ -45,12 +53,12 @@ void Fdb::ensure_port(uint16_t port) {
 }
 
 void Fdb::link(uint32_t i) {
-  Slot& s = slots_[i];
-  PortList& l = per_port_[s.port];
+  Links& s = links_[i];
+  PortList& l = per_port_[slots_[i].port];
   s.prev = l.tail;
   s.next = kNil;
   if (l.tail != kNil)
-    slots_[l.tail].next = i;
+    links_[l.tail].next = i;
   else
     l.head = i;
   l.tail = i;
@@ -58,14 +66,14 @@ void Fdb::link(uint32_t i) {
 }
 
 void Fdb::unlink(uint32_t i) {
-  Slot& s = slots_[i];
-  PortList& l = per_port_[s.port];
+  Links& s = links_[i];
+  PortList& l = per_port_[slots_[i].port];
   if (s.prev != kNil)
-    slots_[s.prev].next = s.next;
+    links_[s.prev].next = s.next;
   else
     l.head = s.next;
   if (s.next != kNil)
-    slots_[s.next].prev = s.prev;
+    links_[s.next].prev = s.prev;
   else
     l.tail = s.prev;
   s.prev = s.next = kNil;
@@ -74,15 +82,16 @@ void Fdb::unlink(uint32_t i) {
 
 void Fdb::relocate(uint32_t from, uint32_t to) {
   slots_[to] = slots_[from];
-  Slot& s = slots_[to];
-  if (!s.is_static) {
-    PortList& l = per_port_[s.port];
+  links_[to] = links_[from];
+  const Links& s = links_[to];
+  if (!slots_[to].is_static) {
+    PortList& l = per_port_[slots_[to].port];
     if (s.prev != kNil)
-      slots_[s.prev].next = to;
+      links_[s.prev].next = to;
     else
       l.head = to;
     if (s.next != kNil)
-      slots_[s.next].prev = to;
+      links_[s.next].prev = to;
     else
       l.tail = to;
   }
@@ -133,7 +142,7 @@ void Fdb::learn(uint16_t vlan, uint64_t mac, uint16_t port, uint64_t now) {
       link(i);
       stats_.moved++;
     }
-    s.last_seen_ns = now;
+    s.last_seen = ticks(now);
     return;
   }
   if (per_port_[port].count >= max_per_port_) {
@@ -145,7 +154,7 @@ void Fdb::learn(uint16_t vlan, uint64_t mac, uint16_t port, uint64_t now) {
     return;
   }
   const uint32_t j = free_slot(k);
-  slots_[j] = Slot{k, now, kNil, kNil, port, false};
+  slots_[j] = Slot{k, ticks(now), port, false};
   link(j);
   size_++;
   stats_.learned++;
@@ -157,17 +166,19 @@ bool Fdb::add_static(uint16_t vlan, uint64_t mac, uint16_t port) {
   if (i != kNil) erase(i);
   if (size_ >= max_entries_ && !evict_one()) return false;
   const uint32_t j = free_slot(k);
-  slots_[j] = Slot{k, 0, kNil, kNil, port, true};
+  slots_[j] = Slot{k, 0, port, true};
+  links_[j] = Links{kNil, kNil};
   size_++;
   return true;
 }
 
 void Fdb::age_step(uint64_t now, uint32_t budget) {
   if (size_ == 0) return;
+  const uint32_t t = ticks(now);
   for (uint32_t n = 0; n < budget; n++) {
     const uint32_t i = age_cursor_;
     const Slot& s = slots_[i];
-    if (s.port != kNoPort && !s.is_static && now - s.last_seen_ns > age_ns_) {
+    if (s.port != kNoPort && !s.is_static && uint32_t(t - s.last_seen) > age_ticks_) {
       erase(i);
       stats_.aged++;
       // The shift may have moved an entry not yet examined into slot i: look at it again.
@@ -195,12 +206,14 @@ void Fdb::remove_port(uint16_t port) {
   if (port < per_port_.size()) per_port_.erase(per_port_.begin() + port);
 }
 
-std::vector<FdbEntry> Fdb::entries() const {
+std::vector<FdbEntry> Fdb::entries(uint64_t now) const {
+  const uint32_t t = ticks(now);
   std::vector<FdbEntry> out;
   out.reserve(size_);
   for (uint32_t i = 0; i <= mask_; i++)
     if (const Slot& s = slots_[i]; s.port != kNoPort)
-      out.push_back(FdbEntry{s.key & 0xffffffffffffull, uint16_t(s.key >> 48), s.port, s.is_static, s.last_seen_ns});
+      out.push_back(FdbEntry{s.key & 0xffffffffffffull, uint16_t(s.key >> 48), s.port, s.is_static,
+                             s.is_static ? 0 : uint64_t(uint32_t(t - s.last_seen)) << 20});
   return out;
 }
 

@@ -394,13 +394,11 @@ bool Engine::fdb(const std::string& bridge, std::vector<FdbRow>* out, std::strin
   Bridge* br = find_bridge(bridge, &pmd, err);
   if (!br) return false;
   pmd->pause();
-  std::vector<FdbEntry> entries = br->fdb().entries();
-  const uint64_t now = now_ns();
+  std::vector<FdbEntry> entries = br->fdb().entries(now_ns());
   pmd->resume();
   out->clear();
   for (const FdbEntry& e : entries) {
-    const double age = e.is_static ? 0 : double(now > e.last_seen_ns ? now - e.last_seen_ns : 0) / 1e9;
-    out->push_back(FdbRow{e.mac, e.vlan, br->members()[e.port]->name(), age, e.is_static});
+    out->push_back(FdbRow{e.mac, e.vlan, br->members()[e.port]->name(), double(e.age_ns) / 1e9, e.is_static});
   }
   return true;
 }
