@@ -37,12 +37,12 @@ if (why) {
     const peer = `vwbp${process.pid}`;
     const nsIp = '10.233.0.1';
     const vmIp = '10.233.0.2';
-    let serve: Cli | undefined;
-    let vm: Vm | undefined;
+    // Whatever was started by the time a step fails, ended by pid in teardown.
+    const started: { serve?: Cli; vm?: Vm } = {};
     t.teardown(async () => {
-      await vm?.kill('SIGKILL');
-      serve?.kill('SIGKILL');
-      await serve?.wait();
+      await started.vm?.kill('SIGKILL');
+      started.serve?.kill('SIGKILL');
+      await started.serve?.wait();
       spawnSync('ip', ['link', 'del', host], { stdio: 'ignore' });
       spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
       fs.rmSync(dir, { recursive: true, force: true });
@@ -57,7 +57,7 @@ if (why) {
 
     const sock = path.join(dir, 'vm0.sock');
     const api = path.join(dir, 'api.sock');
-    serve = new Cli([
+    const serve = (started.serve = new Cli([
       'serve',
       '--vhost-user',
       `vm0=${sock}`,
@@ -69,9 +69,9 @@ if (why) {
       'kernel',
       '--api',
       api,
-    ]);
+    ]));
     await serve.line(/^ready$/);
-    vm = await Vm.start({ guest, name: 'vm0', socket: sock, ip: `${vmIp}/24`, end: 'stay' });
+    const vm = (started.vm = await Vm.start({ guest, name: 'vm0', socket: sock, ip: `${vmIp}/24`, end: 'stay' }));
     const r = await vm.ready(BOOT_MS);
     t.comment(`guest booted (${vm.accel}) in ${(r.wallMs / 1000).toFixed(1)} s`);
 
