@@ -12,7 +12,7 @@
 // guest, by `npm run bench -- g2g --switches bridge,ovs` (bench/g2g.ts).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { native, type NativeEngine } from '../src/native';
+import { native, queueCounter, type NativeEngine } from '../src/native';
 import { formatSummary, ratio, summarize } from './stats';
 import { ROOT } from './serve';
 import { whole } from './args';
@@ -28,9 +28,7 @@ interface Cell {
 }
 
 function txPackets(engine: NativeEngine, port: string): number {
-  const idx = native.queueCounters.findIndex((c) => c.id === 'TX_PACKETS');
-  const p = engine.ports().find((x) => x.name === port)!;
-  return Number(engine.counters()[p.counterSet * engine.counterLayout().queueStride + idx]);
+  return Number(queueCounter(engine, port, 'TX_PACKETS'));
 }
 
 async function rate(engine: NativeEngine, warmupMs: number, seconds: number): Promise<number> {

@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { native, type NativeEngine } from '../src/native';
+import { native, queueCounter, type NativeEngine } from '../src/native';
 import { frontend, type NativeVirtioUser, type VirtioUserOptions } from '../src/harness/frontend-native';
 import { median, summarize, formatSummary, type RatioSummary } from './stats';
 import { whole } from './args';
@@ -116,9 +116,7 @@ class Rig {
   }
 
   queueCounter(port: string, id: string): number {
-    const idx = native.queueCounters.findIndex((c) => c.id === id);
-    const p = this.engine.ports().find((x) => x.name === port)!;
-    return Number(this.engine.counters()[p.counterSet * this.engine.counterLayout().queueStride + idx]);
+    return Number(queueCounter(this.engine, port, id));
   }
 
   pmdCounter(id: string): number {

@@ -280,3 +280,15 @@ export interface Native {
 // dist/src/native.js -> <package root>/build/Release/vhostwire.node
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 export const native: Native = require(path.join(__dirname, '..', '..', 'build', 'Release', 'vhostwire.node'));
+
+/**
+ * Queue counter `id` (its C++ name: RX_PACKETS, INVALID_BAD_NEXT...) of queue pair qp of port `name`,
+ * from a fresh snapshot of the engine's counter block. Throws for an unknown counter or port.
+ */
+export function queueCounter(engine: NativeEngine, name: string, id: string, qp = 0): bigint {
+  const idx = native.queueCounters.findIndex((c) => c.id === id);
+  if (idx < 0) throw new Error(`no queue counter ${id}`);
+  const p = engine.ports().find((x) => x.name === name);
+  if (!p) throw new Error(`no port ${name}`);
+  return engine.counters()[(p.counterSet + qp) * engine.counterLayout().queueStride + idx];
+}

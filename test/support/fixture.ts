@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { native, type Mode, type NativeEngine, type PortEvent, type PortInfo } from '../../src/native';
+import { native, queueCounter, type Mode, type NativeEngine, type PortEvent, type PortInfo } from '../../src/native';
 import { frontend, type NativeVirtioUser, type VirtioUserOptions } from '../../src/harness/frontend-native';
 import type { UplinkDetails, VhostUserDetails } from '../../src/ports';
 
@@ -55,11 +55,7 @@ export class Fixture {
 
   /** A queue counter of a port's queue pair, by its C++ id (RX_PACKETS, INVALID_BAD_NEXT...). */
   counter(port: string, id: string, qp = 0): bigint {
-    const idx = native.queueCounters.findIndex((c) => c.id === id);
-    if (idx < 0) throw new Error(`no counter ${id}`);
-    const p = this.port(port);
-    const layout = this.engine.counterLayout();
-    return this.engine.counters()[(p.counterSet + qp) * layout.queueStride + idx];
+    return queueCounter(this.engine, port, id, qp);
   }
 
   async waitConnected(name: string): Promise<void> {
