@@ -1,4 +1,4 @@
-// `npm run bench -- bridge`: what the learning bridge costs over the wire, as its ports and its MAC table
+// `npm run bench -- bridge --engine`: what the learning bridge costs over the wire, as its ports and its MAC table
 // grow. One engine in this process, one PMD thread (pinned with --pmd-core), bypass mode:
 //   - the wire: gen g0 (64-byte frames, as fast as it can) wired to sink s0; the forwarder's floor;
 //   - the bridge: the same g0 and s0 on a bridge with PORTS members in all (the others sinks that see
@@ -9,7 +9,7 @@
 // (order alternating) and the bridge/wire ratio is taken per round; medians and ranges are printed. Flat
 // across MACS says the lookup costs the same at 1 and at 100,000 entries; flat across PORTS says members
 // that take no part in a frame cost it nothing. OVS-DPDK's NORMAL bridge is compared with ours, guest to
-// guest, by `npm run bench -- g2g --switches bridge,ovs` (bench/g2g.ts).
+// guest, by `npm run bench -- bridge` (bench/g2g.ts).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native, queueCounter, type NativeEngine } from '../src/native';
@@ -64,7 +64,7 @@ async function measure(pmdCore: number, ports: number, macs: number, bridged: bo
 export async function bridgeBenchMain(argv: string[]): Promise<number> {
   const { parseArgs } = await import('node:util');
   const usage =
-    'usage: npm run bench -- bridge [--ports 2,16,64] [--macs 1,1000,100000] [--rounds N] [--seconds S] [--pmd-core N] [--no-json]\n';
+    'usage: npm run bench -- bridge --engine [--ports 2,16,64] [--macs 1,1000,100000] [--rounds N] [--seconds S] [--pmd-core N] [--no-json]\n';
   let portsList = [2, 16, 64];
   let macsList = [1, 1000, 100_000];
   let rounds = 3;

@@ -16,12 +16,22 @@ import * as path from 'node:path';
 import { Testpmd, dpdkVersion, findTestpmd, freeHugepages, type PortStats } from './testpmd';
 import { ServeProcess, serveUnavailable, sleep } from './serve';
 import { median, summarize, formatSummary, type RatioSummary } from './stats';
+import { native } from '../src/native';
 
 export type Switch = 'ours' | 'bridge' | 'dpdk' | 'ovs';
 const SWITCHES: Switch[] = ['ours', 'bridge', 'dpdk', 'ovs'];
 
+/** How the switch is loaded besides the two ports that carry the traffic (the bridge and OVS only). */
+export interface G2gCell {
+  /** Ports on the bridge: vm0 and vm1 carry the traffic, the rest are vhost-user ports nobody connects to. */
+  ports: number;
+  /** Source MACs the switch has learned on vm0 before the traffic starts (1: only the front end's own). */
+  macs: number;
+}
+
 export interface G2gOptions {
   rounds: number;
+  cells: G2gCell[];
   seconds: number;
   warmupSeconds: number;
   sizes: number[];
@@ -32,6 +42,7 @@ export interface G2gOptions {
 
 export const G2G_DEFAULTS: G2gOptions = {
   rounds: 5,
+  cells: [{ ports: 2, macs: 1 }],
   seconds: 3,
   warmupSeconds: 1,
   sizes: [64, 1518],
@@ -48,17 +59,61 @@ const OVS_VSWITCHD = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 interface SwitchRig {
   /** Where the front end's port i connects, and whether the switch is the vhost-user server there. */
   sockets: [string, string];
+  /** MAC table entries the switch holds now (the switches that learn). */
+  learned?(): Promise<number>;
   close(): Promise<void>;
 }
 
 interface Sample {
   switch: Switch;
   size: number;
+  ports: number;
+  macs: number;
+  /** MAC table entries when the traffic started (bridge, ovs) */
+  learned?: number;
   round: number;
   mpps: number | null;
   /** per front-end port, Mpps received: a circulation that died at start shows as one port near 0 */
   perPort?: [number, number];
   error?: string;
+}
+
+/** Room for the MACs a cell teaches, the front end's two and a margin: the table never refuses one. */
+function tableRoom(macs: number): number {
+  return Math.max(8192, 2 * macs);
+}
+
+/** 02:01:00:00:00:00 and up, as `--gen ...,macs=N` counts (never the front end's 02:00:00:00:00:1x). */
+function taughtMac(i: number): Buffer {
+  return Buffer.from([0x02, 0x01, (i >>> 24) & 0xff, (i >>> 16) & 0xff, (i >>> 8) & 0xff, i & 0xff]);
+}
+
+/**
+ * Connects our own front end to the switch's vm0 socket and sends one broadcast from each of `macs`
+ * source addresses, so the switch learns them all on vm0; then leaves, and the DPDK front end takes vm0.
+ */
+async function teach(socket: string, macs: number): Promise<void> {
+  const { frontend } = await import('../src/harness/frontend-native');
+  const vu = new (frontend().VirtioUser)({ path: socket, timeoutMs: 10000 });
+  try {
+    // The switch starts its queues a moment after the handshake; a frame sent before is not lost (it
+    // waits in the ring) but the first ones could meet a switch still setting up.
+    await sleep(500);
+    const frame = Buffer.alloc(64);
+    frame.fill(0xff, 0, 6);
+    frame.writeUInt16BE(0x88b5, 12); // IEEE local experimental: nobody answers it
+    for (let i = 0; i < macs; i++) {
+      taughtMac(i).copy(frame, 6);
+      for (let tries = 0; !vu.send(0, frame); tries++) {
+        if (tries > 5000) throw new Error(`teaching MACs: the switch stopped taking frames after ${i} of ${macs}`);
+        await sleep(1);
+      }
+    }
+    // Until the switch has taken the last of them out of the ring.
+    await sleep(1000);
+  } finally {
+    vu.close();
+  }
 }
 
 function tmp(prefix: string): string {
@@ -86,22 +141,29 @@ class G2g {
   private verbose = (who: string) => (this.o.verbose ? (l: string) => this.log(`  [${who}] ${l}`) : undefined);
 
   ours(): Promise<SwitchRig> {
-    return this.vhostwire(['--wire', 'vm0=vm1']);
+    return this.vhostwire(2, () => ['--wire', 'vm0=vm1']);
   }
 
-  bridge(): Promise<SwitchRig> {
-    return this.vhostwire(['--bridge', 'br0=vm0,vm1']);
+  bridge(cell: G2gCell): Promise<SwitchRig> {
+    const room = tableRoom(cell.macs);
+    return this.vhostwire(cell.ports, (names) => ['--bridge', `br0=${names.join(',')},max-macs=${room},max-macs-per-port=${room}`]);
   }
 
-  private async vhostwire(join: string[]): Promise<SwitchRig> {
+  private async vhostwire(ports: number, join: (names: string[]) => string[]): Promise<SwitchRig> {
     const dir = tmp('vhostwire-g2g-');
-    const s: [string, string] = [path.join(dir, 'vm0.sock'), path.join(dir, 'vm1.sock')];
+    const names = Array.from({ length: ports }, (_, i) => `vm${i}`);
+    const socks = names.map((n) => path.join(dir, `${n}.sock`));
     const serve = await ServeProcess.start({
-      args: ['--vhost-user', `vm0=${s[0]}`, '--vhost-user', `vm1=${s[1]}`, ...join, '--mode', 'bypass', '--pmd-cores', '1'],
+      args: [...names.flatMap((n, i) => ['--vhost-user', `${n}=${socks[i]}`]), ...join(names), '--mode', 'bypass', '--pmd-cores', '1'],
       log: this.verbose('vhostwire'),
     });
     return {
-      sockets: s,
+      sockets: [socks[0], socks[1]],
+      learned: async () => {
+        const r = await fetch(`${serve.url}/api/bridges`);
+        const b = ((await r.json()) as Array<{ name: string; macs: number }>).find((x) => x.name === 'br0');
+        return b ? b.macs : 0;
+      },
       close: async () => {
         await serve.stop();
         fs.rmSync(dir, { recursive: true, force: true });
@@ -132,7 +194,7 @@ class G2g {
   }
 
   /** A private ovsdb-server and ovs-vswitchd (DPDK) in a directory of their own, stopped by their pids. */
-  async ovs(): Promise<SwitchRig> {
+  async ovs(cell: G2gCell): Promise<SwitchRig> {
     const dir = tmp('vhostwire-g2g-ovs-');
     const env = { ...process.env, OVS_RUNDIR: dir, OVS_LOGDIR: dir, OVS_DBDIR: dir };
     const db = `unix:${dir}/db.sock`;
@@ -187,10 +249,16 @@ class G2g {
         'other_config:dpdk-socket-mem=512',
         `other_config:dpdk-extra=--no-pci --file-prefix=ovs${process.pid}`,
       );
-      run(OVS_VSWITCHD, [db, `--pidfile=${dir}/ovs-vswitchd.pid`, '--detach', `--log-file=${dir}/vswitchd.log`]);
+      run(OVS_VSWITCHD, [
+        db,
+        `--pidfile=${dir}/ovs-vswitchd.pid`,
+        `--unixctl=${dir}/vswitchd.ctl`,
+        '--detach',
+        `--log-file=${dir}/vswitchd.log`,
+      ]);
       pids.push(`${dir}/ovs-vswitchd.pid`);
-      vsctl('add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=netdev');
-      for (const p of ['vm0', 'vm1']) vsctl('add-port', 'br0', p, '--', 'set', 'Interface', p, 'type=dpdkvhostuser');
+      vsctl('add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=netdev', `other_config:mac-table-size=${tableRoom(cell.macs)}`);
+      for (let i = 0; i < cell.ports; i++) vsctl('add-port', 'br0', `vm${i}`, '--', 'set', 'Interface', `vm${i}`, 'type=dpdkvhostuser');
     } catch (e) {
       const logTail = fs.existsSync(`${dir}/vswitchd.log`)
         ? fs.readFileSync(`${dir}/vswitchd.log`, 'utf8').split('\n').slice(-10).join('\n')
@@ -198,7 +266,13 @@ class G2g {
       await close();
       throw new Error(`Open vSwitch did not start: ${e instanceof Error ? e.message : String(e)}\n${logTail}`);
     }
-    return { sockets: [`${dir}/vm0`, `${dir}/vm1`], close };
+    const learned = async (): Promise<number> => {
+      const out = run('ovs-appctl', [`--target=${dir}/vswitchd.ctl`, 'fdb/stats-show', 'br0']);
+      const m = /Current\/maximum MAC entries in the table: (\d+)/.exec(out);
+      if (!m) throw new Error(`ovs-appctl fdb/stats-show printed no table size:\n${out}`);
+      return Number(m[1]);
+    };
+    return { sockets: [`${dir}/vm0`, `${dir}/vm1`], learned, close };
   }
 
   private frontEnd(s: [string, string], size: number): Promise<Testpmd> {
@@ -216,11 +290,17 @@ class G2g {
     });
   }
 
-  async sample(sw: Switch, size: number, round: number): Promise<Sample> {
+  async sample(sw: Switch, size: number, cell: G2gCell, round: number): Promise<Sample> {
     let rig: SwitchRig | undefined;
     let front: Testpmd | undefined;
+    const at = { switch: sw, size, ports: cell.ports, macs: cell.macs, round };
     try {
-      rig = await this[sw]();
+      rig = await (sw === 'bridge' ? this.bridge(cell) : sw === 'ovs' ? this.ovs(cell) : this[sw]());
+      let learned: number | undefined;
+      if (rig.learned) {
+        if (cell.macs > 1) await teach(rig.sockets[0], cell.macs);
+        learned = await rig.learned();
+      }
       front = await this.frontEnd(rig.sockets, size);
       // Both ports must be up before the first frames go, or a circulation dies at start.
       await sleep(1000);
@@ -230,9 +310,9 @@ class G2g {
       await sleep(this.o.seconds * 1000);
       const b: PortStats[] = [await front.portStats(0), await front.portStats(1)];
       const per = [0, 1].map((i) => (b[i].rxPackets - a[i].rxPackets) / (Number(b[i].at - a[i].at) / 1e9) / 1e6) as [number, number];
-      return { switch: sw, size, round, mpps: per[0] + per[1], perPort: per };
+      return { ...at, learned, mpps: per[0] + per[1], perPort: per };
     } catch (e) {
-      return { switch: sw, size, round, mpps: null, error: e instanceof Error ? e.message.split('\n')[0] : String(e) };
+      return { ...at, mpps: null, error: e instanceof Error ? e.message.split('\n')[0] : String(e) };
     } finally {
       if (front) await front.close();
       if (rig) await rig.close();
@@ -242,6 +322,10 @@ class G2g {
 
 export interface G2gCase {
   size: number;
+  ports: number;
+  macs: number;
+  /** median MAC table entries when the traffic started */
+  learned: Partial<Record<Switch, number>>;
   mpps: Record<Switch, number | null>;
   vsDpdk: RatioSummary;
   vsOvs: RatioSummary;
@@ -274,38 +358,22 @@ export async function runG2g(o: G2gOptions, log: (s: string) => void): Promise<G
   const g = new G2g(o, log);
   const samples: Sample[] = [];
   const cases: G2gCase[] = [];
-  for (const size of o.sizes) {
-    for (let round = 0; round < o.rounds; round++) {
-      const order = switches.map((_, i) => switches[(i + round) % switches.length]);
-      for (const sw of order) {
-        const s = await g.sample(sw, size, round);
-        samples.push(s);
-        log(
-          `${size} B round ${round + 1} ${sw}: ${s.mpps === null ? `failed: ${s.error}` : `${s.mpps.toFixed(2)} Mpps (ports ${s.perPort!.map((x) => x.toFixed(2)).join(' + ')})`}`,
-        );
+  for (const size of o.sizes)
+    for (const cell of o.cells) {
+      const where = o.cells.length > 1 ? ` ${cell.ports} ports ${cell.macs} MACs` : '';
+      for (let round = 0; round < o.rounds; round++) {
+        const order = switches.map((_, i) => switches[(i + round) % switches.length]);
+        for (const sw of order) {
+          const s = await g.sample(sw, size, cell, round);
+          samples.push(s);
+          const table = s.learned === undefined ? '' : `, ${s.learned} MACs in its table`;
+          log(
+            `${size} B${where} round ${round + 1} ${sw}: ${s.mpps === null ? `failed: ${s.error}` : `${s.mpps.toFixed(2)} Mpps (ports ${s.perPort!.map((x) => x.toFixed(2)).join(' + ')}${table})`}`,
+          );
+        }
       }
+      cases.push(summarizeCase(samples, size, cell, o.rounds));
     }
-    const of = (sw: Switch, round: number): number | null =>
-      samples.find((s) => s.size === size && s.round === round && s.switch === sw)?.mpps ?? null;
-    const rounds = [...Array(o.rounds).keys()];
-    const ratio = (other: Switch, ours: Switch = 'ours'): RatioSummary =>
-      summarize(
-        rounds.map((r) => {
-          const a = of(ours, r),
-            b = of(other, r);
-          return a !== null && b !== null && b > 0 ? a / b : null;
-        }),
-      );
-    const med = (sw: Switch): number | null => median(rounds.map((r) => of(sw, r)).filter((x): x is number => x !== null));
-    cases.push({
-      size,
-      mpps: { ours: med('ours'), bridge: med('bridge'), dpdk: med('dpdk'), ovs: med('ovs') },
-      vsDpdk: ratio('dpdk'),
-      vsOvs: ratio('ovs'),
-      bridgeVsWire: ratio('ours', 'bridge'),
-      bridgeVsOvs: ratio('ovs', 'bridge'),
-    });
-  }
   let dpdk = '';
   try {
     dpdk = dpdkVersion();
@@ -315,14 +383,60 @@ export async function runG2g(o: G2gOptions, log: (s: string) => void): Promise<G
   return { startedAt, host: os.hostname(), dpdk, load: os.loadavg(), skipped, samples, cases };
 }
 
+function summarizeCase(samples: Sample[], size: number, cell: G2gCell, nRounds: number): G2gCase {
+  const mine = samples.filter((s) => s.size === size && s.ports === cell.ports && s.macs === cell.macs);
+  const of = (sw: Switch, round: number): number | null => mine.find((s) => s.round === round && s.switch === sw)?.mpps ?? null;
+  const rounds = [...Array(nRounds).keys()];
+  const ratio = (other: Switch, ours: Switch = 'ours'): RatioSummary =>
+    summarize(
+      rounds.map((r) => {
+        const a = of(ours, r),
+          b = of(other, r);
+        return a !== null && b !== null && b > 0 ? a / b : null;
+      }),
+    );
+  const med = (sw: Switch): number | null => median(rounds.map((r) => of(sw, r)).filter((x): x is number => x !== null));
+  const learned: Partial<Record<Switch, number>> = {};
+  for (const sw of ['bridge', 'ovs'] as const) {
+    const m = median(mine.filter((s) => s.switch === sw && s.learned !== undefined).map((s) => s.learned!));
+    if (m !== null) learned[sw] = m;
+  }
+  return {
+    size,
+    ports: cell.ports,
+    macs: cell.macs,
+    learned,
+    mpps: { ours: med('ours'), bridge: med('bridge'), dpdk: med('dpdk'), ovs: med('ovs') },
+    vsDpdk: ratio('dpdk'),
+    vsOvs: ratio('ovs'),
+    bridgeVsWire: ratio('ours', 'bridge'),
+    bridgeVsOvs: ratio('ovs', 'bridge'),
+  };
+}
+
 export function formatG2g(r: G2gResult): string {
   const rows = [
-    ['size', 'wire Mpps', 'bridge Mpps', 'dpdk io Mpps', 'ovs NORMAL Mpps', 'wire/dpdk', 'wire/ovs', 'bridge/wire', 'bridge/ovs'],
+    [
+      'size',
+      'ports',
+      'MACs',
+      'wire Mpps',
+      'bridge Mpps',
+      'dpdk io Mpps',
+      'ovs NORMAL Mpps',
+      'wire/dpdk',
+      'wire/ovs',
+      'bridge/wire',
+      'bridge/ovs',
+      'MACs in table bridge/ovs',
+    ],
   ];
   const f = (x: number | null): string => (x === null ? '-' : x.toFixed(2));
   for (const c of r.cases)
     rows.push([
       String(c.size),
+      String(c.ports),
+      String(c.macs),
       f(c.mpps.ours),
       f(c.mpps.bridge),
       f(c.mpps.dpdk),
@@ -331,6 +445,7 @@ export function formatG2g(r: G2gResult): string {
       formatSummary(c.vsOvs),
       formatSummary(c.bridgeVsWire),
       formatSummary(c.bridgeVsOvs),
+      `${c.learned.bridge ?? '-'}/${c.learned.ovs ?? '-'}`,
     ]);
   const w = rows[0].map((_, i) => Math.max(...rows.map((x) => x[i].length)));
   const lines = rows.map((x) => x.map((v, i) => v.padEnd(w[i])).join('  '));
@@ -343,14 +458,44 @@ export function formatG2g(r: G2gResult): string {
       ['the bridge', 'OVS-DPDK NORMAL', c.bridgeVsOvs, 1.2],
     ] as const)
       if (s.median !== null && s.median < target)
-        lines.push(`BELOW TARGET (${target}x): ${c.size} B guest to guest: ${ours} is ${s.median.toFixed(2)}x ${other}`);
+        lines.push(
+          `BELOW TARGET (${target}x): ${c.size} B guest to guest, ${c.ports} ports, ${c.macs} MACs: ${ours} is ${s.median.toFixed(2)}x ${other}`,
+        );
+  // Flat: the bridge's rate in every cell against its rate with two ports and one MAC (same size).
+  for (const c of r.cases) {
+    const base = r.cases.find((b) => b.size === c.size && b.ports === 2 && b.macs === 1);
+    if (!base || base === c || !base.mpps.bridge || c.mpps.bridge === null) continue;
+    lines.push(
+      `flat: ${c.size} B bridge at ${c.ports} ports, ${c.macs} MACs is ${(c.mpps.bridge / base.mpps.bridge).toFixed(2)}x its rate at 2 ports, 1 MAC`,
+    );
+  }
   return lines.join('\n');
 }
 
 export async function g2gBenchMain(argv: string[]): Promise<number> {
-  const { parseArgs } = await import('node:util');
   const usage =
-    'usage: npm run bench -- g2g [--rounds N] [--seconds S] [--warmup S] [--sizes 64,1518] [--switches ours,bridge,dpdk,ovs] [--no-json] [--verbose]\n';
+    'usage: npm run bench -- g2g [--rounds N] [--seconds S] [--warmup S] [--sizes 64,1518] [--switches ours,bridge,dpdk,ovs]\n' +
+    '                            [--ports 2,16,64] [--macs 1,1000,100000] [--no-json] [--verbose]\n' +
+    '  --ports, --macs: ports on the bridge (and on OVS), MACs each has learned before the traffic; every pair is a case\n';
+  return g2gMain(argv, usage, G2G_DEFAULTS, 'g2g');
+}
+
+/**
+ * `npm run bench -- bridge`: the g2g setup with the bridge, the wire and OVS-DPDK's NORMAL bridge side by
+ * side, as the bridge's ports and learned MACs grow (`--engine` for the in-process cost benchmark).
+ */
+export async function bridgeG2gMain(argv: string[]): Promise<number> {
+  const usage =
+    'usage: npm run bench -- bridge [--ports 2,16,64] [--macs 1,1000,100000] [--rounds N] [--seconds S] [--warmup S] [--sizes 64]\n' +
+    '                               [--switches ours,bridge,ovs] [--no-json] [--verbose]\n' +
+    '       npm run bench -- bridge --engine [--help]   (gen -> sink in one process: what the bridge costs over the wire)\n';
+  const cells: G2gCell[] = [];
+  for (const ports of [2, 16, 64]) for (const macs of [1, 1000, 100_000]) cells.push({ ports, macs });
+  return g2gMain(argv, usage, { ...G2G_DEFAULTS, rounds: 3, sizes: [64], switches: ['ours', 'bridge', 'ovs'], cells }, 'bridge');
+}
+
+async function g2gMain(argv: string[], usage: string, defaults: G2gOptions, name: string): Promise<number> {
+  const { parseArgs } = await import('node:util');
   let o: G2gOptions;
   try {
     const { values } = parseArgs({
@@ -361,6 +506,8 @@ export async function g2gBenchMain(argv: string[]): Promise<number> {
         warmup: { type: 'string' },
         sizes: { type: 'string' },
         switches: { type: 'string' },
+        ports: { type: 'string' },
+        macs: { type: 'string' },
         'no-json': { type: 'boolean' },
         verbose: { type: 'boolean' },
         help: { type: 'boolean' },
@@ -371,7 +518,7 @@ export async function g2gBenchMain(argv: string[]): Promise<number> {
       process.stdout.write(usage);
       return 0;
     }
-    o = { ...G2G_DEFAULTS };
+    o = { ...defaults };
     const num = (flag: string, v: string, lo: number, hi: number, integer: boolean): number => {
       const n = Number(v);
       if (!Number.isFinite(n) || n < lo || n > hi || (integer && !Number.isInteger(n)))
@@ -388,6 +535,13 @@ export async function g2gBenchMain(argv: string[]): Promise<number> {
         if (!SWITCHES.includes(s as Switch)) throw new Error(`--switches: expected some of ${SWITCHES.join(', ')}, got "${s}"`);
         return s as Switch;
       });
+    if (values.ports !== undefined || values.macs !== undefined) {
+      const ports = values.ports?.split(',').map((s) => num('--ports', s, 2, 256, true)) ?? [...new Set(o.cells.map((c) => c.ports))];
+      const macs = values.macs?.split(',').map((s) => num('--macs', s, 1, native.limits.maxBridgeMacs / 2, true)) ?? [
+        ...new Set(o.cells.map((c) => c.macs)),
+      ];
+      o.cells = ports.flatMap((p) => macs.map((m) => ({ ports: p, macs: m })));
+    }
     if (values['no-json']) o.resultsDir = null;
     if (values.verbose) o.verbose = true;
   } catch (e) {
@@ -399,7 +553,7 @@ export async function g2gBenchMain(argv: string[]): Promise<number> {
   console.log(formatG2g(r));
   if (o.resultsDir) {
     fs.mkdirSync(o.resultsDir, { recursive: true });
-    const file = path.join(o.resultsDir, `g2g-${r.startedAt.replace(/[:.]/g, '-')}.json`);
+    const file = path.join(o.resultsDir, `${name}-${r.startedAt.replace(/[:.]/g, '-')}.json`);
     fs.writeFileSync(file, `${JSON.stringify({ options: o, ...r }, null, 2)}\n`);
     console.log(`\nresults: ${file}`);
   }

@@ -87,7 +87,10 @@ async function main(argv: string[]): Promise<number> {
   if (name === 'g2g') return (await import('./g2g')).g2gBenchMain(rest);
   if (name === 'hostile') return (await import('./hostile')).hostileBenchMain(rest);
   if (name === 'ports') return (await import('./ports')).portsBenchMain(rest);
-  if (name === 'bridge') return (await import('./bridge')).bridgeBenchMain(rest);
+  if (name === 'bridge')
+    return rest.includes('--engine')
+      ? (await import('./bridge')).bridgeBenchMain(rest.filter((x) => x !== '--engine'))
+      : (await import('./g2g')).bridgeG2gMain(rest);
   if (name !== 'vhost') {
     process.stderr.write(`unknown benchmark "${name}" (available: vhost, g2g, vm, scrape, hostile, ports, bridge)\n${USAGE}`);
     return 2;
