@@ -164,9 +164,12 @@ void Bridge::tick() {
   fdb_.age_step(now, kAgeSlotsPerTick);
 }
 
-void Bridge::enqueue(uint16_t dest, uint8_t pkt) {
-  if (pending_n_[dest] == 0) touched_.push_back(dest);
-  pending_[dest][pending_n_[dest]++] = pkt;
+void Bridge::spill() {
+  lone_ = false;
+  if (!lone_n_) return;
+  for (uint8_t k = 0; k < lone_n_; k++) pending_[lone_dst_][k] = k;
+  pending_n_[lone_dst_] = lone_n_;
+  touched_.push_back(lone_dst_);
 }
 
 void Bridge::prefetch(const Member& m, const Burst& b) const {
@@ -191,6 +194,9 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
   // Reset here rather than after delivering: a fault in guest memory can cut forward() short anywhere.
   for (uint16_t d : touched_) pending_n_[d] = 0;
   touched_.clear();
+  lone_ = true;
+  lone_n_ = 0;
+  vlans_ = 0;
   // Counted once per burst: a store per frame would not stay in a register past the byte stores below.
   m.stats.rx += b.n;
   if (fdb_.size() > kPrefetchAbove) prefetch(m, b);
@@ -208,13 +214,14 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
     const PacketView& p = b.pkt[i];
     // The headers are read where they lie when the first span holds them (nearly always), copied out of
     // the spans otherwise.
+    // got: how many of the header bytes the checks below need are at h (all of them, or the frame).
     uint8_t copy[kEthHeader + kTagLen];
-    const uint8_t* h = p.nseg ? b.span[p.first].p : nullptr;
-    uint32_t got = p.nseg ? std::min(b.span[p.first].len, p.len) : 0;
-    if (got < kEthHeader + kTagLen) {
+    const uint8_t* h = copy;
+    uint32_t got = kEthHeader + kTagLen;
+    if (p.nseg && p.len >= got && b.span[p.first].len >= got)
+      h = b.span[p.first].p;
+    else
       got = peek(b, p, copy, sizeof copy);
-      h = copy;
-    }
     // A frame whose first 16 bytes (both MACs and the tag or the start of the payload) match the last
     // frame sent to one port goes where it went: the decision depends on nothing else, and a burst is
     // mostly one flow.
@@ -251,6 +258,7 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
     }
     pkt_vlan_[i] = uint16_t(vlan);
     pkt_tagged_[i] = tagged;
+    vlans_ |= uint16_t(vlan);
     // A multicast source is not an address a port can own: never learned. A burst mostly repeats one
     // source and one destination: each is looked up once per run of equal frames. Learning may evict,
     // so a learn that did reach the table forgets the remembered destination.
@@ -288,25 +296,31 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
     flood_copies_ += list.size();
     for (uint16_t d : list) enqueue(d, uint8_t(i));
   }
+  if (lone_) {
+    if (lone_n_ == b.n && !vlans_) return send_all(lone_dst_, qp, b, tx);
+    spill();
+  }
   for (uint16_t d : touched_) deliver(d, qp, b, tx);
+}
+
+void Bridge::send_all(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
+  Member& o = m_[dest];
+  Port& to = *members_[dest];
+  const uint16_t sent = tx.send(to, uint16_t(qp % to.queue_pairs()), b);
+  o.stats.tx += sent;
+  o.stats.drop_no_room += b.n - sent;
 }
 
 void Bridge::deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
   Member& o = m_[dest];
   Port& to = *members_[dest];
   const uint16_t tq = uint16_t(qp % to.queue_pairs());
-  // Every frame of the burst to this one destination, none retagged (two ports, or a learned unicast
-  // stream): the burst goes as it came, as a wire sends it.
+  // Every frame of the burst to this one destination, none retagged: the burst goes as it came.
   if (pending_n_[dest] == b.n) {
     bool as_is = true;
-    for (uint16_t i = 0; i < b.n && as_is; i++)
+    for (uint16_t i = 0; i < b.n && as_is && vlans_; i++)
       as_is = leaves_tagged(o.cfg, pkt_vlan_[i], pkt_tagged_[i]) == pkt_tagged_[i];
-    if (as_is) {
-      const uint16_t sent = tx.send(to, tq, b);
-      o.stats.tx += sent;
-      o.stats.drop_no_room += b.n - sent;
-      return;
-    }
+    if (as_is) return send_all(dest, qp, b, tx);
   }
   out_.clear();
   auto flush = [&] {

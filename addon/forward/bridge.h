@@ -100,7 +100,22 @@ class Bridge final : public Forwarder {
   int classify(const BridgePortConfig& c, bool tagged, uint16_t vid) const;
   void rebuild();
   const std::vector<uint16_t>& flood_list(bool multicast, uint16_t vlan, uint16_t in) const;
-  void enqueue(uint16_t dest, uint8_t pkt);
+  // Packet pkt of the burst goes to member dest. While every packet so far went to one destination, once
+  // each and in order (a unicast stream, or a bridge of two), nothing is written: packets [0, lone_n_) go
+  // to lone_dst_. The first packet that breaks the pattern writes the lists out (spill) and is listed.
+  void enqueue(uint16_t dest, uint8_t pkt) {
+    if (lone_ && pkt == lone_n_ && (lone_n_ == 0 || dest == lone_dst_)) {
+      lone_dst_ = dest;
+      lone_n_++;
+      return;
+    }
+    if (lone_) spill();
+    if (pending_n_[dest] == 0) touched_.push_back(dest);
+    pending_[dest][pending_n_[dest]++] = pkt;
+  }
+  void spill();
+  // The whole burst to dest as it came, as a wire sends it.
+  void send_all(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx);
   // Touches the table slots the burst will look up, ahead of the pass that uses them. Below
   // kPrefetchAbove entries the table stays in cache and the extra pass would only cost.
   static constexpr uint32_t kPrefetchAbove = 4096;
@@ -128,6 +143,10 @@ class Bridge final : public Forwarder {
   std::vector<std::array<uint8_t, kBurst>> pending_;
   std::vector<uint8_t> pending_n_;
   std::vector<uint16_t> touched_;
+  bool lone_ = true;
+  uint16_t lone_dst_ = 0;
+  uint8_t lone_n_ = 0;
+  uint16_t vlans_ = 0;  // the OR of the burst's bridge VLANs: 0, none is retagged anywhere
   Burst out_;
 };
 

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=bench/native/out
 mkdir -p "$OUT"
-CORE="addon/core/counters.cc addon/core/guest_fault.cc addon/core/guest_memory.cc addon/virtio/split_ring.cc addon/ports/vhost_user/virtio_net.cc"
+CORE="addon/core/counters.cc addon/core/guest_fault.cc addon/core/guest_memory.cc addon/virtio/split_ring.cc addon/ports/vhost_user/virtio_net.cc addon/forward/bridge.cc addon/forward/fdb.cc"
 g++ -std=gnu++17 -O2 -g -D_GNU_SOURCE -Iaddon -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
   bench/native/stages.cc $CORE -o "$OUT/stages" -lpthread
 
@@ -24,6 +24,7 @@ if [ "${1:-}" = "--callgrind" ]; then
     function show(what, per) { gsub(",", "", $1); printf "%-44s %8.1f instructions\n", what, $1 / per }
     /VirtioNetDevice::rx_burst\(/ && !rx++ { show("rx_burst, per packet", b * 32) }
     /VirtioNetDevice::tx_burst\(/ && !tx++ { show("tx_burst, per packet", b * 32) }
+    /Bridge::forward\(/ && !fw++ { show("bridge forward (tx_burst included), per packet", b * 32) }
     /VirtioNetDevice::release\(/ && !rel++ { show("release, per packet", b * 32) }
     /SplitRing::pop/ && !pop++ { show("split ring pop, per chain", b * 96) }
     /SplitRing::flush\(/ && !fl++ { show("split ring flush, per burst", b * 3) }'

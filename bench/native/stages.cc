@@ -7,7 +7,10 @@
 // valgrind --tool=callgrind (bench/native/run.sh --callgrind) for instruction counts that do not depend
 // on how busy the machine is.
 //
-//   stages [--size BYTES] [--bursts N] [--queue-size N] [--mrg 0|1] [--event-idx 0|1]
+//   stages [--size BYTES] [--bursts N] [--queue-size N] [--mrg 0|1] [--event-idx 0|1] [--bridge 0|1]
+// --bridge 1 puts a and b on a learning bridge (b's MAC a static entry, so every frame is a learned
+// unicast) and forwards through it instead of calling b.tx_burst directly: the difference is what the
+// bridge costs over a wire.
 //   stages --hostile QUEUE_SIZE
 // --hostile times single bursts against the rings a hostile guest builds to make them expensive (see
 // hostile()): the worst case one PMD step costs, which every other port on that PMD waits through.
@@ -26,6 +29,7 @@
 
 #include "core/counters.h"
 #include "core/guest_memory.h"
+#include "forward/bridge.h"
 #include "ports/vhost_user/virtio_net.h"
 #include "virtio/virtio_spec.h"
 
@@ -224,7 +228,7 @@ void hostile(uint32_t qsize) {
 
 int main(int argc, char** argv) {
   uint32_t size = 64, bursts = 200000, qsize = 256;
-  bool mrg = true, event_idx = false;
+  bool mrg = true, event_idx = false, bridged = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const uint32_t v = uint32_t(strtoul(argv[i + 1], nullptr, 10));
@@ -243,6 +247,8 @@ int main(int argc, char** argv) {
       mrg = v;
     else if (k == "--event-idx")
       event_idx = v;
+    else if (k == "--bridge")
+      bridged = v;
     else
       die("unknown option " + k);
   }
@@ -272,7 +278,17 @@ int main(int argc, char** argv) {
   start(a, g, 1, atx);
   start(b, g, 0, brx);
 
-  Stage rx{"rx_burst (dequeue: pop, header check, spans)"}, tx{"tx_burst (enqueue: pop, header, copy, push, flush)"},
+  // The frames' bytes count up from 0: destination 00:01:02:03:04:05, source 06:07:08:09:0a:0b.
+  Bridge br("br0", BridgeOptions{});
+  Transmit via;
+  if (bridged) {
+    br.add_member(a, BridgePortConfig{});
+    br.add_member(b, BridgePortConfig{});
+    br.add_static(0, 0x000102030405ull, b);
+  }
+  Stage rx{"rx_burst (dequeue: pop, header check, spans)"},
+      tx{bridged ? "bridge forward (learn, lookup, then b.tx_burst)"
+                 : "tx_burst (enqueue: pop, header, copy, push, flush)"},
       rel{"release (push, flush)"}, pop{"  split ring pop, one chain"}, pushflush{"  split ring push x32 + flush"};
   Burst burst;
   uint64_t moved = 0;
@@ -282,7 +298,13 @@ int main(int argc, char** argv) {
     const uint64_t t0 = __rdtsc();
     const uint16_t n = a.rx_burst(0, burst);
     const uint64_t t1 = __rdtsc();
-    const uint16_t sent = b.tx_burst(0, burst);
+    uint16_t sent;
+    if (bridged) {
+      br.forward(a, 0, burst, via);
+      sent = uint16_t(via.take_delivered());
+    } else {
+      sent = b.tx_burst(0, burst);
+    }
     const uint64_t t2 = __rdtsc();
     a.release(0, burst);
     const uint64_t t3 = __rdtsc();
