@@ -454,6 +454,9 @@ struct VhostUserPort::Impl {
   // The device forgets the fds first so that it never holds a number the kernel may hand out again.
   void reset_session() {
     std::vector<int> fds;
+    // Held past the pause: the last reference to a memory table unmaps the guest's memory, which takes
+    // long enough (page tables torn down, every CPU's TLB flushed) to stall every port of the PMD.
+    std::shared_ptr<const GuestMemory> old = dev_.memory();
     {
       DatapathPause pause(dev_);
       for (uint16_t i = 0; i < dev_.vring_count(); i++)
@@ -480,6 +483,8 @@ struct VhostUserPort::Impl {
   // Swaps in a whole new memory table. Running rings hold translations into the old table, whose
   // mappings may go away with it, so they are restarted against the new one at the same position.
   bool swap_memory(std::shared_ptr<const GuestMemory> mem, std::string* err) {
+    // The old table is unmapped after the pause, not in it (see reset_session).
+    std::shared_ptr<const GuestMemory> old = dev_.memory();
     DatapathPause pause(dev_);
     std::vector<uint16_t> running;
     for (uint16_t i = 0; i < dev_.vring_count(); i++)
