@@ -180,6 +180,11 @@ export interface BridgeInfo {
   flooded: number;
   floodCopies: number;
   members: BridgeMemberInfo[];
+  /**
+   * Frames dropped on the way in (VLAN not carried, spoofed, local destination, isolated) by VLAN: every
+   * VLAN a member carries ('0': the VLAN-unaware segment), then 'untagged' and 'other' (a VID nobody carries).
+   */
+  vlanDrops: Array<{ vlan: string; drops: number }>;
 }
 
 export interface EngineOptions {

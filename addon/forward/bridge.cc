@@ -139,6 +139,15 @@ bool Bridge::add_static(uint16_t vlan, uint64_t mac, const Port& p) {
   return i != Fdb::kNoPort && fdb_.add_static(vlan, mac, i);
 }
 
+std::vector<std::pair<int, uint64_t>> Bridge::vlan_drops() const {
+  std::vector<std::pair<int, uint64_t>> out;
+  for (int v = 0; v < 4096; v++)
+    if (vlan_row_[v] != kNoVlan) out.emplace_back(v, vlan_drops_[v]);
+  out.emplace_back(kUntagged, vlan_drops_[kUntaggedSlot]);
+  out.emplace_back(kOther, vlan_drops_[kOtherSlot]);
+  return out;
+}
+
 BridgeStats Bridge::stats() const {
   BridgeStats s;
   s.fdb = fdb_.stats();
@@ -249,11 +258,13 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
     const int vlan = classify(m.cfg, tagged, vid);
     if (vlan < 0) {
       m.stats.drop_vlan++;
+      vlan_drops_[!tagged ? kUntaggedSlot : vlan_row_[vid] != kNoVlan ? vid : kOtherSlot]++;
       continue;
     }
     const uint64_t smac = mac_at(h + 6), dmac = mac_at(h);
     if (m.cfg.has_mac && smac != m.cfg.mac) {
       m.stats.drop_spoofed++;
+      vlan_drops_[vlan]++;
       continue;
     }
     pkt_vlan_[i] = uint16_t(vlan);
@@ -279,11 +290,13 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
       const uint16_t d = last_dst_port;
       if (d == src) {
         m.stats.drop_local++;
+        vlan_drops_[vlan]++;
         continue;
       }
       if (d != Fdb::kNoPort) {
         if (m.cfg.isolated && m_[d].cfg.isolated) {
           m.stats.drop_isolated++;
+          vlan_drops_[vlan]++;
           continue;
         }
         enqueue(d, uint8_t(i));

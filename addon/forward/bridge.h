@@ -81,6 +81,12 @@ class Bridge final : public Forwarder {
   bool add_static(uint16_t vlan, uint64_t mac, const Port& p);
   const Fdb& fdb() const { return fdb_; }
   BridgeStats stats() const;
+  // Frames dropped on the way in (VLAN not carried, spoofed source, local destination, isolated) by the
+  // VLAN they were in: each VLAN some member carries (0: the VLAN-unaware segment), then kUntagged
+  // (untagged frames a port does not admit) and kOther (a VID no member carries). The labels are bounded
+  // by configuration, never by what a guest sends. A destination's no_room drops are its port's.
+  static constexpr int kUntagged = -1, kOther = -2;
+  std::vector<std::pair<int, uint64_t>> vlan_drops() const;
   const BridgePortStats& port_stats(const Port& p) const { return m_[index_of(&p)].stats; }
   const BridgePortConfig& port_config(const Port& p) const { return m_[index_of(&p)].cfg; }
   const BridgeOptions& options() const { return opts_; }
@@ -146,7 +152,9 @@ class Bridge final : public Forwarder {
   bool lone_ = true;
   uint16_t lone_dst_ = 0;
   uint8_t lone_n_ = 0;
-  uint16_t vlans_ = 0;  // the OR of the burst's bridge VLANs: 0, none is retagged anywhere
+  uint16_t vlans_ = 0;
+  static constexpr size_t kUntaggedSlot = 4096, kOtherSlot = 4097;
+  std::array<uint64_t, 4098> vlan_drops_{};  // the OR of the burst's bridge VLANs: 0, none is retagged anywhere
   Burst out_;
 };
 

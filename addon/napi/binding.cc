@@ -345,6 +345,17 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       o.Set("refusedPortLimit", double(b.stats.fdb.refused_port_limit));
       o.Set("flooded", double(b.stats.flooded));
       o.Set("floodCopies", double(b.stats.flood_copies));
+      Napi::Array vd = Napi::Array::New(env, b.vlan_drops.size());
+      for (size_t k = 0; k < b.vlan_drops.size(); k++) {
+        const auto& [vlan, n] = b.vlan_drops[k];
+        Napi::Object x = Napi::Object::New(env);
+        x.Set("vlan", vlan == vw::Bridge::kUntagged ? "untagged"
+                      : vlan == vw::Bridge::kOther  ? "other"
+                                                    : std::to_string(vlan));
+        x.Set("drops", double(n));
+        vd.Set(uint32_t(k), x);
+      }
+      o.Set("vlanDrops", vd);
       Napi::Array ms = Napi::Array::New(env, b.members.size());
       for (size_t k = 0; k < b.members.size(); k++) {
         const auto& m = b.members[k];

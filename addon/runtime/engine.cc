@@ -412,6 +412,7 @@ std::vector<BridgeSummary> Engine::bridges() {
     BridgeSummary s{name, int(pl.pmd->index()), br.options(), {}, {}};
     pl.pmd->pause();
     s.stats = br.stats();
+    s.vlan_drops = br.vlan_drops();
     for (size_t i = 0; i < br.members().size(); i++) {
       const Port& p = *br.members()[i];
       s.members.push_back({p.name(), br.port_config(p), br.port_stats(p), br.fdb().port_entries(uint16_t(i))});

@@ -71,6 +71,7 @@ struct BridgeSummary {
     uint32_t entries;
   };
   std::vector<Member> members;
+  std::vector<std::pair<int, uint64_t>> vlan_drops;  // Bridge::vlan_drops()
 };
 
 class Engine : public Reactor {

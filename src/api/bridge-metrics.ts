@@ -1,6 +1,7 @@
 // Prometheus families of the learning bridges: the MAC table (size, learned, aged, moved, evicted,
 // refused), flooding, and each member's frames and drops by reason. Labels are bounded by configuration
-// (bridges, their ports, a fixed set of reasons), never by traffic: no per-MAC or per-VLAN series.
+// (bridges, their ports, the VLANs they carry, a fixed set of reasons), never by traffic: no per-MAC
+// series, and a VLAN nobody carries is "other".
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { BridgeDrops, BridgeInfo } from '../native';
 import type { Switch } from '../switch';
@@ -83,6 +84,15 @@ export function registerBridgeMetrics(registry: Registry, sw: Switch): void {
   );
   family('counter', 'flood_copies_total', 'Copies flooding made, one per destination port of each flooded frame', ['bridge'], (b, put) =>
     put({ bridge: b.name }, b.floodCopies),
+  );
+  family(
+    'counter',
+    'vlan_drops_total',
+    'Frames dropped on the way in (vlan_not_carried, spoofed_source, local_destination, isolated), by the VLAN they were in: each VLAN a member carries (0: the VLAN-unaware segment), untagged, or other (a VLAN no member carries)',
+    ['bridge', 'vlan'],
+    (b, put) => {
+      for (const v of b.vlanDrops) put({ bridge: b.name, vlan: v.vlan }, v.drops);
+    },
   );
   family(
     'counter',

@@ -183,7 +183,7 @@ t.test('static entries: never flooded to others, never aged', async (t) => {
 });
 
 t.test('access ports of different VLANs do not see each other; a trunk gets the tag', async (t) => {
-  const { vu, drain, quiet, member } = await bridge(t, [
+  const { vu, drain, quiet, member, stats } = await bridge(t, [
     { port: 'a', vlan: 10 },
     { port: 'b', vlan: 10 },
     { port: 'c', vlan: 20 },
@@ -210,6 +210,16 @@ t.test('access ports of different VLANs do not see each other; a trunk gets the 
   t.same(await drain('b', 'a'), [], 'b does not get a tagged frame from an access port');
   t.equal(member('d').drops.vlan, 2, 'the trunk counts a VLAN it does not carry and an untagged frame (no native)');
   t.equal(member('a').drops.vlan, 1, 'the access port counts a tagged frame');
+  t.same(
+    stats().vlanDrops,
+    [
+      { vlan: '10', drops: 1 },
+      { vlan: '20', drops: 0 },
+      { vlan: 'untagged', drops: 1 },
+      { vlan: 'other', drops: 1 },
+    ],
+    "by VLAN: the tagged frame from the access port in 10, the trunk's untagged one and its VLAN 30 (carried nowhere) apart",
+  );
 });
 
 t.test('trunk native VLAN: untagged frames join it and leave untagged', async (t) => {
