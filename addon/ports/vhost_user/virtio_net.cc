@@ -268,15 +268,24 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     } else if (ch.len - hdr_len > kMaxFrame) {
       drop = DROP_RX_TOO_BIG;
     } else {
-      // The offload fields (the first 10 bytes; num_buffers means nothing on transmit) copied once: the
-      // guest may change them while we look.
-      virtio_net_hdr_mrg_rxbuf h;
-      if (s->len >= 10)
-        memcpy(&h, s->p, 10);
+      // flags and gso_type, the header's first two bytes, say whether the rest means anything: a plain
+      // frame (nearly all without offloads) costs no more. Otherwise the offload fields (the first 10
+      // bytes; num_buffers means nothing on transmit) are copied once and only that copy is looked at:
+      // the guest may change them while we look.
+      uint8_t fg[2];
+      if (s->len >= 2)
+        memcpy(fg, s->p, 2);
       else
-        gather(s, &h, 10);
-      const QueueCounter why = read_offloads(h, uint32_t(ch.len - hdr_len), from_guest_, &meta);
-      if (why != kQueueCounterCount) drop = why;
+        gather(s, fg, 2);
+      if (fg[1] != VIRTIO_NET_HDR_GSO_NONE || (fg[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM)) {
+        virtio_net_hdr_mrg_rxbuf h;
+        if (s->len >= 10)
+          memcpy(&h, s->p, 10);
+        else
+          gather(s, &h, 10);
+        const QueueCounter why = read_offloads(h, uint32_t(ch.len - hdr_len), from_guest_, &meta);
+        if (why != kQueueCounterCount) drop = why;
+      }
     }
     if (drop != kNoDrop) {
       // Chains go back in the order they came (IN_ORDER): with packets of this burst still lent, the
