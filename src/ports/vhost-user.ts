@@ -66,6 +66,8 @@ export interface VhostUserDetails {
   connected: boolean;
   features: bigint;
   protocolFeatures: bigint;
+  /** Whether the checksum and segmentation offloads are offered (false with offloads=off); features says which were taken. */
+  offloads: boolean;
   mtu: number;
   memRegions: number;
   /** 2 * queue pairs entries: the guest's receive vring 2q and transmit vring 2q+1 */

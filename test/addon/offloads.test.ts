@@ -152,8 +152,9 @@ async function pair(t: Test, bOff: boolean) {
 }
 
 t.test('negotiation: the offloads are offered, and withheld with offloads=off', async (t) => {
-  const { a, b } = await pair(t, true);
+  const { f, a, b } = await pair(t, true);
   for (const n of OFFLOADS) t.ok(a.features() & bit(n), `feature ${n} negotiated on a`);
+  t.same([f.port('a').offloads, f.port('b').offloads], [true, false], 'the ports say whether they offer them');
   t.equal(b.features() & OFFLOADS.reduce((m, n) => m | bit(n), 0n), 0n, 'none offered to b (offloads=off)');
 });
 

@@ -960,6 +960,7 @@ struct VhostUserPort::Impl {
     d.set("connected", conn_fd_ >= 0);
     d.set_u64("features", features_);
     d.set_u64("protocolFeatures", protocol_features_);
+    d.set("offloads", opt_.offloads);
     d.set("mtu", unsigned(mtu_));
     d.set("memRegions", unsigned(dev_.memory() ? dev_.memory()->regions().size() : 0));
     auto& vrings = d.list("vrings");
