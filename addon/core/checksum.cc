@@ -1,6 +1,7 @@
 #include "core/checksum.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace vw {
 
@@ -12,8 +13,22 @@ void Csum::add(const uint8_t* p, uint32_t n) {
     n--;
     odd_ = false;
   }
-  // Two bytes at a time into a 64-bit sum: no carry is lost before fold() for any frame we forward.
-  for (; n >= 2; p += 2, n -= 2) sum_ += uint32_t(p[0]) << 8 | p[1];
+  // Eight bytes at a time in the machine's byte order: the one's-complement sum does not depend on the
+  // order the bytes of each word are taken in, as long as it is swapped back at the end (RFC 1071 2(B)).
+  // Two 32-bit halves a step into 64 bits: no carry is lost before fold() for any frame we forward.
+  uint64_t native = 0;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    native += (w & 0xffffffff) + (w >> 32);
+  }
+  for (; n >= 2; p += 2, n -= 2) {
+    uint16_t w;
+    memcpy(&w, p, 2);
+    native += w;
+  }
+  while (native >> 16) native = (native & 0xffff) + (native >> 16);
+  sum_ += __builtin_bswap16(uint16_t(native));
   if (n) {
     sum_ += uint32_t(p[0]) << 8;
     odd_ = true;
