@@ -65,10 +65,8 @@ inline bool vring_need_event(uint16_t event_idx, uint16_t new_idx, uint16_t old_
 }
 
 constexpr uint8_t VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-constexpr uint8_t VIRTIO_NET_HDR_F_DATA_VALID = 2;
 constexpr uint8_t VIRTIO_NET_HDR_GSO_NONE = 0;
 constexpr uint8_t VIRTIO_NET_HDR_GSO_TCPV4 = 1;
-constexpr uint8_t VIRTIO_NET_HDR_GSO_UDP = 3;  // UFO: never offered, refused as an unknown type
 constexpr uint8_t VIRTIO_NET_HDR_GSO_TCPV6 = 4;
 constexpr uint8_t VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
