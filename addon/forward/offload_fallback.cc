@@ -33,6 +33,7 @@ uint16_t OffloadFallback::send(Port& to, uint16_t qp, const Burst& b, uint32_t c
   QueueCounters* c = to.tx_counters(qp);
   if (!c) c = &scratch;
   bool lost[kBurst] = {};
+  uint32_t segments = 0;
   out_.clear();
   auto flush = [&] {
     if (!out_.n) return;
@@ -82,6 +83,12 @@ uint16_t OffloadFallback::send(Port& to, uint16_t qp, const Burst& b, uint32_t c
       lost[i] = true;
       continue;
     }
+    if (segments + seg_.count() > kSegmentBudget) {
+      c->add(DROP_TX_SEGMENT_BUDGET);
+      lost[i] = true;
+      continue;
+    }
+    segments += seg_.count();
     c->add(TX_SEGMENTED);
     c->add(TX_SEGMENTS, seg_.count());
     while (!seg_.done()) {

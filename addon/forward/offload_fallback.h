@@ -13,6 +13,11 @@
 
 namespace vw {
 
+// Segments one send() may make: the 32 frames of a burst of 64 KB TCP super-frames at a 1448-byte MSS make
+// 1440. A guest sending super-frames with tiny gso_sizes cannot make one burst cost the PMD (and every
+// other port it serves) more than this many: what would pass it is dropped and counted.
+constexpr uint32_t kSegmentBudget = 2048;
+
 class OffloadFallback {
  public:
   // Whether some packet of b needs an offload beyond `can` (to.tx_offloads()).

@@ -386,3 +386,28 @@ t.test('a guest that did not negotiate the offloads cannot use them', async (t) 
   await waitFor('bad headers counted', () => f.counter('a', 'DROP_RX_BAD_HEADER') === 2n);
   t.pass('both offload headers dropped as bad_header');
 });
+
+t.test('segmenting is bounded per burst: super-frames past 2048 segments are dropped and counted', async (t) => {
+  const { f, a } = await pair(t, true);
+  // Three 60000-byte super-frames at a gso_size of 60 (1000 segments each), made available together and
+  // announced with one kick, so that one burst takes them: the third would pass the budget.
+  const TX = 1;
+  const sent = tcpFrame({ payload: payload(60000) });
+  const h = hdr({ flags: NEEDS_CSUM, gsoType: GSO_TCPV4, gsoSize: 60, hdrLen: sent.hlen, csumStart: sent.l4, csumOffset: 16 });
+  const chain = Buffer.concat([h, sent.frame]);
+  // The PMD idle long enough to sleep on the kick eventfd (kernel mode).
+  await new Promise((r) => setTimeout(r, 300));
+  for (let i = 0; i < 3; i++) {
+    const addr = a.alloc(chain.length);
+    t.ok(addr, `chain ${i} has memory`);
+    a.memWrite(addr, chain);
+    a.rawDesc(TX, i, { addr, len: chain.length, flags: 0, next: 0 });
+    a.rawAvailPush(TX, i);
+  }
+  a.kick(TX);
+  await waitFor('all three taken', () => f.counter('a', 'RX_SUPER_FRAMES') === 3n);
+  await waitFor('counted', () => f.counter('b', 'DROP_TX_SEGMENT_BUDGET') + f.counter('b', 'TX_SEGMENTED') === 3n);
+  t.equal(f.counter('b', 'TX_SEGMENTED'), 2n, 'two segmented');
+  t.equal(f.counter('b', 'TX_SEGMENTS'), 2000n, 'into 2000 segments');
+  t.equal(f.counter('b', 'DROP_TX_SEGMENT_BUDGET'), 1n, 'the third dropped at the budget');
+});
