@@ -44,14 +44,18 @@
     {
       "target_name": "vhostwire",
       "sources": [
+        "addon/core/checksum.cc",
         "addon/core/counters.cc",
         "addon/core/guest_fault.cc",
         "addon/core/guest_memory.cc",
         "addon/core/netdev_stats.cc",
+        "addon/core/offload.cc",
         "addon/core/port_params.cc",
+        "addon/core/segment.cc",
         "addon/core/udp_frame.cc",
         "addon/forward/bridge.cc",
         "addon/forward/fdb.cc",
+        "addon/forward/offload_fallback.cc",
         "addon/napi/binding.cc",
         "addon/ports/test/gen.cc",
         "addon/ports/test/sink.cc",

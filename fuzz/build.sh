@@ -25,11 +25,13 @@ compile() {  # src obj extra-flags...
 compile addon/core/guest_memory.cc "$OUT/obj/guest_memory.o" -Dmmap=vw_guarded_mmap -Dmunmap=vw_guarded_munmap
 compile fuzz/guarded_mmap.cc "$OUT/obj/guarded_mmap.o"
 for f in ports/uplink/af_packet ports/uplink/af_xdp core/counters core/guest_fault core/port_params virtio/split_ring \
+  core/checksum core/offload core/segment forward/offload_fallback \
   ports/vhost_user/virtio_net ports/vhost_user/vhost_user ports/vhost_user/vhost_user_wire; do
   compile "addon/$f.cc" "$OUT/obj/$(basename "$f").o"
 done
 
-CORE="$OUT/obj/guest_memory.o $OUT/obj/guarded_mmap.o $OUT/obj/guest_fault.o $OUT/obj/counters.o $OUT/obj/split_ring.o $OUT/obj/virtio_net.o"
+CORE="$OUT/obj/guest_memory.o $OUT/obj/guarded_mmap.o $OUT/obj/guest_fault.o $OUT/obj/counters.o $OUT/obj/split_ring.o $OUT/obj/virtio_net.o \
+  $OUT/obj/offload.o $OUT/obj/checksum.o $OUT/obj/segment.o $OUT/obj/offload_fallback.o"
 $CXX $FLAGS $SAN fuzz/virtqueue_fuzz.cc $CORE -o "$OUT/virtqueue_fuzz" -lpthread
 $CXX $FLAGS $SAN fuzz/vhost_user_fuzz.cc $CORE "$OUT/obj/vhost_user.o" "$OUT/obj/vhost_user_wire.o" "$OUT/obj/port_params.o" \
   -o "$OUT/vhost_user_fuzz" -lpthread

@@ -15,7 +15,13 @@
 //     receive vring never exceeds the writable capacity of that chain, and is 0 on the transmit vring;
 //   - every packet rx_burst lends lies inside guest memory, its segments add up to its length, and it
 //     is no longer than kMaxFrame; no head is lent twice in one burst (a head in flight is not taken
-//     again).
+//     again);
+//   - the offloads a lent packet carries were negotiated (CSUM, HOST_TSO4/6, HOST_ECN) and its offload
+//     fields obey the header rules of core/offload.h (checksum position inside the frame, a known
+//     gso_type, a non-zero gso_size making at most kMaxGsoSegments segments, hdr_len inside the frame,
+//     NEEDS_CSUM with every super-frame); those the receive side does not take (GUEST_*) are completed or
+//     segmented on the way back in (forward/offload_fallback.h, through Transmit, as a wire does), over
+//     whatever frame bytes the guest wrote.
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -31,6 +37,8 @@
 
 #include "core/counters.h"
 #include "core/guest_memory.h"
+#include "core/offload.h"
+#include "forward/forwarder.h"
 #include "ports/vhost_user/virtio_net.h"
 #include "virtio/virtio_spec.h"
 
@@ -180,6 +188,7 @@ class Harness {
   Pool pool_;
   std::shared_ptr<const GuestMemory> mem_;
   std::unique_ptr<VirtioNetDevice> dev_;
+  Transmit tx_;
   uint64_t features_ = 0;
   uint32_t hdr_len_ = 12;
   uint16_t qsize_ = 0;
@@ -317,6 +326,32 @@ void Harness::add_tx_chain() {
   if (!h) return;
   memset(h, 0, hdr_len_);
   for (uint32_t i = 0; i < frame; i++) h[hdr_len_ + i] = uint8_t(i);
+  if (fdp_.ConsumeBool()) {
+    // Offload fields near the rules' edges: a checksum position around the frame's end, a gso_type from
+    // the valid ones and past them, sizes around 0 and the segment bound. Headers of a plausible TCP
+    // frame underneath sometimes, so segmentation gets past its parser.
+    virtio_net_hdr_mrg_rxbuf v = {};
+    v.flags = fdp_.ConsumeBool() ? VIRTIO_NET_HDR_F_NEEDS_CSUM : fdp_.ConsumeIntegral<uint8_t>();
+    v.gso_type = fdp_.PickValueInArray<uint8_t>({0, 1, 4, 0x81, 0x84, 3, 5, 0x80, 0xff});
+    v.gso_size = fdp_.PickValueInArray<uint16_t>({0, 1, 64, 536, 1448, 9000, 0xffff});
+    v.hdr_len = uint16_t(fdp_.ConsumeIntegralInRange<uint32_t>(0, frame + 2));
+    v.csum_start = uint16_t(fdp_.ConsumeIntegralInRange<uint32_t>(0, frame + 2));
+    v.csum_offset = fdp_.PickValueInArray<uint16_t>({6, 16, 0, 0xfffe, uint16_t(frame)});
+    memcpy(h, &v, 10);
+    if (frame >= 54 && fdp_.ConsumeBool()) {
+      uint8_t* f = h + hdr_len_;
+      const bool v6 = v.gso_type & 4;
+      f[12] = v6 ? 0x86 : 0x08;
+      f[13] = v6 ? 0xdd : 0x00;
+      f[14] = v6 ? 0x60 : uint8_t(0x45 + fdp_.ConsumeIntegralInRange<int>(0, 10));
+      if (v6)
+        f[20] = 6;
+      else
+        f[23] = 6, f[20] = f[21] = 0;
+      const uint32_t l4 = v6 ? 54 : 14 + (f[14] & 0xf) * 4u;
+      if (l4 + 13 < frame) f[l4 + 12] = uint8_t(fdp_.ConsumeIntegralInRange<int>(0, 15) << 4);
+    }
+  }
   std::vector<vring_desc> bufs;
   uint32_t at = 0;
   const int pieces = fdp_.ConsumeIntegralInRange<int>(1, 4);
@@ -520,6 +555,19 @@ void Harness::check_burst(const Burst& b) {
       sum += b.span[k].len;
     }
     if (sum != p.len) die("packet segments do not add up to its length");
+    const PacketMeta& m = p.meta;
+    if (offloads_needed(m) & ~offloads_from_guest(features_))
+      die("rx_burst lent a packet with an offload not negotiated");
+    if ((m.flags & PacketMeta::kCsumPartial) && uint32_t(m.csum_start) + m.csum_offset + 2 > p.len)
+      die("rx_burst lent a partial checksum outside its frame");
+    if (m.gso_type) {
+      const uint8_t type = uint8_t(m.gso_type & ~VIRTIO_NET_HDR_GSO_ECN);
+      if (type != VIRTIO_NET_HDR_GSO_TCPV4 && type != VIRTIO_NET_HDR_GSO_TCPV6)
+        die("rx_burst lent an unknown gso_type");
+      if (!m.gso_size || p.len / m.gso_size > kMaxGsoSegments) die("rx_burst lent a super-frame with a bad gso_size");
+      if (m.hdr_len > p.len) die("rx_burst lent a super-frame whose hdr_len runs past it");
+      if (!(m.flags & PacketMeta::kCsumPartial)) die("rx_burst lent a super-frame without NEEDS_CSUM");
+    }
     if (p.cookie >= qsize_) die("cookie is not a valid head");
     for (uint16_t j = 0; j < i; j++)
       if (b.pkt[j].cookie == p.cookie) die("rx_burst lent the same head twice in one burst");
@@ -623,7 +671,8 @@ void Harness::op() {
       dev_->rx_burst(0, b);
       check_burst(b);
       if (fdp_.ConsumeBool()) {
-        dev_->tx_burst(0, b);
+        // Through Transmit, as a wire sends: what the receive side did not accept is done in software.
+        tx_.send(*dev_, 0, b);
         wrote_rx = true;
         check_burst(b);
       }
@@ -667,8 +716,10 @@ void Harness::op() {
       if (fdp_.ConsumeBool()) {
         dev_->set_memory(mem_);
       } else {
-        features_ ^= bit(fdp_.PickValueInArray(
-            {VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_F_VERSION_1}));
+        features_ ^=
+            bit(fdp_.PickValueInArray({VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+                                       VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4,
+                                       VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO6}));
         dev_->set_features(features_);
         hdr_len_ = features_ & (bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF)) ? 12 : 10;
       }
@@ -696,6 +747,10 @@ void Harness::run() {
   if (f & 2) features_ |= bit(VIRTIO_NET_F_MRG_RXBUF);
   if (f & 4) features_ |= bit(VIRTIO_RING_F_INDIRECT_DESC);
   if (f & 8) features_ |= bit(VIRTIO_RING_F_EVENT_IDX);
+  if (f & 16) features_ |= bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6);
+  if (f & 32) features_ |= bit(VIRTIO_NET_F_HOST_ECN);
+  if (f & 64) features_ |= bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4);
+  if (f & 128) features_ |= bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_GUEST_ECN);
   hdr_len_ = features_ & (bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF)) ? 12 : 10;
   qsize_ = uint16_t(1u << fdp_.ConsumeIntegralInRange<int>(0, 8));
   build_memory();
@@ -733,7 +788,7 @@ void Harness::run() {
     Burst b;
     dev_->rx_burst(0, b);
     check_burst(b);
-    dev_->tx_burst(0, b);
+    tx_.send(*dev_, 0, b);
     dev_->release(0, b);
   }
   drain(g().err_fd);

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/build-asan
-TESTS=${ASAN_TESTS:-"dist/test/addon/backend.test.js dist/test/addon/validation.test.js dist/test/addon/survival/*.test.js dist/test/interop/uplink.test.js"}
+TESTS=${ASAN_TESTS:-"dist/test/addon/backend.test.js dist/test/addon/validation.test.js dist/test/addon/offloads.test.js dist/test/addon/survival/*.test.js dist/test/interop/uplink.test.js dist/test/interop/uplink-offloads.test.js"}
 
 mkdir -p "$OUT"
 node scripts/asan-gyp.cjs > "$OUT/binding.gyp"

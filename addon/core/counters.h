@@ -129,7 +129,33 @@ namespace vw {
   X(RING_FILL_RX, "port_ring_fill_descriptors", "direction=\"receive\"",                                   \
     "Chains the guest had made available on the queue the backend receives from and the backend had not yet taken, after the last burst (the avail index as last read)") \
   X(RING_FILL_TX, "port_ring_fill_descriptors", "direction=\"transmit\"",                                  \
-    "Receive buffers the guest had made available on the queue the backend transmits into and the backend had not yet taken, after the last burst (the avail index as last read)")
+    "Receive buffers the guest had made available on the queue the backend transmits into and the backend had not yet taken, after the last burst (the avail index as last read)") \
+  X(DROP_RX_BAD_GSO_TYPE, "port_drops_total", "direction=\"receive\",reason=\"bad_gso_type\"",             \
+    "Super-frames dropped because their gso_type is unknown, or UFO, which is never offered")            \
+  X(DROP_RX_BAD_GSO_SIZE, "port_drops_total", "direction=\"receive\",reason=\"bad_gso_size\"",             \
+    "Super-frames dropped because their gso_size is 0 or would cut the frame into more than 1024 segments") \
+  X(DROP_RX_BAD_HDR_LEN, "port_drops_total", "direction=\"receive\",reason=\"bad_hdr_len\"",               \
+    "Super-frames dropped because their hdr_len runs past the end of the frame")                          \
+  X(DROP_RX_BAD_CSUM_OFFSET, "port_drops_total", "direction=\"receive\",reason=\"bad_csum_offset\"",       \
+    "Frames dropped because the checksum they ask to be completed (csum_start + csum_offset + 2) runs past the end of the frame") \
+  X(DROP_RX_ECN_WITHOUT_TSO, "port_drops_total", "direction=\"receive\",reason=\"ecn_without_tso\"",       \
+    "Frames dropped because their header has the ECN bit without a TCP segmentation type")                \
+  X(DROP_RX_GSO_WITHOUT_CSUM, "port_drops_total", "direction=\"receive\",reason=\"gso_without_csum\"",     \
+    "Super-frames dropped because their header does not ask for the checksum to be completed (NEEDS_CSUM), as virtio requires") \
+  X(DROP_TX_BAD_GSO, "port_drops_total", "direction=\"transmit\",reason=\"bad_gso_headers\"",              \
+    "Super-frames dropped because the port does not take them and their Ethernet, IP and TCP headers could not be parsed to segment them (IPv6 extension headers, IPv4 fragments, a protocol other than the gso_type)") \
+  X(DROP_TX_SEGMENT_BUDGET, "port_drops_total", "direction=\"transmit\",reason=\"segment_budget\"",        \
+    "Super-frames dropped because segmenting them would have made more than 2048 segments for the port in one burst") \
+  X(RX_SUPER_FRAMES, "port_super_frames_total", "direction=\"receive\"",                                   \
+    "Super-frames (a virtio-net header with a gso_type) the backend received from the port")             \
+  X(TX_SUPER_FRAMES, "port_super_frames_total", "direction=\"transmit\"",                                  \
+    "Super-frames the backend transmitted into the port as one frame with its header, not segmented")    \
+  X(TX_CSUM_COMPLETED, "port_offload_fallbacks_total", "work=\"checksums\"",                                \
+    "Partial checksums the backend completed in software because the port does not take them (frames not segmented)") \
+  X(TX_SEGMENTED, "port_offload_fallbacks_total", "work=\"segmented_frames\"",                              \
+    "Super-frames the backend segmented in software because the port does not take them")                \
+  X(TX_SEGMENTS, "port_offload_fallbacks_total", "work=\"segments\"",                                       \
+    "Segments software segmentation made for the port, each with its checksums filled")
 
 #define VW_PMD_COUNTERS(X)                                                                                \
   X(BUSY_ITERATIONS, "pmd_iterations_total", "state=\"busy\"", "PMD loop iterations that moved packets") \

@@ -76,6 +76,17 @@ class Port {
   // Copies the running thread's private counters to the shared block.
   virtual void publish_counters() = 0;
 
+  // The offloads (core/offload.h) tx_burst takes as they are: a packet needing one it lacks is completed
+  // or segmented in software before tx_burst sees it (forward/offload_fallback.h). 0: plain frames only.
+  virtual uint32_t tx_offloads() const { return 0; }
+  // The counters of queue pair qp that the thread calling tx_burst(qp, ...) writes: the software
+  // fallback counts its work and its drops there. Null only for ports that are never a forwarder's
+  // destination themselves (an uplink's drivers, which UplinkPort wraps).
+  virtual QueueCounters* tx_counters(uint16_t qp) {
+    (void)qp;
+    return nullptr;
+  }
+
   // Whether tx_burst would deliver anything now (for a guest: a receive ring is up, and its driver has
   // posted buffers and kicked it at least once, see VirtioNetDevice::tx_ready). A port that holds_until_peer_ready()
   // produces nothing while its peer is not ready, so a traffic source starts when its destination does; from every

@@ -9,18 +9,21 @@
 #include <vector>
 
 #include "core/port.h"
+#include "forward/offload_fallback.h"
 
 namespace vw {
 
 // How a forwarder hands packets to a destination. The PMD owns one per thread: it records which port is
 // being written while tx_burst runs, so that a fault in guest memory can be pinned on the right guest and
-// the destination asked to undo its half-done transmit (Port::abort_tx).
+// the destination asked to undo its half-done transmit (Port::abort_tx). What the destination cannot
+// take (an offload it did not accept) is done in software on the way (OffloadFallback).
 class Transmit {
  public:
   uint16_t send(Port& to, uint16_t qp, const Burst& b) {
     to_ = &to;
     qp_ = qp;
-    const uint16_t n = to.tx_burst(qp, b);
+    const uint32_t can = to.tx_offloads();
+    const uint16_t n = OffloadFallback::needed(b, can) ? fallback_.send(to, qp, b, can) : to.tx_burst(qp, b);
     to_ = nullptr;
     delivered_ += n;
     return n;
@@ -41,6 +44,7 @@ class Transmit {
  private:
   Port* to_ = nullptr;
   uint16_t qp_ = 0;
+  OffloadFallback fallback_;
   uint32_t delivered_ = 0;
 };
 

@@ -82,6 +82,10 @@ struct VirtioUser::Impl {
     if (opt.event_idx) want |= bit(VIRTIO_RING_F_EVENT_IDX);
     if (opt.queue_pairs > 1) want |= bit(VIRTIO_NET_F_MQ);
     if (opt.mtu) want |= bit(VIRTIO_NET_F_MTU);
+    if (opt.offloads)
+      want |= bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) |
+              bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_HOST_ECN) | bit(VIRTIO_NET_F_GUEST_TSO4) |
+              bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_GUEST_ECN);
     features = want & offered;
     if (opt.tx_indirect && !(features & bit(VIRTIO_RING_F_INDIRECT_DESC)))
       return fail(err, "tx_indirect needs VIRTIO_RING_F_INDIRECT_DESC, which the backend does not offer");
@@ -253,7 +257,7 @@ uint64_t VirtioUser::protocol_features() const { return impl_->protocol_features
 
 bool VirtioUser::connected() const { return impl_->client.connected(); }
 
-bool VirtioUser::send(uint16_t qp, const uint8_t* frame, uint32_t len) {
+bool VirtioUser::send(uint16_t qp, const uint8_t* frame, uint32_t len, const uint8_t* hdr) {
   Impl& m = *impl_;
   if (m.traffic.running() || qp >= m.opt.queue_pairs || len > m.tx_max_frame) return false;
   DriverRing& v = m.vrings[2 * qp + 1];
@@ -261,7 +265,12 @@ bool VirtioUser::send(uint16_t qp, const uint8_t* frame, uint32_t len) {
     add(m.stats.tx_ring_full, 1);
     return false;
   }
-  m.ram.write(v.slot(v.free_ids.back()) + kNetHdrSize, frame, len);
+  const uint16_t id = v.free_ids.back();
+  // num_buffers stays 0: it means nothing on transmit.
+  uint8_t h[kNetHdrSize] = {};
+  if (hdr) memcpy(h, hdr, 10);
+  m.ram.write(v.slot(id), h, kNetHdrSize);
+  m.ram.write(v.slot(id) + kNetHdrSize, frame, len);
   v.tx_post(len);
   v.publish();
   add(m.stats.tx_packets, 1);
@@ -269,17 +278,18 @@ bool VirtioUser::send(uint16_t qp, const uint8_t* frame, uint32_t len) {
   return true;
 }
 
-std::vector<std::vector<uint8_t>> VirtioUser::receive(uint16_t qp, size_t max) {
+std::vector<std::vector<uint8_t>> VirtioUser::receive(uint16_t qp, size_t max, bool with_header) {
   Impl& m = *impl_;
   std::vector<std::vector<uint8_t>> out;
   if (m.traffic.running() || qp >= m.opt.queue_pairs) return out;
   DriverRing& v = m.vrings[2 * qp];
   uint64_t bytes = 0;
   v.rx_reap(max, [&](const uint16_t* ids, const uint32_t* lens, uint32_t n) {
-    std::vector<uint8_t> f(DriverRing::frame_bytes(lens, n));
+    const uint32_t keep = with_header ? std::min(lens[0], kNetHdrSize) : 0;
+    std::vector<uint8_t> f(DriverRing::frame_bytes(lens, n) + keep);
     uint64_t at = 0;
     for (uint32_t k = 0; k < n; k++) {
-      const uint32_t skip = k == 0 ? std::min(lens[0], kNetHdrSize) : 0;
+      const uint32_t skip = k == 0 ? std::min(lens[0], kNetHdrSize) - keep : 0;
       m.ram.read(v.slot(ids[k]) + skip, f.data() + at, lens[k] - skip);
       at += lens[k] - skip;
     }

@@ -29,7 +29,10 @@ struct VirtioUserOptions {
   uint64_t mem_size = 32 << 20;  // total shared memory, split evenly between the regions
   uint32_t rx_buf_size = 2048;   // bytes per posted receive buffer (without MRG_RXBUF: at least 12 + frame)
   uint32_t mtu = 0;              // sends NET_SET_MTU when non-zero and the backend offers MTU
-  int timeout_ms = 5000;         // for connecting (or being connected to) and for every reply
+  // Accept the checksum and TCP segmentation offloads the backend offers (CSUM, GUEST_CSUM, HOST_TSO4/6,
+  // HOST_ECN, GUEST_TSO4/6, GUEST_ECN): frames may then be sent and received with offload headers.
+  bool offloads = false;
+  int timeout_ms = 5000;  // for connecting (or being connected to) and for every reply
 };
 
 struct VirtioUserStats {
@@ -72,10 +75,11 @@ class VirtioUser {
   // ---- frames (not while traffic runs) ----
   // Queues one frame on queue pair qp's transmit ring and kicks if the backend wants it. false if full,
   // or if the frame exceeds a transmit buffer (the largest of 1518, rx_buf_size - 12 and mtu + 18 bytes).
-  bool send(uint16_t qp, const uint8_t* frame, uint32_t len);
-  // Reaps received frames from queue pair qp (joining MRG_RXBUF buffers, stripping the header) and
-  // posts the buffers again.
-  std::vector<std::vector<uint8_t>> receive(uint16_t qp, size_t max);
+  // hdr: the virtio-net header to send with it (the first 10 bytes are used; null: all zero).
+  bool send(uint16_t qp, const uint8_t* frame, uint32_t len, const uint8_t* hdr = nullptr);
+  // Reaps received frames from queue pair qp (joining MRG_RXBUF buffers, stripping the header unless
+  // with_header) and posts the buffers again.
+  std::vector<std::vector<uint8_t>> receive(uint16_t qp, size_t max, bool with_header = false);
 
   // ---- traffic thread ----
   bool start_traffic(const TrafficOptions& t, std::string* err);

@@ -79,6 +79,7 @@ class VirtioUserWrap : public Napi::ObjectWrap<VirtioUserWrap> {
     flag("eventIdx", opt.event_idx);
     flag("txIndirect", opt.tx_indirect);
     flag("interrupts", opt.interrupts);
+    flag("offloads", opt.offloads);
     num("queuePairs", opt.queue_pairs);
     num("queueSize", opt.queue_size);
     num("memRegions", opt.mem_regions);
@@ -110,11 +111,17 @@ class VirtioUserWrap : public Napi::ObjectWrap<VirtioUserWrap> {
     Napi::Env env = info.Env();
     if (!info[1].IsBuffer()) throw make_error(env, "frame must be a Buffer", "ERR_INVALID_ARG_TYPE");
     auto b = info[1].As<Napi::Buffer<uint8_t>>();
-    return Napi::Boolean::New(env, vu(env).send(uint16_t(u32(info[0], "qp")), b.Data(), uint32_t(b.Length())));
+    const uint8_t* hdr = nullptr;
+    if (!info[2].IsUndefined()) {
+      if (!info[2].IsBuffer() || info[2].As<Napi::Buffer<uint8_t>>().Length() < 10)
+        throw make_error(env, "header must be a Buffer of at least 10 bytes", "ERR_INVALID_ARG_TYPE");
+      hdr = info[2].As<Napi::Buffer<uint8_t>>().Data();
+    }
+    return Napi::Boolean::New(env, vu(env).send(uint16_t(u32(info[0], "qp")), b.Data(), uint32_t(b.Length()), hdr));
   }
   Napi::Value Receive(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto frames = vu(env).receive(uint16_t(u32(info[0], "qp")), u32(info[1], "max"));
+    auto frames = vu(env).receive(uint16_t(u32(info[0], "qp")), u32(info[1], "max"), info[2].ToBoolean());
     Napi::Array out = Napi::Array::New(env, frames.size());
     for (size_t i = 0; i < frames.size(); i++)
       out.Set(uint32_t(i), Napi::Buffer<uint8_t>::Copy(env, frames[i].data(), frames[i].size()));

@@ -9,8 +9,15 @@
 namespace vw {
 
 // Feature bits (virtio 1.2, 5.1.3 and 6).
-constexpr uint32_t VIRTIO_NET_F_CSUM = 0;
+constexpr uint32_t VIRTIO_NET_F_CSUM = 0;        // the driver may send partial checksums
+constexpr uint32_t VIRTIO_NET_F_GUEST_CSUM = 1;  // the driver takes partial checksums
 constexpr uint32_t VIRTIO_NET_F_MTU = 3;
+constexpr uint32_t VIRTIO_NET_F_GUEST_TSO4 = 7;  // the driver takes TCPv4 super-frames
+constexpr uint32_t VIRTIO_NET_F_GUEST_TSO6 = 8;
+constexpr uint32_t VIRTIO_NET_F_GUEST_ECN = 9;   // ... with the ECN bit
+constexpr uint32_t VIRTIO_NET_F_HOST_TSO4 = 11;  // the driver may send TCPv4 super-frames
+constexpr uint32_t VIRTIO_NET_F_HOST_TSO6 = 12;
+constexpr uint32_t VIRTIO_NET_F_HOST_ECN = 13;
 constexpr uint32_t VIRTIO_NET_F_MRG_RXBUF = 15;
 constexpr uint32_t VIRTIO_NET_F_MQ = 22;
 constexpr uint32_t VIRTIO_RING_F_INDIRECT_DESC = 28;
@@ -59,6 +66,9 @@ inline bool vring_need_event(uint16_t event_idx, uint16_t new_idx, uint16_t old_
 
 constexpr uint8_t VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
 constexpr uint8_t VIRTIO_NET_HDR_GSO_NONE = 0;
+constexpr uint8_t VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+constexpr uint8_t VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+constexpr uint8_t VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
 struct virtio_net_hdr_mrg_rxbuf {
   uint8_t flags;

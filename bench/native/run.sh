@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=bench/native/out
 mkdir -p "$OUT"
-CORE="addon/core/counters.cc addon/core/guest_fault.cc addon/core/guest_memory.cc addon/virtio/split_ring.cc addon/ports/vhost_user/virtio_net.cc addon/forward/bridge.cc addon/forward/fdb.cc"
+CORE="addon/core/counters.cc addon/core/guest_fault.cc addon/core/guest_memory.cc addon/core/offload.cc addon/core/checksum.cc \
+  addon/core/segment.cc addon/forward/offload_fallback.cc addon/virtio/split_ring.cc addon/ports/vhost_user/virtio_net.cc \
+  addon/forward/bridge.cc addon/forward/fdb.cc"
 g++ -std=gnu++17 -O2 -g -D_GNU_SOURCE -Iaddon -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
   bench/native/stages.cc $CORE -o "$OUT/stages" -lpthread
 

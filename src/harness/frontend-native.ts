@@ -18,6 +18,8 @@ export interface VirtioUserOptions {
   memSize?: number;
   rxBufSize?: number;
   mtu?: number;
+  /** Accept the checksum and TCP segmentation offloads the backend offers. */
+  offloads?: boolean;
   timeoutMs?: number;
 }
 
@@ -49,8 +51,10 @@ export interface NativeVirtioUser {
   features(): bigint;
   protocolFeatures(): bigint;
   connected(): boolean;
-  send(qp: number, frame: Buffer): boolean;
-  receive(qp: number, max: number): Buffer[];
+  /** header: the virtio-net header to send the frame with (its first 10 bytes; default all zero). */
+  send(qp: number, frame: Buffer, header?: Buffer): boolean;
+  /** withHeader: each frame keeps the 12-byte virtio-net header it arrived with in front. */
+  receive(qp: number, max: number, withHeader?: boolean): Buffer[];
   startTraffic(t: TrafficOptions): void;
   stopTraffic(): void;
   stats(): VirtioUserStats;

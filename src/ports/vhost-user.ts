@@ -44,6 +44,12 @@ export interface VhostUserSpec {
    * within this many ms of its first byte (default 10000).
    */
   idleTimeoutMs?: number;
+  /**
+   * Offer the checksum and TCP segmentation offloads (CSUM, GUEST_CSUM, HOST/GUEST_TSO4/TSO6, HOST/GUEST_ECN;
+   * absent: true). offloads=off withholds them: the guest then sends plain frames, and what reaches it is
+   * completed and segmented in software.
+   */
+  offloads?: boolean;
 }
 
 export interface VringInfo {
@@ -60,6 +66,8 @@ export interface VhostUserDetails {
   connected: boolean;
   features: bigint;
   protocolFeatures: bigint;
+  /** Whether the checksum and segmentation offloads are offered (false with offloads=off); features says which were taken. */
+  offloads: boolean;
   mtu: number;
   memRegions: number;
   /** 2 * queue pairs entries: the guest's receive vring 2q and transmit vring 2q+1 */
@@ -80,7 +88,7 @@ const IDLE_TIMEOUT_MAX = 3600000;
 
 const SYNTAX = 'NAME=PATH[,client][,queues=N]';
 const OPTIONS =
-  'client, queues=N, socket-mode=MODE, socket-owner=USER, socket-group=GROUP, allow-uid=LIST, allow-gid=LIST, reject-limit=N or idle-timeout=MS';
+  'client, queues=N, socket-mode=MODE, socket-owner=USER, socket-group=GROUP, allow-uid=LIST, allow-gid=LIST, reject-limit=N, idle-timeout=MS or offloads=on|off';
 
 // Octal, as chmod spells it: 660 or 0660. Only permission bits: a socket has no use for setuid and the like.
 function parseMode(where: string, text: string): number {
@@ -130,7 +138,7 @@ export const vhostUser: PortKind<VhostUserSpec> = {
   help:
     `a vhost-user port: ${SYNTAX} (client: connect to a listening front end; queues 1..${limits.maxQueuePairs}; ` +
     'options socket-mode=MODE (default 0660), socket-owner=USER, socket-group=GROUP, allow-uid=U[:U...], allow-gid=G[:G...], ' +
-    'reject-limit=N (default 16), idle-timeout=MS (default 10000))',
+    'reject-limit=N (default 16), idle-timeout=MS (default 10000), offloads=on|off (checksum and TCP segmentation offloads, default on))',
   parseFlag(text) {
     const where = flagWhere('--vhost-user', text);
     const [name, rest] = splitNamed(where, text, SYNTAX);
@@ -155,6 +163,8 @@ export const vhostUser: PortKind<VhostUserSpec> = {
         spec.rejectLimit = checkRange(where, key, parseUint(where, key, value), 1, REJECT_LIMIT_MAX);
       else if (key === 'idle-timeout' && value !== undefined)
         spec.idleTimeoutMs = checkRange(where, key, parseUint(where, key, value), IDLE_TIMEOUT_MIN, IDLE_TIMEOUT_MAX);
+      else if (key === 'offloads' && (value === 'on' || value === 'off')) spec.offloads = value === 'on';
+      else if (key === 'offloads') fail(where, `offloads must be "on" or "off", got "${value ?? ''}"`);
       else fail(where, `unknown option "${value === undefined ? key : `${key}=${value}`}" (expected ${OPTIONS})`);
     }
     return checkSpec(where, spec);
@@ -172,6 +182,7 @@ export const vhostUser: PortKind<VhostUserSpec> = {
       'allowGid',
       'rejectLimit',
       'idleTimeoutMs',
+      'offloads',
     ]);
     const id = (key: string, lookup: (w: string, t: string) => number): number | undefined => {
       const v = o[key];
@@ -199,6 +210,7 @@ export const vhostUser: PortKind<VhostUserSpec> = {
         o.idleTimeoutMs === undefined
           ? undefined
           : checkRange(where, 'idleTimeoutMs', configUint(`${where}.idleTimeoutMs`, o.idleTimeoutMs), IDLE_TIMEOUT_MIN, IDLE_TIMEOUT_MAX),
+      offloads: o.offloads === undefined ? undefined : configBool(`${where}.offloads`, o.offloads),
     });
   },
   params: (s) => ({
@@ -212,6 +224,7 @@ export const vhostUser: PortKind<VhostUserSpec> = {
     ...(s.allowGids?.length ? { allowGids: s.allowGids.join(',') } : {}),
     rejectLimit: s.rejectLimit ?? DEFAULT_REJECT_LIMIT,
     idleTimeoutMs: s.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+    withholdOffloads: s.offloads === false,
   }),
   summary: (s) => `vhost-user ${s.path} (${s.client ? 'client' : 'server'}, ${s.queues} queue pair${s.queues === 1 ? '' : 's'})`,
   exclusive: (s) => ({ what: 'socket path', value: s.path }),

@@ -256,6 +256,60 @@ if (!qemu) {
     t.comment(`client-role tests took ${((Date.now() - started) / 1000).toFixed(0)} s`);
   });
 
+  t.test('offloads: TCP super-frames cross guest to guest, and are segmented for a guest with offloads=off', async (t) => {
+    for (const off of [false, true]) {
+      const started = Date.now();
+      const rig = new Rig();
+      t.teardown(() => rig.close());
+      const s0 = rig.sock('vm0');
+      const s1 = rig.sock('vm1');
+      const be = await rig.backend([
+        '--vhost-user',
+        `vm0=${s0}`,
+        '--vhost-user',
+        `vm1=${s1}${off ? ',offloads=off' : ''}`,
+        '--wire',
+        'vm0=vm1',
+      ]);
+      const vm0 = await rig.vm({ name: 'vm0', socket: s0, ip: '10.0.0.1/24' }, guest);
+      const vm1 = await rig.vm({ name: 'vm1', socket: s1, ip: '10.0.0.2/24' }, guest);
+      await Promise.all([vm0.ready(BOOT_MS), vm1.ready(BOOT_MS)]);
+      const what = off ? 'vm1 with offloads=off' : 'both with offloads';
+      await t.test(`${what}: 8 MiB each way arrive intact`, async (t) => {
+        for (const [from, to, ip, port] of [
+          [vm0, vm1, '10.0.0.2', 5001],
+          [vm1, vm0, '10.0.0.1', 5002],
+        ] as const) {
+          const recv = to.command(`tcp-recv ${port} 150 check`, 180_000);
+          await to.waitFor((x) => x.kind === 'LISTEN' && x.fields.port === String(port), 30_000, 'tcp-recv listening');
+          const sent = await from.command(`tcp-send ${ip} ${port} 8 check`, 180_000);
+          const r = await recv;
+          t.equal(r.bytes, String(8 << 20), `${from.name} -> ${to.name}: all 8 MiB arrived`);
+          t.equal(r.md5, sent.md5, `${from.name} -> ${to.name}: byte for byte what was sent (${sent.mbit_s} Mbit/s)`);
+        }
+        const c0 = (await be.port('vm0')).counters[0];
+        const c1 = (await be.port('vm1')).counters[0];
+        t.ok((c0.RX_SUPER_FRAMES ?? 0) > 0, `vm0 sent super-frames (${c0.RX_SUPER_FRAMES})`);
+        if (!off) {
+          t.ok((c1.TX_SUPER_FRAMES ?? 0) > 0, `vm1 got them as super-frames (${c1.TX_SUPER_FRAMES})`);
+          t.equal(c1.TX_SEGMENTED ?? 0, 0, 'nothing segmented');
+          t.ok((c1.RX_SUPER_FRAMES ?? 0) > 0 && (c0.TX_SUPER_FRAMES ?? 0) > 0, 'and the other way too');
+        } else {
+          t.equal(c1.TX_SUPER_FRAMES ?? 0, 0, 'vm1 got no super-frame');
+          t.ok((c1.TX_SEGMENTED ?? 0) > 0, `they were segmented for vm1 (${c1.TX_SEGMENTED} super-frames)`);
+          t.ok((c1.TX_SEGMENTS ?? 0) > (c1.TX_SEGMENTED ?? 0), `into ${c1.TX_SEGMENTS} segments`);
+          t.equal(c1.RX_SUPER_FRAMES ?? 0, 0, 'vm1, offered no TSO, sent none');
+        }
+        t.comment(
+          `${what}: vm0 sent ${c0.RX_PACKETS} frames (${c0.RX_SUPER_FRAMES} super-frames), vm1 got ${c1.TX_PACKETS} ` +
+            `(${c1.TX_SUPER_FRAMES ?? 0} super-frames, ${c1.TX_SEGMENTS ?? 0} segments made), partial checksums completed: ${c1.TX_CSUM_COMPLETED ?? 0}`,
+        );
+      });
+      await rig.close();
+      t.comment(`${what}: ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    }
+  });
+
   t.test('two VMs with 2 queue pairs each', async (t) => {
     const started = Date.now();
     const rig = new Rig();

@@ -71,8 +71,20 @@ t.test('--vhost-user', async (t) => {
     ['vm0=/x,client=yes', 'unknown option "client=yes"'],
     ['vm0=/x,server', 'unknown option "server"'],
     ['vm0=/x,queues', 'unknown option "queues"'],
+    ['vm0=/x,offloads', 'offloads must be "on" or "off", got ""'],
+    ['vm0=/x,offloads=no', 'offloads must be "on" or "off", got "no"'],
+    ['vm0=/x,offloads=off,offloads=on', 'option "offloads" given twice'],
   ];
   for (const [text, part] of bad) rejects(t, () => parseVhostUser(text), `--vhost-user ${JSON.stringify(text)}: `, part);
+});
+
+t.test('--vhost-user offloads=on|off, and offloads in --config', async (t) => {
+  t.equal(parseVhostUser('vm0=/x,offloads=off').offloads, false);
+  t.equal(parseVhostUser('vm0=/x,offloads=on').offloads, true);
+  t.equal(vhostUser.params(parseVhostUser('vm0=/x,offloads=off')).withholdOffloads, true, 'off withholds them from the guest');
+  t.equal(vhostUser.params(parseVhostUser('vm0=/x')).withholdOffloads, false, 'offered by default');
+  t.equal(vhostUser.parseConfig('vhostUser[0]', { name: 'vm0', path: '/x', offloads: false }).offloads, false);
+  t.throws(() => vhostUser.parseConfig('vhostUser[0]', { name: 'vm0', path: '/x', offloads: 'off' }), /offloads/);
 });
 
 t.test('--gen', async (t) => {

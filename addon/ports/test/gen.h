@@ -23,6 +23,7 @@ class GenPort : public Port {
   uint16_t tx_burst(uint16_t qp, const Burst& b) override;
   void release(uint16_t, Burst&) override {}
   void publish_counters() override { counters_.publish(); }
+  QueueCounters* tx_counters(uint16_t) override { return &counters_; }
   // A generator stands for traffic arriving from outside: it starts (and its rate clock with it) when
   // the port it feeds can take packets, so count=N means N delivered, not N lost to a slow connect.
   bool holds_until_peer_ready() const override { return true; }

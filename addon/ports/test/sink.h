@@ -20,6 +20,7 @@ class SinkPort : public Port {
   uint16_t tx_burst(uint16_t qp, const Burst& b) override;
   void release(uint16_t, Burst&) override {}
   void publish_counters() override { counters_.publish(); }
+  QueueCounters* tx_counters(uint16_t) override { return &counters_; }
   int counter_set() const override { return sets_.first(); }
 
  private:

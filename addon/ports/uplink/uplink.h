@@ -36,6 +36,7 @@ class UplinkPort : public Port {
   uint16_t queue_pairs() const override { return driver_->queue_pairs(); }
   uint16_t rx_burst(uint16_t qp, Burst& b) override { return driver_->rx_burst(qp, b); }
   uint16_t tx_burst(uint16_t qp, const Burst& b) override { return driver_->tx_burst(qp, b); }
+  QueueCounters* tx_counters(uint16_t) override { return &counters_; }
   void release(uint16_t qp, Burst& b) override { driver_->release(qp, b); }
   // The driver adds the kernel's drops first; closed drivers' last counts come in with them.
   void publish_counters() override {

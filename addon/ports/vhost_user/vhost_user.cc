@@ -34,6 +34,13 @@ constexpr uint64_t bit(uint32_t n) { return uint64_t(1) << n; }
 constexpr uint64_t kOfferedFeatures =
     bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
     bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MTU) | bit(VIRTIO_F_IN_ORDER) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+// Checksum and TCP segmentation offloads both ways (core/offload.h), unless the port withholds them.
+// GUEST_ANNOUNCE needs a control queue, which we do not have; UFO is obsolete, and USO is not in the
+// kernel headers we build with.
+constexpr uint64_t kOffloadFeatures = bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) |
+                                      bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
+                                      bit(VIRTIO_NET_F_HOST_ECN) | bit(VIRTIO_NET_F_GUEST_TSO4) |
+                                      bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_GUEST_ECN);
 // LOG_SHMFD is deliberately absent: without dirty logging a front end must not migrate with us.
 constexpr uint64_t kOfferedProtocolFeatures = bit(VHOST_USER_PROTOCOL_F_MQ) | bit(VHOST_USER_PROTOCOL_F_REPLY_ACK) |
                                               bit(VHOST_USER_PROTOCOL_F_MTU) |
@@ -515,16 +522,18 @@ struct VhostUserPort::Impl {
 
   // ---- handlers ----
 
+  uint64_t offered_features() const {
+    return kOfferedFeatures | (queue_pairs_ > 1 ? bit(VIRTIO_NET_F_MQ) : 0) | (opt_.offloads ? kOffloadFeatures : 0);
+  }
+
   bool get_features(Message& m, std::string*) {
-    uint64_t f = kOfferedFeatures;
-    if (queue_pairs_ > 1) f |= bit(VIRTIO_NET_F_MQ);
-    set_reply_u64(m, f);
+    set_reply_u64(m, offered_features());
     return true;
   }
 
   bool set_features(Message& m, std::string* err) {
     uint64_t f = m.msg.payload.u64;
-    uint64_t offered = kOfferedFeatures | (queue_pairs_ > 1 ? bit(VIRTIO_NET_F_MQ) : 0);
+    const uint64_t offered = offered_features();
     if (f & ~offered) {
       *err = "features " + hex(f & ~offered) + " were not offered";
       return false;
@@ -956,6 +965,7 @@ struct VhostUserPort::Impl {
     d.set("connected", conn_fd_ >= 0);
     d.set_u64("features", features_);
     d.set_u64("protocolFeatures", protocol_features_);
+    d.set("offloads", opt_.offloads);
     d.set("mtu", unsigned(mtu_));
     d.set("memRegions", unsigned(dev_.memory() ? dev_.memory()->regions().size() : 0));
     auto& vrings = d.list("vrings");
@@ -1083,12 +1093,12 @@ bool id_list(const PortParams& p, const char* key, std::vector<uint32_t>* out, s
 std::unique_ptr<Port> create_vhost_user(const std::string& name, const PortParams& p, PortContext& ctx,
                                         std::string* err) {
   std::string path;
-  bool client;
+  bool client, withhold_offloads;
   uint64_t queues, mode, owner, group, reject_limit, idle_ms;
   VhostUserOptions o;
   const uint64_t none = VhostUserOptions::kNoId;
   if (!p.str("path", &path, err) || !p.flag("client", &client, err) ||
-      !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err) ||
+      !p.flag("withholdOffloads", &withhold_offloads, err) || !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err) ||
       !p.num("socketMode", o.socket_mode, 0, 0777, &mode, err) || !p.num("socketOwner", none, 0, none, &owner, err) ||
       !p.num("socketGroup", none, 0, none, &group, err) ||
       !p.num("rejectLimit", o.reject_limit, 1, 1u << 20, &reject_limit, err) ||
@@ -1100,6 +1110,7 @@ std::unique_ptr<Port> create_vhost_user(const std::string& name, const PortParam
   o.socket_group = uint32_t(group);
   o.reject_limit = uint32_t(reject_limit);
   o.idle_timeout_ms = uint32_t(idle_ms);
+  o.offloads = !withhold_offloads;
   auto port = std::make_unique<VhostUserPort>(name, path, client, uint16_t(queues), ctx.reactor, ctx.counters,
                                               ctx.events, std::move(o));
   if (!port->start(err)) return nullptr;

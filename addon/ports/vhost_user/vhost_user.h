@@ -37,6 +37,8 @@ struct VhostUserOptions {
   // port (one front end at a time) against the real QEMU. Reading never waits, so a slow front end
   // costs only its own connection this time, never another's.
   uint32_t idle_timeout_ms = 10000;
+  // Offer the checksum and segmentation offloads (offloads=off withholds them).
+  bool offloads = true;
 };
 
 class VhostUserPort final : public VirtioNetDevice {

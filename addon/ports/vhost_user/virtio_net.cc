@@ -3,6 +3,7 @@
 #include "core/clock.h"
 #include "core/guest_fault.h"
 #include "core/hex.h"
+#include "core/offload.h"
 
 #include <poll.h>
 #include <unistd.h>
@@ -143,6 +144,8 @@ void VirtioNetDevice::set_memory(std::shared_ptr<const GuestMemory> mem) {
 
 void VirtioNetDevice::set_features(uint64_t features) {
   features_ = features;
+  from_guest_ = offloads_from_guest(features);
+  to_guest_ = offloads_to_guest(features);
   for (uint16_t idx = 0; idx < 2 * queue_pairs_; idx++)
     vrings_[idx].vq.set_features(features & bit(VIRTIO_RING_F_EVENT_IDX), features & bit(VIRTIO_RING_F_INDIRECT_DESC));
 }
@@ -248,11 +251,13 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
   }
 
   uint64_t bytes = 0;
+  uint32_t super_frames = 0;
   bool dropped = false;
   for (uint16_t k = 0; k < ntaken; k++) {
     const Chain& ch = taken[k].ch;
     Span* s = b.span + taken[k].first;
     QueueCounter drop = kNoDrop;
+    PacketMeta meta{};
     if (ch.over_budget) {
       drop = DROP_RX_TOO_MANY_DESCRIPTORS;
     } else if (ch.truncated) {
@@ -260,18 +265,27 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     } else if (ch.len <= hdr_len) {
       // Shorter than the header, or a header with no frame after it: nothing to forward.
       drop = DROP_RX_BAD_HEADER;
+    } else if (ch.len - hdr_len > kMaxFrame) {
+      drop = DROP_RX_TOO_BIG;
     } else {
-      // flags and gso_type, the header's first two bytes, read once: the guest may change them while we
-      // look. Without offloads negotiated nothing else in the header means anything to us.
+      // flags and gso_type, the header's first two bytes, say whether the rest means anything: a plain
+      // frame (nearly all without offloads) costs no more. Otherwise the offload fields (the first 10
+      // bytes; num_buffers means nothing on transmit) are copied once and only that copy is looked at:
+      // the guest may change them while we look.
       uint8_t fg[2];
       if (s->len >= 2)
         memcpy(fg, s->p, 2);
       else
         gather(s, fg, 2);
-      if (fg[1] != VIRTIO_NET_HDR_GSO_NONE || (fg[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM))
-        drop = DROP_RX_BAD_HEADER;
-      else if (ch.len - hdr_len > kMaxFrame)
-        drop = DROP_RX_TOO_BIG;
+      if (fg[1] != VIRTIO_NET_HDR_GSO_NONE || (fg[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM)) {
+        virtio_net_hdr_mrg_rxbuf h;
+        if (s->len >= 10)
+          memcpy(&h, s->p, 10);
+        else
+          gather(s, &h, 10);
+        const QueueCounter why = read_offloads(h, uint32_t(ch.len - hdr_len), from_guest_, &meta);
+        if (why != kQueueCounterCount) drop = why;
+      }
     }
     if (drop != kNoDrop) {
       // Chains go back in the order they came (IN_ORDER): with packets of this burst still lent, the
@@ -310,7 +324,8 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     p.first = taken[k].first;
     p.nseg = uint16_t(nseg);
     p.cookie = ch.head;
-    p.meta = PacketMeta{};
+    p.meta = meta;
+    super_frames += meta.gso_type != 0;
     bytes += p.len;
     c.add(RX_SIZE_64 + size_bin(p.len));
   }
@@ -318,6 +333,7 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
   c.set(RING_FILL_RX, r.vq.waiting());
   c.add(RX_PACKETS, b.n);
   c.add(RX_BYTES, bytes);
+  c.add(RX_SUPER_FRAMES, super_frames);
   // With packets borrowed, release() publishes the dropped chains together with them.
   if (dropped && b.n == 0) flush(r, c);
   return b.n;
@@ -372,7 +388,7 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   Span spans[kTxSpans];
   Planned plan[kBurst];
   // Kept here and added to the queue's counters once, at the end.
-  uint32_t sent = 0, too_big = 0, no_buffer = 0, over_budget = 0, chain_cuts = 0;
+  uint32_t sent = 0, too_big = 0, no_buffer = 0, over_budget = 0, chain_cuts = 0, super_frames = 0;
   uint64_t bytes = 0;
   uint32_t descriptors = 0;
   // A packet of at least `unfit` bytes (with header) found no room in the chains the ring offers now, for
@@ -469,8 +485,21 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
       // From here the source's memory is read: a fault there leaves the chains of this packet and of
       // those planned after it to abort_tx().
       tx_open_ = {idx, np - pl.first_piece};
+      // The offloads the packet still carries are ones the guest accepted (Transmit sent it through
+      // OffloadFallback otherwise): its header says what is left to do.
       virtio_net_hdr_mrg_rxbuf h = {};
       h.num_buffers = pl.npieces;
+      if (p.meta.flags & PacketMeta::kCsumPartial) {
+        h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        h.csum_start = p.meta.csum_start;
+        h.csum_offset = p.meta.csum_offset;
+      }
+      if (p.meta.gso_type) {
+        h.gso_type = p.meta.gso_type;
+        h.gso_size = p.meta.gso_size;
+        h.hdr_len = p.meta.hdr_len;
+        super_frames++;
+      }
       const Span& d = spans[pl.first_span];
       if (p.nseg == 1 && d.len >= pl.need) {
         // The common case: one source span into one buffer. The header is a fixed-size store, the copy a
@@ -508,6 +537,7 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   c.set(RING_FILL_TX, r.vq.waiting());
   c.add(TX_PACKETS, sent);
   c.add(TX_BYTES, bytes);
+  c.add(TX_SUPER_FRAMES, super_frames);
   c.add(DROP_TX_TOO_BIG, too_big);
   c.add(DROP_TX_NO_BUFFER, no_buffer);
   c.add(DROP_TX_BUDGET, over_budget);

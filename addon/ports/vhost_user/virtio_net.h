@@ -83,6 +83,8 @@ class VirtioNetDevice : public Port {
   bool owns(const void* addr) const override;
   void memory_fault() override;
   void abort_tx(uint16_t qp) override;
+  uint32_t tx_offloads() const override { return to_guest_; }
+  QueueCounters* tx_counters(uint16_t qp) override { return &counters_[qp < queue_pairs_ ? qp : 0]; }
 
   int counter_set() const override { return sets_.first(); }
 
@@ -102,6 +104,9 @@ class VirtioNetDevice : public Port {
   EventSink events_;
   std::shared_ptr<const GuestMemory> mem_;
   uint64_t features_ = 0;
+  // The offloads the negotiated features allow (core/offload.h): what the guest may send us, and what we
+  // may send it.
+  uint32_t from_guest_ = 0, to_guest_ = 0;
   std::unique_ptr<Vring[]> vrings_;
   QueueCounters counters_[kMaxQueuePairs];
   // The packet tx_burst is copying (vring index, chains taken for it); idx -1 when none.

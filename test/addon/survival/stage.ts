@@ -112,7 +112,7 @@ function checkGuard(t: Test, g: Guard): void {
   t.fail(`${g.what} is unchanged`, { firstDifferenceAt: at, address: `0x${(g.addr + BigInt(Math.max(at, 0))).toString(16)}` });
 }
 
-type VictimOptions = { indirect?: boolean; queueSize?: number; eventIdx?: boolean; interrupts?: boolean };
+type VictimOptions = { indirect?: boolean; queueSize?: number; eventIdx?: boolean; interrupts?: boolean; offloads?: boolean };
 
 /** A hostile front end on v, with pattern-filled free memory and read-only buffers to watch. */
 export class Victim {
