@@ -58,6 +58,7 @@
         "addon/ports/uplink/af_packet.cc",
         "addon/ports/uplink/af_xdp.cc",
         "addon/ports/uplink/uplink.cc",
+        "addon/ports/uplink/xdp_redirect.cc",
         "addon/ports/vhost_user/vhost_user.cc",
         "addon/ports/vhost_user/vhost_user_wire.cc",
         "addon/ports/vhost_user/virtio_net.cc",

@@ -1,7 +1,19 @@
 // Host uplinks: a host interface as a port, AF_PACKET in kernel mode and AF_XDP in bypass mode
 // (addon/ports/uplink/).
 import * as fs from 'node:fs';
-import { checkName, configObject, configString, fail, flagWhere, splitNamed } from '../config/parse';
+import {
+  checkName,
+  checkRange,
+  configObject,
+  configString,
+  configUint,
+  fail,
+  flagWhere,
+  limits,
+  parseOptions,
+  parseUint,
+  splitNamed,
+} from '../config/parse';
 import type { Capability } from '../config/privileges';
 import type { PortKind } from './kind';
 
@@ -10,6 +22,10 @@ export interface UplinkSpec {
   name: string;
   /** The host interface, e.g. eth0 */
   ifname: string;
+  /** Bypass mode: the interface's receive queue of queue pair 0; queue pair q is queue + q */
+  queue: number;
+  /** Queue pairs: AF_XDP sockets on queues queue..queue+queues-1, or AF_PACKET sockets in one hash fanout group */
+  queues: number;
 }
 
 /** What an uplink says about itself (addon/ports/uplink/uplink.cc: describe). */
@@ -17,6 +33,8 @@ export interface UplinkDetails {
   ifname: string;
   /** The driver the mode picked: af_packet (kernel) or af_xdp (bypass) */
   driver: 'af_packet' | 'af_xdp';
+  /** The interface's receive queue of queue pair 0 (bypass mode) */
+  firstQueue: number;
   /** Frames the kernel dropped at the socket, by reason (PACKET_STATISTICS, XDP_STATISTICS), as last published */
   kernelDrops: Array<{ reason: 'packet_drops' | 'xdp_rx_dropped' | 'xdp_rx_ring_full' | 'xdp_tx_invalid_descs'; frames: number }>;
 }
@@ -41,7 +59,7 @@ const CAPABILITIES: readonly Capability[] = [
   {
     name: 'ipc_lock',
     number: 14,
-    why: 'bypass mode: the AF_XDP UMEM (16 MiB per uplink) is pinned, beyond the default RLIMIT_MEMLOCK (8 MiB)',
+    why: 'bypass mode: the AF_XDP UMEM (16 MiB per uplink queue) is pinned, beyond the default RLIMIT_MEMLOCK (8 MiB)',
   },
 ];
 
@@ -60,28 +78,69 @@ function checkInterface(where: string, ifname: string): string {
   return ifname;
 }
 
+/** The receive queues the interface has now (its rx-N entries in sysfs). */
+export function receiveQueues(ifname: string): number {
+  return fs.readdirSync(`/sys/class/net/${ifname}/queues`).filter((q) => q.startsWith('rx-')).length;
+}
+
+// Both modes' queues must exist: the mode can switch at run time, and bypass mode binds one AF_XDP socket
+// to each interface queue (kernel mode's fanout sockets see every queue).
+function checkQueues(where: string, spec: UplinkSpec): UplinkSpec {
+  checkRange(where, 'queues', spec.queues, 1, limits.maxQueuePairs);
+  const have = receiveQueues(spec.ifname);
+  if (spec.queue + spec.queues > have)
+    fail(
+      where,
+      `interface "${spec.ifname}" has ${have} receive queue${have === 1 ? '' : 's'} (0..${have - 1}): ` +
+        `queues ${spec.queue}..${spec.queue + spec.queues - 1} do not all exist (bypass mode binds an AF_XDP socket to each; see ethtool -l ${spec.ifname})`,
+    );
+  return spec;
+}
+
+const SYNTAX = 'NAME=IFNAME[@QUEUE][,queues=N]';
+
 export const uplink: PortKind<UplinkSpec> = {
   kind: 'uplink',
   flag: 'uplink',
   configKey: 'uplink',
-  syntax: 'NAME=IFNAME',
-  help: 'a host uplink on an existing interface: NAME=IFNAME (kernel mode: an AF_PACKET socket, bypass mode: AF_XDP)',
-  // The interface must exist now.
+  syntax: SYNTAX,
+  help:
+    `a host uplink on an existing interface: ${SYNTAX} (kernel mode: AF_PACKET sockets, N of them in a hash fanout group; ` +
+    `bypass mode: AF_XDP sockets on the interface's receive queues QUEUE..QUEUE+N-1; QUEUE defaults to 0, N to 1, at most ${limits.maxQueuePairs})`,
+  // The interface and its queues must exist now.
   parseFlag(text) {
     const where = flagWhere('--uplink', text);
-    const [name, ifname] = splitNamed(where, text, 'NAME=IFNAME');
-    return { kind: 'uplink', name, ifname: checkInterface(where, ifname) };
+    const [name, rest] = splitNamed(where, text, SYNTAX);
+    const [place, ...opts] = rest.split(',');
+    const at = place.lastIndexOf('@');
+    const ifname = checkInterface(where, at < 0 ? place : place.slice(0, at));
+    const spec: UplinkSpec = {
+      kind: 'uplink',
+      name,
+      ifname,
+      queue: at < 0 ? 0 : parseUint(where, 'queue', place.slice(at + 1)),
+      queues: 1,
+    };
+    for (const [key, value] of parseOptions(where, opts)) {
+      if (key === 'queues' && value !== undefined) spec.queues = parseUint(where, 'queues', value);
+      else fail(where, `unknown option "${value === undefined ? key : `${key}=${value}`}" (expected queues=N)`);
+    }
+    return checkQueues(where, spec);
   },
   parseConfig(where, item) {
-    const o = configObject(where, item, ['name', 'ifname']);
-    return {
+    const o = configObject(where, item, ['name', 'ifname', 'queue', 'queues']);
+    return checkQueues(where, {
       kind: 'uplink',
       name: checkName(where, configString(`${where}.name`, o.name)),
       ifname: checkInterface(where, configString(`${where}.ifname`, o.ifname)),
-    };
+      queue: o.queue === undefined ? 0 : configUint(`${where}.queue`, o.queue),
+      queues: o.queues === undefined ? 1 : configUint(`${where}.queues`, o.queues),
+    });
   },
-  params: (s) => ({ ifname: s.ifname }),
-  summary: (s) => `uplink on ${s.ifname}`,
+  params: (s) => ({ ifname: s.ifname, queue: s.queue, queues: s.queues }),
+  summary: (s) =>
+    `uplink on ${s.ifname}` +
+    (s.queues === 1 && s.queue === 0 ? '' : `, ${s.queues} queue${s.queues === 1 ? '' : 's'} from queue ${s.queue}`),
   exclusive: (s) => ({ what: 'interface', value: s.ifname }),
   capabilities: CAPABILITIES,
 };

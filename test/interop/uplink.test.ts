@@ -12,67 +12,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { NativeVirtioUser } from '../../src/harness/frontend-native';
 import { Fixture, receiveN } from '../support/fixture';
 import { Cli, freePort, runCli, waitFor } from '../support/helpers';
+import { Net, eth, icmpEcho, ip, ipBytes, ipv4, macBytes, udp } from '../support/veth-net';
 
 const skip = process.getuid?.() === 0 ? false : 'needs root: network namespaces, veth pairs, AF_PACKET sockets';
-
-function ip(...args: string[]): string {
-  return execFileSync('ip', args, { encoding: 'utf8' });
-}
-
-// ---- frames, built here byte by byte ----
-
-function macBytes(mac: string): Buffer {
-  return Buffer.from(mac.split(':').map((x) => parseInt(x, 16)));
-}
-
-function ipBytes(addr: string): Buffer {
-  return Buffer.from(addr.split('.').map(Number));
-}
-
-function checksum(b: Buffer): number {
-  let sum = 0;
-  for (let i = 0; i + 1 < b.length; i += 2) sum += b.readUInt16BE(i);
-  if (b.length % 2) sum += b[b.length - 1] << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
-}
-
-/** Ethernet header (with an 802.1Q tag when vid is given) followed by payload. */
-function eth(dst: string, src: string, type: number, payload: Buffer, vid?: number): Buffer {
-  const tag = vid === undefined ? Buffer.alloc(0) : Buffer.from([0x81, 0x00, vid >> 8, vid & 0xff]);
-  const t = Buffer.alloc(2);
-  t.writeUInt16BE(type);
-  return Buffer.concat([macBytes(dst), macBytes(src), tag, t, payload]);
-}
-
-function ipv4(src: string, dst: string, proto: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(20);
-  h[0] = 0x45;
-  h.writeUInt16BE(20 + payload.length, 2);
-  h[8] = 64;
-  h[9] = proto;
-  ipBytes(src).copy(h, 12);
-  ipBytes(dst).copy(h, 16);
-  h.writeUInt16BE(checksum(h), 10);
-  return Buffer.concat([h, payload]);
-}
-
-function icmpEcho(type: number, id: number, seq: number, data: Buffer): Buffer {
-  const m = Buffer.concat([Buffer.from([type, 0, 0, 0, id >> 8, id & 0xff, seq >> 8, seq & 0xff]), data]);
-  m.writeUInt16BE(checksum(m), 2);
-  return m;
-}
-
-/** UDP without a checksum (allowed over IPv4); the payload's first 4 bytes are seq. */
-function udp(srcPort: number, dstPort: number, seq: number, size: number): Buffer {
-  const m = Buffer.alloc(8 + size);
-  m.writeUInt16BE(srcPort, 0);
-  m.writeUInt16BE(dstPort, 2);
-  m.writeUInt16BE(8 + size, 4);
-  for (let i = 8; i < m.length; i++) m[i] = (i * 7 + seq) & 0xff;
-  m.writeUInt32BE(seq, 8);
-  return m;
-}
 
 async function sendAll(vu: NativeVirtioUser, frames: Buffer[]): Promise<void> {
   const deadline = Date.now() + 5000;
@@ -86,119 +28,6 @@ async function sendAll(vu: NativeVirtioUser, frames: Buffer[]): Promise<void> {
 
 function openFds(): number {
   return fs.readdirSync('/proc/self/fd').length;
-}
-
-// ---- the network ----
-
-/** A namespace with one end of a veth pair; the other end stays here for the uplink. */
-class Net {
-  readonly ns = `vwu${process.pid}`;
-  readonly host = `vwh${process.pid}`;
-  readonly peer = `vwp${process.pid}`;
-  readonly nsIp = '10.231.0.1';
-  readonly feIp = '10.231.0.2';
-  readonly broadcast = '10.231.0.255';
-  readonly vid = 10;
-  readonly feMac = '02:76:77:00:00:02';
-  readonly nsMac: string;
-
-  constructor() {
-    ip('netns', 'add', this.ns);
-    try {
-      ip('link', 'add', this.host, 'type', 'veth', 'peer', 'name', this.peer, 'netns', this.ns);
-      // Only the test's frames on the wire: no IPv6 (router solicitations, DAD, MLD) on any end.
-      this.sysctl(undefined, `net.ipv6.conf.${this.host}.disable_ipv6`);
-      this.sysctl(this.ns, `net.ipv6.conf.${this.peer}.disable_ipv6`);
-      ip('-n', this.ns, 'addr', 'add', `${this.nsIp}/24`, 'dev', this.peer);
-      ip('-n', this.ns, 'link', 'set', this.peer, 'up');
-      ip('link', 'set', this.host, 'up');
-      // The front end answers no ARP: the namespace knows its address statically.
-      ip('-n', this.ns, 'neigh', 'add', this.feIp, 'lladdr', this.feMac, 'dev', this.peer, 'nud', 'permanent');
-      this.nsMac = (JSON.parse(ip('-n', this.ns, '-j', 'link', 'show', this.peer)) as Array<{ address: string }>)[0].address;
-    } catch (e) {
-      this.close();
-      throw e;
-    }
-  }
-
-  private sysctl(ns: string | undefined, key: string): void {
-    const args = ['sysctl', '-qw', `${key}=1`];
-    execFileSync(ns === undefined ? args[0] : 'ip', ns === undefined ? args.slice(1) : ['netns', 'exec', ns, ...args]);
-  }
-
-  /** The namespace end's interface counters, as the kernel keeps them. */
-  peerStats(): { rxPackets: number; rxBytes: number; txPackets: number } {
-    const [l] = JSON.parse(ip('-n', this.ns, '-s', '-j', 'link', 'show', this.peer)) as Array<{
-      stats64: { rx: { packets: number; bytes: number }; tx: { packets: number } };
-    }>;
-    return { rxPackets: l.stats64.rx.packets, rxBytes: l.stats64.rx.bytes, txPackets: l.stats64.tx.packets };
-  }
-
-  private hostLink(): { promiscuity: number; xdp?: { prog?: { id: number } } } {
-    return (JSON.parse(ip('-d', '-j', 'link', 'show', this.host)) as Array<{ promiscuity: number; xdp?: { prog?: { id: number } } }>)[0];
-  }
-
-  /** The id of the XDP program attached to the host end, if any. */
-  hostXdpProgram(): number | undefined {
-    return this.hostLink().xdp?.prog?.id;
-  }
-
-  /** How many holders keep the uplink's interface promiscuous (packet sockets do not show in its flags). */
-  hostPromiscuity(): number {
-    return this.hostLink().promiscuity;
-  }
-
-  /** Sends frames out of the namespace end through a raw socket inside the namespace, paced by bursts. */
-  sendFromNamespace(frames: Buffer[]): void {
-    const py = [
-      'import socket, sys, time',
-      's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)',
-      's.bind((sys.argv[1], 0))',
-      'for i, line in enumerate(sys.stdin):',
-      '    s.send(bytes.fromhex(line.strip()))',
-      '    if i % 32 == 31: time.sleep(0.002)',
-    ].join('\n');
-    const r = spawnSync('ip', ['netns', 'exec', this.ns, 'python3', '-c', py, this.peer], {
-      input: frames.map((f) => f.toString('hex')).join('\n') + '\n',
-      encoding: 'utf8',
-    });
-    if (r.status !== 0) throw new Error(`python3 in ${this.ns} failed (${r.status}): ${r.stderr || r.error}`);
-  }
-
-  /** Drops either end of the pair counted (the host end's backlog or XDP ring full, the peer's transmit). */
-  linkDrops(): { hostRx: number; peerTx: number } {
-    const dropped = (args: string[], dev: string): { rx: number; tx: number } => {
-      const [l] = JSON.parse(ip(...args, '-s', '-j', 'link', 'show', dev)) as Array<{
-        stats64: { rx: { dropped: number }; tx: { dropped: number } };
-      }>;
-      return { rx: l.stats64.rx.dropped, tx: l.stats64.tx.dropped };
-    };
-    return { hostRx: dropped([], this.host).rx, peerTx: dropped(['-n', this.ns], this.peer).tx };
-  }
-
-  /** Sends one frame n times out of the namespace end as fast as a raw socket goes; returns how many sent. */
-  floodFromNamespace(frame: Buffer, n: number): number {
-    const py = [
-      'import socket, sys',
-      's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)',
-      's.bind((sys.argv[1], 0))',
-      'f = bytes.fromhex(sys.argv[2])',
-      'sent = 0',
-      'for i in range(int(sys.argv[3])):',
-      '    sent += s.send(f) == len(f)',
-      'print(sent)',
-    ].join('\n');
-    const r = spawnSync('ip', ['netns', 'exec', this.ns, 'python3', '-c', py, this.peer, frame.toString('hex'), String(n)], {
-      encoding: 'utf8',
-    });
-    if (r.status !== 0) throw new Error(`python3 in ${this.ns} failed (${r.status}): ${r.stderr || r.error}`);
-    return Number(r.stdout.trim());
-  }
-
-  close(): void {
-    spawnSync('ip', ['link', 'del', this.host], { stdio: 'ignore' });
-    spawnSync('ip', ['netns', 'del', this.ns], { stdio: 'ignore' });
-  }
 }
 
 function setup(t: Test, net: Net, mode: 'kernel' | 'bypass' = 'kernel') {
@@ -258,6 +87,7 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
         state: 'up',
         ifname: net.host,
         driver: mode === 'kernel' ? 'af_packet' : 'af_xdp',
+        firstQueue: 0,
         kernelDrops: ['packet_drops', 'xdp_rx_dropped', 'xdp_rx_ring_full', 'xdp_tx_invalid_descs'].map((reason) => ({
           reason,
           frames: 0,

@@ -1,6 +1,7 @@
 #include "ports/uplink/af_packet.h"
 
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
@@ -148,14 +149,14 @@ AfPacketPort::~AfPacketPort() {
   if (fd_ >= 0) close(fd_);
 }
 
-std::unique_ptr<AfPacketPort> AfPacketPort::open(const std::string& name, const std::string& ifname,
+std::unique_ptr<AfPacketPort> AfPacketPort::open(const std::string& name, const std::string& ifname, int* fanout,
                                                  QueueCounters* counters, KernelDrops* kernel, std::string* err) {
   std::unique_ptr<AfPacketPort> p(new AfPacketPort(name, counters, kernel));
-  if (!p->setup(ifname, err)) return nullptr;
+  if (!p->setup(ifname, fanout, err)) return nullptr;
   return p;
 }
 
-bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
+bool AfPacketPort::setup(const std::string& ifname, int* fanout, std::string* err) {
   const std::string where = "interface \"" + ifname + "\"";
   auto fail = [&](const std::string& what) {
     const int e = errno;
@@ -214,11 +215,36 @@ bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
   opt(SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf);
   if (!add_promiscuous_membership(fd_, ifindex_)) return fail("cannot put " + where + " in promiscuous mode");
   if (!refresh_mtu()) return fail("cannot read the MTU of " + where);
+  // A socket of a fanout group would see every frame of the interface between bind() and joining the
+  // group, copies of what the group's sockets get: it takes nothing until it has joined.
+  sock_filter drop_all = {BPF_RET | BPF_K, 0, 0, 0};
+  const sock_fprog drop_prog = {1, &drop_all};
+  if (fanout && !opt(SOL_SOCKET, SO_ATTACH_FILTER, &drop_prog, sizeof drop_prog))
+    return fail("cannot attach a filter to " + where);
   sockaddr_ll sll = {};
   sll.sll_family = AF_PACKET;
   sll.sll_protocol = htons(ETH_P_ALL);
   sll.sll_ifindex = ifindex_;
   if (bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) return fail("cannot bind to " + where);
+  if (fanout && !join_fanout(fanout)) return fail("cannot join the fanout group of " + where);
+  if (fanout && !opt(SOL_SOCKET, SO_DETACH_FILTER, &one, sizeof one))
+    return fail("cannot detach the filter of " + where);
+  return true;
+}
+
+// Hash fanout: the kernel spreads the interface's frames over the group's sockets by flow hash, so one
+// flow's frames stay on one socket, in order. The first socket asks the kernel for an id no other group
+// in the namespace uses; the others join it. IP fragments are not reassembled (PACKET_FANOUT_FLAG_DEFRAG):
+// a switch forwards frames as they came.
+bool AfPacketPort::join_fanout(int* group) {
+  const bool first = *group < 0;
+  const int arg = (first ? 0 : *group) | (PACKET_FANOUT_HASH | (first ? PACKET_FANOUT_FLAG_UNIQUEID : 0)) << 16;
+  if (setsockopt(fd_, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) != 0) return false;
+  if (!first) return true;
+  int got = 0;
+  socklen_t len = sizeof got;
+  if (getsockopt(fd_, SOL_PACKET, PACKET_FANOUT, &got, &len) != 0) return false;
+  *group = got & 0xffff;
   return true;
 }
 

@@ -1,5 +1,6 @@
-// A host uplink through the kernel stack: an AF_PACKET socket bound to one interface, with a TPACKET_V3
-// receive ring and a transmit ring in one mapping shared with the kernel. Kernel mode's uplink driver.
+// A host uplink's queue through the kernel stack: an AF_PACKET socket bound to one interface (one of a
+// hash fanout group when the uplink has several queues), with a TPACKET_V3 receive ring and a transmit
+// ring in one mapping shared with the kernel. Kernel mode's uplink driver.
 //
 // Receive: the kernel fills blocks in ring order and hands each one over whole (block_status
 // TP_STATUS_USER) when it is full or its retire timer fires; rx_burst lends the frames of the blocks it
@@ -65,11 +66,12 @@ class BlockWalker {
 
 class AfPacketPort : public Port {
  public:
-  // Opens the uplink on interface ifname. counters and kernel belong to the caller, outlive the port, and
-  // are only added to (the caller publishes them). nullptr and *err (one sentence naming the interface)
-  // on failure.
-  static std::unique_ptr<AfPacketPort> open(const std::string& name, const std::string& ifname, QueueCounters* counters,
-                                            KernelDrops* kernel, std::string* err);
+  // Opens one socket of the uplink on interface ifname. fanout: null for a lone socket; else the hash
+  // fanout group to join, -1 for a new one (then set to the new group's id for the next sockets).
+  // counters and kernel belong to the caller, outlive the port, and are only added to (the caller
+  // publishes them). nullptr and *err (one sentence naming the interface) on failure.
+  static std::unique_ptr<AfPacketPort> open(const std::string& name, const std::string& ifname, int* fanout,
+                                            QueueCounters* counters, KernelDrops* kernel, std::string* err);
   ~AfPacketPort() override;
 
   uint16_t queue_pairs() const override { return 1; }
@@ -82,7 +84,8 @@ class AfPacketPort : public Port {
 
  private:
   AfPacketPort(const std::string& name, QueueCounters* counters, KernelDrops* kernel);
-  bool setup(const std::string& ifname, std::string* err);
+  bool setup(const std::string& ifname, int* fanout, std::string* err);
+  bool join_fanout(int* group);
   bool read_kernel_stats(tpacket_stats_v3* st) const;
 
   uint8_t* rx_block(uint32_t i) const;

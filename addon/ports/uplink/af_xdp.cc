@@ -1,9 +1,6 @@
 #include "ports/uplink/af_xdp.h"
 
-#include "ports/uplink/af_packet.h"
-
 #include <linux/bpf.h>
-#include <linux/if_link.h>
 #include <linux/if_xdp.h>
 #include <net/if.h>
 #include <sys/mman.h>
@@ -45,22 +42,6 @@ uint32_t load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_AC
 void store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
 long sys_bpf(int cmd, bpf_attr* attr) { return syscall(__NR_bpf, cmd, attr, sizeof(*attr)); }
-
-// Object names are 15 characters and a NUL; attr is zeroed, so the NUL is already there.
-void set_name(char (&dst)[BPF_OBJ_NAME_LEN], const char* name) {
-  memcpy(dst, name, std::min(strlen(name), sizeof dst - 1));
-}
-
-bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
-  bpf_insn i;
-  memset(&i, 0, sizeof i);
-  i.code = code;
-  i.dst_reg = dst & 0xf;
-  i.src_reg = src & 0xf;
-  i.off = off;
-  i.imm = imm;
-  return i;
-}
 
 }  // namespace
 
@@ -261,8 +242,9 @@ void XskRings::abort_tx() {
 
 // ---- AfXdpPort -----------------------------------------------------------------------------------
 
-AfXdpPort::AfXdpPort(const std::string& name, const std::string& ifname, QueueCounters* counters, KernelDrops* kernel)
-    : Port(name), ifname_(ifname), counters_(counters), kernel_(kernel) {}
+AfXdpPort::AfXdpPort(const std::string& name, const std::string& ifname, uint32_t queue, int xsk_map,
+                     QueueCounters* counters, KernelDrops* kernel)
+    : Port(name), ifname_(ifname), queue_(queue), xsk_map_(xsk_map), counters_(counters), kernel_(kernel) {}
 
 void AfXdpPort::read_kernel_stats(bool closing) {
   if (!kernel_ || sock_ < 0) return;
@@ -292,27 +274,24 @@ void AfXdpPort::publish_counters() {
 }
 
 AfXdpPort::~AfXdpPort() {
-  // The link goes first: closing it detaches the program, so nothing is redirected to a socket that is
-  // going away, and the interface is left as we found it.
-  if (link_ >= 0) close(link_);
-  // Nothing more is redirected to the socket: its last counts are final.
+  // The uplink closed the XDP program's link first (uplink.cc): nothing more is redirected to the socket,
+  // so its last counts are final.
   read_kernel_stats(true);
-  if (promisc_ >= 0) close(promisc_);
+  // Closing the socket also takes it out of the XSKMAP.
   if (sock_ >= 0) close(sock_);
-  if (map_ >= 0) close(map_);
-  if (prog_ >= 0) close(prog_);
   rings_.reset();
   for (Mapping& m : maps_)
     if (m.p) munmap(m.p, m.len);
   if (umem_) munmap(umem_, umem_len_);
 }
 
-std::unique_ptr<AfXdpPort> AfXdpPort::open(const std::string& name, const std::string& ifname, QueueCounters* counters,
-                                           KernelDrops* kernel, std::string* err) {
-  std::unique_ptr<AfXdpPort> p(new AfXdpPort(name, ifname, counters, kernel));
+std::unique_ptr<AfXdpPort> AfXdpPort::open(const std::string& name, const std::string& ifname, uint32_t queue,
+                                           int xsk_map, QueueCounters* counters, KernelDrops* kernel,
+                                           std::string* err) {
+  std::unique_ptr<AfXdpPort> p(new AfXdpPort(name, ifname, queue, xsk_map, counters, kernel));
   std::string why;
   if (!p->setup(&why)) {
-    if (err) *err = "AF_XDP port " + name + " on interface " + ifname + ": " + why;
+    if (err) *err = "AF_XDP port " + name + " on interface " + ifname + " queue " + std::to_string(queue) + ": " + why;
     return nullptr;
   }
   return p;
@@ -403,7 +382,7 @@ bool AfXdpPort::setup(std::string* err) {
   sa.sxdp_family = AF_XDP;
   sa.sxdp_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
   sa.sxdp_ifindex = ifindex_;
-  sa.sxdp_queue_id = 0;
+  sa.sxdp_queue_id = queue_;
   // A queue stays busy for a while after the socket that had it is closed (measured here: about 60 ms),
   // because the kernel frees the socket's buffer pool from a workqueue. Closing a port and opening one
   // on the same interface, or restarting after a crash, must not fail for that: a busy queue is retried
@@ -416,136 +395,30 @@ bool AfXdpPort::setup(std::string* err) {
     usleep(kBindRetryStepMs * 1000);
   }
   if (rc != 0)
-    return fail("binding the socket to queue 0", e,
+    return fail("binding the socket to queue " + std::to_string(queue_), e,
                 e == EBUSY
                     ? "another AF_XDP socket has held that queue for over " + std::to_string(kBindRetryMs) + " ms"
-                : e == EINVAL ? "the interface has no queue 0"
+                : e == EINVAL ? "the interface has no queue " + std::to_string(queue_)
                               : "");
 
   // Busy polling where the kernel accepts it: sendto() and poll() on the socket then run the device's
   // receive processing in our thread instead of waiting for a softirq. Raising SO_BUSY_POLL and its
   // budget needs CAP_NET_ADMIN; without it the socket simply works without busy polling.
-  std::string busy;
   const struct {
     int opt;
     int val;
-    const char* what;
-  } bp[] = {
-      {SO_PREFER_BUSY_POLL, 1, "prefer"}, {SO_BUSY_POLL, kBusyPollUs, "us"}, {SO_BUSY_POLL_BUDGET, kBurst, "budget"}};
-  for (const auto& o : bp) {
-    if (setsockopt(sock_, SOL_SOCKET, o.opt, &o.val, sizeof o.val) == 0) {
-      busy += busy.empty() ? "" : ", ";
-      busy += o.opt == SO_PREFER_BUSY_POLL ? std::string(o.what) : std::to_string(o.val) + " " + o.what;
-    }
-  }
+  } bp[] = {{SO_PREFER_BUSY_POLL, 1}, {SO_BUSY_POLL, kBusyPollUs}, {SO_BUSY_POLL_BUDGET, kBurst}};
+  for (const auto& o : bp) setsockopt(sock_, SOL_SOCKET, o.opt, &o.val, sizeof o.val);
 
-  // An XSKMAP with one slot: key = receive queue index, value = our socket.
+  // Frames of our queue come to the socket from here on (frames before went to the kernel's stack).
   bpf_attr a;
   memset(&a, 0, sizeof a);
-  a.map_type = BPF_MAP_TYPE_XSKMAP;
-  a.key_size = sizeof(uint32_t);
-  a.value_size = sizeof(uint32_t);
-  a.max_entries = 1;
-  set_name(a.map_name, "vw_xsks");
-  map_ = int(sys_bpf(BPF_MAP_CREATE, &a));
-  if (map_ < 0) {
-    const int e = errno;
-    return fail("creating the XSKMAP", e, e == EPERM ? caps : "");
-  }
-  const uint32_t key = 0, value = uint32_t(sock_);
-  memset(&a, 0, sizeof a);
-  a.map_fd = uint32_t(map_);
+  const uint32_t key = queue_, value = uint32_t(sock_);
+  a.map_fd = uint32_t(xsk_map_);
   a.key = reinterpret_cast<uint64_t>(&key);
   a.value = reinterpret_cast<uint64_t>(&value);
   a.flags = BPF_ANY;
   if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) != 0) return fail("putting the socket in the XSKMAP", errno);
-
-  // return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS): frames of queue 0 go to the socket;
-  // any other queue has no slot in the map, and its frames go on to the kernel's stack.
-  const bpf_insn prog[] = {
-      insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_1, int16_t(offsetof(xdp_md, rx_queue_index)), 0),
-      // A 64-bit immediate spans two instructions; the kernel replaces the map's fd with the map.
-      insn(BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, map_),
-      insn(0, 0, 0, 0, 0),
-      insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_3, 0, 0, XDP_PASS),
-      insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_redirect_map),
-      insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
-  };
-  // bpf_redirect_map is not GPL-only, so the program can carry the project's licence.
-  static const char license[] = "MIT";
-  auto load = [&](char* log, uint32_t log_size) {
-    memset(&a, 0, sizeof a);
-    a.prog_type = BPF_PROG_TYPE_XDP;
-    a.expected_attach_type = BPF_XDP;
-    a.insns = reinterpret_cast<uint64_t>(prog);
-    a.insn_cnt = sizeof prog / sizeof prog[0];
-    a.license = reinterpret_cast<uint64_t>(license);
-    a.log_buf = reinterpret_cast<uint64_t>(log);
-    a.log_size = log_size;
-    a.log_level = log ? 1 : 0;
-    set_name(a.prog_name, "vw_xsk_redirect");
-    return int(sys_bpf(BPF_PROG_LOAD, &a));
-  };
-  prog_ = load(nullptr, 0);
-  if (prog_ < 0) {
-    const int e = errno;
-    // Load once more with the verifier's log, for the error message.
-    std::string log(4096, '\0');
-    const int again = load(&log[0], uint32_t(log.size()));
-    if (again >= 0) close(again);
-    log.resize(strlen(log.c_str()));
-    std::replace(log.begin(), log.end(), '\n', ' ');
-    return fail("loading the XDP program", e, e == EPERM ? caps : log.empty() ? "" : "verifier: " + log);
-  }
-
-  // A bpf_link, not a netlink attachment: the kernel detaches the program when the last fd of the link
-  // is closed, also when the process dies, so a crash leaves nothing on the interface. Native mode
-  // first (the driver runs the program on its own buffers); generic mode (on socket buffers, after the
-  // driver) works on every interface.
-  auto attach = [&](uint32_t mode) {
-    memset(&a, 0, sizeof a);
-    a.link_create.prog_fd = uint32_t(prog_);
-    a.link_create.target_ifindex = ifindex_;
-    a.link_create.attach_type = BPF_XDP;
-    a.link_create.flags = mode;
-    return int(sys_bpf(BPF_LINK_CREATE, &a));
-  };
-  link_ = attach(XDP_FLAGS_DRV_MODE);
-  native_ = link_ >= 0;
-  if (link_ < 0) {
-    const int native_err = errno;
-    link_ = attach(XDP_FLAGS_SKB_MODE);
-    if (link_ < 0) {
-      const int e = errno;
-      const bool taken = e == EBUSY || e == EEXIST || native_err == EBUSY || native_err == EEXIST;
-      *err = std::string("attaching the XDP program: native mode: ") + strerror(native_err) +
-             ", generic mode: " + strerror(e);
-      if (taken)
-        *err += " (another XDP program is attached to the interface, see ip link show " + ifname_ +
-                "; detach it or use an AF_PACKET uplink)";
-      else if (e == EPERM)
-        *err += " (" + caps + ")";
-      return false;
-    }
-  }
-
-  // XDP sees only what the NIC lets in, so the interface is made promiscuous as an AF_PACKET uplink makes
-  // it: through a packet socket's membership (protocol 0: this socket receives nothing).
-  promisc_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-  if (promisc_ < 0) return fail("opening a packet socket for promiscuous mode", errno, errno == EPERM ? caps : "");
-  if (!add_promiscuous_membership(promisc_, int(ifindex_)))
-    return fail("putting the interface in promiscuous mode", errno, errno == EPERM ? caps : "");
-
-  bpf_prog_info info;
-  memset(&info, 0, sizeof info);
-  memset(&a, 0, sizeof a);
-  a.info.bpf_fd = uint32_t(prog_);
-  a.info.info_len = sizeof info;
-  a.info.info = reinterpret_cast<uint64_t>(&info);
-  const std::string id = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) == 0 ? " id " + std::to_string(info.id) : "";
-  description_ = "AF_XDP on " + ifname_ + " (ifindex " + std::to_string(ifindex_) +
-                 ") queue 0, copy mode; XDP program" + id + " attached in " + xdp_mode() +
-                 " mode; busy poll: " + (busy.empty() ? "not accepted" : busy);
   return true;
 }
 

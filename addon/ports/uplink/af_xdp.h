@@ -1,7 +1,8 @@
-// The AF_XDP uplink: one queue pair of an XDP socket (AF_XDP) bound to queue 0 of a host interface, in
-// copy mode, set up with raw setsockopt/mmap/bpf() calls only (no libbpf or libxdp).
+// One queue of the AF_XDP uplink: an XDP socket (AF_XDP) bound to one receive queue of a host interface,
+// in copy mode, set up with raw setsockopt/mmap/bpf() calls only (no libbpf or libxdp). The uplink's
+// XdpRedirect (xdp_redirect.h) steers the queue's frames to it.
 //
-//   interface queue 0 --XDP program: bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)--> RX ring
+//   interface queue q --XDP program: bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)--> RX ring
 //   fill ring   <- frames we give the kernel to receive into       (we produce, the kernel consumes)
 //   RX ring     -> received frames: (UMEM address, length)          (the kernel produces)
 //   TX ring     <- frames to send: (UMEM address, length)           (we produce)
@@ -116,12 +117,12 @@ class XskRings {
 
 class AfXdpPort : public Port {
  public:
-  // Opens an AF_XDP socket on queue 0 of ifname and redirects that queue's traffic to it with an XDP
-  // program attached through a bpf_link (native mode, else generic). counters are owned by the caller,
-  // outlive the port, and are only added to. On failure returns null and says in *err which interface
-  // and which step failed.
-  static std::unique_ptr<AfXdpPort> open(const std::string& name, const std::string& ifname, QueueCounters* counters,
-                                         KernelDrops* kernel, std::string* err);
+  // Opens an AF_XDP socket on receive queue `queue` of ifname and puts it in slot `queue` of the XSKMAP
+  // xsk_map (the uplink's XdpRedirect, which must outlive the socket's use of it). counters are owned by
+  // the caller, outlive the port, and are only added to. On failure returns null and says in *err which
+  // interface, queue and step failed.
+  static std::unique_ptr<AfXdpPort> open(const std::string& name, const std::string& ifname, uint32_t queue,
+                                         int xsk_map, QueueCounters* counters, KernelDrops* kernel, std::string* err);
   ~AfXdpPort() override;
 
   uint16_t queue_pairs() const override { return 1; }
@@ -133,26 +134,22 @@ class AfXdpPort : public Port {
   void abort_tx(uint16_t qp) override;
   bool arm_wakeup(std::vector<pollfd>& fds) override;
 
-  const std::string& ifname() const { return ifname_; }
-  // "native" (the driver runs the program) or "generic" (the kernel runs it on socket buffers).
-  const char* xdp_mode() const { return native_ ? "native" : "generic"; }
-  // One line for logs: interface, mode, program id, busy-poll options the kernel accepted.
-  const std::string& description() const { return description_; }
-
  private:
-  AfXdpPort(const std::string& name, const std::string& ifname, QueueCounters* counters, KernelDrops* kernel);
+  AfXdpPort(const std::string& name, const std::string& ifname, uint32_t queue, int xsk_map, QueueCounters* counters,
+            KernelDrops* kernel);
   // The socket's counts grow from zero for its whole life: each read adds what grew since the last.
   void read_kernel_stats(bool closing);
   bool setup(std::string* err);
   void kick_tx();
 
   std::string ifname_;
+  uint32_t queue_;
+  int xsk_map_;
   QueueCounters* counters_;
   KernelDrops* kernel_;
   uint64_t kernel_seen_[6] = {};  // XDP_STATISTICS as last read
   unsigned ifindex_ = 0;
-  int sock_ = -1, map_ = -1, prog_ = -1, link_ = -1;
-  int promisc_ = -1;  // a packet socket whose membership keeps the interface promiscuous while we run
+  int sock_ = -1;
   uint8_t* umem_ = nullptr;
   size_t umem_len_ = 0;
   struct Mapping {
@@ -160,8 +157,6 @@ class AfXdpPort : public Port {
     size_t len = 0;
   } maps_[4];  // fill, completion, RX, TX
   std::unique_ptr<XskRings> rings_;
-  bool native_ = false;
-  std::string description_;
 };
 
 }  // namespace vw

@@ -4,6 +4,7 @@
 
 #include "ports/uplink/af_packet.h"
 #include "ports/uplink/af_xdp.h"
+#include "ports/uplink/xdp_redirect.h"
 #include "runtime/port_kind.h"
 
 namespace vw {
@@ -27,40 +28,85 @@ std::string kernel_drop_reason(QueueCounter id) {
 
 }  // namespace
 
-UplinkPort::UplinkPort(const std::string& name, const std::string& ifname, CounterBlock& block)
-    : Port(name), sets_(block, 1), kernel_(&counters_), ifname_(ifname) {
-  counters_.shared = sets_.set(0);
+UplinkPort::UplinkPort(const std::string& name, const UplinkPlace& place, CounterBlock& block)
+    : Port(name), place_(place), sets_(block, place.queues), counters_(place.queues) {
+  for (uint16_t q = 0; q < place.queues; q++) {
+    counters_[q].shared = sets_.set(q);
+    kernel_.push_back(std::make_unique<KernelDrops>(&counters_[q]));
+  }
 }
 
 UplinkPort::~UplinkPort() { driver_.reset(); }
 
-std::unique_ptr<UplinkPort> UplinkPort::open(const std::string& name, const std::string& ifname, Mode mode,
+UplinkPort::Driver::~Driver() {
+  redirect.reset();
+  queues.clear();
+}
+
+std::unique_ptr<UplinkPort> UplinkPort::open(const std::string& name, const UplinkPlace& place, Mode mode,
                                              CounterBlock& block, std::string* err) {
-  std::unique_ptr<UplinkPort> u(new UplinkPort(name, ifname, block));
-  const UplinkDriver d = driver_for(mode);
-  u->driver_ = u->open_driver(d, err);
+  std::unique_ptr<UplinkPort> u(new UplinkPort(name, place, block));
+  u->driver_ = u->open_driver(driver_for(mode), err);
   if (!u->driver_) return nullptr;
-  u->driver_kind_ = d;
   return u;
 }
 
-std::unique_ptr<Port> UplinkPort::open_driver(UplinkDriver d, std::string* err) {
-  if (d == UplinkDriver::kAfPacket) return AfPacketPort::open(name(), ifname_, &counters_, &kernel_, err);
-  return AfXdpPort::open(name(), ifname_, &counters_, &kernel_, err);
+std::unique_ptr<UplinkPort::Driver> UplinkPort::open_driver(UplinkDriver d, std::string* err) {
+  auto driver = std::make_unique<Driver>(d);
+  const std::string& ifname = place_.ifname;
+  // A lone AF_PACKET socket needs no fanout group; several share a new one.
+  int fanout = -1;
+  if (d == UplinkDriver::kAfXdp) {
+    driver->redirect = XdpRedirect::open(ifname, place_.first_queue + place_.queues, err);
+    if (!driver->redirect) return nullptr;
+  }
+  for (uint16_t q = 0; q < place_.queues; q++) {
+    std::unique_ptr<Port> s;
+    if (d == UplinkDriver::kAfPacket)
+      s = AfPacketPort::open(name(), ifname, place_.queues > 1 ? &fanout : nullptr, &counters_[q], kernel_[q].get(),
+                             err);
+    else
+      s = AfXdpPort::open(name(), ifname, place_.first_queue + q, driver->redirect->map_fd(), &counters_[q],
+                          kernel_[q].get(), err);
+    if (!s) return nullptr;
+    driver->queues.push_back(std::move(s));
+  }
+  return driver;
+}
+
+void UplinkPort::publish_counters() {
+  for (uint16_t q = 0; q < place_.queues; q++) {
+    driver_->queues[q]->publish_counters();
+    kernel_[q]->collect();
+    counters_[q].publish();
+  }
+}
+
+// The PMD may sleep only when no socket has work pending; every socket's fd is armed either way.
+bool UplinkPort::arm_wakeup(std::vector<pollfd>& fds) {
+  bool idle = true;
+  for (auto& s : driver_->queues) idle = s->arm_wakeup(fds) && idle;
+  return idle;
 }
 
 void UplinkPort::describe(Description& d) const {
   Port::describe(d);
-  d.set("ifname", ifname_);
-  d.set("driver", driver_name(driver_kind_));
-  // What the kernel dropped at our socket, by reason, so the API and `stats` show it beside our drops
-  // without knowing the counter table. Read as published: at most one publication (100 ms) old.
+  d.set("ifname", place_.ifname);
+  d.set("driver", driver_name(driver_->kind));
+  d.set("firstQueue", double(place_.first_queue));
+  // What the kernel dropped at our sockets, by reason, summed over the queues, so the API and `stats`
+  // show it beside our drops without knowing the counter table. Read as published: at most one
+  // publication (100 ms) old. Each queue's own are in its counter set.
   auto& drops = d.list("kernelDrops");
-  const uint64_t* shared = sets_.set(0);
   for (uint32_t id = KERNEL_DROP_PACKET_DROPS; id <= KERNEL_DROP_XDP_TX_INVALID_DESCS; id++) {
+    double frames = 0;
+    for (uint16_t q = 0; q < place_.queues; q++) {
+      const uint64_t* shared = sets_.set(q);
+      if (shared) frames += double(__atomic_load_n(&shared[id], __ATOMIC_RELAXED));
+    }
     Description r;
     r.set("reason", kernel_drop_reason(QueueCounter(id)));
-    r.set("frames", shared ? double(__atomic_load_n(&shared[id], __ATOMIC_RELAXED)) : 0.0);
+    r.set("frames", frames);
     drops.push_back(std::move(r));
   }
 }
@@ -69,41 +115,43 @@ void UplinkPort::describe(Description& d) const {
 // its XDP program redirects the interface's frames into its ring, where they wait until it is installed
 // (kernel to bypass loses nothing); from bypass to kernel, frames left in the AF_XDP ring when the old
 // driver closes are lost, and the AF_PACKET socket sees frames again from that moment.
-void UplinkPort::install(UplinkDriver d, std::unique_ptr<Port> driver) {
+void UplinkPort::install(std::unique_ptr<Driver> driver) {
   {
     DatapathPause pause(*this);
     driver_.swap(driver);
-    driver_kind_ = d;
   }
   driver.reset();
 }
 
 class UplinkPort::DriverSwitch final : public ModeChange {
  public:
-  DriverSwitch(UplinkPort& port, UplinkDriver d, std::unique_ptr<Port> driver)
-      : port_(port), d_(d), driver_(std::move(driver)) {}
-  void commit() override { port_.install(d_, std::move(driver_)); }
+  DriverSwitch(UplinkPort& port, std::unique_ptr<Driver> driver) : port_(port), driver_(std::move(driver)) {}
+  void commit() override { port_.install(std::move(driver_)); }
 
  private:
   UplinkPort& port_;
-  UplinkDriver d_;
-  std::unique_ptr<Port> driver_;
+  std::unique_ptr<Driver> driver_;
 };
 
 bool UplinkPort::prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::string* err) {
   const UplinkDriver d = driver_for(m);
-  if (d == driver_kind_) return true;
+  if (d == driver_->kind) return true;
   auto driver = open_driver(d, err);
   if (!driver) return false;
-  *change = std::make_unique<DriverSwitch>(*this, d, std::move(driver));
+  *change = std::make_unique<DriverSwitch>(*this, std::move(driver));
   return true;
 }
 
 namespace {
 std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p, PortContext& ctx, std::string* err) {
-  std::string ifname;
-  if (!p.str("ifname", &ifname, err)) return nullptr;
-  return UplinkPort::open(name, ifname, ctx.mode, ctx.counters, err);
+  UplinkPlace place;
+  uint64_t first = 0, queues = 1;
+  if (!p.str("ifname", &place.ifname, err) || !p.num("queue", 0, 0, kMaxUplinkQueue, &first, err) ||
+      !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err))
+    return nullptr;
+  place.first_queue = uint32_t(first);
+  place.queues = uint16_t(queues);
+  return UplinkPort::open(name, place, ctx.mode, ctx.counters, err);
 }
 }  // namespace
 
