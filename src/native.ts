@@ -64,6 +64,18 @@ export interface Limits {
   maxBridgeMacs: number;
   /** Events waiting for the JS thread beyond this many are dropped and counted (eventsDropped). */
   maxQueuedEvents: number;
+  /** An uplink's AF_PACKET receive ring: bytes per block, blocks, block retire timeout (ms) */
+  uplinkBlockSize: LimitRange;
+  uplinkBlocks: LimitRange;
+  uplinkRetireMs: LimitRange;
+  /** The most bytes one socket's receive ring (blocks times block size) may take */
+  uplinkRingBytes: number;
+}
+
+export interface LimitRange {
+  min: number;
+  max: number;
+  default: number;
 }
 
 /** Guest memory the process maps, and the caps on it, in bytes (addon/core/guest_memory.h). */

@@ -26,6 +26,10 @@ export interface UplinkSpec {
   queue: number;
   /** Queue pairs: AF_XDP sockets on queues queue..queue+queues-1, or AF_PACKET sockets in one hash fanout group */
   queues: number;
+  /** Kernel mode: each socket's TPACKET_V3 receive ring (absent: the addon's defaults, limits.uplinkBlockSize...) */
+  blockSize?: number;
+  blocks?: number;
+  retireMs?: number;
 }
 
 /** What an uplink says about itself (addon/ports/uplink/uplink.cc: describe). */
@@ -97,7 +101,27 @@ function checkQueues(where: string, spec: UplinkSpec): UplinkSpec {
   return spec;
 }
 
-const SYNTAX = 'NAME=IFNAME[@QUEUE][,queues=N]';
+// The receive ring: each value in its range, blocks of whole pages, the whole ring under the cap.
+const PAGE = 4096;
+function checkRing(where: string, spec: UplinkSpec): UplinkSpec {
+  const { uplinkBlockSize: bs, uplinkBlocks: bn, uplinkRetireMs: rt, uplinkRingBytes } = limits;
+  if (spec.blockSize !== undefined) {
+    checkRange(where, 'block-size', spec.blockSize, bs.min, bs.max);
+    if (spec.blockSize % PAGE) fail(where, `block-size must be a multiple of ${PAGE} (whole pages), got ${spec.blockSize}`);
+  }
+  if (spec.blocks !== undefined) checkRange(where, 'blocks', spec.blocks, bn.min, bn.max);
+  if (spec.retireMs !== undefined) checkRange(where, 'retire-ms', spec.retireMs, rt.min, rt.max);
+  const bytes = (spec.blockSize ?? bs.default) * (spec.blocks ?? bn.default);
+  if (bytes > uplinkRingBytes)
+    fail(
+      where,
+      `a receive ring of ${bytes} bytes (block-size times blocks) is over the ${uplinkRingBytes / 2 ** 20} MiB one socket may map`,
+    );
+  return spec;
+}
+
+const SYNTAX = 'NAME=IFNAME[@QUEUE][,queues=N][,block-size=BYTES][,blocks=N][,retire-ms=MS]';
+const OPTIONS = 'queues=N, block-size=BYTES, blocks=N or retire-ms=MS';
 
 export const uplink: PortKind<UplinkSpec> = {
   kind: 'uplink',
@@ -106,7 +130,10 @@ export const uplink: PortKind<UplinkSpec> = {
   syntax: SYNTAX,
   help:
     `a host uplink on an existing interface: ${SYNTAX} (kernel mode: AF_PACKET sockets, N of them in a hash fanout group; ` +
-    `bypass mode: AF_XDP sockets on the interface's receive queues QUEUE..QUEUE+N-1; QUEUE defaults to 0, N to 1, at most ${limits.maxQueuePairs})`,
+    `bypass mode: AF_XDP sockets on the interface's receive queues QUEUE..QUEUE+N-1; QUEUE defaults to 0, N to 1, at most ${limits.maxQueuePairs}; ` +
+    `kernel mode's receive ring per socket: block-size (bytes, ${limits.uplinkBlockSize.min}..${limits.uplinkBlockSize.max}, default ${limits.uplinkBlockSize.default}), ` +
+    `blocks (${limits.uplinkBlocks.min}..${limits.uplinkBlocks.max}, default ${limits.uplinkBlocks.default}), ` +
+    `retire-ms (how long a part-filled block waits, ${limits.uplinkRetireMs.min}..${limits.uplinkRetireMs.max}, default ${limits.uplinkRetireMs.default}))`,
   // The interface and its queues must exist now.
   parseFlag(text) {
     const where = flagWhere('--uplink', text);
@@ -123,21 +150,33 @@ export const uplink: PortKind<UplinkSpec> = {
     };
     for (const [key, value] of parseOptions(where, opts)) {
       if (key === 'queues' && value !== undefined) spec.queues = parseUint(where, 'queues', value);
-      else fail(where, `unknown option "${value === undefined ? key : `${key}=${value}`}" (expected queues=N)`);
+      else if (key === 'block-size' && value !== undefined) spec.blockSize = parseUint(where, key, value);
+      else if (key === 'blocks' && value !== undefined) spec.blocks = parseUint(where, key, value);
+      else if (key === 'retire-ms' && value !== undefined) spec.retireMs = parseUint(where, key, value);
+      else fail(where, `unknown option "${value === undefined ? key : `${key}=${value}`}" (expected ${OPTIONS})`);
     }
-    return checkQueues(where, spec);
+    return checkRing(where, checkQueues(where, spec));
   },
   parseConfig(where, item) {
-    const o = configObject(where, item, ['name', 'ifname', 'queue', 'queues']);
-    return checkQueues(where, {
+    const o = configObject(where, item, ['name', 'ifname', 'queue', 'queues', 'blockSize', 'blocks', 'retireMs']);
+    const opt = (key: string): number | undefined => (o[key] === undefined ? undefined : configUint(`${where}.${key}`, o[key]));
+    const spec = checkQueues(where, {
       kind: 'uplink',
       name: checkName(where, configString(`${where}.name`, o.name)),
       ifname: checkInterface(where, configString(`${where}.ifname`, o.ifname)),
       queue: o.queue === undefined ? 0 : configUint(`${where}.queue`, o.queue),
       queues: o.queues === undefined ? 1 : configUint(`${where}.queues`, o.queues),
     });
+    return checkRing(where, { ...spec, blockSize: opt('blockSize'), blocks: opt('blocks'), retireMs: opt('retireMs') });
   },
-  params: (s) => ({ ifname: s.ifname, queue: s.queue, queues: s.queues }),
+  params: (s) => ({
+    ifname: s.ifname,
+    queue: s.queue,
+    queues: s.queues,
+    ...(s.blockSize === undefined ? {} : { blockSize: s.blockSize }),
+    ...(s.blocks === undefined ? {} : { blocks: s.blocks }),
+    ...(s.retireMs === undefined ? {} : { retireMs: s.retireMs }),
+  }),
   summary: (s) =>
     `uplink on ${s.ifname}` +
     (s.queues === 1 && s.queue === 0 ? '' : `, ${s.queues} queue${s.queues === 1 ? '' : 's'} from queue ${s.queue}`),

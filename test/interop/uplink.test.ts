@@ -311,85 +311,103 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
 
   // The data path stopped (the serve process under SIGSTOP) while the namespace sends more than the
   // receive ring holds: the kernel drops the rest, and after SIGCONT every frame sent is either received,
-  // dropped by us, dropped by the kernel at our socket, or dropped by the veth pair itself.
-  for (const mode of ['kernel', 'bypass'] as const)
-    t.test(`${mode} mode: a full receive ring: the kernel's drops counted, every frame accounted for`, async (t) => {
-      const port = await freePort();
-      const serve = new Cli([
-        'serve',
-        '--uplink',
-        `up0=${net.host}`,
-        '--sink',
-        's0',
-        '--wire',
-        'up0=s0',
-        '--mode',
-        mode,
-        '--metrics',
-        `127.0.0.1:${port}`,
-      ]);
-      let stopped = false;
-      t.teardown(() => {
-        if (stopped) process.kill(serve.pid, 'SIGCONT');
-        serve.kill('SIGKILL');
-      });
-      await serve.line(/^ready$/);
-      type Ports = Array<{ name: string; kernelDrops: Array<{ reason: string; frames: number }>; counters: Array<Record<string, number>> }>;
-      const up0 = async () => ((await (await fetch(`http://127.0.0.1:${port}/api/ports`)).json()) as Ports).find((p) => p.name === 'up0')!;
-      const sum = (c: Record<string, number>, pick: (id: string) => boolean): number =>
-        Object.entries(c).reduce((n, [id, v]) => (pick(id) ? n + v : n), 0);
-      const link0 = net.linkDrops();
-      // 60-byte frames: the AF_PACKET ring (4 MiB) holds about 30,000, the AF_XDP ring 2,048.
-      const frame = eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(5000, 5001, 0, 18)));
-      process.kill(serve.pid, 'SIGSTOP');
-      stopped = true;
-      const sent = net.floodFromNamespace(frame, mode === 'kernel' ? 80000 : 20000);
-      process.kill(serve.pid, 'SIGCONT');
-      stopped = false;
-      const link = () => {
-        const l = net.linkDrops();
-        return l.hostRx - link0.hostRx + l.peerTx - link0.peerTx;
-      };
-      const kernelOf = (c: Record<string, number>) => sum(c, (id) => id.startsWith('KERNEL_DROP_'));
-      const oursOf = (c: Record<string, number>) => sum(c, (id) => id.startsWith('DROP_'));
-      let c: Record<string, number> = {};
-      let accounted = 0;
-      await waitFor(`all ${sent} frames accounted for`, async () => {
-        c = (await up0()).counters[0];
-        accounted = c.RX_PACKETS + oursOf(c) + kernelOf(c) + link();
-        return accounted >= sent;
-      }).catch(() => undefined);
-      // A moment more: nothing may be counted twice.
-      await sleep(300);
-      const p = await up0();
-      c = p.counters[0];
-      const kernel = kernelOf(c);
-      t.comment(`sent ${sent}: received ${c.RX_PACKETS}, ours dropped ${oursOf(c)}, kernel dropped ${kernel}, veth dropped ${link()}`);
-      if (mode === 'kernel')
-        t.equal(c.RX_PACKETS + oursOf(c) + kernel + link(), sent, "received + our drops + the kernel's + the veth pair's = sent");
-      else {
-        // Bypass: the veth counts a failed XDP redirect (our RX ring full) as its own rx drop: the same
-        // frames as the socket's xdp_rx_dropped, so they are counted once.
-        t.equal(c.RX_PACKETS + oursOf(c) + kernel, sent, "received + our drops + the kernel's = sent");
-        t.equal(link(), kernel, "the veth pair's drops are those same failed redirects");
-      }
-      t.ok(kernel > 0, `the kernel dropped at our full ring (${kernel})`);
-      t.ok(c.RX_PACKETS > 0, 'and we received what the ring held');
-      t.equal(
-        p.kernelDrops.reduce((n, r) => n + r.frames, 0),
-        kernel,
-        `the port description shows the same kernel drops (${p.kernelDrops.map((r) => `${r.reason}=${r.frames}`).join(' ')})`,
-      );
-      const stats = await runCli(['stats', '--url', `http://127.0.0.1:${port}`]);
-      t.equal(stats.code, 0, `stats exits 0 (${stats.stderr})`);
-      const shown = p.kernelDrops
-        .filter((r) => r.frames > 0)
-        .map((r) => `${r.reason}=${r.frames}`)
-        .join(' ');
-      t.match(stats.stdout, new RegExp(`^up0 .* ${shown}$`, 'm'), `stats shows the socket's drops beside ours (${shown})`);
-      serve.kill('SIGTERM');
-      t.same(await serve.wait(), { code: 0, signal: null }, 'exit 0 on SIGTERM');
-    });
+  // dropped by us, dropped by the kernel at our socket, or dropped by the veth pair itself. The third
+  // case shrinks kernel mode's ring to two blocks of 68 KiB: it holds what two blocks hold, no more.
+  const SMALL_RING = { blockSize: 69632, blocks: 2 };
+  for (const [mode, small] of [
+    ['kernel', false],
+    ['bypass', false],
+    ['kernel', true],
+  ] as const)
+    t.test(
+      `${mode} mode: a full ${small ? 'two-block ' : ''}receive ring: the kernel's drops counted, every frame accounted for`,
+      async (t) => {
+        const port = await freePort();
+        const serve = new Cli([
+          'serve',
+          '--uplink',
+          `up0=${net.host}` + (small ? `,block-size=${SMALL_RING.blockSize},blocks=${SMALL_RING.blocks}` : ''),
+          '--sink',
+          's0',
+          '--wire',
+          'up0=s0',
+          '--mode',
+          mode,
+          '--metrics',
+          `127.0.0.1:${port}`,
+        ]);
+        let stopped = false;
+        t.teardown(() => {
+          if (stopped) process.kill(serve.pid, 'SIGCONT');
+          serve.kill('SIGKILL');
+        });
+        await serve.line(/^ready$/);
+        type Ports = Array<{
+          name: string;
+          kernelDrops: Array<{ reason: string; frames: number }>;
+          counters: Array<Record<string, number>>;
+        }>;
+        const up0 = async () =>
+          ((await (await fetch(`http://127.0.0.1:${port}/api/ports`)).json()) as Ports).find((p) => p.name === 'up0')!;
+        const sum = (c: Record<string, number>, pick: (id: string) => boolean): number =>
+          Object.entries(c).reduce((n, [id, v]) => (pick(id) ? n + v : n), 0);
+        const link0 = net.linkDrops();
+        // 60-byte frames: the AF_PACKET ring (4 MiB) holds about 30,000, the AF_XDP ring 2,048.
+        const frame = eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(5000, 5001, 0, 18)));
+        process.kill(serve.pid, 'SIGSTOP');
+        stopped = true;
+        const sent = net.floodFromNamespace(frame, mode === 'kernel' && !small ? 80000 : 20000);
+        process.kill(serve.pid, 'SIGCONT');
+        stopped = false;
+        const link = () => {
+          const l = net.linkDrops();
+          return l.hostRx - link0.hostRx + l.peerTx - link0.peerTx;
+        };
+        const kernelOf = (c: Record<string, number>) => sum(c, (id) => id.startsWith('KERNEL_DROP_'));
+        const oursOf = (c: Record<string, number>) => sum(c, (id) => id.startsWith('DROP_'));
+        let c: Record<string, number> = {};
+        let accounted = 0;
+        await waitFor(`all ${sent} frames accounted for`, async () => {
+          c = (await up0()).counters[0];
+          accounted = c.RX_PACKETS + oursOf(c) + kernelOf(c) + link();
+          return accounted >= sent;
+        }).catch(() => undefined);
+        // A moment more: nothing may be counted twice.
+        await sleep(300);
+        const p = await up0();
+        c = p.counters[0];
+        const kernel = kernelOf(c);
+        t.comment(`sent ${sent}: received ${c.RX_PACKETS}, ours dropped ${oursOf(c)}, kernel dropped ${kernel}, veth dropped ${link()}`);
+        if (mode === 'kernel')
+          t.equal(c.RX_PACKETS + oursOf(c) + kernel + link(), sent, "received + our drops + the kernel's + the veth pair's = sent");
+        else {
+          // Bypass: the veth counts a failed XDP redirect (our RX ring full) as its own rx drop: the same
+          // frames as the socket's xdp_rx_dropped, so they are counted once.
+          t.equal(c.RX_PACKETS + oursOf(c) + kernel, sent, "received + our drops + the kernel's = sent");
+          t.equal(link(), kernel, "the veth pair's drops are those same failed redirects");
+        }
+        t.ok(kernel > 0, `the kernel dropped at our full ring (${kernel})`);
+        t.ok(c.RX_PACKETS > 0, 'and we received what the ring held');
+        // Every frame takes at least its 48-byte header and 60 bytes of its own in a block.
+        const twoBlocks = Math.floor((SMALL_RING.blocks * SMALL_RING.blockSize) / 108);
+        if (small) t.ok(c.RX_PACKETS <= twoBlocks, `two blocks held ${c.RX_PACKETS} frames, at most ${twoBlocks} fit`);
+        else if (mode === 'kernel') t.ok(c.RX_PACKETS > twoBlocks, `the default ring held ${c.RX_PACKETS}, more than two blocks could`);
+        t.equal(
+          p.kernelDrops.reduce((n, r) => n + r.frames, 0),
+          kernel,
+          `the port description shows the same kernel drops (${p.kernelDrops.map((r) => `${r.reason}=${r.frames}`).join(' ')})`,
+        );
+        const stats = await runCli(['stats', '--url', `http://127.0.0.1:${port}`]);
+        t.equal(stats.code, 0, `stats exits 0 (${stats.stderr})`);
+        const shown = p.kernelDrops
+          .filter((r) => r.frames > 0)
+          .map((r) => `${r.reason}=${r.frames}`)
+          .join(' ');
+        t.match(stats.stdout, new RegExp(`^up0 .* ${shown}$`, 'm'), `stats shows the socket's drops beside ours (${shown})`);
+        serve.kill('SIGTERM');
+        t.same(await serve.wait(), { code: 0, signal: null }, 'exit 0 on SIGTERM');
+      },
+    );
 
   t.test('serve --uplink: frames from the namespace reach a sink', async (t) => {
     const port = await freePort();

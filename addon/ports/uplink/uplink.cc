@@ -63,8 +63,8 @@ std::unique_ptr<UplinkPort::Driver> UplinkPort::open_driver(UplinkDriver d, std:
   for (uint16_t q = 0; q < place_.queues; q++) {
     std::unique_ptr<Port> s;
     if (d == UplinkDriver::kAfPacket)
-      s = AfPacketPort::open(name(), ifname, place_.queues > 1 ? &fanout : nullptr, &counters_[q], kernel_[q].get(),
-                             err);
+      s = AfPacketPort::open(name(), ifname, place_.ring, place_.queues > 1 ? &fanout : nullptr, &counters_[q],
+                             kernel_[q].get(), err);
     else
       s = AfXdpPort::open(name(), ifname, place_.first_queue + q, driver->redirect->map_fd(), &counters_[q],
                           kernel_[q].get(), err);
@@ -145,12 +145,22 @@ bool UplinkPort::prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::
 namespace {
 std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p, PortContext& ctx, std::string* err) {
   UplinkPlace place;
-  uint64_t first = 0, queues = 1;
+  uint64_t first = 0, queues = 1, block = 0, blocks = 0, retire = 0;
+  using R = TpacketRing;
   if (!p.str("ifname", &place.ifname, err) || !p.num("queue", 0, 0, kMaxUplinkQueue, &first, err) ||
-      !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err))
+      !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err) ||
+      !p.num("blockSize", R::kDefaultBlockSize, R::kMinBlockSize, R::kMaxBlockSize, &block, err) ||
+      !p.num("blocks", R::kDefaultBlocks, R::kMinBlocks, R::kMaxBlocks, &blocks, err) ||
+      !p.num("retireMs", R::kDefaultRetireMs, R::kMinRetireMs, R::kMaxRetireMs, &retire, err))
     return nullptr;
+  if (block * blocks > R::kMaxBytes) {
+    *err = "a receive ring of " + std::to_string(blocks) + " blocks of " + std::to_string(block) +
+           " bytes is over the " + std::to_string(R::kMaxBytes >> 20) + " MiB one socket may map";
+    return nullptr;
+  }
   place.first_queue = uint32_t(first);
   place.queues = uint16_t(queues);
+  place.ring = TpacketRing{uint32_t(block), uint32_t(blocks), uint32_t(retire)};
   return UplinkPort::open(name, place, ctx.mode, ctx.counters, err);
 }
 }  // namespace

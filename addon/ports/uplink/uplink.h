@@ -12,6 +12,7 @@
 #include "core/counters.h"
 #include "core/mode.h"
 #include "core/port.h"
+#include "ports/uplink/af_packet.h"
 #include "ports/uplink/kernel_drops.h"
 
 namespace vw {
@@ -26,6 +27,7 @@ struct UplinkPlace {
   std::string ifname;
   uint32_t first_queue = 0;  // bypass mode: queue pair q is the interface's receive queue first_queue + q
   uint16_t queues = 1;       // queue pairs: sockets, one per queue
+  TpacketRing ring;          // kernel mode: each socket's receive ring
 };
 
 class XdpRedirect;
