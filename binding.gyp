@@ -57,6 +57,7 @@
         "addon/ports/test/sink.cc",
         "addon/ports/uplink/af_packet.cc",
         "addon/ports/uplink/af_xdp.cc",
+        "addon/ports/uplink/link_monitor.cc",
         "addon/ports/uplink/uplink.cc",
         "addon/ports/uplink/xdp_redirect.cc",
         "addon/ports/vhost_user/vhost_user.cc",

@@ -25,11 +25,11 @@ export interface CounterLayout {
 
 export interface PortEvent {
   /** error: a message of the front end was rejected, or a front end was refused (Switch: 'refused') */
-  kind: 'connected' | 'disconnected' | 'ring-broken' | 'error';
+  kind: 'connected' | 'disconnected' | 'ring-broken' | 'error' | 'link';
   port: string;
   /** vring index for ring events, -1 otherwise */
   queue: number;
-  /** ring-broken: the invalid_descriptors reason label; error: one sentence */
+  /** ring-broken: the invalid_descriptors reason label; error: one sentence; link (uplinks): down, up, deleted, renamed from A to B, back as ifindex N... */
   reason: string;
 }
 

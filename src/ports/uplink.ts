@@ -39,6 +39,10 @@ export interface UplinkDetails {
   driver: 'af_packet' | 'af_xdp';
   /** The interface's receive queue of queue pair 0 (bypass mode) */
   firstQueue: number;
+  /** The interface as last seen (rtnetlink): up with carrier, down, or deleted (its sockets reopen when one of its name returns) */
+  link: 'up' | 'down' | 'gone';
+  /** Link changes seen: down, up, renamed, deleted, back */
+  linkChanges: number;
   /** Frames the kernel dropped at the socket, by reason (PACKET_STATISTICS, XDP_STATISTICS), as last published */
   kernelDrops: Array<{ reason: 'packet_drops' | 'xdp_rx_dropped' | 'xdp_rx_ring_full' | 'xdp_tx_invalid_descs'; frames: number }>;
 }

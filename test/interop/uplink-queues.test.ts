@@ -196,6 +196,11 @@ t.test('multi-queue uplinks on a four-queue veth pair', { skip }, async (t) => {
         new RegExp(`^vhostwire_port_receive_packets_total\\{port="up0",queue="${q}"\\} ${rx[q]}$`, 'm'),
         `/metrics: queue ${q} received ${rx[q]}`,
       );
+    t.match(
+      metrics,
+      new RegExp(`^vhostwire_uplink_link_up\\{port="up0",interface="${net.host}",state="up"\\} 1$`, 'm'),
+      '/metrics: the link is up',
+    );
     const bad = await runCli(['serve', '--uplink', `up1=${net.host}@3,queues=2`, '--sink', 's1', '--wire', 'up1=s1']);
     t.equal(bad.code, 2, 'queues past the interface’s last are refused');
     t.match(bad.stderr, `interface "${net.host}" has ${Q} receive queues (0..${Q - 1}): queues 3..4 do not all exist`, 'saying why');

@@ -88,6 +88,8 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
         ifname: net.host,
         driver: mode === 'kernel' ? 'af_packet' : 'af_xdp',
         firstQueue: 0,
+        link: 'up',
+        linkChanges: 0,
         kernelDrops: ['packet_drops', 'xdp_rx_dropped', 'xdp_rx_ring_full', 'xdp_tx_invalid_descs'].map((reason) => ({
           reason,
           frames: 0,
@@ -282,20 +284,20 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     await f.waitConnected('vm');
     const fds0 = openFds();
     f.engine.addPort('uplink', 'up', { ifname: net.host });
-    t.equal(openFds(), fds0 + 1, 'the uplink holds one fd, its socket');
+    t.equal(openFds(), fds0 + 2, 'the uplink holds two fds, its socket and the rtnetlink socket that tells it of link changes');
     f.engine.wire('vm', 'up');
     await ping(t, net, fe, 1);
     await waitFor('counted', () => f.counter('up', 'RX_PACKETS') === 1n && f.counter('up', 'TX_PACKETS') === 1n);
 
     f.engine.setMode('bypass');
     // AF_XDP: the socket, the XSKMAP, the program, its bpf_link and the packet socket whose membership
-    // keeps the interface promiscuous; the AF_PACKET socket is closed.
-    t.equal(openFds(), fds0 + 5, 'bypass: the AF_XDP driver holds five fds, the AF_PACKET socket is closed');
+    // keeps the interface promiscuous; the AF_PACKET socket is closed. The rtnetlink socket stays.
+    t.equal(openFds(), fds0 + 6, 'bypass: the AF_XDP driver holds five fds, the AF_PACKET socket is closed');
     t.equal(net.hostPromiscuity(), 1, 'and one promiscuous membership');
     t.ok(net.hostXdpProgram(), `an XDP program is attached (id ${net.hostXdpProgram()})`);
     await ping(t, net, fe, 2);
     f.engine.setMode('kernel');
-    t.equal(openFds(), fds0 + 1, 'kernel again: one socket');
+    t.equal(openFds(), fds0 + 2, 'kernel again: one socket and the rtnetlink one');
     t.equal(net.hostXdpProgram(), undefined, 'and the XDP program is gone');
     await ping(t, net, fe, 3);
     await waitFor(
@@ -457,8 +459,12 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     );
     const stats = await runCli(['stats', '--url', `http://127.0.0.1:${port}`]);
     t.equal(stats.code, 0, `stats exits 0 (${stats.stderr})`);
-    t.match(stats.stdout, new RegExp(`^UPLINK\\s+INTERFACE\\s+RX\\s+KERNEL RX`, 'm'), "stats: an uplink table with the kernel's counts");
-    t.match(stats.stdout, new RegExp(`^up0\\s+${net.host}\\s`, 'm'));
+    t.match(
+      stats.stdout,
+      new RegExp(`^UPLINK\\s+INTERFACE\\s+LINK\\s+RX\\s+KERNEL RX`, 'm'),
+      "stats: an uplink table with the kernel's counts",
+    );
+    t.match(stats.stdout, new RegExp(`^up0\\s+${net.host}\\s+up\\s`, 'm'), 'with its link up');
     serve.kill('SIGTERM');
     t.same(await serve.wait(), { code: 0, signal: null }, 'exit 0 on SIGTERM');
   });

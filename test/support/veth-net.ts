@@ -78,49 +78,63 @@ export class Net {
   readonly broadcast = '10.231.0.255';
   readonly vid = 10;
   readonly feMac = '02:76:77:00:00:02';
-  readonly nsMac: string;
+
+  /** The namespace end's MAC (a new one after relink) */
+  nsMac = '';
+  private readonly queues: string;
 
   constructor(opts: { queues?: number; tag?: string } = {}) {
     const tag = opts.tag ?? '';
     this.ns = `vwu${tag}${process.pid}`;
     this.host = `vwh${tag}${process.pid}`;
     this.peer = `vwp${tag}${process.pid}`;
+    this.queues = String(opts.queues ?? 1);
     ip('netns', 'add', this.ns);
-    const q = String(opts.queues ?? 1);
     try {
-      ip(
-        'link',
-        'add',
-        this.host,
-        'numtxqueues',
-        q,
-        'numrxqueues',
-        q,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        this.peer,
-        'numtxqueues',
-        q,
-        'numrxqueues',
-        q,
-        'netns',
-        this.ns,
-      );
-      // Only the test's frames on the wire: no IPv6 (router solicitations, DAD, MLD) on any end.
-      this.sysctl(undefined, `net.ipv6.conf.${this.host}.disable_ipv6`);
-      this.sysctl(this.ns, `net.ipv6.conf.${this.peer}.disable_ipv6`);
-      ip('-n', this.ns, 'addr', 'add', `${this.nsIp}/24`, 'dev', this.peer);
-      ip('-n', this.ns, 'link', 'set', this.peer, 'up');
-      ip('link', 'set', this.host, 'up');
-      // The front end answers no ARP: the namespace knows its address statically.
-      ip('-n', this.ns, 'neigh', 'add', this.feIp, 'lladdr', this.feMac, 'dev', this.peer, 'nud', 'permanent');
-      this.nsMac = (JSON.parse(ip('-n', this.ns, '-j', 'link', 'show', this.peer)) as Array<{ address: string }>)[0].address;
+      this.nsMac = this.link();
     } catch (e) {
       this.close();
       throw e;
     }
+  }
+
+  /** Makes the pair again after it was deleted, the same way; returns the namespace end's new MAC. */
+  relink(): string {
+    this.nsMac = this.link();
+    return this.nsMac;
+  }
+
+  private link(): string {
+    const q = this.queues;
+    ip(
+      'link',
+      'add',
+      this.host,
+      'numtxqueues',
+      q,
+      'numrxqueues',
+      q,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      this.peer,
+      'numtxqueues',
+      q,
+      'numrxqueues',
+      q,
+      'netns',
+      this.ns,
+    );
+    // Only the test's frames on the wire: no IPv6 (router solicitations, DAD, MLD) on any end.
+    this.sysctl(undefined, `net.ipv6.conf.${this.host}.disable_ipv6`);
+    this.sysctl(this.ns, `net.ipv6.conf.${this.peer}.disable_ipv6`);
+    ip('-n', this.ns, 'addr', 'add', `${this.nsIp}/24`, 'dev', this.peer);
+    ip('-n', this.ns, 'link', 'set', this.peer, 'up');
+    ip('link', 'set', this.host, 'up');
+    // The front end answers no ARP: the namespace knows its address statically.
+    ip('-n', this.ns, 'neigh', 'add', this.feIp, 'lladdr', this.feMac, 'dev', this.peer, 'nud', 'permanent');
+    return (JSON.parse(ip('-n', this.ns, '-j', 'link', 'show', this.peer)) as Array<{ address: string }>)[0].address;
   }
 
   private sysctl(ns: string | undefined, key: string): void {

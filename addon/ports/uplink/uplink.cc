@@ -1,9 +1,12 @@
 #include "ports/uplink/uplink.h"
 
+#include <net/if.h>
+
 #include <cctype>
 
 #include "ports/uplink/af_packet.h"
 #include "ports/uplink/af_xdp.h"
+#include "ports/uplink/link_monitor.h"
 #include "ports/uplink/xdp_redirect.h"
 #include "runtime/port_kind.h"
 
@@ -36,19 +39,85 @@ UplinkPort::UplinkPort(const std::string& name, const UplinkPlace& place, Counte
   }
 }
 
-UplinkPort::~UplinkPort() { driver_.reset(); }
+UplinkPort::~UplinkPort() {
+  monitor_.reset();
+  driver_.reset();
+}
 
 UplinkPort::Driver::~Driver() {
   redirect.reset();
   queues.clear();
 }
 
-std::unique_ptr<UplinkPort> UplinkPort::open(const std::string& name, const UplinkPlace& place, Mode mode,
-                                             CounterBlock& block, std::string* err) {
-  std::unique_ptr<UplinkPort> u(new UplinkPort(name, place, block));
-  u->driver_ = u->open_driver(driver_for(mode), err);
+std::unique_ptr<UplinkPort> UplinkPort::open(const std::string& name, const UplinkPlace& place, PortContext& ctx,
+                                             std::string* err) {
+  std::unique_ptr<UplinkPort> u(new UplinkPort(name, place, ctx.counters));
+  u->events_ = ctx.events;
+  u->driver_ = u->open_driver(driver_for(ctx.mode), err);
   if (!u->driver_) return nullptr;
+  // The drivers checked the name; the index is what the uplink follows from here on.
+  u->ifindex_ = if_nametoindex(place.ifname.c_str());
+  UplinkPort* self = u.get();
+  u->monitor_ = LinkMonitor::open(
+      ctx.reactor, [self] { self->check_link(); }, err);
+  if (!u->monitor_) return nullptr;
+  u->link_ = u->read_link_flags();
   return u;
+}
+
+void UplinkPort::raise(const std::string& kind, const std::string& reason) {
+  if (events_) events_(PortEvent{kind, name(), -1, reason});
+}
+
+// Up means what the kernel means by a usable link: administratively up and with carrier (IFF_RUNNING;
+// a veth has it while its peer is up too).
+LinkState UplinkPort::read_link_flags() const {
+  unsigned f = 0;
+  if (!monitor_ || !monitor_->flags(place_.ifname, &f)) return LinkState::kGone;
+  return (f & IFF_UP) && (f & IFF_RUNNING) ? LinkState::kUp : LinkState::kDown;
+}
+
+void UplinkPort::set_link(LinkState s, const std::string& why) {
+  if (s == link_) return;
+  link_ = s;
+  link_changes_++;
+  raise("link", why);
+}
+
+void UplinkPort::check_link() {
+  if (link_ != LinkState::kGone) {
+    char now[IF_NAMESIZE] = {};
+    if (!if_indextoname(ifindex_, now)) {
+      // The sockets stay open, dead, until the interface returns: the data path keeps polling them
+      // (they answer ENETDOWN/ENXIO, which it drops and counts), and the VM stays connected.
+      set_link(LinkState::kGone, "deleted");
+    } else {
+      if (place_.ifname != now) {
+        const std::string was = place_.ifname;
+        place_.ifname = now;
+        link_changes_++;
+        raise("link", "renamed from " + was + " to " + place_.ifname);
+      }
+      const LinkState s = read_link_flags();
+      set_link(s, s == LinkState::kUp ? "up" : "down");
+    }
+  }
+  if (link_ != LinkState::kGone) return;
+  const unsigned idx = if_nametoindex(place_.ifname.c_str());
+  if (!idx || idx == failed_ifindex_) return;
+  std::string err;
+  auto driver = open_driver(driver_->kind, &err);
+  if (!driver) {
+    failed_ifindex_ = idx;
+    raise("link", "back as ifindex " + std::to_string(idx) + " but its sockets could not be reopened: " + err);
+    return;
+  }
+  failed_ifindex_ = 0;
+  ifindex_ = idx;
+  install(std::move(driver));
+  const LinkState s = read_link_flags();
+  set_link(s,
+           "back as ifindex " + std::to_string(idx) + ", sockets reopened, " + (s == LinkState::kUp ? "up" : "down"));
 }
 
 std::unique_ptr<UplinkPort::Driver> UplinkPort::open_driver(UplinkDriver d, std::string* err) {
@@ -94,6 +163,8 @@ void UplinkPort::describe(Description& d) const {
   d.set("ifname", place_.ifname);
   d.set("driver", driver_name(driver_->kind));
   d.set("firstQueue", double(place_.first_queue));
+  d.set("link", link_ == LinkState::kUp ? "up" : link_ == LinkState::kDown ? "down" : "gone");
+  d.set("linkChanges", double(link_changes_));
   // What the kernel dropped at our sockets, by reason, summed over the queues, so the API and `stats`
   // show it beside our drops without knowing the counter table. Read as published: at most one
   // publication (100 ms) old. Each queue's own are in its counter set.
@@ -161,7 +232,7 @@ std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p
   place.first_queue = uint32_t(first);
   place.queues = uint16_t(queues);
   place.ring = TpacketRing{uint32_t(block), uint32_t(blocks), uint32_t(retire)};
-  return UplinkPort::open(name, place, ctx.mode, ctx.counters, err);
+  return UplinkPort::open(name, place, ctx, err);
 }
 }  // namespace
 

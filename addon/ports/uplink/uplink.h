@@ -31,12 +31,18 @@ struct UplinkPlace {
 };
 
 class XdpRedirect;
+class LinkMonitor;
+struct PortContext;
+
+// What the uplink last saw of its interface: administratively up with carrier, not, or deleted.
+enum class LinkState { kUp, kDown, kGone };
 
 class UplinkPort : public Port {
  public:
-  // Opens the driver mode wants on the interface. nullptr and *err on failure.
-  static std::unique_ptr<UplinkPort> open(const std::string& name, const UplinkPlace& place, Mode mode,
-                                          CounterBlock& block, std::string* err);
+  // Opens the driver the context's mode wants on the interface and starts watching the interface's link.
+  // nullptr and *err on failure.
+  static std::unique_ptr<UplinkPort> open(const std::string& name, const UplinkPlace& place, PortContext& ctx,
+                                          std::string* err);
   ~UplinkPort() override;
 
   const std::string& ifname() const { return place_.ifname; }
@@ -72,14 +78,27 @@ class UplinkPort : public Port {
   UplinkPort(const std::string& name, const UplinkPlace& place, CounterBlock& block);
   std::unique_ptr<Driver> open_driver(UplinkDriver d, std::string* err);
   void install(std::unique_ptr<Driver> driver);
+  // Control thread: looks at the interface after a link message. Follows it by ifindex while it exists
+  // (a rename changes our name for it); once it is deleted, waits for an interface of its last name and
+  // reopens the running driver's sockets on it.
+  void check_link();
+  void set_link(LinkState s, const std::string& why);
+  LinkState read_link_flags() const;
+  void raise(const std::string& kind, const std::string& reason);
 
   UplinkPlace place_;
+  EventSink events_;
+  unsigned ifindex_ = 0;
+  LinkState link_ = LinkState::kUp;
+  uint64_t link_changes_ = 0;
+  unsigned failed_ifindex_ = 0;  // the returned interface a reopen last failed on, so it is reported once
   CounterSets sets_;
   // Per queue pair: written by its socket, published by us. Both outlive every driver: declared before
   // driver_; never resized, so the sockets' pointers into them stay valid.
   std::vector<QueueCounters> counters_;
   std::vector<std::unique_ptr<KernelDrops>> kernel_;
   std::unique_ptr<Driver> driver_;
+  std::unique_ptr<LinkMonitor> monitor_;  // goes first: no link callback runs into a half-destroyed port
 };
 
 }  // namespace vw
