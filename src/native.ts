@@ -70,6 +70,9 @@ export interface Limits {
   uplinkRetireMs: LimitRange;
   /** The most bytes one socket's receive ring (blocks times block size) may take */
   uplinkRingBytes: number;
+  /** An uplink's AF_XDP UMEM frame size and ring entries (powers of two) */
+  uplinkFrameSize: LimitRange;
+  uplinkXdpRingSize: LimitRange;
 }
 
 export interface LimitRange {

@@ -12,6 +12,7 @@
 #include "core/netdev_stats.h"
 #include "napi/convert.h"
 #include "ports/uplink/af_packet.h"
+#include "ports/uplink/af_xdp.h"
 #include "runtime/engine.h"
 #include "runtime/privileges.h"
 
@@ -590,6 +591,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   limits.Set("uplinkBlocks", range(R::kMinBlocks, R::kMaxBlocks, R::kDefaultBlocks));
   limits.Set("uplinkRetireMs", range(R::kMinRetireMs, R::kMaxRetireMs, R::kDefaultRetireMs));
   limits.Set("uplinkRingBytes", double(R::kMaxBytes));
+  // An uplink's AF_XDP UMEM and rings (--uplink frame-size=, ring-size=), powers of two.
+  using X = vw::XskParams;
+  limits.Set("uplinkFrameSize", range(X::kMinFrameSize, X::kMaxFrameSize, X::kDefaultFrameSize));
+  limits.Set("uplinkXdpRingSize", range(X::kMinRingSize, X::kMaxRingSize, X::kDefaultRingSize));
   exports.Set("limits", limits);
   exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));
   exports.Set("guestMemory", Napi::Function::New(env, GuestMemoryInfo, "guestMemory"));

@@ -286,6 +286,18 @@ export function createRegistry(sw: Switch): Registry {
     },
   });
 
+  new Gauge({
+    name: `${PREFIX}uplink_xdp_mode`,
+    help: "Bypass mode: 1 for the way the kernel took the uplink's AF_XDP sockets (bind: zerocopy when the driver has it, else copy) and where its XDP program runs (attach: native or generic); absent in kernel mode",
+    labelNames: ['port', 'bind', 'attach'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of uplinkLinks())
+        if (typeof p.xdpBind === 'string') this.set({ port: p.name, bind: p.xdpBind, attach: String(p.xdpAttach) }, 1);
+    },
+  });
+
   registerBridgeMetrics(registry, sw);
   return registry;
 }

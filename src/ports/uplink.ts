@@ -30,6 +30,9 @@ export interface UplinkSpec {
   blockSize?: number;
   blocks?: number;
   retireMs?: number;
+  /** Bypass mode: each socket's UMEM frame size and ring entries (absent: limits.uplinkFrameSize.default...) */
+  frameSize?: number;
+  ringSize?: number;
 }
 
 /** What an uplink says about itself (addon/ports/uplink/uplink.cc: describe). */
@@ -43,6 +46,10 @@ export interface UplinkDetails {
   link: 'up' | 'down' | 'gone';
   /** Link changes seen: down, up, renamed, deleted, back */
   linkChanges: number;
+  /** Bypass mode only: how the kernel took the AF_XDP sockets (zerocopy when the driver has it) */
+  xdpBind?: 'zerocopy' | 'copy';
+  /** Bypass mode only: where the XDP program runs: in the driver (native) or on socket buffers (generic) */
+  xdpAttach?: 'native' | 'generic';
   /** Frames the kernel dropped at the socket, by reason (PACKET_STATISTICS, XDP_STATISTICS), as last published */
   kernelDrops: Array<{ reason: 'packet_drops' | 'xdp_rx_dropped' | 'xdp_rx_ring_full' | 'xdp_tx_invalid_descs'; frames: number }>;
 }
@@ -105,7 +112,8 @@ function checkQueues(where: string, spec: UplinkSpec): UplinkSpec {
   return spec;
 }
 
-// The receive ring: each value in its range, blocks of whole pages, the whole ring under the cap.
+// The rings: each value in its range, receive blocks of whole pages and the whole ring under the cap,
+// AF_XDP frame and ring sizes powers of two.
 const PAGE = 4096;
 function checkRing(where: string, spec: UplinkSpec): UplinkSpec {
   const { uplinkBlockSize: bs, uplinkBlocks: bn, uplinkRetireMs: rt, uplinkRingBytes } = limits;
@@ -115,6 +123,13 @@ function checkRing(where: string, spec: UplinkSpec): UplinkSpec {
   }
   if (spec.blocks !== undefined) checkRange(where, 'blocks', spec.blocks, bn.min, bn.max);
   if (spec.retireMs !== undefined) checkRange(where, 'retire-ms', spec.retireMs, rt.min, rt.max);
+  const pow2 = (what: string, n: number | undefined, r: { min: number; max: number }): void => {
+    if (n === undefined) return;
+    checkRange(where, what, n, r.min, r.max);
+    if ((n & (n - 1)) !== 0) fail(where, `${what} must be a power of two, got ${n}`);
+  };
+  pow2('frame-size', spec.frameSize, limits.uplinkFrameSize);
+  pow2('ring-size', spec.ringSize, limits.uplinkXdpRingSize);
   const bytes = (spec.blockSize ?? bs.default) * (spec.blocks ?? bn.default);
   if (bytes > uplinkRingBytes)
     fail(
@@ -124,8 +139,8 @@ function checkRing(where: string, spec: UplinkSpec): UplinkSpec {
   return spec;
 }
 
-const SYNTAX = 'NAME=IFNAME[@QUEUE][,queues=N][,block-size=BYTES][,blocks=N][,retire-ms=MS]';
-const OPTIONS = 'queues=N, block-size=BYTES, blocks=N or retire-ms=MS';
+const SYNTAX = 'NAME=IFNAME[@QUEUE][,queues=N][,block-size=BYTES][,blocks=N][,retire-ms=MS][,frame-size=BYTES][,ring-size=N]';
+const OPTIONS = 'queues=N, block-size=BYTES, blocks=N, retire-ms=MS, frame-size=BYTES or ring-size=N';
 
 export const uplink: PortKind<UplinkSpec> = {
   kind: 'uplink',
@@ -137,7 +152,9 @@ export const uplink: PortKind<UplinkSpec> = {
     `bypass mode: AF_XDP sockets on the interface's receive queues QUEUE..QUEUE+N-1; QUEUE defaults to 0, N to 1, at most ${limits.maxQueuePairs}; ` +
     `kernel mode's receive ring per socket: block-size (bytes, ${limits.uplinkBlockSize.min}..${limits.uplinkBlockSize.max}, default ${limits.uplinkBlockSize.default}), ` +
     `blocks (${limits.uplinkBlocks.min}..${limits.uplinkBlocks.max}, default ${limits.uplinkBlocks.default}), ` +
-    `retire-ms (how long a part-filled block waits, ${limits.uplinkRetireMs.min}..${limits.uplinkRetireMs.max}, default ${limits.uplinkRetireMs.default}))`,
+    `retire-ms (how long a part-filled block waits, ${limits.uplinkRetireMs.min}..${limits.uplinkRetireMs.max}, default ${limits.uplinkRetireMs.default}); ` +
+    `bypass mode's UMEM per socket: frame-size (${limits.uplinkFrameSize.min} or ${limits.uplinkFrameSize.max}, default ${limits.uplinkFrameSize.default}), ` +
+    `ring-size (entries of each ring and frames each way, a power of two ${limits.uplinkXdpRingSize.min}..${limits.uplinkXdpRingSize.max}, default ${limits.uplinkXdpRingSize.default}))`,
   // The interface and its queues must exist now.
   parseFlag(text) {
     const where = flagWhere('--uplink', text);
@@ -157,12 +174,14 @@ export const uplink: PortKind<UplinkSpec> = {
       else if (key === 'block-size' && value !== undefined) spec.blockSize = parseUint(where, key, value);
       else if (key === 'blocks' && value !== undefined) spec.blocks = parseUint(where, key, value);
       else if (key === 'retire-ms' && value !== undefined) spec.retireMs = parseUint(where, key, value);
+      else if (key === 'frame-size' && value !== undefined) spec.frameSize = parseUint(where, key, value);
+      else if (key === 'ring-size' && value !== undefined) spec.ringSize = parseUint(where, key, value);
       else fail(where, `unknown option "${value === undefined ? key : `${key}=${value}`}" (expected ${OPTIONS})`);
     }
     return checkRing(where, checkQueues(where, spec));
   },
   parseConfig(where, item) {
-    const o = configObject(where, item, ['name', 'ifname', 'queue', 'queues', 'blockSize', 'blocks', 'retireMs']);
+    const o = configObject(where, item, ['name', 'ifname', 'queue', 'queues', 'blockSize', 'blocks', 'retireMs', 'frameSize', 'ringSize']);
     const opt = (key: string): number | undefined => (o[key] === undefined ? undefined : configUint(`${where}.${key}`, o[key]));
     const spec = checkQueues(where, {
       kind: 'uplink',
@@ -171,7 +190,14 @@ export const uplink: PortKind<UplinkSpec> = {
       queue: o.queue === undefined ? 0 : configUint(`${where}.queue`, o.queue),
       queues: o.queues === undefined ? 1 : configUint(`${where}.queues`, o.queues),
     });
-    return checkRing(where, { ...spec, blockSize: opt('blockSize'), blocks: opt('blocks'), retireMs: opt('retireMs') });
+    return checkRing(where, {
+      ...spec,
+      blockSize: opt('blockSize'),
+      blocks: opt('blocks'),
+      retireMs: opt('retireMs'),
+      frameSize: opt('frameSize'),
+      ringSize: opt('ringSize'),
+    });
   },
   params: (s) => ({
     ifname: s.ifname,
@@ -180,6 +206,8 @@ export const uplink: PortKind<UplinkSpec> = {
     ...(s.blockSize === undefined ? {} : { blockSize: s.blockSize }),
     ...(s.blocks === undefined ? {} : { blocks: s.blocks }),
     ...(s.retireMs === undefined ? {} : { retireMs: s.retireMs }),
+    ...(s.frameSize === undefined ? {} : { frameSize: s.frameSize }),
+    ...(s.ringSize === undefined ? {} : { ringSize: s.ringSize }),
   }),
   summary: (s) =>
     `uplink on ${s.ifname}` +

@@ -90,6 +90,8 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
         firstQueue: 0,
         link: 'up',
         linkChanges: 0,
+        // veth has no zero-copy: asked for first, refused, copy mode instead.
+        ...(mode === 'bypass' ? { xdpBind: 'copy', xdpAttach: 'native' } : {}),
         kernelDrops: ['packet_drops', 'xdp_rx_dropped', 'xdp_rx_ring_full', 'xdp_tx_invalid_descs'].map((reason) => ({
           reason,
           frames: 0,
@@ -313,22 +315,30 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
 
   // The data path stopped (the serve process under SIGSTOP) while the namespace sends more than the
   // receive ring holds: the kernel drops the rest, and after SIGCONT every frame sent is either received,
-  // dropped by us, dropped by the kernel at our socket, or dropped by the veth pair itself. The third
-  // case shrinks kernel mode's ring to two blocks of 68 KiB: it holds what two blocks hold, no more.
+  // dropped by us, dropped by the kernel at our socket, or dropped by the veth pair itself. The small
+  // cases shrink the rings: kernel mode's to two blocks of 68 KiB, which hold what two blocks hold, no
+  // more; bypass mode's to 512 entries of 2048-byte frames, which hold exactly 512 frames.
   const SMALL_RING = { blockSize: 69632, blocks: 2 };
+  const SMALL_XSK = { frameSize: 2048, ringSize: 512 };
   for (const [mode, small] of [
     ['kernel', false],
     ['bypass', false],
     ['kernel', true],
+    ['bypass', true],
   ] as const)
     t.test(
-      `${mode} mode: a full ${small ? 'two-block ' : ''}receive ring: the kernel's drops counted, every frame accounted for`,
+      `${mode} mode: a full ${small ? 'small ' : ''}receive ring: the kernel's drops counted, every frame accounted for`,
       async (t) => {
         const port = await freePort();
         const serve = new Cli([
           'serve',
           '--uplink',
-          `up0=${net.host}` + (small ? `,block-size=${SMALL_RING.blockSize},blocks=${SMALL_RING.blocks}` : ''),
+          `up0=${net.host}` +
+            (!small
+              ? ''
+              : mode === 'kernel'
+                ? `,block-size=${SMALL_RING.blockSize},blocks=${SMALL_RING.blocks}`
+                : `,frame-size=${SMALL_XSK.frameSize},ring-size=${SMALL_XSK.ringSize}`),
           '--sink',
           's0',
           '--wire',
@@ -392,8 +402,9 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
         t.ok(c.RX_PACKETS > 0, 'and we received what the ring held');
         // Every frame takes at least its 48-byte header and 60 bytes of its own in a block.
         const twoBlocks = Math.floor((SMALL_RING.blocks * SMALL_RING.blockSize) / 108);
-        if (small) t.ok(c.RX_PACKETS <= twoBlocks, `two blocks held ${c.RX_PACKETS} frames, at most ${twoBlocks} fit`);
+        if (mode === 'kernel' && small) t.ok(c.RX_PACKETS <= twoBlocks, `two blocks held ${c.RX_PACKETS} frames, at most ${twoBlocks} fit`);
         else if (mode === 'kernel') t.ok(c.RX_PACKETS > twoBlocks, `the default ring held ${c.RX_PACKETS}, more than two blocks could`);
+        else t.equal(c.RX_PACKETS, small ? SMALL_XSK.ringSize : 2048, `the fill ring held ${small ? SMALL_XSK.ringSize : 2048} frames`);
         t.equal(
           p.kernelDrops.reduce((n, r) => n + r.frames, 0),
           kernel,
@@ -406,6 +417,16 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
           .map((r) => `${r.reason}=${r.frames}`)
           .join(' ');
         t.match(stats.stdout, new RegExp(`^up0 .* ${shown}$`, 'm'), `stats shows the socket's drops beside ours (${shown})`);
+        if (mode === 'bypass') {
+          // Zero-copy is asked for first; veth has none, so the sockets run in copy mode, and say so.
+          t.match(
+            stats.stdout,
+            new RegExp(`^up0\\s+${net.host}\\s+up\\s+af_xdp/copy/native\\s`, 'm'),
+            'stats: AF_XDP in copy mode, the program native',
+          );
+          const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+          t.match(metrics, /^vhostwire_uplink_xdp_mode\{port="up0",bind="copy",attach="native"\} 1$/m, '/metrics: the same');
+        }
         serve.kill('SIGTERM');
         t.same(await serve.wait(), { code: 0, signal: null }, 'exit 0 on SIGTERM');
       },
@@ -461,7 +482,7 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     t.equal(stats.code, 0, `stats exits 0 (${stats.stderr})`);
     t.match(
       stats.stdout,
-      new RegExp(`^UPLINK\\s+INTERFACE\\s+LINK\\s+RX\\s+KERNEL RX`, 'm'),
+      new RegExp(`^UPLINK\\s+INTERFACE\\s+LINK\\s+DRIVER\\s+RX\\s+KERNEL RX`, 'm'),
       "stats: an uplink table with the kernel's counts",
     );
     t.match(stats.stdout, new RegExp(`^up0\\s+${net.host}\\s+up\\s`, 'm'), 'with its link up');

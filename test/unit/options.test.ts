@@ -203,7 +203,14 @@ t.test('--uplink', async (t) => {
     ['up0=lo,blocks=1', 'blocks must be 2..4096, got 1'],
     ['up0=lo,retire-ms=0', 'retire-ms must be 1..1000, got 0'],
     ['up0=lo,block-size=16777216,blocks=128', 'a receive ring of 2147483648 bytes (block-size times blocks) is over the 1024 MiB'],
-    ['up0=lo,queue=1', 'unknown option "queue=1" (expected queues=N, block-size=BYTES, blocks=N or retire-ms=MS)'],
+    ['up0=lo,frame-size=1024', 'frame-size must be 2048..4096, got 1024'],
+    ['up0=lo,frame-size=3072', 'frame-size must be a power of two, got 3072'],
+    ['up0=lo,ring-size=32', 'ring-size must be 64..16384, got 32'],
+    ['up0=lo,ring-size=1000', 'ring-size must be a power of two, got 1000'],
+    [
+      'up0=lo,queue=1',
+      'unknown option "queue=1" (expected queues=N, block-size=BYTES, blocks=N, retire-ms=MS, frame-size=BYTES or ring-size=N)',
+    ],
   ];
   for (const [text, part] of bad) rejects(t, () => parseUplink(text), `--uplink ${JSON.stringify(text)}: `, part);
   rejects(t, () => buildServeConfig({ uplink: ['a=lo', 'b=lo'] }, 2), '--uplink "b": ', 'interface lo is already used by port "a"');

@@ -19,19 +19,6 @@ namespace vw {
 
 namespace {
 
-// 4096-byte frames: the largest chunk the aligned UMEM mode allows, so no frame straddles a page. A
-// received frame can be up to 4096 - 256 = 3840 bytes (an MTU of 3826); the kernel drops larger ones
-// (counted in its XDP_STATISTICS rx_dropped), as for any socket bound without XDP_USE_SG. A frame to
-// send can use the whole 4096 bytes.
-constexpr uint32_t kFrameSize = 4096;
-// 2048 frames to receive into: at the ~0.75 Mpps AF_XDP reaches over veth here, about 2.7 ms of traffic
-// waits in them for a stalled PMD before the kernel starts dropping. 2048 to send from: 64 full bursts
-// in flight before the first completion must have come back. 16 MiB per port, pinned by the kernel.
-constexpr uint32_t kRxFrames = 2048;
-constexpr uint32_t kTxFrames = 2048;
-// Every ring holds all the frames that can be on it, so the kernel never finds the fill ring short of
-// slots for frames we have, nor the completion ring short of slots for frames we sent.
-constexpr uint32_t kRingSize = 2048;
 // How long open() waits for a queue that a socket closed just before still holds (see setup()).
 constexpr uint32_t kBindRetryMs = 1000;
 constexpr uint32_t kBindRetryStepMs = 5;
@@ -242,9 +229,15 @@ void XskRings::abort_tx() {
 
 // ---- AfXdpPort -----------------------------------------------------------------------------------
 
-AfXdpPort::AfXdpPort(const std::string& name, const std::string& ifname, uint32_t queue, int xsk_map,
-                     QueueCounters* counters, KernelDrops* kernel)
-    : Port(name), ifname_(ifname), queue_(queue), xsk_map_(xsk_map), counters_(counters), kernel_(kernel) {}
+AfXdpPort::AfXdpPort(const std::string& name, const std::string& ifname, uint32_t queue, const XskParams& params,
+                     int xsk_map, QueueCounters* counters, KernelDrops* kernel)
+    : Port(name),
+      ifname_(ifname),
+      queue_(queue),
+      params_(params),
+      xsk_map_(xsk_map),
+      counters_(counters),
+      kernel_(kernel) {}
 
 void AfXdpPort::read_kernel_stats(bool closing) {
   if (!kernel_ || sock_ < 0) return;
@@ -286,9 +279,9 @@ AfXdpPort::~AfXdpPort() {
 }
 
 std::unique_ptr<AfXdpPort> AfXdpPort::open(const std::string& name, const std::string& ifname, uint32_t queue,
-                                           int xsk_map, QueueCounters* counters, KernelDrops* kernel,
-                                           std::string* err) {
-  std::unique_ptr<AfXdpPort> p(new AfXdpPort(name, ifname, queue, xsk_map, counters, kernel));
+                                           const XskParams& params, int xsk_map, QueueCounters* counters,
+                                           KernelDrops* kernel, std::string* err) {
+  std::unique_ptr<AfXdpPort> p(new AfXdpPort(name, ifname, queue, params, xsk_map, counters, kernel));
   std::string why;
   if (!p->setup(&why)) {
     if (err) *err = "AF_XDP port " + name + " on interface " + ifname + " queue " + std::to_string(queue) + ": " + why;
@@ -308,7 +301,7 @@ bool AfXdpPort::setup(std::string* err) {
   ifindex_ = if_nametoindex(ifname_.c_str());
   if (!ifindex_) return fail("looking up the interface", errno, "no such interface in this network namespace");
 
-  umem_len_ = size_t(kFrameSize) * (kRxFrames + kTxFrames);
+  umem_len_ = size_t(params_.frame_size) * 2 * params_.ring_size;
   void* u = mmap(nullptr, umem_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (u == MAP_FAILED) return fail("mapping " + std::to_string(umem_len_ >> 20) + " MiB of UMEM", errno);
   umem_ = static_cast<uint8_t*>(u);
@@ -327,7 +320,7 @@ bool AfXdpPort::setup(std::string* err) {
   memset(&reg, 0, sizeof reg);
   reg.addr = reinterpret_cast<uint64_t>(umem_);
   reg.len = umem_len_;
-  reg.chunk_size = kFrameSize;
+  reg.chunk_size = params_.frame_size;
   if (setsockopt(sock_, SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) != 0) {
     const int e = errno;
     return fail("registering the UMEM", e,
@@ -342,7 +335,7 @@ bool AfXdpPort::setup(std::string* err) {
   } sizes[] = {
       {XDP_UMEM_FILL_RING, "fill"}, {XDP_UMEM_COMPLETION_RING, "completion"}, {XDP_RX_RING, "RX"}, {XDP_TX_RING, "TX"}};
   for (const auto& s : sizes) {
-    const uint32_t n = kRingSize;
+    const uint32_t n = params_.ring_size;
     if (setsockopt(sock_, SOL_XDP, s.opt, &n, sizeof n) != 0)
       return fail(std::string("sizing the ") + s.what + " ring to " + std::to_string(n) + " entries", errno);
   }
@@ -364,23 +357,25 @@ bool AfXdpPort::setup(std::string* err) {
                 {&off.tx, XDP_PGOFF_TX_RING, sizeof(xdp_desc), "TX"}};
   XskRing r[4];
   for (int i = 0; i < 4; i++) {
-    const size_t len = rings[i].o->desc + size_t(kRingSize) * rings[i].entry;
+    const size_t len = rings[i].o->desc + size_t(params_.ring_size) * rings[i].entry;
     void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, sock_, off_t(rings[i].pgoff));
     if (m == MAP_FAILED) return fail(std::string("mapping the ") + rings[i].what + " ring", errno);
     maps_[i] = {m, len};
     uint8_t* base = static_cast<uint8_t*>(m);
     r[i] = XskRing{reinterpret_cast<uint32_t*>(base + rings[i].o->producer),
                    reinterpret_cast<uint32_t*>(base + rings[i].o->consumer),
-                   reinterpret_cast<uint32_t*>(base + rings[i].o->flags), base + rings[i].o->desc, kRingSize};
+                   reinterpret_cast<uint32_t*>(base + rings[i].o->flags), base + rings[i].o->desc, params_.ring_size};
   }
   // The fill ring is full before the socket is bound, so the first frames already have somewhere to go.
-  rings_.reset(new XskRings(XskGeometry{kFrameSize, kRxFrames, kTxFrames}, umem_, r[0], r[1], r[2], r[3], counters_));
+  rings_.reset(new XskRings(XskGeometry{params_.frame_size, params_.ring_size, params_.ring_size}, umem_, r[0], r[1],
+                            r[2], r[3], counters_));
 
-  // Copy mode: veth (and any driver without zero-copy support) copies frames into the UMEM.
+  // Zero-copy first: the driver receives straight into the UMEM's frames and sends from them. A driver
+  // without it (veth, any interface in generic XDP mode) refuses the bind, and copy mode, where the
+  // kernel copies frames between its buffers and the UMEM, works everywhere.
   sockaddr_xdp sa;
   memset(&sa, 0, sizeof sa);
   sa.sxdp_family = AF_XDP;
-  sa.sxdp_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
   sa.sxdp_ifindex = ifindex_;
   sa.sxdp_queue_id = queue_;
   // A queue stays busy for a while after the socket that had it is closed (measured here: about 60 ms),
@@ -389,8 +384,15 @@ bool AfXdpPort::setup(std::string* err) {
   // for up to kBindRetryMs before it counts as taken.
   int rc = -1, e = 0;
   for (uint32_t waited = 0;; waited += kBindRetryStepMs) {
+    sa.sxdp_flags = XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP;
     rc = bind(sock_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
     e = errno;
+    zero_copy_ = rc == 0;
+    if (rc != 0 && e != EBUSY) {
+      sa.sxdp_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
+      rc = bind(sock_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+      e = errno;
+    }
     if (rc == 0 || e != EBUSY || waited >= kBindRetryMs) break;
     usleep(kBindRetryStepMs * 1000);
   }

@@ -115,14 +115,36 @@ class XskRings {
   int64_t filling_ = -1;  // the frame tx() is copying into, for abort_tx()
 };
 
+// One socket's UMEM and rings, as --uplink's frame-size= and ring-size= set them; TypeScript checks them
+// against these limits (src/ports/uplink.ts).
+struct XskParams {
+  // Frames are chunks of the aligned UMEM mode: 2048 or 4096 bytes, so no frame straddles a page. A
+  // received frame can be up to frame_size - 256 bytes (3840 by default, an MTU of 3826); the kernel drops
+  // larger ones (counted in its XDP_STATISTICS rx_dropped), as for any socket bound without XDP_USE_SG. A
+  // frame to send can use the whole frame.
+  static constexpr uint32_t kMinFrameSize = 2048, kMaxFrameSize = 4096, kDefaultFrameSize = 4096;
+  // Entries of each of the four rings, a power of two; the UMEM has ring_size frames to receive into and
+  // as many to send from, so every ring holds all the frames that can be on it (the kernel never finds
+  // the fill ring short of slots for frames we have, nor the completion ring short of slots for frames we
+  // sent). 2048 by default: at the ~0.75 Mpps AF_XDP reaches over veth here, about 2.7 ms of traffic
+  // waits in them for a stalled PMD before the kernel drops, and 64 full bursts can be in flight to send.
+  // 16 MiB per socket by default, pinned by the kernel.
+  static constexpr uint32_t kMinRingSize = 64, kMaxRingSize = 16384, kDefaultRingSize = 2048;
+
+  uint32_t frame_size = kDefaultFrameSize;
+  uint32_t ring_size = kDefaultRingSize;
+};
+
 class AfXdpPort : public Port {
  public:
   // Opens an AF_XDP socket on receive queue `queue` of ifname and puts it in slot `queue` of the XSKMAP
   // xsk_map (the uplink's XdpRedirect, which must outlive the socket's use of it). counters are owned by
   // the caller, outlive the port, and are only added to. On failure returns null and says in *err which
   // interface, queue and step failed.
+  // XDP_ZEROCOPY is asked for first; a driver without it (veth, generic XDP) gets the socket in copy mode.
   static std::unique_ptr<AfXdpPort> open(const std::string& name, const std::string& ifname, uint32_t queue,
-                                         int xsk_map, QueueCounters* counters, KernelDrops* kernel, std::string* err);
+                                         const XskParams& params, int xsk_map, QueueCounters* counters,
+                                         KernelDrops* kernel, std::string* err);
   ~AfXdpPort() override;
 
   uint16_t queue_pairs() const override { return 1; }
@@ -134,9 +156,12 @@ class AfXdpPort : public Port {
   void abort_tx(uint16_t qp) override;
   bool arm_wakeup(std::vector<pollfd>& fds) override;
 
+  // Whether the kernel took the socket in zero-copy mode (the driver's own buffers are the UMEM's frames).
+  bool zero_copy() const { return zero_copy_; }
+
  private:
-  AfXdpPort(const std::string& name, const std::string& ifname, uint32_t queue, int xsk_map, QueueCounters* counters,
-            KernelDrops* kernel);
+  AfXdpPort(const std::string& name, const std::string& ifname, uint32_t queue, const XskParams& params, int xsk_map,
+            QueueCounters* counters, KernelDrops* kernel);
   // The socket's counts grow from zero for its whole life: each read adds what grew since the last.
   void read_kernel_stats(bool closing);
   bool setup(std::string* err);
@@ -144,7 +169,9 @@ class AfXdpPort : public Port {
 
   std::string ifname_;
   uint32_t queue_;
+  const XskParams params_;
   int xsk_map_;
+  bool zero_copy_ = false;
   QueueCounters* counters_;
   KernelDrops* kernel_;
   uint64_t kernel_seen_[6] = {};  // XDP_STATISTICS as last read

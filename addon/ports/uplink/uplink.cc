@@ -135,7 +135,7 @@ std::unique_ptr<UplinkPort::Driver> UplinkPort::open_driver(UplinkDriver d, std:
       s = AfPacketPort::open(name(), ifname, place_.ring, place_.queues > 1 ? &fanout : nullptr, &counters_[q],
                              kernel_[q].get(), err);
     else
-      s = AfXdpPort::open(name(), ifname, place_.first_queue + q, driver->redirect->map_fd(), &counters_[q],
+      s = AfXdpPort::open(name(), ifname, place_.first_queue + q, place_.xsk, driver->redirect->map_fd(), &counters_[q],
                           kernel_[q].get(), err);
     if (!s) return nullptr;
     driver->queues.push_back(std::move(s));
@@ -165,6 +165,14 @@ void UplinkPort::describe(Description& d) const {
   d.set("firstQueue", double(place_.first_queue));
   d.set("link", link_ == LinkState::kUp ? "up" : link_ == LinkState::kDown ? "down" : "gone");
   d.set("linkChanges", double(link_changes_));
+  // Bypass mode: how the kernel took the sockets (zero-copy only when every one of them got it) and
+  // where the XDP program runs.
+  if (driver_->kind == UplinkDriver::kAfXdp) {
+    bool zc = true;
+    for (auto& s : driver_->queues) zc = zc && static_cast<const AfXdpPort&>(*s).zero_copy();
+    d.set("xdpBind", zc ? "zerocopy" : "copy");
+    d.set("xdpAttach", driver_->redirect->attach_mode());
+  }
   // What the kernel dropped at our sockets, by reason, summed over the queues, so the API and `stats`
   // show it beside our drops without knowing the counter table. Read as published: at most one
   // publication (100 ms) old. Each queue's own are in its counter set.
@@ -216,14 +224,21 @@ bool UplinkPort::prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::
 namespace {
 std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p, PortContext& ctx, std::string* err) {
   UplinkPlace place;
-  uint64_t first = 0, queues = 1, block = 0, blocks = 0, retire = 0;
+  uint64_t first = 0, queues = 1, block = 0, blocks = 0, retire = 0, frame = 0, ring = 0;
   using R = TpacketRing;
+  using X = XskParams;
   if (!p.str("ifname", &place.ifname, err) || !p.num("queue", 0, 0, kMaxUplinkQueue, &first, err) ||
       !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err) ||
       !p.num("blockSize", R::kDefaultBlockSize, R::kMinBlockSize, R::kMaxBlockSize, &block, err) ||
       !p.num("blocks", R::kDefaultBlocks, R::kMinBlocks, R::kMaxBlocks, &blocks, err) ||
-      !p.num("retireMs", R::kDefaultRetireMs, R::kMinRetireMs, R::kMaxRetireMs, &retire, err))
+      !p.num("retireMs", R::kDefaultRetireMs, R::kMinRetireMs, R::kMaxRetireMs, &retire, err) ||
+      !p.num("frameSize", X::kDefaultFrameSize, X::kMinFrameSize, X::kMaxFrameSize, &frame, err) ||
+      !p.num("ringSize", X::kDefaultRingSize, X::kMinRingSize, X::kMaxRingSize, &ring, err))
     return nullptr;
+  if (__builtin_popcountll(frame) != 1 || __builtin_popcountll(ring) != 1) {
+    *err = "frame size " + std::to_string(frame) + " and ring size " + std::to_string(ring) + " must be powers of two";
+    return nullptr;
+  }
   if (block * blocks > R::kMaxBytes) {
     *err = "a receive ring of " + std::to_string(blocks) + " blocks of " + std::to_string(block) +
            " bytes is over the " + std::to_string(R::kMaxBytes >> 20) + " MiB one socket may map";
@@ -232,6 +247,7 @@ std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p
   place.first_queue = uint32_t(first);
   place.queues = uint16_t(queues);
   place.ring = TpacketRing{uint32_t(block), uint32_t(blocks), uint32_t(retire)};
+  place.xsk = XskParams{uint32_t(frame), uint32_t(ring)};
   return UplinkPort::open(name, place, ctx, err);
 }
 }  // namespace

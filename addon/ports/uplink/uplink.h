@@ -13,6 +13,7 @@
 #include "core/mode.h"
 #include "core/port.h"
 #include "ports/uplink/af_packet.h"
+#include "ports/uplink/af_xdp.h"
 #include "ports/uplink/kernel_drops.h"
 
 namespace vw {
@@ -28,6 +29,7 @@ struct UplinkPlace {
   uint32_t first_queue = 0;  // bypass mode: queue pair q is the interface's receive queue first_queue + q
   uint16_t queues = 1;       // queue pairs: sockets, one per queue
   TpacketRing ring;          // kernel mode: each socket's receive ring
+  XskParams xsk;             // bypass mode: each socket's UMEM and rings
 };
 
 class XdpRedirect;
