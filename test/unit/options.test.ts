@@ -181,6 +181,22 @@ t.test('--uplink', async (t) => {
     { ifname: 'lo', queue: 0, queues: 1, blocks: 8 },
     'only the ring values given',
   );
+  t.strictSame(
+    uplink.params(parseUplink('up0=lo,frame-size=2048,ring-size=512')),
+    { ifname: 'lo', queue: 0, queues: 1, frameSize: 2048, ringSize: 512 },
+    'the AF_XDP sizes',
+  );
+  t.same(
+    uplink.parseConfig('--config: uplink[0]', { name: 'up0', ifname: 'lo', queue: 0, queues: 1, blocks: 8, ringSize: 512 }),
+    { kind: 'uplink', name: 'up0', ifname: 'lo', queue: 0, queues: 1, blocks: 8, ringSize: 512 },
+    '--config takes the same keys',
+  );
+  rejects(
+    t,
+    () => uplink.parseConfig('--config: uplink[0]', { name: 'up0', ifname: 'lo', ringSize: 100 }),
+    '--config: uplink[0]: ',
+    'ring-size must be a power of two',
+  );
   const missing = `vwnone${process.pid}`.slice(0, 15);
   const bad: Array<[string, string]> = [
     ['up0', 'expected NAME=IFNAME'],
