@@ -31,6 +31,60 @@ function perQueue(f: Fixture, port: string, id: string): bigint[] {
 const minus = (a: bigint[], b: bigint[]): number[] => a.map((x, i) => Number(x - b[i]));
 const total = (a: number[]): number => a.reduce((n, x) => n + x, 0);
 
+/**
+ * 64 flows (UDP source ports) of 8 frames each from the namespace, spread by the sender's flow hash: each
+ * is counted once, on one queue, the same on the uplink, the vhost-user port and the front end.
+ */
+async function flowsIn(t: Test, net: Net, f: Fixture, fe: NativeVirtioUser): Promise<void> {
+  const N = 512;
+  const size = 200;
+  const fromNs = Array.from({ length: N }, (_, i) =>
+    eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(6000 + (i % 64), 5001, i, size - 42))),
+  );
+  const up0 = perQueue(f, 'up', 'RX_PACKETS');
+  const vm0 = perQueue(f, 'vm', 'TX_PACKETS');
+  net.sendFromNamespace(fromNs);
+  const got: Buffer[][] = Array.from({ length: Q }, () => []);
+  await waitFor(
+    `all ${N} frames at the front end`,
+    () => {
+      for (let q = 0; q < Q; q++) got[q].push(...fe.receive(q, N));
+      return total(got.map((g) => g.length)) >= N;
+    },
+    10000,
+  ).catch(() => undefined);
+  await waitFor('receive counters published', () => total(minus(perQueue(f, 'vm', 'TX_PACKETS'), vm0)) >= N).catch(() => undefined);
+  const upRx = minus(perQueue(f, 'up', 'RX_PACKETS'), up0);
+  const vmTx = minus(perQueue(f, 'vm', 'TX_PACKETS'), vm0);
+  const feRx = got.map((g) => g.length);
+  t.comment(`per queue: uplink received ${upRx.join(' ')}, front end got ${feRx.join(' ')}`);
+  t.equal(total(upRx), N, `the uplink received exactly ${N} over its queues`);
+  t.same(vmTx, upRx, 'the vhost-user port put each queue pair’s frames into the same queue pair');
+  t.same(feRx, upRx, 'and the front end received them there');
+  t.ok(
+    upRx.every((n) => n > 0),
+    'every queue carried some of the flows',
+  );
+  // One flow stays on one queue, in order: the frames of each flow arrive as they were sent.
+  const flowQueue = new Map<number, number>();
+  let split = 0;
+  let reordered = 0;
+  const lastSeq = new Map<number, number>();
+  got.forEach((frames, q) =>
+    frames.forEach((fr) => {
+      const sport = fr.readUInt16BE(34);
+      const seq = fr.readUInt32BE(42);
+      if ((flowQueue.get(sport) ?? q) !== q) split++;
+      flowQueue.set(sport, q);
+      if ((lastSeq.get(sport) ?? -1) > seq) reordered++;
+      lastSeq.set(sport, seq);
+    }),
+  );
+  t.equal(split, 0, 'no flow was split over two queues');
+  t.equal(reordered, 0, 'and no flow was reordered');
+  t.equal(flowQueue.size, 64, 'all 64 flows arrived');
+}
+
 t.test('multi-queue uplinks on a four-queue veth pair', { skip }, async (t) => {
   const net = new Net({ queues: Q, tag: 'q' });
   t.teardown(() => net.close());
@@ -50,55 +104,9 @@ t.test('multi-queue uplinks on a four-queue veth pair', { skip }, async (t) => {
       t.equal(up.driver, mode === 'kernel' ? 'af_packet' : 'af_xdp');
       if (mode === 'bypass') t.ok(net.hostXdpProgram(), 'one XDP program on the interface');
 
-      // From the namespace: 64 flows (UDP source ports), 8 frames each, spread by the sender's flow hash.
-      const N = 512;
-      const size = 200;
-      const fromNs = Array.from({ length: N }, (_, i) =>
-        eth(net.feMac, net.nsMac, 0x0800, ipv4(net.nsIp, net.feIp, 17, udp(6000 + (i % 64), 5001, i, size - 42))),
-      );
-      const up0 = perQueue(f, 'up', 'RX_PACKETS');
-      const vm0 = perQueue(f, 'vm', 'TX_PACKETS');
-      net.sendFromNamespace(fromNs);
-      const got: Buffer[][] = Array.from({ length: Q }, () => []);
-      await waitFor(
-        `all ${N} frames at the front end`,
-        () => {
-          for (let q = 0; q < Q; q++) got[q].push(...fe.receive(q, N));
-          return total(got.map((g) => g.length)) >= N;
-        },
-        10000,
-      ).catch(() => undefined);
-      await waitFor('receive counters published', () => total(minus(perQueue(f, 'vm', 'TX_PACKETS'), vm0)) >= N).catch(() => undefined);
-      const upRx = minus(perQueue(f, 'up', 'RX_PACKETS'), up0);
-      const vmTx = minus(perQueue(f, 'vm', 'TX_PACKETS'), vm0);
-      const feRx = got.map((g) => g.length);
-      t.comment(`per queue: uplink received ${upRx.join(' ')}, front end got ${feRx.join(' ')}`);
-      t.equal(total(upRx), N, `the uplink received exactly ${N} over its queues`);
-      t.same(vmTx, upRx, 'the vhost-user port put each queue pair’s frames into the same queue pair');
-      t.same(feRx, upRx, 'and the front end received them there');
-      t.ok(
-        upRx.every((n) => n > 0),
-        'every queue carried some of the flows',
-      );
-      // One flow stays on one queue, in order: the frames of each flow arrive as they were sent.
-      const flowQueue = new Map<number, number>();
-      let split = 0;
-      let reordered = 0;
-      const lastSeq = new Map<number, number>();
-      got.forEach((frames, q) =>
-        frames.forEach((fr) => {
-          const sport = fr.readUInt16BE(34);
-          const seq = fr.readUInt32BE(42);
-          if ((flowQueue.get(sport) ?? q) !== q) split++;
-          flowQueue.set(sport, q);
-          if ((lastSeq.get(sport) ?? -1) > seq) reordered++;
-          lastSeq.set(sport, seq);
-        }),
-      );
-      t.equal(split, 0, 'no flow was split over two queues');
-      t.equal(reordered, 0, 'and no flow was reordered');
-      t.equal(flowQueue.size, 64, 'all 64 flows arrived');
+      await flowsIn(t, net, f, fe);
 
+      const size = 200;
       // To the namespace: 100 frames on each of the front end's queues go out the uplink's same queue.
       const M = 100;
       const ns0 = net.peerStats();
@@ -117,6 +125,17 @@ t.test('multi-queue uplinks on a four-queue veth pair', { skip }, async (t) => {
       t.equal(net.peerStats().rxPackets - ns0.rxPackets, Q * M, `the namespace received exactly ${Q * M}`);
       for (const id of ['DROP_TX_NO_BUFFER', 'DROP_TX_TOO_BIG', 'DROP_TX_NOT_READY', 'DROP_RX_TRUNCATED', 'INVALID_KERNEL_ENTRY'])
         t.same(perQueue(f, 'up', id), Array(Q).fill(0n), `uplink ${id} 0 on every queue`);
+
+      // Switched at run time, the other driver opens as many sockets, on the same counter sets.
+      if (mode === 'kernel') {
+        f.engine.setMode('bypass');
+        t.equal(f.port('up').driver, 'af_xdp', 'switched to bypass: AF_XDP');
+        t.equal(f.port('up').queuePairs, Q, `still ${Q} queue pairs`);
+        await flowsIn(t, net, f, fe);
+        f.engine.setMode('kernel');
+        t.equal(f.port('up').driver, 'af_packet', 'and back to AF_PACKET');
+        await flowsIn(t, net, f, fe);
+      }
     });
 
   t.test('bypass mode: QUEUE picks the interface queues; the others go on to the kernel stack', async (t) => {
