@@ -25,11 +25,11 @@ export interface CounterLayout {
 
 export interface PortEvent {
   /** error: a message of the front end was rejected, or a front end was refused (Switch: 'refused') */
-  kind: 'connected' | 'disconnected' | 'ring-broken' | 'error';
+  kind: 'connected' | 'disconnected' | 'ring-broken' | 'error' | 'link';
   port: string;
   /** vring index for ring events, -1 otherwise */
   queue: number;
-  /** ring-broken: the invalid_descriptors reason label; error: one sentence */
+  /** ring-broken: the invalid_descriptors reason label; error: one sentence; link (uplinks): down, up, deleted, renamed from A to B, back as ifindex N... */
   reason: string;
 }
 
@@ -64,6 +64,21 @@ export interface Limits {
   maxBridgeMacs: number;
   /** Events waiting for the JS thread beyond this many are dropped and counted (eventsDropped). */
   maxQueuedEvents: number;
+  /** An uplink's AF_PACKET receive ring: bytes per block, blocks, block retire timeout (ms) */
+  uplinkBlockSize: LimitRange;
+  uplinkBlocks: LimitRange;
+  uplinkRetireMs: LimitRange;
+  /** The most bytes one socket's receive ring (blocks times block size) may take */
+  uplinkRingBytes: number;
+  /** An uplink's AF_XDP UMEM frame size and ring entries (powers of two) */
+  uplinkFrameSize: LimitRange;
+  uplinkXdpRingSize: LimitRange;
+}
+
+export interface LimitRange {
+  min: number;
+  max: number;
+  default: number;
 }
 
 /** Guest memory the process maps, and the caps on it, in bytes (addon/core/guest_memory.h). */

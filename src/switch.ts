@@ -51,6 +51,8 @@ export type SwitchEvents = {
   connected: [PortEvent];
   disconnected: [PortEvent];
   'ring-broken': [PortEvent];
+  /** An uplink saw its interface change: reason says how (down, up, deleted, renamed..., back...). */
+  link: [PortEvent];
   /**
    * A front end's message was rejected, or a front end was refused (the native kind 'error'). Guests and
    * front ends cause these at will, so they are never emitted as 'error', which an EventEmitter throws when

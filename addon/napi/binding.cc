@@ -11,6 +11,8 @@
 #include "core/guest_memory.h"
 #include "core/netdev_stats.h"
 #include "napi/convert.h"
+#include "ports/uplink/af_packet.h"
+#include "ports/uplink/af_xdp.h"
 #include "runtime/engine.h"
 #include "runtime/privileges.h"
 
@@ -587,6 +589,23 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   limits.Set("maxPmdThreads", vw::Engine::kPmdSets);
   limits.Set("maxBridgeMacs", vw::Fdb::kMaxEntries);
   limits.Set("maxQueuedEvents", double(kMaxQueuedEvents));
+  // An uplink's AF_PACKET receive ring (--uplink block-size=, blocks=, retire-ms=).
+  using R = vw::TpacketRing;
+  auto range = [&](uint32_t min, uint32_t max, uint32_t def) {
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("min", min);
+    r.Set("max", max);
+    r.Set("default", def);
+    return r;
+  };
+  limits.Set("uplinkBlockSize", range(R::kMinBlockSize, R::kMaxBlockSize, R::kDefaultBlockSize));
+  limits.Set("uplinkBlocks", range(R::kMinBlocks, R::kMaxBlocks, R::kDefaultBlocks));
+  limits.Set("uplinkRetireMs", range(R::kMinRetireMs, R::kMaxRetireMs, R::kDefaultRetireMs));
+  limits.Set("uplinkRingBytes", double(R::kMaxBytes));
+  // An uplink's AF_XDP UMEM and rings (--uplink frame-size=, ring-size=), powers of two.
+  using X = vw::XskParams;
+  limits.Set("uplinkFrameSize", range(X::kMinFrameSize, X::kMaxFrameSize, X::kDefaultFrameSize));
+  limits.Set("uplinkXdpRingSize", range(X::kMinRingSize, X::kMaxRingSize, X::kDefaultRingSize));
   exports.Set("limits", limits);
   exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));
   exports.Set("guestMemory", Napi::Function::New(env, GuestMemoryInfo, "guestMemory"));

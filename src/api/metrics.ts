@@ -262,6 +262,42 @@ export function createRegistry(sw: Switch): Registry {
     },
   });
 
+  // What each uplink last saw of its interface's link (rtnetlink, addon/ports/uplink/link_monitor.h).
+  const uplinkLinks = () => (sw.closed ? [] : sw.portInfo()).flatMap((p) => (typeof p.link === 'string' ? [p] : []));
+  new Gauge({
+    name: `${PREFIX}uplink_link_up`,
+    help: 'Whether the uplink interface is up with carrier (1), down or without carrier (0, and state="down"), or deleted (0, state="gone") as the uplink last saw it',
+    labelNames: ['port', 'interface', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of uplinkLinks())
+        this.set({ port: p.name, interface: String(p.ifname), state: String(p.link) }, p.link === 'up' ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: `${PREFIX}uplink_link_changes_total`,
+    help: 'Times the uplink saw its interface go down, come up, be renamed, be deleted or come back',
+    labelNames: ['port'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of uplinkLinks()) this.inc({ port: p.name }, Number(p.linkChanges));
+    },
+  });
+
+  new Gauge({
+    name: `${PREFIX}uplink_xdp_mode`,
+    help: "Bypass mode: 1 for the way the kernel took the uplink's AF_XDP sockets (bind: zerocopy when the driver has it, else copy) and where its XDP program runs (attach: native or generic); absent in kernel mode",
+    labelNames: ['port', 'bind', 'attach'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of uplinkLinks())
+        if (typeof p.xdpBind === 'string') this.set({ port: p.name, bind: p.xdpBind, attach: String(p.xdpAttach) }, 1);
+    },
+  });
+
   registerBridgeMetrics(registry, sw);
   return registry;
 }

@@ -142,6 +142,7 @@ async function serve(config: ServeConfig): Promise<void> {
   sw.on('disconnected', (e) => events.log(e.port, 'disconnected', 'disconnected'));
   sw.on('ring-broken', (e) => events.log(e.port, 'ring-broken', `ring broken on vring ${e.queue} (${e.reason})`));
   sw.on('refused', (e) => events.log(e.port, 'refused', `refused: ${e.reason}`));
+  sw.on('link', (e) => events.log(e.port, 'link', `link ${e.reason}`));
   sw.on('mode', (e) => console.log(`mode ${e.mode} (was ${e.was})`));
 
   let api: Api | undefined;

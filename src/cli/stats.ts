@@ -157,7 +157,7 @@ function render(before: PortJson[], after: PortJson[], seconds: number): string 
   // the interface received (which we then take) and transmitted (which we put into it).
   const uplinks = after.filter((p) => p.interfaceStatistics);
   if (uplinks.length) {
-    const up = [['UPLINK', 'INTERFACE', 'RX', 'KERNEL RX', 'TX', 'KERNEL TX', 'KERNEL DROPS', 'SOCKET DROPS']];
+    const up = [['UPLINK', 'INTERFACE', 'LINK', 'DRIVER', 'RX', 'KERNEL RX', 'TX', 'KERNEL TX', 'KERNEL DROPS', 'SOCKET DROPS']];
     for (const p of uplinks) {
       const old = before.find((b) => b.name === p.name);
       const ours = (id: string): string => pps((total(p, (k) => k === id) - total(old, (k) => k === id)) / seconds);
@@ -165,6 +165,8 @@ function render(before: PortJson[], after: PortJson[], seconds: number): string 
       up.push([
         p.name,
         String(p.ifname ?? '-'),
+        String(p.link ?? '-'),
+        typeof p.xdpBind === 'string' ? `af_xdp/${p.xdpBind}/${String(p.xdpAttach)}` : String(p.driver ?? '-'),
         ours('RX_PACKETS'),
         pps(kernel('rx_packets') / seconds),
         ours('TX_PACKETS'),
@@ -178,7 +180,7 @@ function render(before: PortJson[], after: PortJson[], seconds: number): string 
           .join(' ') || '0',
       ]);
     }
-    out += `\n\n${table(up)}\n(KERNEL: the interface's own counters, rtnetlink IFLA_STATS64; SOCKET DROPS: what the kernel dropped at our socket, PACKET_STATISTICS and XDP_STATISTICS; /metrics has the driver's ethtool statistics too)`;
+    out += `\n\n${table(up)}\n(LINK: up, down or gone, as the uplink last saw it; DRIVER: af_packet, or af_xdp with its bind (zerocopy, copy) and XDP attach mode (native, generic); KERNEL: the interface's own counters, rtnetlink IFLA_STATS64; SOCKET DROPS: what the kernel dropped at our socket, PACKET_STATISTICS and XDP_STATISTICS; /metrics has the driver's ethtool statistics too)`;
   }
   return out;
 }

@@ -177,7 +177,38 @@ t.test('--metrics', async (t) => {
 
 t.test('--uplink', async (t) => {
   // lo exists on every Linux machine; the missing name is made unique to this run.
-  t.same(parseUplink('up0=lo'), { kind: 'uplink', name: 'up0', ifname: 'lo' });
+  t.strictSame(parseUplink('up0=lo'), { kind: 'uplink', name: 'up0', ifname: 'lo', queue: 0, queues: 1 });
+  t.strictSame(parseUplink('up0=lo@0,queues=1,block-size=73728,blocks=2,retire-ms=5'), {
+    kind: 'uplink',
+    name: 'up0',
+    ifname: 'lo',
+    queue: 0,
+    queues: 1,
+    blockSize: 73728,
+    blocks: 2,
+    retireMs: 5,
+  });
+  t.strictSame(
+    uplink.params(parseUplink('up0=lo,blocks=8')),
+    { ifname: 'lo', queue: 0, queues: 1, blocks: 8 },
+    'only the ring values given',
+  );
+  t.strictSame(
+    uplink.params(parseUplink('up0=lo,frame-size=2048,ring-size=512')),
+    { ifname: 'lo', queue: 0, queues: 1, frameSize: 2048, ringSize: 512 },
+    'the AF_XDP sizes',
+  );
+  t.same(
+    uplink.parseConfig('--config: uplink[0]', { name: 'up0', ifname: 'lo', queue: 0, queues: 1, blocks: 8, ringSize: 512 }),
+    { kind: 'uplink', name: 'up0', ifname: 'lo', queue: 0, queues: 1, blocks: 8, ringSize: 512 },
+    '--config takes the same keys',
+  );
+  rejects(
+    t,
+    () => uplink.parseConfig('--config: uplink[0]', { name: 'up0', ifname: 'lo', ringSize: 100 }),
+    '--config: uplink[0]: ',
+    'ring-size must be a power of two',
+  );
   const missing = `vwnone${process.pid}`.slice(0, 15);
   const bad: Array<[string, string]> = [
     ['up0', 'expected NAME=IFNAME'],
@@ -189,6 +220,25 @@ t.test('--uplink', async (t) => {
     ['up0=..', '".." is not an interface name'],
     [`up0=${'x'.repeat(16)}`, 'is not an interface name (1-15 bytes'],
     [`up0=${missing}`, `interface "${missing}" does not exist (no /sys/class/net/${missing})`],
+    // lo has one receive queue.
+    ['up0=lo@1', 'interface "lo" has 1 receive queue (0..0): queues 1..1 do not all exist'],
+    ['up0=lo,queues=2', 'interface "lo" has 1 receive queue (0..0): queues 0..1 do not all exist'],
+    ['up0=lo@x', 'queue must be a non-negative integer, got "x"'],
+    ['up0=lo,queues=0', 'queues must be 1..8, got 0'],
+    ['up0=lo,queues=9', 'queues must be 1..8, got 9'],
+    ['up0=lo,block-size=65536', 'block-size must be 69632..16777216, got 65536'],
+    ['up0=lo,block-size=70000', 'block-size must be a multiple of 4096 (whole pages), got 70000'],
+    ['up0=lo,blocks=1', 'blocks must be 2..4096, got 1'],
+    ['up0=lo,retire-ms=0', 'retire-ms must be 1..1000, got 0'],
+    ['up0=lo,block-size=16777216,blocks=128', 'a receive ring of 2147483648 bytes (block-size times blocks) is over the 1024 MiB'],
+    ['up0=lo,frame-size=1024', 'frame-size must be 2048..4096, got 1024'],
+    ['up0=lo,frame-size=3072', 'frame-size must be a power of two, got 3072'],
+    ['up0=lo,ring-size=32', 'ring-size must be 64..16384, got 32'],
+    ['up0=lo,ring-size=1000', 'ring-size must be a power of two, got 1000'],
+    [
+      'up0=lo,queue=1',
+      'unknown option "queue=1" (expected queues=N, block-size=BYTES, blocks=N, retire-ms=MS, frame-size=BYTES or ring-size=N)',
+    ],
   ];
   for (const [text, part] of bad) rejects(t, () => parseUplink(text), `--uplink ${JSON.stringify(text)}: `, part);
   rejects(t, () => buildServeConfig({ uplink: ['a=lo', 'b=lo'] }, 2), '--uplink "b": ', 'interface lo is already used by port "a"');
@@ -258,7 +308,7 @@ t.test('--config file', async (t) => {
       ports: [
         { kind: 'vhost-user', name: 'vm0', path: '/tmp/a.sock', client: false, queues: 1 },
         { kind: 'vhost-user', name: 'vm1', path: '/tmp/b.sock', client: true, queues: 4 },
-        { kind: 'uplink', name: 'up0', ifname: 'lo' },
+        { kind: 'uplink', name: 'up0', ifname: 'lo', queue: 0, queues: 1 },
         { kind: 'sink', name: 's0' },
         { kind: 'gen', name: 'g0', size: 128, rate: 10, count: 5 },
         { kind: 'gen', name: 'g1', size: 64, rate: 0, count: 0 },

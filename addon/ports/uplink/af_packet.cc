@@ -1,6 +1,7 @@
 #include "ports/uplink/af_packet.h"
 
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
@@ -18,19 +19,9 @@ namespace vw {
 
 namespace {
 
-// Receive ring. One block holds the largest frame we forward (kMaxFrame) after the block header and
-// the kernel's per-packet offset (tp_mac: 82 bytes on Ethernet), so nothing we could forward arrives cut
-// short. 32 pages: the kernel falls back to vmalloc when it cannot find them contiguous.
-constexpr uint32_t kRxBlockSize = 128 << 10;
-// 4 MiB: about 2,600 full-size or 27,000 minimum-size frames, many milliseconds of a 10 Gb/s link, where a
-// sleeping kernel-mode PMD takes tens of microseconds to wake up.
-constexpr uint32_t kRxBlocks = 32;
 // TPACKET_V3 packs frames of any size into a block; the kernel only checks that frames per block times
 // blocks adds up to the frame count it is given.
 constexpr uint32_t kRxFrameSize = 2048;
-// A block that is not yet full goes to user space this long after the kernel opened it: the delay a lone
-// frame (a ping, an ARP request) can see. Idle costs nothing: the kernel never hands over an empty block.
-constexpr uint32_t kRetireMs = 1;
 
 // Transmit ring: a frame of a 9000-byte MTU with Ethernet header and VLAN tag fits a slot after its
 // header; 256 slots, eight bursts, as many as a NIC's transmit ring. One slot per block (order-2
@@ -133,8 +124,9 @@ BlockWalker::Step BlockWalker::next(Span* frame) {
 
 // ---- AfPacketPort -------------------------------------------------------------------------------
 
-AfPacketPort::AfPacketPort(const std::string& name, QueueCounters* counters, KernelDrops* kernel)
-    : Port(name), counters_(counters), kernel_(kernel), tx_len_(kTxFrames, 0) {}
+AfPacketPort::AfPacketPort(const std::string& name, const TpacketRing& ring, QueueCounters* counters,
+                           KernelDrops* kernel)
+    : Port(name), counters_(counters), kernel_(kernel), ring_(ring), tx_len_(kTxFrames, 0) {}
 
 AfPacketPort::~AfPacketPort() {
   // What the kernel dropped since the data path last asked would otherwise close with the socket.
@@ -149,13 +141,14 @@ AfPacketPort::~AfPacketPort() {
 }
 
 std::unique_ptr<AfPacketPort> AfPacketPort::open(const std::string& name, const std::string& ifname,
-                                                 QueueCounters* counters, KernelDrops* kernel, std::string* err) {
-  std::unique_ptr<AfPacketPort> p(new AfPacketPort(name, counters, kernel));
-  if (!p->setup(ifname, err)) return nullptr;
+                                                 const TpacketRing& ring, int* fanout, QueueCounters* counters,
+                                                 KernelDrops* kernel, std::string* err) {
+  std::unique_ptr<AfPacketPort> p(new AfPacketPort(name, ring, counters, kernel));
+  if (!p->setup(ifname, fanout, err)) return nullptr;
   return p;
 }
 
-bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
+bool AfPacketPort::setup(const std::string& ifname, int* fanout, std::string* err) {
   const std::string where = "interface \"" + ifname + "\"";
   auto fail = [&](const std::string& what) {
     const int e = errno;
@@ -175,6 +168,12 @@ bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
     }
     return fail("cannot look up " + where);
   }
+  const long page = sysconf(_SC_PAGESIZE);
+  if (page > 0 && ring_.block_size % uint32_t(page)) {
+    *err = where + ": a receive block of " + std::to_string(ring_.block_size) + " bytes is not a whole number of " +
+           std::to_string(page) + "-byte pages";
+    return false;
+  }
   // Protocol 0: the socket receives nothing until bind(), after its rings exist.
   fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd_ < 0) return fail("cannot open an AF_PACKET socket for " + where);
@@ -184,11 +183,11 @@ bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
   const int v3 = TPACKET_V3, one = 1;
   if (!opt(SOL_PACKET, PACKET_VERSION, &v3, sizeof v3)) return fail("cannot use TPACKET_V3 on " + where);
   tpacket_req3 rx = {};
-  rx.tp_block_size = kRxBlockSize;
-  rx.tp_block_nr = kRxBlocks;
+  rx.tp_block_size = ring_.block_size;
+  rx.tp_block_nr = ring_.blocks;
   rx.tp_frame_size = kRxFrameSize;
-  rx.tp_frame_nr = kRxBlockSize / kRxFrameSize * kRxBlocks;
-  rx.tp_retire_blk_tov = kRetireMs;
+  rx.tp_frame_nr = ring_.block_size / kRxFrameSize * ring_.blocks;
+  rx.tp_retire_blk_tov = ring_.retire_ms;
   if (!opt(SOL_PACKET, PACKET_RX_RING, &rx, sizeof rx)) return fail("cannot set up the receive ring of " + where);
   tpacket_req3 tx = {};
   tx.tp_block_size = kTxFrameSize;
@@ -197,7 +196,7 @@ bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
   tx.tp_frame_nr = kTxFrames;
   if (!opt(SOL_PACKET, PACKET_TX_RING, &tx, sizeof tx)) return fail("cannot set up the transmit ring of " + where);
   // Both rings in one mapping, receive first, as the kernel lays them out.
-  map_len_ = size_t(kRxBlocks) * kRxBlockSize + size_t(kTxFrames) * kTxFrameSize;
+  map_len_ = size_t(ring_.blocks) * ring_.block_size + size_t(kTxFrames) * kTxFrameSize;
   void* m = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_, 0);
   if (m == MAP_FAILED) return fail("cannot map the rings of " + where);
   map_ = static_cast<uint8_t*>(m);
@@ -214,18 +213,43 @@ bool AfPacketPort::setup(const std::string& ifname, std::string* err) {
   opt(SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf);
   if (!add_promiscuous_membership(fd_, ifindex_)) return fail("cannot put " + where + " in promiscuous mode");
   if (!refresh_mtu()) return fail("cannot read the MTU of " + where);
+  // A socket of a fanout group would see every frame of the interface between bind() and joining the
+  // group, copies of what the group's sockets get: it takes nothing until it has joined.
+  sock_filter drop_all = {BPF_RET | BPF_K, 0, 0, 0};
+  const sock_fprog drop_prog = {1, &drop_all};
+  if (fanout && !opt(SOL_SOCKET, SO_ATTACH_FILTER, &drop_prog, sizeof drop_prog))
+    return fail("cannot attach a filter to " + where);
   sockaddr_ll sll = {};
   sll.sll_family = AF_PACKET;
   sll.sll_protocol = htons(ETH_P_ALL);
   sll.sll_ifindex = ifindex_;
   if (bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) return fail("cannot bind to " + where);
+  if (fanout && !join_fanout(fanout)) return fail("cannot join the fanout group of " + where);
+  if (fanout && !opt(SOL_SOCKET, SO_DETACH_FILTER, &one, sizeof one))
+    return fail("cannot detach the filter of " + where);
   return true;
 }
 
-uint8_t* AfPacketPort::rx_block(uint32_t i) const { return map_ + size_t(i) * kRxBlockSize; }
+// Hash fanout: the kernel spreads the interface's frames over the group's sockets by flow hash, so one
+// flow's frames stay on one socket, in order. The first socket asks the kernel for an id no other group
+// in the namespace uses; the others join it. IP fragments are not reassembled (PACKET_FANOUT_FLAG_DEFRAG):
+// a switch forwards frames as they came.
+bool AfPacketPort::join_fanout(int* group) {
+  const bool first = *group < 0;
+  const int arg = (first ? 0 : *group) | (PACKET_FANOUT_HASH | (first ? PACKET_FANOUT_FLAG_UNIQUEID : 0)) << 16;
+  if (setsockopt(fd_, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) != 0) return false;
+  if (!first) return true;
+  int got = 0;
+  socklen_t len = sizeof got;
+  if (getsockopt(fd_, SOL_PACKET, PACKET_FANOUT, &got, &len) != 0) return false;
+  *group = got & 0xffff;
+  return true;
+}
+
+uint8_t* AfPacketPort::rx_block(uint32_t i) const { return map_ + size_t(i) * ring_.block_size; }
 
 uint8_t* AfPacketPort::tx_frame(uint32_t i) const {
-  return map_ + size_t(kRxBlocks) * kRxBlockSize + size_t(i) * kTxFrameSize;
+  return map_ + size_t(ring_.blocks) * ring_.block_size + size_t(i) * kTxFrameSize;
 }
 
 void AfPacketPort::give_back(uint32_t block) {
@@ -264,7 +288,7 @@ uint16_t AfPacketPort::rx_burst(uint16_t, Burst& b) {
     if (!walking_) {
       uint8_t* blk = rx_block(rx_cur_);
       if (!BlockWalker::ready(blk)) break;
-      walker_.start(blk, kRxBlockSize);
+      walker_.start(blk, ring_.block_size);
       walking_ = true;
     }
     Span f;
@@ -290,7 +314,7 @@ uint16_t AfPacketPort::rx_burst(uint16_t, Burst& b) {
         else
           give_back(rx_cur_);
         lent_from_cur_ = false;
-        rx_cur_ = (rx_cur_ + 1) % kRxBlocks;
+        rx_cur_ = (rx_cur_ + 1) % ring_.blocks;
         break;
     }
   }

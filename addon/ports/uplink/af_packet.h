@@ -1,5 +1,6 @@
-// A host uplink through the kernel stack: an AF_PACKET socket bound to one interface, with a TPACKET_V3
-// receive ring and a transmit ring in one mapping shared with the kernel. Kernel mode's uplink driver.
+// A host uplink's queue through the kernel stack: an AF_PACKET socket bound to one interface (one of a
+// hash fanout group when the uplink has several queues), with a TPACKET_V3 receive ring and a transmit
+// ring in one mapping shared with the kernel. Kernel mode's uplink driver.
 //
 // Receive: the kernel fills blocks in ring order and hands each one over whole (block_status
 // TP_STATUS_USER) when it is full or its retire timer fires; rx_burst lends the frames of the blocks it
@@ -63,13 +64,40 @@ class BlockWalker {
   bool bad_ = false;    // the block header was invalid: next() says so once
 };
 
+// The receive ring of one socket, as --uplink's block-size=, blocks= and retire-ms= set it; TypeScript
+// checks them against the limits below (src/ports/uplink.ts).
+struct TpacketRing {
+  // One block holds the largest frame we forward (kMaxFrame) after the block header and the kernel's
+  // per-packet offset (tp_mac: 82 bytes on Ethernet, 4 more for a VLAN tag put back), so nothing we could
+  // forward arrives cut short: 68 KiB at least. 128 KiB by default, 32 pages: the kernel falls back to
+  // vmalloc when it cannot find them contiguous.
+  static constexpr uint32_t kMinBlockSize = 68 << 10, kMaxBlockSize = 16 << 20, kDefaultBlockSize = 128 << 10;
+  // 32 blocks, 4 MiB, by default: about 2,600 full-size or 27,000 minimum-size frames, many milliseconds of
+  // a 10 Gb/s link, where a sleeping kernel-mode PMD takes tens of microseconds to wake up. The kernel
+  // hands blocks over one at a time, so fewer than 2 would stall it on every block.
+  static constexpr uint32_t kMinBlocks = 2, kMaxBlocks = 4096, kDefaultBlocks = 32;
+  // The most one socket's receive ring may take; the whole ring is mapped and pinned by the kernel.
+  static constexpr uint64_t kMaxBytes = uint64_t(1) << 30;
+  // A block that is not yet full goes to user space this long after the kernel opened it: the delay a
+  // lone frame (a ping, an ARP request) can see. Idle costs nothing: the kernel never hands over an empty
+  // block.
+  static constexpr uint32_t kMinRetireMs = 1, kMaxRetireMs = 1000, kDefaultRetireMs = 1;
+  static_assert(kMinBlockSize >= kMaxFrame + 4 + 82 + 48, "a block must hold the largest frame and its headers");
+
+  uint32_t block_size = kDefaultBlockSize;
+  uint32_t blocks = kDefaultBlocks;
+  uint32_t retire_ms = kDefaultRetireMs;
+};
+
 class AfPacketPort : public Port {
  public:
-  // Opens the uplink on interface ifname. counters and kernel belong to the caller, outlive the port, and
-  // are only added to (the caller publishes them). nullptr and *err (one sentence naming the interface)
-  // on failure.
-  static std::unique_ptr<AfPacketPort> open(const std::string& name, const std::string& ifname, QueueCounters* counters,
-                                            KernelDrops* kernel, std::string* err);
+  // Opens one socket of the uplink on interface ifname. fanout: null for a lone socket; else the hash
+  // fanout group to join, -1 for a new one (then set to the new group's id for the next sockets).
+  // counters and kernel belong to the caller, outlive the port, and are only added to (the caller
+  // publishes them). nullptr and *err (one sentence naming the interface) on failure.
+  static std::unique_ptr<AfPacketPort> open(const std::string& name, const std::string& ifname, const TpacketRing& ring,
+                                            int* fanout, QueueCounters* counters, KernelDrops* kernel,
+                                            std::string* err);
   ~AfPacketPort() override;
 
   uint16_t queue_pairs() const override { return 1; }
@@ -81,8 +109,9 @@ class AfPacketPort : public Port {
   bool arm_wakeup(std::vector<pollfd>& fds) override;
 
  private:
-  AfPacketPort(const std::string& name, QueueCounters* counters, KernelDrops* kernel);
-  bool setup(const std::string& ifname, std::string* err);
+  AfPacketPort(const std::string& name, const TpacketRing& ring, QueueCounters* counters, KernelDrops* kernel);
+  bool setup(const std::string& ifname, int* fanout, std::string* err);
+  bool join_fanout(int* group);
   bool read_kernel_stats(tpacket_stats_v3* st) const;
 
   uint8_t* rx_block(uint32_t i) const;
@@ -97,6 +126,7 @@ class AfPacketPort : public Port {
 
   QueueCounters* counters_;
   KernelDrops* kernel_;
+  const TpacketRing ring_;
   int fd_ = -1;
   int ifindex_ = 0;
   uint8_t* map_ = nullptr;

@@ -1,9 +1,6 @@
 #include "ports/uplink/af_xdp.h"
 
-#include "ports/uplink/af_packet.h"
-
 #include <linux/bpf.h>
-#include <linux/if_link.h>
 #include <linux/if_xdp.h>
 #include <net/if.h>
 #include <sys/mman.h>
@@ -22,19 +19,6 @@ namespace vw {
 
 namespace {
 
-// 4096-byte frames: the largest chunk the aligned UMEM mode allows, so no frame straddles a page. A
-// received frame can be up to 4096 - 256 = 3840 bytes (an MTU of 3826); the kernel drops larger ones
-// (counted in its XDP_STATISTICS rx_dropped), as for any socket bound without XDP_USE_SG. A frame to
-// send can use the whole 4096 bytes.
-constexpr uint32_t kFrameSize = 4096;
-// 2048 frames to receive into: at the ~0.75 Mpps AF_XDP reaches over veth here, about 2.7 ms of traffic
-// waits in them for a stalled PMD before the kernel starts dropping. 2048 to send from: 64 full bursts
-// in flight before the first completion must have come back. 16 MiB per port, pinned by the kernel.
-constexpr uint32_t kRxFrames = 2048;
-constexpr uint32_t kTxFrames = 2048;
-// Every ring holds all the frames that can be on it, so the kernel never finds the fill ring short of
-// slots for frames we have, nor the completion ring short of slots for frames we sent.
-constexpr uint32_t kRingSize = 2048;
 // How long open() waits for a queue that a socket closed just before still holds (see setup()).
 constexpr uint32_t kBindRetryMs = 1000;
 constexpr uint32_t kBindRetryStepMs = 5;
@@ -45,22 +29,6 @@ uint32_t load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_AC
 void store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
 long sys_bpf(int cmd, bpf_attr* attr) { return syscall(__NR_bpf, cmd, attr, sizeof(*attr)); }
-
-// Object names are 15 characters and a NUL; attr is zeroed, so the NUL is already there.
-void set_name(char (&dst)[BPF_OBJ_NAME_LEN], const char* name) {
-  memcpy(dst, name, std::min(strlen(name), sizeof dst - 1));
-}
-
-bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
-  bpf_insn i;
-  memset(&i, 0, sizeof i);
-  i.code = code;
-  i.dst_reg = dst & 0xf;
-  i.src_reg = src & 0xf;
-  i.off = off;
-  i.imm = imm;
-  return i;
-}
 
 }  // namespace
 
@@ -261,8 +229,15 @@ void XskRings::abort_tx() {
 
 // ---- AfXdpPort -----------------------------------------------------------------------------------
 
-AfXdpPort::AfXdpPort(const std::string& name, const std::string& ifname, QueueCounters* counters, KernelDrops* kernel)
-    : Port(name), ifname_(ifname), counters_(counters), kernel_(kernel) {}
+AfXdpPort::AfXdpPort(const std::string& name, const std::string& ifname, uint32_t queue, const XskParams& params,
+                     int xsk_map, QueueCounters* counters, KernelDrops* kernel)
+    : Port(name),
+      ifname_(ifname),
+      queue_(queue),
+      params_(params),
+      xsk_map_(xsk_map),
+      counters_(counters),
+      kernel_(kernel) {}
 
 void AfXdpPort::read_kernel_stats(bool closing) {
   if (!kernel_ || sock_ < 0) return;
@@ -292,27 +267,24 @@ void AfXdpPort::publish_counters() {
 }
 
 AfXdpPort::~AfXdpPort() {
-  // The link goes first: closing it detaches the program, so nothing is redirected to a socket that is
-  // going away, and the interface is left as we found it.
-  if (link_ >= 0) close(link_);
-  // Nothing more is redirected to the socket: its last counts are final.
+  // The uplink closed the XDP program's link first (uplink.cc): nothing more is redirected to the socket,
+  // so its last counts are final.
   read_kernel_stats(true);
-  if (promisc_ >= 0) close(promisc_);
+  // Closing the socket also takes it out of the XSKMAP.
   if (sock_ >= 0) close(sock_);
-  if (map_ >= 0) close(map_);
-  if (prog_ >= 0) close(prog_);
   rings_.reset();
   for (Mapping& m : maps_)
     if (m.p) munmap(m.p, m.len);
   if (umem_) munmap(umem_, umem_len_);
 }
 
-std::unique_ptr<AfXdpPort> AfXdpPort::open(const std::string& name, const std::string& ifname, QueueCounters* counters,
+std::unique_ptr<AfXdpPort> AfXdpPort::open(const std::string& name, const std::string& ifname, uint32_t queue,
+                                           const XskParams& params, int xsk_map, QueueCounters* counters,
                                            KernelDrops* kernel, std::string* err) {
-  std::unique_ptr<AfXdpPort> p(new AfXdpPort(name, ifname, counters, kernel));
+  std::unique_ptr<AfXdpPort> p(new AfXdpPort(name, ifname, queue, params, xsk_map, counters, kernel));
   std::string why;
   if (!p->setup(&why)) {
-    if (err) *err = "AF_XDP port " + name + " on interface " + ifname + ": " + why;
+    if (err) *err = "AF_XDP port " + name + " on interface " + ifname + " queue " + std::to_string(queue) + ": " + why;
     return nullptr;
   }
   return p;
@@ -329,7 +301,7 @@ bool AfXdpPort::setup(std::string* err) {
   ifindex_ = if_nametoindex(ifname_.c_str());
   if (!ifindex_) return fail("looking up the interface", errno, "no such interface in this network namespace");
 
-  umem_len_ = size_t(kFrameSize) * (kRxFrames + kTxFrames);
+  umem_len_ = size_t(params_.frame_size) * 2 * params_.ring_size;
   void* u = mmap(nullptr, umem_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (u == MAP_FAILED) return fail("mapping " + std::to_string(umem_len_ >> 20) + " MiB of UMEM", errno);
   umem_ = static_cast<uint8_t*>(u);
@@ -348,7 +320,7 @@ bool AfXdpPort::setup(std::string* err) {
   memset(&reg, 0, sizeof reg);
   reg.addr = reinterpret_cast<uint64_t>(umem_);
   reg.len = umem_len_;
-  reg.chunk_size = kFrameSize;
+  reg.chunk_size = params_.frame_size;
   if (setsockopt(sock_, SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) != 0) {
     const int e = errno;
     return fail("registering the UMEM", e,
@@ -363,7 +335,7 @@ bool AfXdpPort::setup(std::string* err) {
   } sizes[] = {
       {XDP_UMEM_FILL_RING, "fill"}, {XDP_UMEM_COMPLETION_RING, "completion"}, {XDP_RX_RING, "RX"}, {XDP_TX_RING, "TX"}};
   for (const auto& s : sizes) {
-    const uint32_t n = kRingSize;
+    const uint32_t n = params_.ring_size;
     if (setsockopt(sock_, SOL_XDP, s.opt, &n, sizeof n) != 0)
       return fail(std::string("sizing the ") + s.what + " ring to " + std::to_string(n) + " entries", errno);
   }
@@ -385,167 +357,70 @@ bool AfXdpPort::setup(std::string* err) {
                 {&off.tx, XDP_PGOFF_TX_RING, sizeof(xdp_desc), "TX"}};
   XskRing r[4];
   for (int i = 0; i < 4; i++) {
-    const size_t len = rings[i].o->desc + size_t(kRingSize) * rings[i].entry;
+    const size_t len = rings[i].o->desc + size_t(params_.ring_size) * rings[i].entry;
     void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, sock_, off_t(rings[i].pgoff));
     if (m == MAP_FAILED) return fail(std::string("mapping the ") + rings[i].what + " ring", errno);
     maps_[i] = {m, len};
     uint8_t* base = static_cast<uint8_t*>(m);
     r[i] = XskRing{reinterpret_cast<uint32_t*>(base + rings[i].o->producer),
                    reinterpret_cast<uint32_t*>(base + rings[i].o->consumer),
-                   reinterpret_cast<uint32_t*>(base + rings[i].o->flags), base + rings[i].o->desc, kRingSize};
+                   reinterpret_cast<uint32_t*>(base + rings[i].o->flags), base + rings[i].o->desc, params_.ring_size};
   }
   // The fill ring is full before the socket is bound, so the first frames already have somewhere to go.
-  rings_.reset(new XskRings(XskGeometry{kFrameSize, kRxFrames, kTxFrames}, umem_, r[0], r[1], r[2], r[3], counters_));
+  rings_.reset(new XskRings(XskGeometry{params_.frame_size, params_.ring_size, params_.ring_size}, umem_, r[0], r[1],
+                            r[2], r[3], counters_));
 
-  // Copy mode: veth (and any driver without zero-copy support) copies frames into the UMEM.
+  // Zero-copy first: the driver receives straight into the UMEM's frames and sends from them. A driver
+  // without it (veth, any interface in generic XDP mode) refuses the bind, and copy mode, where the
+  // kernel copies frames between its buffers and the UMEM, works everywhere.
   sockaddr_xdp sa;
   memset(&sa, 0, sizeof sa);
   sa.sxdp_family = AF_XDP;
-  sa.sxdp_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
   sa.sxdp_ifindex = ifindex_;
-  sa.sxdp_queue_id = 0;
+  sa.sxdp_queue_id = queue_;
   // A queue stays busy for a while after the socket that had it is closed (measured here: about 60 ms),
   // because the kernel frees the socket's buffer pool from a workqueue. Closing a port and opening one
   // on the same interface, or restarting after a crash, must not fail for that: a busy queue is retried
   // for up to kBindRetryMs before it counts as taken.
   int rc = -1, e = 0;
   for (uint32_t waited = 0;; waited += kBindRetryStepMs) {
+    sa.sxdp_flags = XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP;
     rc = bind(sock_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
     e = errno;
+    zero_copy_ = rc == 0;
+    if (rc != 0 && e != EBUSY) {
+      sa.sxdp_flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
+      rc = bind(sock_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+      e = errno;
+    }
     if (rc == 0 || e != EBUSY || waited >= kBindRetryMs) break;
     usleep(kBindRetryStepMs * 1000);
   }
   if (rc != 0)
-    return fail("binding the socket to queue 0", e,
+    return fail("binding the socket to queue " + std::to_string(queue_), e,
                 e == EBUSY
                     ? "another AF_XDP socket has held that queue for over " + std::to_string(kBindRetryMs) + " ms"
-                : e == EINVAL ? "the interface has no queue 0"
+                : e == EINVAL ? "the interface has no queue " + std::to_string(queue_)
                               : "");
 
   // Busy polling where the kernel accepts it: sendto() and poll() on the socket then run the device's
   // receive processing in our thread instead of waiting for a softirq. Raising SO_BUSY_POLL and its
   // budget needs CAP_NET_ADMIN; without it the socket simply works without busy polling.
-  std::string busy;
   const struct {
     int opt;
     int val;
-    const char* what;
-  } bp[] = {
-      {SO_PREFER_BUSY_POLL, 1, "prefer"}, {SO_BUSY_POLL, kBusyPollUs, "us"}, {SO_BUSY_POLL_BUDGET, kBurst, "budget"}};
-  for (const auto& o : bp) {
-    if (setsockopt(sock_, SOL_SOCKET, o.opt, &o.val, sizeof o.val) == 0) {
-      busy += busy.empty() ? "" : ", ";
-      busy += o.opt == SO_PREFER_BUSY_POLL ? std::string(o.what) : std::to_string(o.val) + " " + o.what;
-    }
-  }
+  } bp[] = {{SO_PREFER_BUSY_POLL, 1}, {SO_BUSY_POLL, kBusyPollUs}, {SO_BUSY_POLL_BUDGET, kBurst}};
+  for (const auto& o : bp) setsockopt(sock_, SOL_SOCKET, o.opt, &o.val, sizeof o.val);
 
-  // An XSKMAP with one slot: key = receive queue index, value = our socket.
+  // Frames of our queue come to the socket from here on (frames before went to the kernel's stack).
   bpf_attr a;
   memset(&a, 0, sizeof a);
-  a.map_type = BPF_MAP_TYPE_XSKMAP;
-  a.key_size = sizeof(uint32_t);
-  a.value_size = sizeof(uint32_t);
-  a.max_entries = 1;
-  set_name(a.map_name, "vw_xsks");
-  map_ = int(sys_bpf(BPF_MAP_CREATE, &a));
-  if (map_ < 0) {
-    const int e = errno;
-    return fail("creating the XSKMAP", e, e == EPERM ? caps : "");
-  }
-  const uint32_t key = 0, value = uint32_t(sock_);
-  memset(&a, 0, sizeof a);
-  a.map_fd = uint32_t(map_);
+  const uint32_t key = queue_, value = uint32_t(sock_);
+  a.map_fd = uint32_t(xsk_map_);
   a.key = reinterpret_cast<uint64_t>(&key);
   a.value = reinterpret_cast<uint64_t>(&value);
   a.flags = BPF_ANY;
   if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) != 0) return fail("putting the socket in the XSKMAP", errno);
-
-  // return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS): frames of queue 0 go to the socket;
-  // any other queue has no slot in the map, and its frames go on to the kernel's stack.
-  const bpf_insn prog[] = {
-      insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_1, int16_t(offsetof(xdp_md, rx_queue_index)), 0),
-      // A 64-bit immediate spans two instructions; the kernel replaces the map's fd with the map.
-      insn(BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, map_),
-      insn(0, 0, 0, 0, 0),
-      insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_3, 0, 0, XDP_PASS),
-      insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_redirect_map),
-      insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
-  };
-  // bpf_redirect_map is not GPL-only, so the program can carry the project's licence.
-  static const char license[] = "MIT";
-  auto load = [&](char* log, uint32_t log_size) {
-    memset(&a, 0, sizeof a);
-    a.prog_type = BPF_PROG_TYPE_XDP;
-    a.expected_attach_type = BPF_XDP;
-    a.insns = reinterpret_cast<uint64_t>(prog);
-    a.insn_cnt = sizeof prog / sizeof prog[0];
-    a.license = reinterpret_cast<uint64_t>(license);
-    a.log_buf = reinterpret_cast<uint64_t>(log);
-    a.log_size = log_size;
-    a.log_level = log ? 1 : 0;
-    set_name(a.prog_name, "vw_xsk_redirect");
-    return int(sys_bpf(BPF_PROG_LOAD, &a));
-  };
-  prog_ = load(nullptr, 0);
-  if (prog_ < 0) {
-    const int e = errno;
-    // Load once more with the verifier's log, for the error message.
-    std::string log(4096, '\0');
-    const int again = load(&log[0], uint32_t(log.size()));
-    if (again >= 0) close(again);
-    log.resize(strlen(log.c_str()));
-    std::replace(log.begin(), log.end(), '\n', ' ');
-    return fail("loading the XDP program", e, e == EPERM ? caps : log.empty() ? "" : "verifier: " + log);
-  }
-
-  // A bpf_link, not a netlink attachment: the kernel detaches the program when the last fd of the link
-  // is closed, also when the process dies, so a crash leaves nothing on the interface. Native mode
-  // first (the driver runs the program on its own buffers); generic mode (on socket buffers, after the
-  // driver) works on every interface.
-  auto attach = [&](uint32_t mode) {
-    memset(&a, 0, sizeof a);
-    a.link_create.prog_fd = uint32_t(prog_);
-    a.link_create.target_ifindex = ifindex_;
-    a.link_create.attach_type = BPF_XDP;
-    a.link_create.flags = mode;
-    return int(sys_bpf(BPF_LINK_CREATE, &a));
-  };
-  link_ = attach(XDP_FLAGS_DRV_MODE);
-  native_ = link_ >= 0;
-  if (link_ < 0) {
-    const int native_err = errno;
-    link_ = attach(XDP_FLAGS_SKB_MODE);
-    if (link_ < 0) {
-      const int e = errno;
-      const bool taken = e == EBUSY || e == EEXIST || native_err == EBUSY || native_err == EEXIST;
-      *err = std::string("attaching the XDP program: native mode: ") + strerror(native_err) +
-             ", generic mode: " + strerror(e);
-      if (taken)
-        *err += " (another XDP program is attached to the interface, see ip link show " + ifname_ +
-                "; detach it or use an AF_PACKET uplink)";
-      else if (e == EPERM)
-        *err += " (" + caps + ")";
-      return false;
-    }
-  }
-
-  // XDP sees only what the NIC lets in, so the interface is made promiscuous as an AF_PACKET uplink makes
-  // it: through a packet socket's membership (protocol 0: this socket receives nothing).
-  promisc_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-  if (promisc_ < 0) return fail("opening a packet socket for promiscuous mode", errno, errno == EPERM ? caps : "");
-  if (!add_promiscuous_membership(promisc_, int(ifindex_)))
-    return fail("putting the interface in promiscuous mode", errno, errno == EPERM ? caps : "");
-
-  bpf_prog_info info;
-  memset(&info, 0, sizeof info);
-  memset(&a, 0, sizeof a);
-  a.info.bpf_fd = uint32_t(prog_);
-  a.info.info_len = sizeof info;
-  a.info.info = reinterpret_cast<uint64_t>(&info);
-  const std::string id = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) == 0 ? " id " + std::to_string(info.id) : "";
-  description_ = "AF_XDP on " + ifname_ + " (ifindex " + std::to_string(ifindex_) +
-                 ") queue 0, copy mode; XDP program" + id + " attached in " + xdp_mode() +
-                 " mode; busy poll: " + (busy.empty() ? "not accepted" : busy);
   return true;
 }
 

@@ -1,7 +1,8 @@
-// The AF_XDP uplink: one queue pair of an XDP socket (AF_XDP) bound to queue 0 of a host interface, in
-// copy mode, set up with raw setsockopt/mmap/bpf() calls only (no libbpf or libxdp).
+// One queue of the AF_XDP uplink: an XDP socket (AF_XDP) bound to one receive queue of a host interface,
+// in copy mode, set up with raw setsockopt/mmap/bpf() calls only (no libbpf or libxdp). The uplink's
+// XdpRedirect (xdp_redirect.h) steers the queue's frames to it.
 //
-//   interface queue 0 --XDP program: bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)--> RX ring
+//   interface queue q --XDP program: bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)--> RX ring
 //   fill ring   <- frames we give the kernel to receive into       (we produce, the kernel consumes)
 //   RX ring     -> received frames: (UMEM address, length)          (the kernel produces)
 //   TX ring     <- frames to send: (UMEM address, length)           (we produce)
@@ -114,13 +115,35 @@ class XskRings {
   int64_t filling_ = -1;  // the frame tx() is copying into, for abort_tx()
 };
 
+// One socket's UMEM and rings, as --uplink's frame-size= and ring-size= set them; TypeScript checks them
+// against these limits (src/ports/uplink.ts).
+struct XskParams {
+  // Frames are chunks of the aligned UMEM mode: 2048 or 4096 bytes, so no frame straddles a page. A
+  // received frame can be up to frame_size - 256 bytes (3840 by default, an MTU of 3826); the kernel drops
+  // larger ones (counted in its XDP_STATISTICS rx_dropped), as for any socket bound without XDP_USE_SG. A
+  // frame to send can use the whole frame.
+  static constexpr uint32_t kMinFrameSize = 2048, kMaxFrameSize = 4096, kDefaultFrameSize = 4096;
+  // Entries of each of the four rings, a power of two; the UMEM has ring_size frames to receive into and
+  // as many to send from, so every ring holds all the frames that can be on it (the kernel never finds
+  // the fill ring short of slots for frames we have, nor the completion ring short of slots for frames we
+  // sent). 2048 by default: at the ~0.75 Mpps AF_XDP reaches over veth here, about 2.7 ms of traffic
+  // waits in them for a stalled PMD before the kernel drops, and 64 full bursts can be in flight to send.
+  // 16 MiB per socket by default, pinned by the kernel.
+  static constexpr uint32_t kMinRingSize = 64, kMaxRingSize = 16384, kDefaultRingSize = 2048;
+
+  uint32_t frame_size = kDefaultFrameSize;
+  uint32_t ring_size = kDefaultRingSize;
+};
+
 class AfXdpPort : public Port {
  public:
-  // Opens an AF_XDP socket on queue 0 of ifname and redirects that queue's traffic to it with an XDP
-  // program attached through a bpf_link (native mode, else generic). counters are owned by the caller,
-  // outlive the port, and are only added to. On failure returns null and says in *err which interface
-  // and which step failed.
-  static std::unique_ptr<AfXdpPort> open(const std::string& name, const std::string& ifname, QueueCounters* counters,
+  // Opens an AF_XDP socket on receive queue `queue` of ifname and puts it in slot `queue` of the XSKMAP
+  // xsk_map (the uplink's XdpRedirect, which must outlive the socket's use of it). counters are owned by
+  // the caller, outlive the port, and are only added to. On failure returns null and says in *err which
+  // interface, queue and step failed.
+  // XDP_ZEROCOPY is asked for first; a driver without it (veth, generic XDP) gets the socket in copy mode.
+  static std::unique_ptr<AfXdpPort> open(const std::string& name, const std::string& ifname, uint32_t queue,
+                                         const XskParams& params, int xsk_map, QueueCounters* counters,
                                          KernelDrops* kernel, std::string* err);
   ~AfXdpPort() override;
 
@@ -133,26 +156,27 @@ class AfXdpPort : public Port {
   void abort_tx(uint16_t qp) override;
   bool arm_wakeup(std::vector<pollfd>& fds) override;
 
-  const std::string& ifname() const { return ifname_; }
-  // "native" (the driver runs the program) or "generic" (the kernel runs it on socket buffers).
-  const char* xdp_mode() const { return native_ ? "native" : "generic"; }
-  // One line for logs: interface, mode, program id, busy-poll options the kernel accepted.
-  const std::string& description() const { return description_; }
+  // Whether the kernel took the socket in zero-copy mode (the driver's own buffers are the UMEM's frames).
+  bool zero_copy() const { return zero_copy_; }
 
  private:
-  AfXdpPort(const std::string& name, const std::string& ifname, QueueCounters* counters, KernelDrops* kernel);
+  AfXdpPort(const std::string& name, const std::string& ifname, uint32_t queue, const XskParams& params, int xsk_map,
+            QueueCounters* counters, KernelDrops* kernel);
   // The socket's counts grow from zero for its whole life: each read adds what grew since the last.
   void read_kernel_stats(bool closing);
   bool setup(std::string* err);
   void kick_tx();
 
   std::string ifname_;
+  uint32_t queue_;
+  const XskParams params_;
+  int xsk_map_;
+  bool zero_copy_ = false;
   QueueCounters* counters_;
   KernelDrops* kernel_;
   uint64_t kernel_seen_[6] = {};  // XDP_STATISTICS as last read
   unsigned ifindex_ = 0;
-  int sock_ = -1, map_ = -1, prog_ = -1, link_ = -1;
-  int promisc_ = -1;  // a packet socket whose membership keeps the interface promiscuous while we run
+  int sock_ = -1;
   uint8_t* umem_ = nullptr;
   size_t umem_len_ = 0;
   struct Mapping {
@@ -160,8 +184,6 @@ class AfXdpPort : public Port {
     size_t len = 0;
   } maps_[4];  // fill, completion, RX, TX
   std::unique_ptr<XskRings> rings_;
-  bool native_ = false;
-  std::string description_;
 };
 
 }  // namespace vw

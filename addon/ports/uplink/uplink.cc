@@ -1,9 +1,13 @@
 #include "ports/uplink/uplink.h"
 
+#include <net/if.h>
+
 #include <cctype>
 
 #include "ports/uplink/af_packet.h"
 #include "ports/uplink/af_xdp.h"
+#include "ports/uplink/link_monitor.h"
+#include "ports/uplink/xdp_redirect.h"
 #include "runtime/port_kind.h"
 
 namespace vw {
@@ -27,40 +31,161 @@ std::string kernel_drop_reason(QueueCounter id) {
 
 }  // namespace
 
-UplinkPort::UplinkPort(const std::string& name, const std::string& ifname, CounterBlock& block)
-    : Port(name), sets_(block, 1), kernel_(&counters_), ifname_(ifname) {
-  counters_.shared = sets_.set(0);
+UplinkPort::UplinkPort(const std::string& name, const UplinkPlace& place, CounterBlock& block)
+    : Port(name), place_(place), sets_(block, place.queues), counters_(place.queues) {
+  for (uint16_t q = 0; q < place.queues; q++) {
+    counters_[q].shared = sets_.set(q);
+    kernel_.push_back(std::make_unique<KernelDrops>(&counters_[q]));
+  }
 }
 
-UplinkPort::~UplinkPort() { driver_.reset(); }
+UplinkPort::~UplinkPort() {
+  monitor_.reset();
+  driver_.reset();
+}
 
-std::unique_ptr<UplinkPort> UplinkPort::open(const std::string& name, const std::string& ifname, Mode mode,
-                                             CounterBlock& block, std::string* err) {
-  std::unique_ptr<UplinkPort> u(new UplinkPort(name, ifname, block));
-  const UplinkDriver d = driver_for(mode);
-  u->driver_ = u->open_driver(d, err);
+UplinkPort::Driver::~Driver() {
+  redirect.reset();
+  queues.clear();
+}
+
+std::unique_ptr<UplinkPort> UplinkPort::open(const std::string& name, const UplinkPlace& place, PortContext& ctx,
+                                             std::string* err) {
+  std::unique_ptr<UplinkPort> u(new UplinkPort(name, place, ctx.counters));
+  u->events_ = ctx.events;
+  u->driver_ = u->open_driver(driver_for(ctx.mode), err);
   if (!u->driver_) return nullptr;
-  u->driver_kind_ = d;
+  // The drivers checked the name; the index is what the uplink follows from here on.
+  u->ifindex_ = if_nametoindex(place.ifname.c_str());
+  UplinkPort* self = u.get();
+  u->monitor_ = LinkMonitor::open(
+      ctx.reactor, [self] { self->check_link(); }, err);
+  if (!u->monitor_) return nullptr;
+  u->link_ = u->read_link_flags();
   return u;
 }
 
-std::unique_ptr<Port> UplinkPort::open_driver(UplinkDriver d, std::string* err) {
-  if (d == UplinkDriver::kAfPacket) return AfPacketPort::open(name(), ifname_, &counters_, &kernel_, err);
-  return AfXdpPort::open(name(), ifname_, &counters_, &kernel_, err);
+void UplinkPort::raise(const std::string& kind, const std::string& reason) {
+  if (events_) events_(PortEvent{kind, name(), -1, reason});
+}
+
+// Up means what the kernel means by a usable link: administratively up and with carrier (IFF_RUNNING;
+// a veth has it while its peer is up too).
+LinkState UplinkPort::read_link_flags() const {
+  unsigned f = 0;
+  if (!monitor_ || !monitor_->flags(place_.ifname, &f)) return LinkState::kGone;
+  return (f & IFF_UP) && (f & IFF_RUNNING) ? LinkState::kUp : LinkState::kDown;
+}
+
+void UplinkPort::set_link(LinkState s, const std::string& why) {
+  if (s == link_) return;
+  link_ = s;
+  link_changes_++;
+  raise("link", why);
+}
+
+void UplinkPort::check_link() {
+  if (link_ != LinkState::kGone) {
+    char now[IF_NAMESIZE] = {};
+    if (!if_indextoname(ifindex_, now)) {
+      // The sockets stay open, dead, until the interface returns: the data path keeps polling them
+      // (they answer ENETDOWN/ENXIO, which it drops and counts), and the VM stays connected.
+      set_link(LinkState::kGone, "deleted");
+    } else {
+      if (place_.ifname != now) {
+        const std::string was = place_.ifname;
+        place_.ifname = now;
+        link_changes_++;
+        raise("link", "renamed from " + was + " to " + place_.ifname);
+      }
+      const LinkState s = read_link_flags();
+      set_link(s, s == LinkState::kUp ? "up" : "down");
+    }
+  }
+  if (link_ != LinkState::kGone) return;
+  const unsigned idx = if_nametoindex(place_.ifname.c_str());
+  if (!idx || idx == failed_ifindex_) return;
+  std::string err;
+  auto driver = open_driver(driver_->kind, &err);
+  if (!driver) {
+    failed_ifindex_ = idx;
+    raise("link", "back as ifindex " + std::to_string(idx) + " but its sockets could not be reopened: " + err);
+    return;
+  }
+  failed_ifindex_ = 0;
+  ifindex_ = idx;
+  install(std::move(driver));
+  const LinkState s = read_link_flags();
+  set_link(s,
+           "back as ifindex " + std::to_string(idx) + ", sockets reopened, " + (s == LinkState::kUp ? "up" : "down"));
+}
+
+std::unique_ptr<UplinkPort::Driver> UplinkPort::open_driver(UplinkDriver d, std::string* err) {
+  auto driver = std::make_unique<Driver>(d);
+  const std::string& ifname = place_.ifname;
+  // A lone AF_PACKET socket needs no fanout group; several share a new one.
+  int fanout = -1;
+  if (d == UplinkDriver::kAfXdp) {
+    driver->redirect = XdpRedirect::open(ifname, place_.first_queue + place_.queues, err);
+    if (!driver->redirect) return nullptr;
+  }
+  for (uint16_t q = 0; q < place_.queues; q++) {
+    std::unique_ptr<Port> s;
+    if (d == UplinkDriver::kAfPacket)
+      s = AfPacketPort::open(name(), ifname, place_.ring, place_.queues > 1 ? &fanout : nullptr, &counters_[q],
+                             kernel_[q].get(), err);
+    else
+      s = AfXdpPort::open(name(), ifname, place_.first_queue + q, place_.xsk, driver->redirect->map_fd(), &counters_[q],
+                          kernel_[q].get(), err);
+    if (!s) return nullptr;
+    driver->queues.push_back(std::move(s));
+  }
+  return driver;
+}
+
+void UplinkPort::publish_counters() {
+  for (uint16_t q = 0; q < place_.queues; q++) {
+    driver_->queues[q]->publish_counters();
+    kernel_[q]->collect();
+    counters_[q].publish();
+  }
+}
+
+// The PMD may sleep only when no socket has work pending; every socket's fd is armed either way.
+bool UplinkPort::arm_wakeup(std::vector<pollfd>& fds) {
+  bool idle = true;
+  for (auto& s : driver_->queues) idle = s->arm_wakeup(fds) && idle;
+  return idle;
 }
 
 void UplinkPort::describe(Description& d) const {
   Port::describe(d);
-  d.set("ifname", ifname_);
-  d.set("driver", driver_name(driver_kind_));
-  // What the kernel dropped at our socket, by reason, so the API and `stats` show it beside our drops
-  // without knowing the counter table. Read as published: at most one publication (100 ms) old.
+  d.set("ifname", place_.ifname);
+  d.set("driver", driver_name(driver_->kind));
+  d.set("firstQueue", double(place_.first_queue));
+  d.set("link", link_ == LinkState::kUp ? "up" : link_ == LinkState::kDown ? "down" : "gone");
+  d.set("linkChanges", double(link_changes_));
+  // Bypass mode: how the kernel took the sockets (zero-copy only when every one of them got it) and
+  // where the XDP program runs.
+  if (driver_->kind == UplinkDriver::kAfXdp) {
+    bool zc = true;
+    for (auto& s : driver_->queues) zc = zc && static_cast<const AfXdpPort&>(*s).zero_copy();
+    d.set("xdpBind", zc ? "zerocopy" : "copy");
+    d.set("xdpAttach", driver_->redirect->attach_mode());
+  }
+  // What the kernel dropped at our sockets, by reason, summed over the queues, so the API and `stats`
+  // show it beside our drops without knowing the counter table. Read as published: at most one
+  // publication (100 ms) old. Each queue's own are in its counter set.
   auto& drops = d.list("kernelDrops");
-  const uint64_t* shared = sets_.set(0);
   for (uint32_t id = KERNEL_DROP_PACKET_DROPS; id <= KERNEL_DROP_XDP_TX_INVALID_DESCS; id++) {
+    double frames = 0;
+    for (uint16_t q = 0; q < place_.queues; q++) {
+      const uint64_t* shared = sets_.set(q);
+      if (shared) frames += double(__atomic_load_n(&shared[id], __ATOMIC_RELAXED));
+    }
     Description r;
     r.set("reason", kernel_drop_reason(QueueCounter(id)));
-    r.set("frames", shared ? double(__atomic_load_n(&shared[id], __ATOMIC_RELAXED)) : 0.0);
+    r.set("frames", frames);
     drops.push_back(std::move(r));
   }
 }
@@ -69,41 +194,61 @@ void UplinkPort::describe(Description& d) const {
 // its XDP program redirects the interface's frames into its ring, where they wait until it is installed
 // (kernel to bypass loses nothing); from bypass to kernel, frames left in the AF_XDP ring when the old
 // driver closes are lost, and the AF_PACKET socket sees frames again from that moment.
-void UplinkPort::install(UplinkDriver d, std::unique_ptr<Port> driver) {
+void UplinkPort::install(std::unique_ptr<Driver> driver) {
   {
     DatapathPause pause(*this);
     driver_.swap(driver);
-    driver_kind_ = d;
   }
   driver.reset();
 }
 
 class UplinkPort::DriverSwitch final : public ModeChange {
  public:
-  DriverSwitch(UplinkPort& port, UplinkDriver d, std::unique_ptr<Port> driver)
-      : port_(port), d_(d), driver_(std::move(driver)) {}
-  void commit() override { port_.install(d_, std::move(driver_)); }
+  DriverSwitch(UplinkPort& port, std::unique_ptr<Driver> driver) : port_(port), driver_(std::move(driver)) {}
+  void commit() override { port_.install(std::move(driver_)); }
 
  private:
   UplinkPort& port_;
-  UplinkDriver d_;
-  std::unique_ptr<Port> driver_;
+  std::unique_ptr<Driver> driver_;
 };
 
 bool UplinkPort::prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::string* err) {
   const UplinkDriver d = driver_for(m);
-  if (d == driver_kind_) return true;
+  if (d == driver_->kind) return true;
   auto driver = open_driver(d, err);
   if (!driver) return false;
-  *change = std::make_unique<DriverSwitch>(*this, d, std::move(driver));
+  *change = std::make_unique<DriverSwitch>(*this, std::move(driver));
   return true;
 }
 
 namespace {
 std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p, PortContext& ctx, std::string* err) {
-  std::string ifname;
-  if (!p.str("ifname", &ifname, err)) return nullptr;
-  return UplinkPort::open(name, ifname, ctx.mode, ctx.counters, err);
+  UplinkPlace place;
+  uint64_t first = 0, queues = 1, block = 0, blocks = 0, retire = 0, frame = 0, ring = 0;
+  using R = TpacketRing;
+  using X = XskParams;
+  if (!p.str("ifname", &place.ifname, err) || !p.num("queue", 0, 0, kMaxUplinkQueue, &first, err) ||
+      !p.num("queues", 1, 1, kMaxQueuePairs, &queues, err) ||
+      !p.num("blockSize", R::kDefaultBlockSize, R::kMinBlockSize, R::kMaxBlockSize, &block, err) ||
+      !p.num("blocks", R::kDefaultBlocks, R::kMinBlocks, R::kMaxBlocks, &blocks, err) ||
+      !p.num("retireMs", R::kDefaultRetireMs, R::kMinRetireMs, R::kMaxRetireMs, &retire, err) ||
+      !p.num("frameSize", X::kDefaultFrameSize, X::kMinFrameSize, X::kMaxFrameSize, &frame, err) ||
+      !p.num("ringSize", X::kDefaultRingSize, X::kMinRingSize, X::kMaxRingSize, &ring, err))
+    return nullptr;
+  if (__builtin_popcountll(frame) != 1 || __builtin_popcountll(ring) != 1) {
+    *err = "frame size " + std::to_string(frame) + " and ring size " + std::to_string(ring) + " must be powers of two";
+    return nullptr;
+  }
+  if (block * blocks > R::kMaxBytes) {
+    *err = "a receive ring of " + std::to_string(blocks) + " blocks of " + std::to_string(block) +
+           " bytes is over the " + std::to_string(R::kMaxBytes >> 20) + " MiB one socket may map";
+    return nullptr;
+  }
+  place.first_queue = uint32_t(first);
+  place.queues = uint16_t(queues);
+  place.ring = TpacketRing{uint32_t(block), uint32_t(blocks), uint32_t(retire)};
+  place.xsk = XskParams{uint32_t(frame), uint32_t(ring)};
+  return UplinkPort::open(name, place, ctx, err);
 }
 }  // namespace
 

@@ -1,7 +1,8 @@
 // A host uplink as the engine sees it: one port on one host interface, whatever driver moves its
-// packets: an AF_PACKET socket served by the kernel stack, or an AF_XDP socket that takes the interface's
-// frames before the stack sees them. The switch's mode picks the driver (driver_for in uplink.cc is the one
-// place that does); switching drivers keeps the port, its name, its forwarder and its counters.
+// packets: AF_PACKET sockets served by the kernel stack (a hash fanout group when there are several), or
+// AF_XDP sockets, one per receive queue, that take the interface's frames before the stack sees them.
+// The switch's mode picks the driver (driver_for in uplink.cc is the one place that does); switching
+// drivers keeps the port, its name, its queues, its forwarder and its counters.
 #pragma once
 
 #include <memory>
@@ -11,21 +12,43 @@
 #include "core/counters.h"
 #include "core/mode.h"
 #include "core/port.h"
+#include "ports/uplink/af_packet.h"
+#include "ports/uplink/af_xdp.h"
 #include "ports/uplink/kernel_drops.h"
 
 namespace vw {
 
 enum class UplinkDriver { kAfPacket, kAfXdp };
 
+// The highest receive queue an uplink may start at: the most queues Linux gives a device (4096) less one.
+constexpr uint32_t kMaxUplinkQueue = 4095;
+
+// Where an uplink sits on its interface.
+struct UplinkPlace {
+  std::string ifname;
+  uint32_t first_queue = 0;  // bypass mode: queue pair q is the interface's receive queue first_queue + q
+  uint16_t queues = 1;       // queue pairs: sockets, one per queue
+  TpacketRing ring;          // kernel mode: each socket's receive ring
+  XskParams xsk;             // bypass mode: each socket's UMEM and rings
+};
+
+class XdpRedirect;
+class LinkMonitor;
+struct PortContext;
+
+// What the uplink last saw of its interface: administratively up with carrier, not, or deleted.
+enum class LinkState { kUp, kDown, kGone };
+
 class UplinkPort : public Port {
  public:
-  // Opens the driver mode wants on interface ifname. nullptr and *err on failure.
-  static std::unique_ptr<UplinkPort> open(const std::string& name, const std::string& ifname, Mode mode,
-                                          CounterBlock& block, std::string* err);
+  // Opens the driver the context's mode wants on the interface and starts watching the interface's link.
+  // nullptr and *err on failure.
+  static std::unique_ptr<UplinkPort> open(const std::string& name, const UplinkPlace& place, PortContext& ctx,
+                                          std::string* err);
   ~UplinkPort() override;
 
-  const std::string& ifname() const { return ifname_; }
-  UplinkDriver driver() const { return driver_kind_; }
+  const std::string& ifname() const { return place_.ifname; }
+  UplinkDriver driver() const { return driver_->kind; }
 
   int counter_set() const override { return sets_.first(); }
   void describe(Description& d) const override;
@@ -33,37 +56,52 @@ class UplinkPort : public Port {
   // running driver with the data path paused and closes the old one once the data path runs again.
   bool prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::string* err) override;
 
-  uint16_t queue_pairs() const override { return driver_->queue_pairs(); }
-  uint16_t rx_burst(uint16_t qp, Burst& b) override { return driver_->rx_burst(qp, b); }
-  uint16_t tx_burst(uint16_t qp, const Burst& b) override { return driver_->tx_burst(qp, b); }
-  QueueCounters* tx_counters(uint16_t) override { return &counters_; }
-  void release(uint16_t qp, Burst& b) override { driver_->release(qp, b); }
-  // The driver adds the kernel's drops first; closed drivers' last counts come in with them.
-  void publish_counters() override {
-    driver_->publish_counters();
-    kernel_.collect();
-    counters_.publish();
-  }
-  bool tx_ready() override { return driver_->tx_ready(); }
-  bool holds_until_peer_ready() const override { return driver_->holds_until_peer_ready(); }
-  bool owns(const void* addr) const override { return driver_->owns(addr); }
-  void memory_fault() override { driver_->memory_fault(); }
-  void abort_tx(uint16_t qp) override { driver_->abort_tx(qp); }
-  bool arm_wakeup(std::vector<pollfd>& fds) override { return driver_->arm_wakeup(fds); }
-  void disarm_wakeup() override { driver_->disarm_wakeup(); }
+  // Queue pair q is socket q of the running driver, which has one queue of its own.
+  uint16_t queue_pairs() const override { return place_.queues; }
+  uint16_t rx_burst(uint16_t qp, Burst& b) override { return driver_->queues[qp]->rx_burst(0, b); }
+  uint16_t tx_burst(uint16_t qp, const Burst& b) override { return driver_->queues[qp]->tx_burst(0, b); }
+  void release(uint16_t qp, Burst& b) override { driver_->queues[qp]->release(0, b); }
+  QueueCounters* tx_counters(uint16_t qp) override { return &counters_[qp]; }
+  // Each socket adds the kernel's drops first; closed drivers' last counts come in with them.
+  void publish_counters() override;
+  void abort_tx(uint16_t qp) override { driver_->queues[qp]->abort_tx(0); }
+  bool arm_wakeup(std::vector<pollfd>& fds) override;
 
  private:
+  // The sockets of one driver, one per queue pair, and for AF_XDP what steers the interface's frames to
+  // them. The XDP program's link is closed before the sockets, so nothing is redirected to a closing one.
+  struct Driver {
+    UplinkDriver kind;
+    std::unique_ptr<XdpRedirect> redirect;
+    std::vector<std::unique_ptr<Port>> queues;
+    explicit Driver(UplinkDriver k) : kind(k) {}
+    ~Driver();
+  };
   class DriverSwitch;
-  UplinkPort(const std::string& name, const std::string& ifname, CounterBlock& block);
-  std::unique_ptr<Port> open_driver(UplinkDriver d, std::string* err);
-  void install(UplinkDriver d, std::unique_ptr<Port> driver);
+  UplinkPort(const std::string& name, const UplinkPlace& place, CounterBlock& block);
+  std::unique_ptr<Driver> open_driver(UplinkDriver d, std::string* err);
+  void install(std::unique_ptr<Driver> driver);
+  // Control thread: looks at the interface after a link message. Follows it by ifindex while it exists
+  // (a rename changes our name for it); once it is deleted, waits for an interface of its last name and
+  // reopens the running driver's sockets on it.
+  void check_link();
+  void set_link(LinkState s, const std::string& why);
+  LinkState read_link_flags() const;
+  void raise(const std::string& kind, const std::string& reason);
 
+  UplinkPlace place_;
+  EventSink events_;
+  unsigned ifindex_ = 0;
+  LinkState link_ = LinkState::kUp;
+  uint64_t link_changes_ = 0;
+  unsigned failed_ifindex_ = 0;  // the returned interface a reopen last failed on, so it is reported once
   CounterSets sets_;
-  QueueCounters counters_;  // written by the driver, published by us
-  KernelDrops kernel_;      // outlives every driver: declared before driver_
-  std::string ifname_;
-  UplinkDriver driver_kind_ = UplinkDriver::kAfPacket;
-  std::unique_ptr<Port> driver_;
+  // Per queue pair: written by its socket, published by us. Both outlive every driver: declared before
+  // driver_; never resized, so the sockets' pointers into them stay valid.
+  std::vector<QueueCounters> counters_;
+  std::vector<std::unique_ptr<KernelDrops>> kernel_;
+  std::unique_ptr<Driver> driver_;
+  std::unique_ptr<LinkMonitor> monitor_;  // goes first: no link callback runs into a half-destroyed port
 };
 
 }  // namespace vw
