@@ -1,8 +1,10 @@
 // /metrics writes the counter-block families' text itself (src/api/metrics.ts, CounterBlockRegistry):
 // the text must be exactly what prom-client writes for the same samples, family by family and line by
-// line, with traffic flowing, queues of several ports, PMD families and a bridge beside them; and the
-// JSON view, still prom-client's, carries the same families.
+// line, with traffic flowing, queues of several ports, PMD families and a bridge beside them, ports
+// added and removed, and an uplink's own families; and the JSON view, still prom-client's, carries the
+// same families.
 import t from 'tap';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createRegistry } from '../../src/api/metrics';
 import { Switch } from '../../src/switch';
 import { tempDir } from '../support/helpers';
@@ -57,3 +59,49 @@ t.test("the counter-block families' text is prom-client's, byte for byte", async
   const json = await registry.getMetricsAsJSON();
   t.same(json.map((m) => m.name).sort(), [...s.types.keys()].sort(), 'the JSON view has every family of the text');
 });
+
+// The uplink-only families (kernel drops, ring events) and the interface's own counters: on a veth pair
+// made for the test, with an uplink of a switch in this process sending a gen's frames out of it.
+t.test(
+  "an uplink's families: the same text as prom-client's",
+  { skip: process.getuid?.() === 0 ? false : 'needs root: a veth pair' },
+  async (t) => {
+    const ns = `vwmt${process.pid}`;
+    const host = `vwmth${process.pid}`;
+    const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
+    ip('netns', 'add', ns);
+    t.teardown(() => {
+      spawnSync('ip', ['link', 'del', host], { stdio: 'ignore' });
+      spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    });
+    ip('link', 'add', host, 'type', 'veth', 'peer', 'name', `vwmtp${process.pid}`, 'netns', ns);
+    ip('-n', ns, 'link', 'set', `vwmtp${process.pid}`, 'up');
+    ip('link', 'set', host, 'up');
+    const sw = new Switch({ mode: 'kernel' });
+    t.teardown(() => sw.close());
+    sw.addPort({ kind: 'uplink', name: 'up0', ifname: host });
+    sw.addPort({ kind: 'gen', name: 'g0', size: 100, rate: 10000, count: 200 });
+    sw.wire('g0', 'up0');
+    const registry = createRegistry(sw);
+    await waitFor(
+      'g0 has sent its 200 out of up0',
+      () => Number(sw.ports().find((p) => p.name === 'up0')?.counters[0]?.TX_PACKETS ?? 0) === 200,
+    );
+    const [own, theirs] = await ownAndPromClientText(registry);
+    t.equal(own, theirs, `the same text (${own.length} bytes)`);
+    const s = parseScrape(own);
+    t.equal(
+      s.samples.filter((x) => x.name === 'vhostwire_uplink_kernel_drops_total' && x.labels.port === 'up0').length,
+      4,
+      "up0's kernel drop reasons",
+    );
+    t.notOk(
+      s.samples.some((x) => x.name === 'vhostwire_uplink_kernel_drops_total' && x.labels.port === 'g0'),
+      'none for the gen',
+    );
+    t.ok(
+      total(s, 'vhostwire_uplink_interface_statistic', { port: 'up0', stat: 'tx_packets' }) >= 200,
+      "the interface's own count is there",
+    );
+  },
+);
