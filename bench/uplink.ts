@@ -334,7 +334,7 @@ export function report(cases: Case[]): string[] {
       const share = median(shares);
       if (share !== null && share < GENERATOR_BOUND)
         lines.push(
-          `in ${c.size} B: the front end took a median ${(share * 100).toFixed(0)}% of the frames ours offered it (the rest: no_buffer drops at vm0): the front end, on the generator's core, set the "in" rates, not the backends`,
+          `in ${c.size} B: the front end took a median ${(share * 100).toFixed(0)}% of the frames ours offered it (the rest: no_buffer drops at vm0): the front end set the "in" rates, not the backends`,
         );
     }
   }
