@@ -1,4 +1,5 @@
-// `npm run bench -- scrape`: does a scrape storm slow the data path? One `vhostwire serve` (bypass, the
+// `npm run bench -- scrape`, in two parts. `time` (bench/scrape-time.ts): how long one scrape of 256 ports
+// x 8 queues takes. `storm`, here: does a scrape storm slow the data path? One `vhostwire serve` (bypass, the
 // PMD pinned to core 1) forwards a gen's frames into a sink as fast as it can; each round measures that
 // rate over a quiet window and over a window in which a worker thread of this process hammers the API
 // (--clients concurrent keep-alive clients alternating GET /metrics and GET /api/ports, as fast as
@@ -17,6 +18,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { whole } from './args';
+import { runScrapeTime, SCRAPE_TIME_DEFAULTS, scrapeTimeVerdict, type ScrapeTimeOptions } from './scrape-time';
 import { ROOT, ServeProcess, serveUnavailable, sleep } from './serve';
 import { median } from './stats';
 
@@ -197,13 +200,22 @@ export async function runScrapeBench(o: ScrapeBenchOptions, log: (line: string) 
   return res;
 }
 
-const USAGE = `usage: npm run bench -- scrape [--rounds N] [--seconds S] [--clients N] [--slow N] [--pmd-cores LIST] [--unpinned] [--no-json]
-  (defaults: ${SCRAPE_DEFAULTS.rounds} rounds, ${SCRAPE_DEFAULTS.seconds} s windows, ${SCRAPE_DEFAULTS.clients} clients, ${SCRAPE_DEFAULTS.slow} slow connections, PMD on CPU ${SCRAPE_DEFAULTS.pmdCores})
+const PARTS = ['time', 'storm'] as const;
+type Part = (typeof PARTS)[number];
+
+const USAGE = `usage: npm run bench -- scrape [--parts time,storm] [--ports N] [--queues N] [--scrapes N]
+                              [--rounds N] [--seconds S] [--clients N] [--slow N] [--pmd-cores LIST] [--unpinned] [--no-json]
+  time:  --scrapes timed GETs of /metrics of a serve with --ports vhost-user ports x --queues queue pairs
+         (defaults: ${SCRAPE_TIME_DEFAULTS.scrapes} scrapes of ${SCRAPE_TIME_DEFAULTS.ports} x ${SCRAPE_TIME_DEFAULTS.queues})
+  storm: the forwarding rate with and without a storm of API clients
+         (defaults: ${SCRAPE_DEFAULTS.rounds} rounds, ${SCRAPE_DEFAULTS.seconds} s windows, ${SCRAPE_DEFAULTS.clients} clients, ${SCRAPE_DEFAULTS.slow} slow connections, PMD on CPU ${SCRAPE_DEFAULTS.pmdCores})
 `;
 
 export async function scrapeBenchMain(argv: string[]): Promise<number> {
   const { parseArgs } = await import('node:util');
   const o: ScrapeBenchOptions = { ...SCRAPE_DEFAULTS };
+  const t: ScrapeTimeOptions = { ...SCRAPE_TIME_DEFAULTS };
+  let parts: Part[] = [...PARTS];
   try {
     const { values } = parseArgs({
       args: argv,
@@ -213,6 +225,10 @@ export async function scrapeBenchMain(argv: string[]): Promise<number> {
         clients: { type: 'string' },
         slow: { type: 'string' },
         'pmd-cores': { type: 'string' },
+        parts: { type: 'string' },
+        ports: { type: 'string' },
+        queues: { type: 'string' },
+        scrapes: { type: 'string' },
         unpinned: { type: 'boolean' },
         'no-json': { type: 'boolean' },
         help: { type: 'boolean' },
@@ -236,10 +252,29 @@ export async function scrapeBenchMain(argv: string[]): Promise<number> {
     o.pmdCores = values['pmd-cores'] ?? o.pmdCores;
     if (values.unpinned) o.unpinned = true;
     if (values['no-json']) o.resultsDir = null;
+    if (values.parts !== undefined)
+      parts = values.parts.split(',').map((p) => {
+        if (!(PARTS as readonly string[]).includes(p)) throw new Error(`--parts: expected time and/or storm, got "${p}"`);
+        return p as Part;
+      });
+    if (values.ports !== undefined) t.ports = whole('--ports', values.ports, 1, 4096);
+    if (values.queues !== undefined) t.queues = whole('--queues', values.queues, 1, 8);
+    if (values.scrapes !== undefined) t.scrapes = whole('--scrapes', values.scrapes, 1, 100000);
   } catch (e) {
     process.stderr.write(`${(e as Error).message}\n${USAGE}`);
     return 2;
   }
+  if (parts.includes('time')) {
+    const r = await runScrapeTime(t, console.log);
+    console.log(scrapeTimeVerdict(r));
+    if (o.resultsDir) {
+      fs.mkdirSync(o.resultsDir, { recursive: true });
+      const file = path.join(o.resultsDir, `scrape-time-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+      fs.writeFileSync(file, JSON.stringify({ ...r, host: { cpus: os.cpus().length, loadavg: os.loadavg() } }, null, 2) + '\n');
+      console.log(`results: ${file}`);
+    }
+  }
+  if (!parts.includes('storm')) return 0;
   const res = await runScrapeBench(o, console.log);
   const ratios = res.rounds.map((r) => r.ratio);
   console.log(

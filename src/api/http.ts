@@ -10,6 +10,7 @@ import type * as http from 'node:http';
 import type { Registry } from 'prom-client';
 import { native } from '../native';
 import { hostInterface } from '../ports';
+import { exposition } from './exposition';
 import { checkChange } from './guard';
 import { LIMITS } from './limits';
 import { addPort, deletePort, type PortAnswer } from './ports';
@@ -72,7 +73,7 @@ export async function portsJson(sw: Switch): Promise<PortJson[]> {
 interface Reply {
   status: number;
   type: string;
-  body: string;
+  body: string | Buffer;
 }
 
 interface Context {
@@ -162,7 +163,7 @@ const ROUTES: Route[] = [
     method: 'GET',
     path: '/metrics',
     change: false,
-    handle: async ({ registry }) => ({ status: 200, type: registry.contentType, body: await registry.metrics() }),
+    handle: async ({ registry }) => ({ status: 200, type: registry.contentType, body: await exposition(registry) }),
   },
   { method: 'GET', path: '/api/ports', change: false, handle: async ({ sw }) => json(200, await portsJson(sw)) },
   { method: 'POST', path: '/api/ports', change: true, handle: (ctx, body) => answered(addPort(ctx, body)) },

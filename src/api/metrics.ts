@@ -1,12 +1,15 @@
 // Prometheus view of the shared counter block. Nothing is copied while packets flow: the collectors
 // read the native threads' BigUint64Array only when someone scrapes. One family per counter-table
 // family; entries that share a family (drops by direction and reason) become label sets of it.
+// /metrics writes those families' text itself, as bytes (src/api/exposition.ts); their prom-client
+// metrics stay registered for the JSON view (getMetricsAsJSON) and anyone reading the registry.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { CounterBlockRegistry, FamilyWriter, labelText, type SampleLine } from './exposition';
 import { registerBridgeMetrics } from './bridge-metrics';
 import { native } from '../native';
-import type { CounterInfo, NetdevStats } from '../native';
+import type { CounterInfo, NetdevStats, PortInfo } from '../native';
 import { hostInterface } from '../ports';
 import type { Switch } from '../switch';
 
@@ -81,44 +84,72 @@ function packageVersion(): string {
 
 /** A registry of its own (not prom-client's global one), so several switches never collide. */
 export function createRegistry(sw: Switch): Registry {
-  const registry = new Registry();
+  const registry = new CounterBlockRegistry();
 
   // One copy of the counter block per scrape, taken by the first family collected, so every family of
   // one scrape reads the same instant (a port's packets and its size bins agree). prom-client starts
-  // every family's collect() in one synchronous pass, so the copy is dropped once that pass is over.
-  let snapshot: { view: CounterBlockView; uplinks: Set<string> } | null = null;
-  const snap = () => {
+  // every family's collect() in one synchronous pass (and so does CounterBlockRegistry), so the copy is
+  // dropped once that pass is over, in the first microtask after it: the next scrape, even one started
+  // from a promise callback, takes its own. The port list is asked of the addon once per scrape too (it
+  // describes every queue: 10 ms at 256 ports x 8 queues).
+  type SetsOf = (block: CounterBlockView, uplinks: Set<string>) => CounterSet[];
+  interface Snapshot {
+    view: CounterBlockView;
+    ports: PortInfo[];
+    uplinks: Set<string>;
+    /** the same object while no port was added or removed and the same ports are uplinks */
+    layout: object;
+    /** each group's counter sets (queues, PMDs) with their labels as text, worked out once per scrape */
+    sets: Map<SetsOf, Array<CounterSet & { text: string }>>;
+  }
+  let snapshot: Snapshot | null = null;
+  let layout = { sets: undefined as unknown, uplinks: '' };
+  const snap = (): Snapshot => {
     if (!snapshot) {
       const view = sw.counterBlock();
-      const uplinks = new Set(
-        sw
-          .portInfo()
-          .filter((p) => p.kind === 'uplink')
-          .map((p) => p.name),
-      );
-      snapshot = { view: { ...view, block: view.block.slice() }, uplinks };
-      setImmediate(() => (snapshot = null));
+      const ports = sw.portInfo();
+      const uplinks = new Set(ports.filter((p) => p.kind === 'uplink').map((p) => p.name));
+      const names = [...uplinks].join();
+      if (layout.sets !== view.ports || layout.uplinks !== names) layout = { sets: view.ports, uplinks: names };
+      snapshot = { view: { ...view, block: view.block.slice() }, ports, uplinks, layout, sets: new Map() };
+      queueMicrotask(() => (snapshot = null));
     }
     return snapshot;
+  };
+  const setsIn = (s: Snapshot, of: SetsOf): Array<CounterSet & { text: string }> => {
+    let sets = s.sets.get(of);
+    if (!sets) s.sets.set(of, (sets = of(s.view, s.uplinks).map((x) => ({ ...x, text: labelText(x.labels) }))));
+    return sets;
   };
 
   // One metric per family; each scrape reads every counter set the family applies to from the block.
   // Families named without _total (high-water marks) are gauges; the rest count.
-  const register = (
-    infos: CounterInfo[],
-    baseLabels: string[],
-    sets: (block: CounterBlockView, uplinks: Set<string>) => CounterSet[],
-  ): void => {
+  const register = (infos: CounterInfo[], baseLabels: string[], sets: SetsOf): void => {
     for (const f of families(infos, baseLabels)) {
+      const uplinkOnly = f.name.startsWith(`${PREFIX}uplink_`);
       const read = (put: (labels: Record<string, string>, v: number) => void): void => {
         if (sw.closed) return;
-        const { view, uplinks } = snap();
-        const uplinkOnly = f.name.startsWith(`${PREFIX}uplink_`);
-        for (const set of sets(view, uplinks)) {
+        const s = snap();
+        for (const set of setsIn(s, sets)) {
           if (uplinkOnly && !set.uplink) continue;
-          for (const e of f.entries) put({ ...set.labels, ...e.labels }, Number(view.block[set.base + e.index]) * e.scale);
+          for (const e of f.entries) put({ ...set.labels, ...e.labels }, Number(s.view.block[set.base + e.index]) * e.scale);
         }
       };
+      // The same samples as read() puts, as text: a set's labels, then each entry's own (the table's
+      // labels never repeat a set's, so the merged object's order is the set's then the entry's).
+      const entryText = f.entries.map((e) => `${Object.keys(e.labels).length ? `,${labelText(e.labels)}` : ''}} `);
+      const writer = new FamilyWriter(f.name, f.help, f.name.endsWith('_total') ? 'counter' : 'gauge');
+      registry.writeFamily(f.name, () => {
+        if (sw.closed) return writer.write(null, () => [], new BigUint64Array(0));
+        const s = snap();
+        const lines = (): SampleLine[] =>
+          setsIn(s, sets)
+            .filter((set) => !uplinkOnly || set.uplink)
+            .flatMap((set) =>
+              f.entries.map((e, i) => ({ prefix: `${f.name}{${set.text}${entryText[i]}`, index: set.base + e.index, scale: e.scale })),
+            );
+        return writer.write(s.layout, lines, s.view.block);
+      });
       const common = { name: f.name, help: f.help, labelNames: f.labelNames, registers: [registry] };
       if (f.name.endsWith('_total')) {
         new Counter({
@@ -160,7 +191,7 @@ export function createRegistry(sw: Switch): Registry {
     collect() {
       this.reset();
       if (sw.closed) return;
-      for (const p of sw.portInfo()) this.set({ port: p.name }, p.state === 'disconnected' ? 0 : 1);
+      for (const p of snap().ports) this.set({ port: p.name }, p.state === 'disconnected' ? 0 : 1);
     },
   });
   new Gauge({
@@ -171,7 +202,7 @@ export function createRegistry(sw: Switch): Registry {
     collect() {
       this.reset();
       if (sw.closed) return;
-      for (const p of sw.portInfo())
+      for (const p of snap().ports)
         if (p.state === 'connected' || p.state === 'disconnected') this.set({ port: p.name }, p.state === 'connected' ? 1 : 0);
     },
   });
@@ -224,7 +255,7 @@ export function createRegistry(sw: Switch): Registry {
   let reading: Promise<{ port: string; ifname: string; stats: NetdevStats }[]> | null = null;
   const readInterfaces = () =>
     (reading ??= Promise.all(
-      (sw.closed ? [] : sw.portInfo()).flatMap((p) => {
+      (sw.closed ? [] : snap().ports).flatMap((p) => {
         const ifname = hostInterface(p);
         return ifname ? [native.netdevStats(ifname).then((stats) => ({ port: p.name, ifname, stats }))] : [];
       }),

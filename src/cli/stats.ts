@@ -9,6 +9,7 @@ import type { PortJson } from '../api/http';
 import { UsageError } from '../config/options';
 import { answerJson, apiRequest, apiTarget, connectionOptions, type Target } from './api';
 import { pps, table } from './format';
+import { formatDifference, uplinkDifference } from './uplink-difference';
 import type { UplinkDetails } from '../ports';
 
 const options = {
@@ -127,6 +128,7 @@ function sampleJson(before: PortJson[], after: PortJson[], seconds: number) {
             socketDrops: Object.fromEntries(
               ((p.kernelDrops as UplinkDetails['kernelDrops'] | undefined) ?? []).map((d) => [d.reason, d.frames]),
             ),
+            difference: uplinkDifference(old, p),
           },
         }),
       };
@@ -157,7 +159,9 @@ function render(before: PortJson[], after: PortJson[], seconds: number): string 
   // the interface received (which we then take) and transmitted (which we put into it).
   const uplinks = after.filter((p) => p.interfaceStatistics);
   if (uplinks.length) {
-    const up = [['UPLINK', 'INTERFACE', 'LINK', 'DRIVER', 'RX', 'KERNEL RX', 'TX', 'KERNEL TX', 'KERNEL DROPS', 'SOCKET DROPS']];
+    const up = [
+      ['UPLINK', 'INTERFACE', 'LINK', 'DRIVER', 'RX', 'KERNEL RX', 'TX', 'KERNEL TX', 'KERNEL DROPS', 'SOCKET DROPS', 'DIFFERENCE'],
+    ];
     for (const p of uplinks) {
       const old = before.find((b) => b.name === p.name);
       const ours = (id: string): string => pps((total(p, (k) => k === id) - total(old, (k) => k === id)) / seconds);
@@ -178,9 +182,10 @@ function render(before: PortJson[], after: PortJson[], seconds: number): string 
           .filter((d) => d.frames > 0)
           .map((d) => `${d.reason}=${d.frames}`)
           .join(' ') || '0',
+        formatDifference(uplinkDifference(old, p)!),
       ]);
     }
-    out += `\n\n${table(up)}\n(LINK: up, down or gone, as the uplink last saw it; DRIVER: af_packet, or af_xdp with its bind (zerocopy, copy) and XDP attach mode (native, generic); KERNEL: the interface's own counters, rtnetlink IFLA_STATS64; SOCKET DROPS: what the kernel dropped at our socket, PACKET_STATISTICS and XDP_STATISTICS; /metrics has the driver's ethtool statistics too)`;
+    out += `\n\n${table(up)}\n(LINK: up, down or gone, as the uplink last saw it; DRIVER: af_packet, or af_xdp with its bind (zerocopy, copy) and XDP attach mode (native, generic); KERNEL: the interface's own counters, rtnetlink IFLA_STATS64; SOCKET DROPS: what the kernel dropped at our socket, PACKET_STATISTICS and XDP_STATISTICS; DIFFERENCE: over the interval, frames the kernel received minus ours and ours transmitted minus the kernel's, with the counters that explain them (docs/metrics.md); /metrics has the driver's ethtool statistics too)`;
   }
   return out;
 }

@@ -3,6 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { Registry } from 'prom-client';
 import { ROOT } from './helpers';
 
 export interface DocumentedFamily {
@@ -66,4 +67,12 @@ export function total(s: Scrape, name: string, match: Record<string, string> = {
   let n = 0;
   for (const x of s.samples) if (x.name === name && Object.entries(match).every(([k, v]) => x.labels[k] === v)) n += x.value;
   return n;
+}
+
+/**
+ * A registry's /metrics text and the text prom-client's own Registry.metrics() writes for the same
+ * registry, both started in one synchronous pass so that they read one snapshot of the counter block.
+ */
+export async function ownAndPromClientText(registry: Registry): Promise<[string, string]> {
+  return Promise.all([registry.metrics(), Registry.prototype.metrics.call(registry)]);
 }
