@@ -353,6 +353,7 @@ t.test('the option checks at the edge refuse bad socket settings', async (t) => 
       allowGids: '5',
       rejectLimit: 4,
       idleTimeoutMs: 2000,
+      withholdOffloads: false,
     },
     'every option reaches the addon checked',
   );
@@ -360,7 +361,7 @@ t.test('the option checks at the edge refuse bad socket settings', async (t) => 
   t.same([fromFile.socketMode, fromFile.allowUids], [0o640, [107, 0]], 'and the config file keys');
   t.same(
     vhostUser.params(vhostUser.parseFlag('vm0=/tmp/x.sock')),
-    { path: '/tmp/x.sock', client: false, queues: 1, socketMode: 0o660, rejectLimit: 16, idleTimeoutMs: 10000 },
+    { path: '/tmp/x.sock', client: false, queues: 1, socketMode: 0o660, rejectLimit: 16, idleTimeoutMs: 10000, withholdOffloads: false },
     'defaults',
   );
 });

@@ -79,7 +79,7 @@ t.test(
     ip('link', 'set', host, 'up');
     const sw = new Switch({ mode: 'kernel' });
     t.teardown(() => sw.close());
-    sw.addPort({ kind: 'uplink', name: 'up0', ifname: host });
+    sw.addPort({ kind: 'uplink', name: 'up0', ifname: host, queue: 0, queues: 1 });
     sw.addPort({ kind: 'gen', name: 'g0', size: 100, rate: 10000, count: 200 });
     sw.wire('g0', 'up0');
     const registry = createRegistry(sw);
