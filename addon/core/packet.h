@@ -4,7 +4,9 @@
 // so forwarders and other ports never parse a header format that is not theirs.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 namespace vw {
 
@@ -56,5 +58,32 @@ struct Burst {
     nspans = 0;
   }
 };
+
+// Copies up to n leading bytes of packet p of b to dst (headers to parse in one place); returns how many
+// the packet had.
+inline uint32_t peek_packet(const Burst& b, const PacketView& p, uint8_t* dst, uint32_t n) {
+  uint32_t got = 0;
+  n = std::min(n, p.len);
+  for (uint16_t s = 0; s < p.nseg && got < n; s++) {
+    const Span& sp = b.span[p.first + s];
+    const uint32_t c = std::min(n - got, sp.len);
+    memcpy(dst + got, sp.p, c);
+    got += c;
+  }
+  return got;
+}
+
+// Appends to out the spans covering bytes [from, to) of packet p of b (to is cut at the packet's end):
+// a packet rewritten by splicing bytes of its own around new ones, never copied.
+inline void emit_spans(const Burst& b, const PacketView& p, uint32_t from, uint32_t to, Burst& out) {
+  to = std::min(to, p.len);
+  uint32_t off = 0;
+  for (uint16_t s = 0; s < p.nseg && off < to; s++) {
+    const Span& sp = b.span[p.first + s];
+    const uint32_t lo = std::max(from, off), hi = std::min(to, off + sp.len);
+    if (lo < hi) out.span[out.nspans++] = Span{sp.p + (lo - off), hi - lo, sp.gpa ? sp.gpa + (lo - off) : 0};
+    off += sp.len;
+  }
+}
 
 }  // namespace vw

@@ -24,36 +24,13 @@ void put32(uint8_t* p, uint32_t v) {
   put16(p + 2, uint16_t(v));
 }
 
-// Copies up to n leading bytes of packet p to dst; returns how many there were.
-uint32_t peek(const Burst& b, const PacketView& p, uint8_t* dst, uint32_t n) {
-  uint32_t got = 0;
-  n = std::min(n, p.len);
-  for (uint16_t s = 0; s < p.nseg && got < n; s++) {
-    const Span& sp = b.span[p.first + s];
-    const uint32_t c = std::min(n - got, sp.len);
-    memcpy(dst + got, sp.p, c);
-    got += c;
-  }
-  return got;
-}
-
-// Appends to out the spans covering bytes [from, to) of packet p.
-void emit(const Burst& b, const PacketView& p, uint32_t from, uint32_t to, Burst& out) {
-  uint32_t off = 0;
-  for (uint16_t s = 0; s < p.nseg && off < to; s++) {
-    const Span& sp = b.span[p.first + s];
-    const uint32_t lo = std::max(from, off), hi = std::min(to, off + sp.len);
-    if (lo < hi) out.span[out.nspans++] = Span{sp.p + (lo - off), hi - lo, sp.gpa ? sp.gpa + (lo - off) : 0};
-    off += sp.len;
-  }
-}
 }  // namespace
 
 bool Segmenter::start(const Burst& b, const PacketView& p) {
   b_ = &b;
   p_ = &p;
   k_ = count_ = 0;
-  const uint32_t got = peek(b, p, h_, kMaxHeaders);
+  const uint32_t got = peek_packet(b, p, h_, kMaxHeaders);
   uint32_t at = 12;
   if (got < at + 2) return false;
   uint16_t type = be16(h_ + at);
@@ -138,7 +115,7 @@ uint16_t Segmenter::next(Burst& out, uint8_t (*hdrs)[kMaxHeaders]) {
     q.meta.flags = uint8_t(p.meta.flags & PacketMeta::kVlan);
     q.meta.vlan_tci = p.meta.vlan_tci;
     out.span[out.nspans++] = Span{h, hlen_, 0};
-    emit(*b_, p, from, from + len, out);
+    emit_spans(*b_, p, from, from + len, out);
     q.nseg = uint16_t(out.nspans - q.first);
     k_++;
     made++;

@@ -27,36 +27,12 @@ uint64_t mac_at(const uint8_t* p) {
   return __builtin_bswap64(m) >> 16;
 }
 
-// Copies up to n leading bytes of packet p to dst; returns how many there were.
-uint32_t peek(const Burst& b, const PacketView& p, uint8_t* dst, uint32_t n) {
-  uint32_t got = 0;
-  n = std::min(n, p.len);
-  for (uint16_t s = 0; s < p.nseg && got < n; s++) {
-    const Span& sp = b.span[p.first + s];
-    const uint32_t c = std::min(n - got, sp.len);
-    memcpy(dst + got, sp.p, c);
-    got += c;
-  }
-  return got;
-}
-
 // Whether a frame of bridge VLAN vlan leaves port c tagged. VLAN 0 is the untagged segment of VLAN-unaware
 // ports: frames cross it as they came.
 bool leaves_tagged(const BridgePortConfig& c, uint16_t vlan, bool came_tagged) {
   return vlan ? c.is_trunk && vlan != c.native : came_tagged;
 }
 
-// Appends to out the spans covering bytes [from, to) of packet p.
-void emit(const Burst& b, const PacketView& p, uint32_t from, uint32_t to, Burst& out) {
-  to = std::min(to, p.len);
-  uint32_t off = 0;
-  for (uint16_t s = 0; s < p.nseg && off < to; s++) {
-    const Span& sp = b.span[p.first + s];
-    const uint32_t lo = std::max(from, off), hi = std::min(to, off + sp.len);
-    if (lo < hi) out.span[out.nspans++] = Span{sp.p + (lo - off), hi - lo, sp.gpa ? sp.gpa + (lo - off) : 0};
-    off += sp.len;
-  }
-}
 }  // namespace
 
 Bridge::Bridge(std::string name, const BridgeOptions& o)
@@ -230,7 +206,7 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
     if (p.nseg && p.len >= got && b.span[p.first].len >= got)
       h = b.span[p.first].p;
     else
-      got = peek(b, p, copy, sizeof copy);
+      got = peek_packet(b, p, copy, sizeof copy);
     // A frame whose first 16 bytes (both MACs and the tag or the start of the payload) match the last
     // frame sent to one port goes where it went: the decision depends on nothing else, and a burst is
     // mostly one flow.
@@ -359,22 +335,22 @@ void Bridge::deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
     PacketView q = p;
     q.first = out_.nspans;
     if (in_tagged == out_tagged) {
-      emit(b, p, 0, p.len, out_);
+      emit_spans(b, p, 0, p.len, out_);
     } else if (out_tagged) {
       tags_[i][0] = uint8_t(kTpid8021Q >> 8);
       tags_[i][1] = uint8_t(kTpid8021Q);
       tags_[i][2] = uint8_t(vlan >> 8);
       tags_[i][3] = uint8_t(vlan);
-      emit(b, p, 0, kMacsLen, out_);
+      emit_spans(b, p, 0, kMacsLen, out_);
       out_.span[out_.nspans++] = Span{tags_[i], kTagLen, 0};
-      emit(b, p, kMacsLen, p.len, out_);
+      emit_spans(b, p, kMacsLen, p.len, out_);
       q.len = p.len + kTagLen;
       // Offsets the virtio-net header gives are from the frame's start: they move with the tag.
       if (q.meta.flags & PacketMeta::kCsumPartial) q.meta.csum_start = uint16_t(q.meta.csum_start + kTagLen);
       if (q.meta.gso_type) q.meta.hdr_len = uint16_t(q.meta.hdr_len + kTagLen);
     } else {
-      emit(b, p, 0, kMacsLen, out_);
-      emit(b, p, kMacsLen + kTagLen, p.len, out_);
+      emit_spans(b, p, 0, kMacsLen, out_);
+      emit_spans(b, p, kMacsLen + kTagLen, p.len, out_);
       q.len = p.len - kTagLen;
       if ((q.meta.flags & PacketMeta::kCsumPartial) && q.meta.csum_start >= kEthHeader + kTagLen)
         q.meta.csum_start = uint16_t(q.meta.csum_start - kTagLen);

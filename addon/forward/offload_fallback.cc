@@ -7,19 +7,6 @@
 
 namespace vw {
 
-namespace {
-// Appends to out the spans covering bytes [from, to) of packet p.
-void emit(const Burst& b, const PacketView& p, uint32_t from, uint32_t to, Burst& out) {
-  uint32_t off = 0;
-  for (uint16_t s = 0; s < p.nseg && off < to; s++) {
-    const Span& sp = b.span[p.first + s];
-    const uint32_t lo = std::max(from, off), hi = std::min(to, off + sp.len);
-    if (lo < hi) out.span[out.nspans++] = Span{sp.p + (lo - off), hi - lo, sp.gpa ? sp.gpa + (lo - off) : 0};
-    off += sp.len;
-  }
-}
-}  // namespace
-
 bool OffloadFallback::needed(const Burst& b, uint32_t can) {
   // A guest that took every offload can take any packet as it is: no need to look at each.
   if (!(~can & (kOffloadCsum | kOffloadTso4 | kOffloadTso6 | kOffloadEcn))) return false;
@@ -62,7 +49,7 @@ uint16_t OffloadFallback::send(Port& to, uint16_t qp, const Burst& b, uint32_t c
       q = p;
       q.first = out_.nspans;
       if (!missing) {
-        emit(b, p, 0, p.len, out_);
+        emit_spans(b, p, 0, p.len, out_);
       } else {
         // The checksum field is replaced by a span of our own: the source's bytes are not written.
         const uint32_t at = uint32_t(p.meta.csum_start) + p.meta.csum_offset;
@@ -70,9 +57,9 @@ uint16_t OffloadFallback::send(Port& to, uint16_t qp, const Burst& b, uint32_t c
         uint8_t* s = sums_[out_.n - 1];
         s[0] = uint8_t(sum >> 8);
         s[1] = uint8_t(sum);
-        emit(b, p, 0, at, out_);
+        emit_spans(b, p, 0, at, out_);
         out_.span[out_.nspans++] = Span{s, 2, 0};
-        emit(b, p, at + 2, p.len, out_);
+        emit_spans(b, p, at + 2, p.len, out_);
         q.meta.flags = uint8_t(q.meta.flags & ~PacketMeta::kCsumPartial);
         q.meta.csum_start = q.meta.csum_offset = 0;
         c->add(TX_CSUM_COMPLETED);
