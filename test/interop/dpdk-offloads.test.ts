@@ -8,40 +8,15 @@ import t, { type Test } from 'tap';
 import { findTestpmd, freeHugepages } from '../../bench/testpmd';
 import { Fixture, waitFor } from '../support/fixture';
 import { startVirtioUser } from '../support/testpmd-fixture';
+import { sum16, tcpFrame as tcp } from '../support/tcp-frame';
 
 const MSS = 1448,
   DPDK_MSS = 800,
   PAYLOAD = 20000;
 
-function sum16(b: Buffer, init = 0): number {
-  let s = init;
-  for (let i = 0; i + 1 < b.length; i += 2) s += b.readUInt16BE(i);
-  if (b.length & 1) s += b[b.length - 1] << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
-
-/** Ethernet/IPv4/TCP, the TCP checksum field holding the pseudo-header sum (a partial checksum). */
+/** Ethernet/IPv4/TCP 10.233.0.1 -> 10.233.0.2, a partial checksum. */
 function tcpFrame(payload: Buffer, seq = 1000): Buffer {
-  const f = Buffer.alloc(54 + payload.length);
-  Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]).copy(f);
-  f.writeUInt16BE(0x0800, 12);
-  f[14] = 0x45;
-  f.writeUInt16BE(f.length - 14, 16);
-  f.writeUInt16BE(0x4000, 20);
-  f[22] = 64;
-  f[23] = 6;
-  Buffer.from([10, 233, 0, 1, 10, 233, 0, 2]).copy(f, 26);
-  f.writeUInt16BE(~sum16(f.subarray(14, 34)) & 0xffff, 24);
-  f.writeUInt16BE(40000, 34);
-  f.writeUInt16BE(5201, 36);
-  f.writeUInt32BE(seq, 38);
-  f[46] = 5 << 4;
-  f[47] = 0x10;
-  f.writeUInt16BE(1024, 48);
-  f.writeUInt16BE(sum16(f.subarray(26, 34), f.length - 34 + 6), 50);
-  payload.copy(f, 54);
-  return f;
+  return tcp({ payload, seq, id: 0, ack: 0, srcIp: Buffer.from([10, 233, 0, 1]), dstIp: Buffer.from([10, 233, 0, 2]) }).frame;
 }
 
 const tcpOk = (f: Buffer) => sum16(f.subarray(34), sum16(f.subarray(26, 34), f.length - 34 + 6)) === 0xffff;

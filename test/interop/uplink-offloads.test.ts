@@ -6,6 +6,7 @@
 import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
 import { Fixture, waitFor } from '../support/fixture';
+import { sum16, tcpFrame as tcp } from '../support/tcp-frame';
 
 const skip = process.getuid?.() === 0 ? false : 'needs root: network namespaces, veth pairs, AF_PACKET sockets';
 
@@ -13,36 +14,10 @@ function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8' });
 }
 
-function sum16(b: Buffer, init = 0): number {
-  let s = init;
-  for (let i = 0; i + 1 < b.length; i += 2) s += b.readUInt16BE(i);
-  if (b.length & 1) s += b[b.length - 1] << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
-
-/** Ethernet/IPv4/TCP from src to dst, its TCP checksum field holding the pseudo-header sum (partial). */
+/** Ethernet/IPv4/TCP 10.232.0.2 -> 10.232.0.1 from src to dst, ACK PSH, a partial checksum. */
 function tcpFrame(dstMac: Buffer, srcMac: Buffer, payload: Buffer, seq: number): Buffer {
-  const f = Buffer.alloc(54 + payload.length);
-  dstMac.copy(f, 0);
-  srcMac.copy(f, 6);
-  f.writeUInt16BE(0x0800, 12);
-  f[14] = 0x45;
-  f.writeUInt16BE(f.length - 14, 16);
-  f.writeUInt16BE(0x4000, 20);
-  f[22] = 64;
-  f[23] = 6;
-  Buffer.from([10, 232, 0, 2, 10, 232, 0, 1]).copy(f, 26);
-  f.writeUInt16BE(~sum16(f.subarray(14, 34)) & 0xffff, 24);
-  f.writeUInt16BE(40000, 34);
-  f.writeUInt16BE(5201, 36);
-  f.writeUInt32BE(seq, 38);
-  f[46] = 5 << 4;
-  f[47] = 0x18; // ACK PSH
-  f.writeUInt16BE(1024, 48);
-  f.writeUInt16BE(sum16(f.subarray(26, 34), f.length - 34 + 6), 50);
-  payload.copy(f, 54);
-  return f;
+  const [srcIp, dstIp] = [Buffer.from([10, 232, 0, 2]), Buffer.from([10, 232, 0, 1])];
+  return tcp({ payload, seq, id: 0, ack: 0, flags: 0x18, dstMac, srcMac, srcIp, dstIp }).frame;
 }
 
 function hdr(flags: number, gsoType: number, gsoSize: number): Buffer {
