@@ -98,9 +98,11 @@ export class Cli {
     return m!;
   }
 
-  /** Sends a signal to the pid we started (not a process group, not by name). */
+  /** Sends a signal to the pid we started (not a process group, not by name). The child may be reaped
+   * before 'close' fires (its pipes drain later), so ChildProcess.kill, which treats a gone child as done,
+   * rather than process.kill, which throws ESRCH. */
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
-    if (this.running) process.kill(this.pid, signal);
+    if (this.running && this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
   }
 
   /** Waits for exit; SIGKILLs the process if it does not exit in time. */
