@@ -42,8 +42,10 @@ export interface PortInfo {
   counterSet: number;
   /** Name of the forwarder (wire or bridge) it is in, or '' */
   forwarder: string;
-  /** PMD thread serving its receive queues, or -1 */
+  /** PMD thread serving its receive queues (queue pair 0's when they are spread), or -1 */
   pmd: number;
+  /** The PMD thread serving each receive queue pair: a wire of vhost-user ports spreads them over the PMDs */
+  queuePmds: number[];
   /** "connected" or "disconnected" for ports a peer connects to, "up" otherwise */
   state: string;
   /**

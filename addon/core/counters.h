@@ -242,9 +242,24 @@ class CounterSets {
   int first_;
 };
 
-// Private counters of one writer thread, published to the shared block with relaxed stores so the hot
-// loop never writes a cache line another thread reads (Snabb's counter.lua does the same).
-template <uint32_t N>
+// How a counter's private copies combine in the shared block. Most are sums; a few are gauges (the latest
+// value any copy set) and high-water marks (the largest any copy saw).
+enum class CounterKind : uint8_t { kSum, kGauge, kMax };
+constexpr CounterKind queue_counter_kind(uint32_t id) {
+  return id == RING_FILL_RX || id == RING_FILL_TX ? CounterKind::kGauge
+         : id == LONGEST_BURST_DESCRIPTORS        ? CounterKind::kMax
+                                                  : CounterKind::kSum;
+}
+constexpr CounterKind pmd_counter_kind(uint32_t id) {
+  return id == LONGEST_STEP_NS ? CounterKind::kMax : CounterKind::kSum;
+}
+
+// Private counters of one writer thread, published to the shared block with relaxed atomics so the hot
+// loop never writes a cache line another thread reads (Snabb's counter.lua does the same). A shared set
+// may have several private copies, one per thread that writes it (a port whose queues are spread over
+// PMD threads): each copy publishes only what changed since its last publish, a sum as the difference
+// added, so the copies add up and no copy overwrites another's counts.
+template <uint32_t N, CounterKind (*Kind)(uint32_t)>
 struct PrivateCounters {
   uint64_t v[N] = {};
   uint64_t* shared = nullptr;
@@ -257,11 +272,31 @@ struct PrivateCounters {
   void set(uint32_t id, uint64_t x) { v[id] = x; }
   void publish() {
     if (!shared) return;
-    for (uint32_t i = 0; i < N; i++) __atomic_store_n(&shared[i], v[i], __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < N; i++) {
+      if (v[i] == sent_[i]) continue;
+      switch (Kind(i)) {
+        case CounterKind::kSum:
+          // Unsigned wrap-around makes a gauge-like set() of a lower value come out right too.
+          __atomic_fetch_add(&shared[i], v[i] - sent_[i], __ATOMIC_RELAXED);
+          break;
+        case CounterKind::kGauge: __atomic_store_n(&shared[i], v[i], __ATOMIC_RELAXED); break;
+        case CounterKind::kMax: {
+          uint64_t cur = __atomic_load_n(&shared[i], __ATOMIC_RELAXED);
+          while (cur < v[i] &&
+                 !__atomic_compare_exchange_n(&shared[i], &cur, v[i], true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+          }
+          break;
+        }
+      }
+      sent_[i] = v[i];
+    }
   }
+
+ private:
+  uint64_t sent_[N] = {};  // what this copy has published
 };
-using QueueCounters = PrivateCounters<kQueueCounterCount>;
-using PmdCounters = PrivateCounters<kPmdCounterCount>;
+using QueueCounters = PrivateCounters<kQueueCounterCount, queue_counter_kind>;
+using PmdCounters = PrivateCounters<kPmdCounterCount, pmd_counter_kind>;
 
 // The frame-size bin of a frame of len bytes, 0 to 6, in DPDK vhost's xstats bins: up to 64, 65-127,
 // 128-255, 256-511, 512-1023, 1024-1518, 1519 and up. Added to RX_SIZE_64 or TX_SIZE_64, which the table

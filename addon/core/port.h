@@ -29,9 +29,15 @@ constexpr uint16_t kMaxQueuePairs = 8;
 class PortRunner {
  public:
   virtual ~PortRunner() = default;
+  // The thread's PMD index (t_pmd_index on it).
+  virtual uint32_t index() const = 0;
   virtual void pause() = 0;
   virtual void resume() = 0;
 };
+
+// The PMD thread this is (its index), 0 on any other thread. A port that several PMDs transmit into keeps
+// private counters per PMD and picks them by it.
+inline thread_local uint32_t t_pmd_index = 0;
 
 // Rare things that happen to a port, delivered to JavaScript as events. May be raised from any thread.
 struct PortEvent {
@@ -116,10 +122,37 @@ class Port {
   // Kernel mode: woken up (or not sleeping after all). Suppresses notifications again and drains fds.
   virtual void disarm_wakeup() {}
 
+  // Whether the port's queue pairs may be served by several PMD threads at once, each receive queue by
+  // one of them, and transmitted into by several (a vhost-user device: it locks a receive ring of its
+  // guest that more than one PMD fills). A port that does not is always served whole by one PMD.
+  virtual bool spreads() const { return false; }
+  // The PMD serving only the receive queue pairs in qmask (bit q: queue pair q; 0 for a PMD that only
+  // transmits into the port) publishes, arms and disarms through these. A port that never spreads is
+  // always served whole, so the defaults ignore the mask.
+  virtual void publish_queues(uint32_t qmask) {
+    (void)qmask;
+    publish_counters();
+  }
+  virtual bool arm_queues(uint32_t qmask, std::vector<pollfd>& fds) {
+    (void)qmask;
+    return arm_wakeup(fds);
+  }
+  virtual void disarm_queues(uint32_t qmask) {
+    (void)qmask;
+    disarm_wakeup();
+  }
+
   // The threads that touch this port's rings or memory: those serving its receive queues and those that
   // may transmit into it. Set by the engine, only with every old and new runner paused.
   const std::vector<PortRunner*>& runners() const { return runners_; }
-  void set_runners(std::vector<PortRunner*> r) { runners_ = std::move(r); }
+  void set_runners(std::vector<PortRunner*> r) {
+    runners_ = std::move(r);
+    runners_changed();
+  }
+
+ protected:
+  // After set_runners, with every runner paused: a port that spreads learns whether it is now shared.
+  virtual void runners_changed() {}
 
  private:
   std::string name_;

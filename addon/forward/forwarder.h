@@ -66,6 +66,9 @@ class Forwarder {
   // Delivers burst b, just received from queue pair qp of `in`, to its destinations. The PMD releases the
   // burst afterwards.
   virtual void forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) = 0;
+  // Whether its members' queue pairs may be served by several PMDs at once (when the members spread too):
+  // forward() then runs on several threads at once, so it must keep no state of its own.
+  virtual bool spreads() const { return false; }
   // Called once per PMD iteration, busy or idle, for bounded housekeeping off the per-packet path (a
   // bridge ages its MAC table a few slots at a time). Must not touch guest memory.
   virtual void tick() {}

@@ -11,6 +11,7 @@ class Wire final : public Forwarder {
   Wire(Port& a, Port& b) : Forwarder(a.name() + "=" + b.name()), members_{&a, &b} {}
 
   const char* kind() const override { return "wire"; }
+  bool spreads() const override { return true; }
   const std::vector<Port*>& members() const override { return members_; }
   bool accepts_from(Port& in) override { return !in.holds_until_peer_ready() || peer(in).tx_ready(); }
   // Queue pair q of one side feeds queue pair q of the other, folded onto the queues it has.

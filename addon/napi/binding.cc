@@ -401,6 +401,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       o.Set("counterSet", p.counter_set);
       o.Set("forwarder", p.forwarder);
       o.Set("pmd", p.pmd);
+      Napi::Array qp = Napi::Array::New(env, p.queue_pmds.size());
+      for (size_t q = 0; q < p.queue_pmds.size(); q++) qp.Set(uint32_t(q), p.queue_pmds[q]);
+      o.Set("queuePmds", qp);
       set_description(o, p.description);
       out.Set(uint32_t(i), o);
     }

@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -130,32 +131,53 @@ bool Engine::add_port(const std::string& kind, const std::string& name, const Po
 }
 
 Pmd& Engine::place(std::unique_ptr<Forwarder> fwd) {
-  Pmd* pmd = pmds_.front().get();
-  for (auto& p : pmds_)
-    if (p->queue_count() < pmd->queue_count()) pmd = p.get();
-  pmd->pause();
+  size_t home = 0;
+  for (size_t i = 1; i < pmds_.size(); i++)
+    if (pmds_[i]->queue_count() < pmds_[home]->queue_count()) home = i;
+  Placed pl{nullptr, pmds_[home].get(), {}, {}};
+  uint16_t lanes = 0;
+  bool spread = fwd->spreads() && pmds_.size() > 1;
   for (Port* m : fwd->members()) {
-    pmd->add_port(*m, *fwd);
-    m->set_runners({pmd});
+    spread = spread && m->spreads();
+    lanes = std::max(lanes, m->queue_pairs());
+  }
+  if (spread && lanes > 1) {
+    for (uint16_t q = 0; q < lanes; q++) pl.lanes.push_back(pmds_[(home + q) % pmds_.size()].get());
+    for (Pmd* p : pl.lanes)
+      if (std::find(pl.pmds.begin(), pl.pmds.end(), p) == pl.pmds.end()) pl.pmds.push_back(p);
+  } else {
+    pl.pmds = {pl.pmd};
+  }
+  for (Pmd* p : pl.pmds) p->pause();
+  for (Port* m : fwd->members()) {
+    for (Pmd* p : pl.pmds) {
+      uint32_t mask = 0;
+      for (uint16_t q = 0; q < m->queue_pairs(); q++)
+        if (pl.queue_pmd(q) == p) mask |= 1u << q;
+      p->add_port(*m, *fwd, mask);
+    }
+    m->set_runners(std::vector<PortRunner*>(pl.pmds.begin(), pl.pmds.end()));
     ports_.at(m->name()).fwd = fwd.get();
   }
-  pmd->resume();
+  for (auto it = pl.pmds.rbegin(); it != pl.pmds.rend(); ++it) (*it)->resume();
   const std::string name = fwd->name();
-  forwarders_[name] = Placed{std::move(fwd), pmd};
-  return *pmd;
+  pl.fwd = std::move(fwd);
+  Pmd& first = *pl.pmd;
+  forwarders_[name] = std::move(pl);
+  return first;
 }
 
 void Engine::unplace(Entry& e) {
   if (!e.fwd) return;
   auto it = forwarders_.find(e.fwd->name());
   Placed& pl = it->second;
-  pl.pmd->pause();
+  for (Pmd* p : pl.pmds) p->pause();
   for (Port* m : pl.fwd->members()) {
-    pl.pmd->remove_port(m);
+    for (Pmd* p : pl.pmds) p->remove_port(m);
     m->set_runners({});
     ports_.at(m->name()).fwd = nullptr;
   }
-  pl.pmd->resume();
+  for (auto jt = pl.pmds.rbegin(); jt != pl.pmds.rend(); ++jt) (*jt)->resume();
   forwarders_.erase(it);
 }
 
@@ -266,6 +288,7 @@ std::vector<PortSummary> Engine::ports() {
       s.forwarder = e.fwd->name();
       const Placed& pl = forwarders_.at(e.fwd->name());
       s.pmd = int(pl.pmd->index());
+      for (uint16_t q = 0; q < s.queue_pairs; q++) s.queue_pmds.push_back(int(pl.queue_pmd(q)->index()));
     }
     out.push_back(std::move(s));
   }

@@ -31,7 +31,8 @@ struct PortSummary {
   uint16_t queue_pairs = 0;
   int counter_set = -1;
   int pmd = -1;
-  Description description;  // what the port says about itself (Port::describe)
+  std::vector<int> queue_pmds;  // the PMD serving each receive queue pair, when it is in a forwarder
+  Description description;      // what the port says about itself (Port::describe)
 };
 
 struct ForwarderSummary {
@@ -131,14 +132,22 @@ class Engine : public Reactor {
     std::function<void(uint32_t)> cb;
   };
 
-  // A forwarder and the PMD thread that runs it (all its members' receive queues).
+  // A forwarder and the PMD threads that run it. Most run on one (`pmd`, all its members' receive
+  // queues); a wire of ports that spread runs queue pair q of each member on lanes[q], and on every PMD
+  // of `pmds`.
   struct Placed {
     std::unique_ptr<Forwarder> fwd;
     Pmd* pmd;
+    std::vector<Pmd*> pmds;
+    std::vector<Pmd*> lanes;
+    Pmd* queue_pmd(uint16_t q) const { return lanes.empty() ? pmd : lanes[q % lanes.size()]; }
   };
 
   bool check_new_name(const std::string& name, std::string* err) const;
-  // Puts fwd on the least-loaded PMD, serving every member's queues; engine lock held.
+  // Puts fwd on the least-loaded PMD, serving every member's queues, or, when it and its members spread
+  // and there are several PMDs, queue pair q of each member on the q-th PMD from the least-loaded one
+  // (so queue pair q of one side and the queue pair it feeds on the other share a PMD when the sides have
+  // as many); returns the PMD of queue pair 0. Engine lock held.
   Pmd& place(std::unique_ptr<Forwarder> fwd);
   // Takes the forwarder port e is in off its PMD and destroys it; engine lock held.
   void unplace(Entry& e);

@@ -135,27 +135,33 @@ void Pmd::drain_wake_fd() {
   }
 }
 
-void Pmd::add_port(Port& p, Forwarder& fwd) {
-  for (uint16_t q = 0; q < p.queue_pairs(); q++) queues_.push_back(RxQueue{&p, q, &fwd});
-  ports_.emplace_back(&p, &fwd);
+void Pmd::add_port(Port& p, Forwarder& fwd, uint32_t qmask) {
+  uint32_t mask = 0;
+  for (uint16_t q = 0; q < p.queue_pairs(); q++)
+    if (qmask & (1u << q)) {
+      queues_.push_back(RxQueue{&p, q, &fwd});
+      mask |= 1u << q;
+    }
+  ports_.push_back(Served{&p, &fwd, mask});
   refresh_forwarders();
 }
 
 void Pmd::refresh_forwarders() {
   fwds_.clear();
-  for (auto& [p, f] : ports_)
-    if (std::find(fwds_.begin(), fwds_.end(), f) == fwds_.end()) fwds_.push_back(f);
+  for (const Served& s : ports_)
+    if (std::find(fwds_.begin(), fwds_.end(), s.fwd) == fwds_.end()) fwds_.push_back(s.fwd);
 }
 
 void Pmd::remove_port(const Port* p) {
   queues_.erase(std::remove_if(queues_.begin(), queues_.end(), [p](const RxQueue& q) { return q.port == p; }),
                 queues_.end());
-  ports_.erase(std::remove_if(ports_.begin(), ports_.end(), [p](const auto& e) { return e.first == p; }), ports_.end());
+  ports_.erase(std::remove_if(ports_.begin(), ports_.end(), [p](const Served& s) { return s.port == p; }),
+               ports_.end());
   refresh_forwarders();
 }
 
 void Pmd::publish() {
-  for (auto& [p, fwd] : ports_) p->publish_counters();
+  for (const Served& s : ports_) s.port->publish_queues(s.qmask);
   counters_.publish();
 }
 
@@ -226,10 +232,10 @@ void Pmd::sleep_until_work() {
   // A source held back until a destination is ready has nothing to do yet: the poll timeout looks again.
   bool can_sleep = true;
   bool faulted = false;
-  for (auto& [p, fwd] : ports_) {
-    faulted |= !guarded([&, p = p, fwd = fwd] {
+  for (const Served& s : ports_) {
+    faulted |= !guarded([&, p = s.port, fwd = s.fwd, m = s.qmask] {
       at(p, 0, Step::kCheck);
-      const bool ok = !fwd->accepts_from(*p) || p->arm_wakeup(fds_);
+      const bool ok = !fwd->accepts_from(*p) || p->arm_queues(m, fds_);
       can_sleep = can_sleep && ok;
     });
   }
@@ -241,15 +247,16 @@ void Pmd::sleep_until_work() {
     // nested inside another (two ports of one PMD paused together) writes it while we are parked.
     if (poll(fds_.data(), fds_.size(), kSleepMs) > 0 && (fds_[0].revents & POLLIN)) drain_wake_fd();
   }
-  for (auto& [p, fwd] : ports_)
-    guarded([this, p = p] {
+  for (const Served& s : ports_)
+    guarded([this, p = s.port, m = s.qmask] {
       at(p, 0, Step::kCheck);
-      p->disarm_wakeup();
+      p->disarm_queues(m);
     });
   at(nullptr, 0, Step::kNone);
 }
 
 void Pmd::run() {
+  t_pmd_index = index_;
   uint32_t idle = 0, since_publish = 0;
   const uint32_t low_yield_pauses = pauses_for(kLowYieldPauseNs);
   // Busy and idle time: the one clock read at the top of an iteration closes the one before (its sleep

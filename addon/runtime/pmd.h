@@ -43,13 +43,14 @@ class Pmd : public PortRunner {
   void resume() override;
 
   // Only with this PMD paused (or not started).
-  // Serves every receive queue pair of p, handing its bursts to fwd.
-  void add_port(Port& p, Forwarder& fwd);
+  // Serves the receive queue pairs of p in qmask (bit q: queue pair q), handing their bursts to fwd. A
+  // mask of 0 adds a port the PMD only transmits into: it still publishes its own counters of it.
+  void add_port(Port& p, Forwarder& fwd, uint32_t qmask = ~0u);
   void remove_port(const Port* p);
   void set_wait(Wait w) { wait_ = w; }
   Wait wait() const { return wait_; }
   size_t queue_count() const { return queues_.size(); }
-  uint32_t index() const { return index_; }
+  uint32_t index() const override { return index_; }
 
  private:
   void run();
@@ -82,8 +83,14 @@ class Pmd : public PortRunner {
   Wait wait_;
   std::vector<RxQueue> queues_;
   size_t next_queue_ = 0;  // where the next iteration starts: after the last queue a time-cut one served
-  // Each port served once, with its forwarder: for sleeping, waking and publishing counters.
-  std::vector<std::pair<Port*, Forwarder*>> ports_;
+  // Each port served or transmitted into once, with its forwarder and the queue pairs served here: for
+  // sleeping, waking and publishing counters.
+  struct Served {
+    Port* port;
+    Forwarder* fwd;
+    uint32_t qmask;
+  };
+  std::vector<Served> ports_;
   // Each forwarder once, for its per-iteration tick().
   std::vector<Forwarder*> fwds_;
   void refresh_forwarders();

@@ -35,6 +35,7 @@ export interface PortJson {
   peer: string;
   forwarder: string;
   pmd: number;
+  queuePmds: number[];
   /** ports on a host interface: the interface's own counters, to compare with ours */
   interfaceStatistics?: Record<string, number>;
   /** one object per queue pair: counter id -> value */
@@ -54,6 +55,7 @@ export function portToJson(p: SwitchPortInfo): PortJson {
     peer: p.peer,
     forwarder: p.forwarder,
     pmd: p.pmd,
+    queuePmds: p.queuePmds,
     counters: counters.map((set) => Object.fromEntries(Object.entries(set).map(([id, v]) => [id, Number(v)]))),
   };
 }

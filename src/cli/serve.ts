@@ -214,7 +214,8 @@ function setUp(sw: Switch, config: ServeConfig): void {
   }
   for (const [a, b] of config.wire) {
     const w = sw.wire(a, b);
-    console.log(`wire ${a}=${b} on PMD ${w.pmd}`);
+    const pmds = [...new Set(sw.ports().flatMap((p) => (p.name === a || p.name === b ? p.queuePmds : [])))].sort();
+    console.log(pmds.length > 1 ? `wire ${a}=${b} on PMDs ${pmds.join(',')} (queue pairs spread)` : `wire ${a}=${b} on PMD ${w.pmd}`);
   }
   for (const br of config.bridges) {
     const members = br.members.map((port) => ({ port, ...config.bridgePorts[port] }));

@@ -134,6 +134,7 @@ VirtioNetDevice::~VirtioNetDevice() = default;
 
 void VirtioNetDevice::set_memory(std::shared_ptr<const GuestMemory> mem) {
   mem_ = std::move(mem);
+  poisoned_.store(false, std::memory_order_relaxed);
   if (!mem_) return;
   // The old table may be unmapped as soon as nobody holds it: running rings must point into the new one.
   for (uint16_t idx = 0; idx < 2 * queue_pairs_; idx++) {
@@ -190,13 +191,15 @@ void VirtioNetDevice::reset() {
     r.kick = r.call = r.err = -1;
   }
   mem_.reset();
+  poisoned_.store(false, std::memory_order_relaxed);
   set_features(0);
 }
 
 void VirtioNetDevice::ring_broken(uint16_t idx, QueueCounter reason) {
   Vring& r = vrings_[idx];
   r.broken = true;
-  QueueCounters& c = counters_[idx / 2];
+  // An odd vring is a receive queue, counted by the one PMD serving it; an even one by whoever fills it.
+  QueueCounters& c = idx % 2 ? counters_[idx / 2] : tx_counters_of(uint16_t(idx / 2));
   c.add(reason);
   c.add(RINGS_BROKEN);
   // Whoever reacts to the event reads the counters next; they must already say why.
@@ -211,6 +214,10 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
   const uint16_t idx = uint16_t(2 * qp + 1);
   Vring& r = vrings_[idx];
   if (!r.served()) return 0;
+  if (shared_ && poisoned_.load(std::memory_order_relaxed)) {
+    ring_broken(idx, INVALID_MEMORY_GONE);
+    return 0;
+  }
   const GuestMemory& mem = *mem_;
   QueueCounters& c = counters_[qp];
   const uint32_t hdr_len = net_hdr_len(features_);
@@ -356,16 +363,46 @@ int VirtioNetDevice::tx_ring(uint16_t qp) const {
   return -1;
 }
 
+void VirtioNetDevice::TxLock::lock() {
+  const uint32_t me = t_pmd_index + 1;
+  for (;;) {
+    uint32_t free = 0;
+    if (holder.compare_exchange_weak(free, me, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    while (holder.load(std::memory_order_relaxed) != 0) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+  }
+}
+
 uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   if (b.n == 0) return 0;
   const int idx = tx_ring(qp);
   if (idx < 0) {
-    counters_[qp < queue_pairs_ ? qp : 0].add(DROP_TX_NOT_READY, b.n);
+    tx_counters_of(qp < queue_pairs_ ? qp : 0).add(DROP_TX_NOT_READY, b.n);
     return 0;
   }
+  if (!shared_) return fill(idx, b);
+  TxLock& l = tx_locks_[idx / 2];
+  l.lock();
+  // Another PMD may have broken the ring, or found the memory gone, since tx_ring() looked.
+  uint16_t n = 0;
+  if (poisoned_.load(std::memory_order_relaxed) && !vrings_[idx].broken)
+    ring_broken(uint16_t(idx), INVALID_MEMORY_GONE);
+  if (vrings_[idx].served())
+    n = fill(idx, b);
+  else
+    tx_counters_of(uint16_t(idx / 2)).add(DROP_TX_NOT_READY, b.n);
+  l.unlock();
+  return n;
+}
+
+uint16_t VirtioNetDevice::fill(int idx, const Burst& b) {
   Vring& r = vrings_[idx];
   const GuestMemory& mem = *mem_;
-  QueueCounters& c = counters_[idx / 2];
+  QueueCounters& c = tx_counters_of(uint16_t(idx / 2));
+  OpenTx& open = tx_open_[idx / 2];
   const bool merge = features_ & bit(VIRTIO_NET_F_MRG_RXBUF);
   const uint32_t hdr_len = net_hdr_len(features_);
 
@@ -484,7 +521,7 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
       const PacketView& p = b.pkt[pl.pkt];
       // From here the source's memory is read: a fault there leaves the chains of this packet and of
       // those planned after it to abort_tx().
-      tx_open_ = {idx, np - pl.first_piece};
+      open = {idx, np - pl.first_piece};
       // The offloads the packet still carries are ones the guest accepted (Transmit sent it through
       // OffloadFallback otherwise): its header says what is left to do.
       virtio_net_hdr_mrg_rxbuf h = {};
@@ -531,7 +568,7 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
       bytes += p.len;
       c.add(TX_SIZE_64 + size_bin(p.len));
     }
-    tx_open_.idx = -1;
+    open.idx = -1;
   }
   c.raise(LONGEST_BURST_DESCRIPTORS, descriptors);
   c.set(RING_FILL_TX, r.vq.waiting());
@@ -549,21 +586,55 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
 }
 
 void VirtioNetDevice::abort_tx(uint16_t) {
-  const int idx = tx_open_.idx;
-  if (idx < 0) return;
-  tx_open_.idx = -1;
-  Vring& r = vrings_[idx];
-  r.vq.unpop(uint16_t(tx_open_.npieces));
-  // The packets copied before the fault were pushed: the guest gets them.
-  flush(r, counters_[idx / 2]);
+  // The one open packet is the calling thread's: with one runner there is only one; with several, the
+  // ring it holds locked.
+  for (uint16_t q = 0; q < queue_pairs_; q++) {
+    OpenTx& open = tx_open_[q];
+    if (open.idx < 0 || (shared_ && !tx_locks_[q].held_here())) continue;
+    Vring& r = vrings_[open.idx];
+    open.idx = -1;
+    r.vq.unpop(uint16_t(open.npieces));
+    // The packets copied before the fault were pushed: the guest gets them.
+    flush(r, tx_counters_of(q));
+    if (shared_) tx_locks_[q].unlock();
+  }
 }
 
 bool VirtioNetDevice::owns(const void* addr) const { return mem_ && mem_->contains(addr); }
 
 void VirtioNetDevice::memory_fault() {
-  tx_open_.idx = -1;
+  if (shared_) {
+    // Other PMDs may be in the middle of bursts on the other rings: each stops its own when it next
+    // touches it.
+    poisoned_.store(true, std::memory_order_relaxed);
+    release_held_rings();
+    return;
+  }
+  for (OpenTx& open : tx_open_) open.idx = -1;
   for (uint16_t idx = 0; idx < 2 * queue_pairs_; idx++)
     if (vrings_[idx].started && !vrings_[idx].broken) ring_broken(idx, INVALID_MEMORY_GONE);
+}
+
+void VirtioNetDevice::release_held_rings() {
+  for (uint16_t q = 0; q < queue_pairs_; q++) {
+    if (!tx_locks_[q].held_here()) continue;
+    tx_open_[q].idx = -1;
+    const uint16_t idx = uint16_t(2 * q);
+    if (vrings_[idx].started && !vrings_[idx].broken) ring_broken(idx, INVALID_MEMORY_GONE);
+    tx_locks_[q].unlock();
+  }
+}
+
+void VirtioNetDevice::runners_changed() {
+  shared_ = runners().size() > 1;
+  if (!shared_) return;
+  for (PortRunner* r : runners()) {
+    const uint32_t k = r->index();
+    if (k >= pmd_tx_.size()) pmd_tx_.resize(k + 1);
+    if (pmd_tx_[k]) continue;
+    pmd_tx_[k].reset(new QueueCounters[queue_pairs_]);
+    for (uint16_t qp = 0; qp < queue_pairs_; qp++) pmd_tx_[k][qp].shared = sets_.set(qp);
+  }
 }
 
 // A driver may post its receive buffers and then reclaim whatever arrived in them before it starts
@@ -588,13 +659,23 @@ bool VirtioNetDevice::tx_ready() {
   return false;
 }
 
-void VirtioNetDevice::publish_counters() {
-  for (uint16_t qp = 0; qp < queue_pairs_; qp++) counters_[qp].publish();
+constexpr uint32_t kAllQueues = (1u << kMaxQueuePairs) - 1;
+
+void VirtioNetDevice::publish_counters() { publish_queues(kAllQueues); }
+
+void VirtioNetDevice::publish_queues(uint32_t qmask) {
+  for (uint16_t qp = 0; qp < queue_pairs_; qp++)
+    if (qmask & (1u << qp)) counters_[qp].publish();
+  if (shared_ && t_pmd_index < pmd_tx_.size() && pmd_tx_[t_pmd_index])
+    for (uint16_t qp = 0; qp < queue_pairs_; qp++) pmd_tx_[t_pmd_index][qp].publish();
 }
 
-bool VirtioNetDevice::arm_wakeup(std::vector<pollfd>& fds) {
+bool VirtioNetDevice::arm_wakeup(std::vector<pollfd>& fds) { return arm_queues(kAllQueues, fds); }
+
+bool VirtioNetDevice::arm_queues(uint32_t qmask, std::vector<pollfd>& fds) {
   if (!mem_) return true;
   for (uint16_t qp = 0; qp < queue_pairs_; qp++) {
+    if (!(qmask & (1u << qp))) continue;
     Vring& r = vrings_[2 * qp + 1];
     if (!r.served()) continue;
     if (r.vq.enable_notify()) return false;
@@ -603,12 +684,15 @@ bool VirtioNetDevice::arm_wakeup(std::vector<pollfd>& fds) {
   return true;
 }
 
-void VirtioNetDevice::disarm_wakeup() {
+void VirtioNetDevice::disarm_wakeup() { disarm_queues(kAllQueues); }
+
+void VirtioNetDevice::disarm_queues(uint32_t qmask) {
   if (!mem_) return;
   pollfd pfd[kMaxQueuePairs];
   uint16_t owner[kMaxQueuePairs];
   nfds_t n = 0;
   for (uint16_t qp = 0; qp < queue_pairs_; qp++) {
+    if (!(qmask & (1u << qp))) continue;
     Vring& r = vrings_[2 * qp + 1];
     if (!r.served()) continue;
     r.vq.disable_notify();

@@ -9,6 +9,7 @@
 
 #include "virtio/virtio_spec.h"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -38,7 +39,9 @@ struct Vring {
   bool has_addr = false;
   bool enabled = false;
   int kick = -1, call = -1, err = -1;  // kick is held only while the ring is started
-  bool started = false, broken = false;
+  bool started = false;
+  // Read by every PMD that may transmit into the ring (tx_ring()), set by the one that found it broken.
+  std::atomic<bool> broken{false};
   SplitRing vq;
   // Receive rings only: when the guest first made buffers available since start, and whether it has
   // since said the ring is ready (see tx_ready()).
@@ -84,11 +87,29 @@ class VirtioNetDevice : public Port {
   void memory_fault() override;
   void abort_tx(uint16_t qp) override;
   uint32_t tx_offloads() const override { return to_guest_; }
-  QueueCounters* tx_counters(uint16_t qp) override { return &counters_[qp < queue_pairs_ ? qp : 0]; }
+  QueueCounters* tx_counters(uint16_t qp) override { return &tx_counters_of(qp < queue_pairs_ ? qp : 0); }
+  bool spreads() const override { return true; }
+  void publish_queues(uint32_t qmask) override;
+  bool arm_queues(uint32_t qmask, std::vector<pollfd>& fds) override;
+  void disarm_queues(uint32_t qmask) override;
 
   int counter_set() const override { return sets_.first(); }
 
+ protected:
+  void runners_changed() override;
+
  private:
+  // The counters the calling thread writes for what it transmits into queue pair qp's receive ring: with
+  // one runner they are the queue pair's own; with several, each PMD keeps its own copy.
+  QueueCounters& tx_counters_of(uint16_t qp) {
+    if (shared_ && t_pmd_index < pmd_tx_.size() && pmd_tx_[t_pmd_index]) return pmd_tx_[t_pmd_index][qp];
+    return counters_[qp];
+  }
+  // tx_burst's work on receive vring idx, under its lock when the device is shared.
+  uint16_t fill(int idx, const Burst& b);
+  // With several runners: gives the receive rings the calling thread holds locked back, broken (their
+  // memory faulted under it); the other rings are broken by whoever touches them next (poisoned_).
+  void release_held_rings();
   // Translates the ring addresses of vring idx's setup through the memory table and points its queue at
   // them (indices untouched).
   bool attach(uint16_t idx, std::string* err);
@@ -109,11 +130,29 @@ class VirtioNetDevice : public Port {
   uint32_t from_guest_ = 0, to_guest_ = 0;
   std::unique_ptr<Vring[]> vrings_;
   QueueCounters counters_[kMaxQueuePairs];
-  // The packet tx_burst is copying (vring index, chains taken for it); idx -1 when none.
+  // The packet tx_burst is copying into queue pair q's receive ring (vring index, chains taken for it);
+  // idx -1 when none.
   struct OpenTx {
     int idx = -1;
     uint32_t npieces = 0;
-  } tx_open_;
+  } tx_open_[kMaxQueuePairs];
+
+  // Queues spread over PMDs (Port::spreads): with more than one runner the device is shared. Each
+  // receive queue is then served by one PMD, but several may fill one of the guest's receive rings (a
+  // guest with fewer queue pairs, or rings it has not enabled): the ring's lock serializes them, as DPDK's
+  // vhost takes its per-virtqueue access lock. One runner takes no lock.
+  bool shared_ = false;
+  struct alignas(64) TxLock {
+    std::atomic<uint32_t> holder{0};  // 1 + the PMD index holding it; 0: free
+    void lock();
+    void unlock() { holder.store(0, std::memory_order_release); }
+    bool held_here() const { return holder.load(std::memory_order_relaxed) == t_pmd_index + 1; }
+  };
+  TxLock tx_locks_[kMaxQueuePairs];
+  // The guest's memory faulted on some PMD: every ring is to be stopped, each by the thread that owns it.
+  std::atomic<bool> poisoned_{false};
+  // Per PMD index: that PMD's transmit counters of each queue pair (allocated when it becomes a runner).
+  std::vector<std::unique_ptr<QueueCounters[]>> pmd_tx_;
 };
 
 }  // namespace vw
