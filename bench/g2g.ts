@@ -38,6 +38,10 @@ export interface G2gOptions {
   switches: Switch[];
   resultsDir: string | null;
   verbose: boolean;
+  /** Queue pairs of each of the front end's two ports (and of the switch's), testpmd --rxq/--txq */
+  queues: number;
+  /** Our PMD threads' CPUs (serve --pmd-cores) */
+  pmdCores: string;
 }
 
 export const G2G_DEFAULTS: G2gOptions = {
@@ -49,6 +53,8 @@ export const G2G_DEFAULTS: G2gOptions = {
   switches: SWITCHES,
   resultsDir: path.join(__dirname, '..', '..', 'bench', 'results'),
   verbose: false,
+  queues: 1,
+  pmdCores: '1',
 };
 
 // Front end on core 0 (main lcore 1 sleeps in its prompt); every switch forwards on core 1.
@@ -154,7 +160,11 @@ class G2g {
     const names = Array.from({ length: ports }, (_, i) => `vm${i}`);
     const socks = names.map((n) => path.join(dir, `${n}.sock`));
     const serve = await ServeProcess.start({
-      args: [...names.flatMap((n, i) => ['--vhost-user', `${n}=${socks[i]}`]), ...join(names), '--mode', 'bypass', '--pmd-cores', '1'],
+      args: [
+        ...names.flatMap((n, i) => ['--vhost-user', `${n}=${socks[i]}${this.o.queues > 1 ? `,queues=${this.o.queues}` : ''}`]),
+        ...join(names),
+        ...['--mode', 'bypass', '--pmd-cores', this.o.pmdCores],
+      ],
       log: this.verbose('vhostwire'),
     });
     return {
@@ -178,8 +188,9 @@ class G2g {
       name: 'dpdk-vhost',
       lcores: '0,1',
       mainLcore: 0,
-      vdev: `net_vhost0,iface=${s[0]},queues=1`,
-      extraEal: ['--vdev', `net_vhost1,iface=${s[1]},queues=1`],
+      vdev: `net_vhost0,iface=${s[0]},queues=${this.o.queues}`,
+      extraEal: ['--vdev', `net_vhost1,iface=${s[1]},queues=${this.o.queues}`],
+      extraApp: [`--rxq=${this.o.queues}`, `--txq=${this.o.queues}`],
       forwardMode: 'io',
       log: this.verbose('dpdk-vhost'),
     });
@@ -280,12 +291,12 @@ class G2g {
       name: 'virtio-user',
       lcores: FRONT.lcores,
       mainLcore: FRONT.main,
-      vdev: `net_virtio_user0,path=${s[0]},queues=1,mac=${MAC[0]}`,
-      extraEal: ['--vdev', `net_virtio_user1,path=${s[1]},queues=1,mac=${MAC[1]}`],
+      vdev: `net_virtio_user0,path=${s[0]},queues=${this.o.queues},mac=${MAC[0]}`,
+      extraEal: ['--vdev', `net_virtio_user1,path=${s[1]},queues=${this.o.queues},mac=${MAC[1]}`],
       singleFileSegments: true,
       forwardMode: 'mac',
       txpkts: size,
-      extraApp: [`--eth-peer=0,${MAC[1]}`, `--eth-peer=1,${MAC[0]}`],
+      extraApp: [`--eth-peer=0,${MAC[1]}`, `--eth-peer=1,${MAC[0]}`, `--rxq=${this.o.queues}`, `--txq=${this.o.queues}`],
       log: this.verbose('virtio-user'),
     });
   }
