@@ -84,6 +84,7 @@ export interface ApiPort {
   queuePairs: number;
   peer: string;
   pmd: number;
+  queuePmds: number[];
   connected?: boolean;
   counters: Array<Record<string, number>>;
 }

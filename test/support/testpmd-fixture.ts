@@ -31,19 +31,27 @@ export async function startServe(t: Test, args: string[]): Promise<ServeProcess>
  */
 export async function startVirtioUser(
   t: Test,
-  opts: { path: string; forwardMode: TestpmdOptions['forwardMode']; txpkts?: number; vdevExtra?: string; extraApp?: string[] },
+  opts: {
+    path: string;
+    forwardMode: TestpmdOptions['forwardMode'];
+    txpkts?: number;
+    vdevExtra?: string;
+    extraApp?: string[];
+    /** queue pairs of the port (and testpmd's --rxq/--txq); default 1 */
+    queues?: number;
+  },
 ): Promise<Testpmd> {
   const tp = await Testpmd.start({
     name: 'virtio-user',
     lcores: '0,1',
     mainLcore: 1,
-    vdev: `net_virtio_user0,path=${opts.path},queues=1${opts.vdevExtra ? `,${opts.vdevExtra}` : ''}`,
+    vdev: `net_virtio_user0,path=${opts.path},queues=${opts.queues ?? 1}${opts.vdevExtra ? `,${opts.vdevExtra}` : ''}`,
     singleFileSegments: true,
     memMb: 128,
     mbufs: 8192,
     forwardMode: opts.forwardMode,
     txpkts: opts.txpkts,
-    extraApp: opts.extraApp,
+    extraApp: [...(opts.queues ? [`--rxq=${opts.queues}`, `--txq=${opts.queues}`] : []), ...(opts.extraApp ?? [])],
     // Well inside the tests' own timeouts, so a start that hangs fails with testpmd's last output.
     startTimeoutMs: 20000,
     log: process.env.VHOSTWIRE_TEST_VERBOSE ? (l) => t.comment(`testpmd: ${l}`) : undefined,
