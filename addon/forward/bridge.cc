@@ -38,6 +38,7 @@ bool leaves_tagged(const BridgePortConfig& c, uint16_t vlan, bool came_tagged) {
 Bridge::Bridge(std::string name, const BridgeOptions& o)
     : Forwarder(std::move(name)), opts_(o), fdb_(o.max_macs, o.max_macs_per_port, o.ageing_s * 1000000000ull) {
   vlan_row_.fill(kNoVlan);
+  work_.emplace_back(new Work);
   const uint64_t pass_ns = std::min<uint64_t>(o.ageing_s * 1000000000ull / 4, kAgePassMaxNs);
   age_every_ns_ = pass_ns / std::max<uint32_t>(1, fdb_.capacity() / kAgeSlotsPerTick);
 }
@@ -84,10 +85,38 @@ void Bridge::rebuild() {
       }
     }
   }
-  pending_.assign(n, {});
-  pending_n_.assign(n, 0);
-  touched_.clear();
-  touched_.reserve(n);
+  for (auto& w : work_) {
+    if (!w) continue;
+    w->pending.assign(n, {});
+    w->pending_n.assign(n, 0);
+    w->touched.clear();
+    w->touched.reserve(n);
+  }
+}
+
+void Bridge::set_threads(const std::vector<uint32_t>& pmds) {
+  spread_ = pmds.size() > 1;
+  first_ = pmds.empty() ? 0 : pmds[0];
+  for (uint32_t k : pmds) {
+    if (k >= work_.size()) work_.resize(k + 1);
+    if (!work_[k]) {
+      work_[k].reset(new Work);
+      work_[k]->stats.resize(members_.size());
+    }
+  }
+  rebuild();
+}
+
+void Bridge::lock_fdb() const {
+  if (!spread_) return;
+  for (;;) {
+    if (!fdb_lock_.exchange(true, std::memory_order_acquire)) return;
+    while (fdb_lock_.load(std::memory_order_relaxed)) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+  }
 }
 
 const std::vector<uint16_t>& Bridge::flood_list(bool multicast, uint16_t vlan, uint16_t in) const {
@@ -96,7 +125,9 @@ const std::vector<uint16_t>& Bridge::flood_list(bool multicast, uint16_t vlan, u
 
 void Bridge::add_member(Port& p, const BridgePortConfig& c) {
   members_.push_back(&p);
-  m_.push_back(Member{c, {}});
+  m_.push_back(Member{c});
+  for (auto& w : work_)
+    if (w) w->stats.emplace_back();
   fdb_.ensure_port(uint16_t(members_.size() - 1));
   rebuild();
 }
@@ -106,21 +137,50 @@ void Bridge::remove_member(const Port& p) {
   if (i == Fdb::kNoPort) return;
   members_.erase(members_.begin() + i);
   m_.erase(m_.begin() + i);
+  for (auto& w : work_)
+    if (w) w->stats.erase(w->stats.begin() + i);
   fdb_.remove_port(i);
+  fdb_size_.store(fdb_.size(), std::memory_order_relaxed);
   rebuild();
 }
 
 bool Bridge::add_static(uint16_t vlan, uint64_t mac, const Port& p) {
   const uint16_t i = index_of(&p);
-  return i != Fdb::kNoPort && fdb_.add_static(vlan, mac, i);
+  const bool ok = i != Fdb::kNoPort && fdb_.add_static(vlan, mac, i);
+  fdb_size_.store(fdb_.size(), std::memory_order_relaxed);
+  return ok;
+}
+
+BridgePortStats Bridge::port_stats(const Port& p) const {
+  const uint16_t i = index_of(&p);
+  BridgePortStats t;
+  for (const auto& w : work_) {
+    if (!w) continue;
+    const BridgePortStats& s = w->stats[i];
+    t.rx += s.rx;
+    t.tx += s.tx;
+    t.drop_runt += s.drop_runt;
+    t.drop_vlan += s.drop_vlan;
+    t.drop_spoofed += s.drop_spoofed;
+    t.drop_local += s.drop_local;
+    t.drop_isolated += s.drop_isolated;
+    t.drop_no_room += s.drop_no_room;
+  }
+  return t;
 }
 
 std::vector<std::pair<int, uint64_t>> Bridge::vlan_drops() const {
   std::vector<std::pair<int, uint64_t>> out;
+  const auto drops = [this](size_t slot) {
+    uint64_t n = 0;
+    for (const auto& w : work_)
+      if (w) n += w->vlan_drops[slot];
+    return n;
+  };
   for (int v = 0; v < 4096; v++)
-    if (vlan_row_[v] != kNoVlan) out.emplace_back(v, vlan_drops_[v]);
-  out.emplace_back(kUntagged, vlan_drops_[kUntaggedSlot]);
-  out.emplace_back(kOther, vlan_drops_[kOtherSlot]);
+    if (vlan_row_[v] != kNoVlan) out.emplace_back(v, drops(size_t(v)));
+  out.emplace_back(kUntagged, drops(kUntaggedSlot));
+  out.emplace_back(kOther, drops(kOtherSlot));
   return out;
 }
 
@@ -128,8 +188,11 @@ BridgeStats Bridge::stats() const {
   BridgeStats s;
   s.fdb = fdb_.stats();
   s.size = fdb_.size();
-  s.flooded = flooded_;
-  s.flood_copies = flood_copies_;
+  for (const auto& w : work_) {
+    if (!w) continue;
+    s.flooded += w->flooded;
+    s.flood_copies += w->flood_copies;
+  }
   return s;
 }
 
@@ -141,20 +204,23 @@ bool Bridge::accepts_from(Port& in) {
 }
 
 void Bridge::tick() {
-  // No clock read for an empty table: an idle bridge costs its PMD nothing per iteration.
-  if (!fdb_.size()) return;
+  // No clock read for an empty table: an idle bridge costs its PMD nothing per iteration. One PMD ages.
+  if (!fdb_size_.load(std::memory_order_relaxed) || (spread_ && t_pmd_index != first_)) return;
   const uint64_t now = now_ns();
   if (now < next_age_ns_) return;
   next_age_ns_ = now + age_every_ns_;
+  lock_fdb();
   fdb_.age_step(now, kAgeSlotsPerTick);
+  fdb_size_.store(fdb_.size(), std::memory_order_relaxed);
+  unlock_fdb();
 }
 
-void Bridge::spill() {
-  lone_ = false;
-  if (!lone_n_) return;
-  for (uint8_t k = 0; k < lone_n_; k++) pending_[lone_dst_][k] = k;
-  pending_n_[lone_dst_] = lone_n_;
-  touched_.push_back(lone_dst_);
+void Bridge::spill(Work& w) {
+  w.lone = false;
+  if (!w.lone_n) return;
+  for (uint8_t k = 0; k < w.lone_n; k++) w.pending[w.lone_dst][k] = k;
+  w.pending_n[w.lone_dst] = w.lone_n;
+  w.touched.push_back(w.lone_dst);
 }
 
 void Bridge::prefetch(const Member& m, const Burst& b) const {
@@ -175,16 +241,17 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
   const uint16_t src = index_of(&in);
   if (src == Fdb::kNoPort) return;
   Member& m = m_[src];
+  Work& w = work();
   const uint64_t now = now_ns();
   // Reset here rather than after delivering: a fault in guest memory can cut forward() short anywhere.
-  for (uint16_t d : touched_) pending_n_[d] = 0;
-  touched_.clear();
-  lone_ = true;
-  lone_n_ = 0;
-  vlans_ = 0;
+  for (uint16_t d : w.touched) w.pending_n[d] = 0;
+  w.touched.clear();
+  w.lone = true;
+  w.lone_n = 0;
+  w.vlans = 0;
   // Counted once per burst: a store per frame would not stay in a register past the byte stores below.
-  m.stats.rx += b.n;
-  if (fdb_.size() > kPrefetchAbove) prefetch(m, b);
+  w.stats[src].rx += b.n;
+  if (fdb_size_.load(std::memory_order_relaxed) > kPrefetchAbove) prefetch(m, b);
   uint64_t last_src = 0, last_dst = 0;
   int last_src_vlan = -1, last_dst_vlan = -1;
   uint16_t last_dst_port = Fdb::kNoPort;
@@ -215,42 +282,45 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
       memcpy(&w0, h, 8);
       memcpy(&w1, h + 8, 8);
       if (run.valid && w0 == run.w0 && w1 == run.w1) {
-        pkt_vlan_[i] = run.vlan;
-        pkt_tagged_[i] = run.tagged;
-        enqueue(run.dst, uint8_t(i));
+        w.pkt_vlan[i] = run.vlan;
+        w.pkt_tagged[i] = run.tagged;
+        enqueue(w, run.dst, uint8_t(i));
         continue;
       }
     }
     if (got < kEthHeader) {
-      m.stats.drop_runt++;
+      w.stats[src].drop_runt++;
       continue;
     }
     const bool tagged = (uint16_t(h[12] << 8) | h[13]) == kTpid8021Q;
     if (tagged && got < kEthHeader + kTagLen) {
-      m.stats.drop_runt++;
+      w.stats[src].drop_runt++;
       continue;
     }
     const uint16_t vid = tagged ? uint16_t((h[14] << 8 | h[15]) & 0xfff) : 0;
     const int vlan = classify(m.cfg, tagged, vid);
     if (vlan < 0) {
-      m.stats.drop_vlan++;
-      vlan_drops_[!tagged ? kUntaggedSlot : vlan_row_[vid] != kNoVlan ? vid : kOtherSlot]++;
+      w.stats[src].drop_vlan++;
+      w.vlan_drops[!tagged ? kUntaggedSlot : vlan_row_[vid] != kNoVlan ? vid : kOtherSlot]++;
       continue;
     }
     const uint64_t smac = mac_at(h + 6), dmac = mac_at(h);
     if (m.cfg.has_mac && smac != m.cfg.mac) {
-      m.stats.drop_spoofed++;
-      vlan_drops_[vlan]++;
+      w.stats[src].drop_spoofed++;
+      w.vlan_drops[vlan]++;
       continue;
     }
-    pkt_vlan_[i] = uint16_t(vlan);
-    pkt_tagged_[i] = tagged;
-    vlans_ |= uint16_t(vlan);
+    w.pkt_vlan[i] = uint16_t(vlan);
+    w.pkt_tagged[i] = tagged;
+    w.vlans |= uint16_t(vlan);
     // A multicast source is not an address a port can own: never learned. A burst mostly repeats one
     // source and one destination: each is looked up once per run of equal frames. Learning may evict,
     // so a learn that did reach the table forgets the remembered destination.
     if (m.cfg.learning && !(h[6] & 1) && (smac != last_src || vlan != last_src_vlan)) {
+      lock_fdb();
       fdb_.learn(uint16_t(vlan), smac, src, now);
+      fdb_size_.store(fdb_.size(), std::memory_order_relaxed);
+      unlock_fdb();
       last_src = smac;
       last_src_vlan = vlan;
       last_dst_vlan = -1;
@@ -259,106 +329,107 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
     bool flood = h[0] & 1;
     if (!flood) {
       if (dmac != last_dst || vlan != last_dst_vlan) {
+        lock_fdb();
         last_dst_port = fdb_.lookup(uint16_t(vlan), dmac);
+        unlock_fdb();
         last_dst = dmac;
         last_dst_vlan = vlan;
       }
       const uint16_t d = last_dst_port;
       if (d == src) {
-        m.stats.drop_local++;
-        vlan_drops_[vlan]++;
+        w.stats[src].drop_local++;
+        w.vlan_drops[vlan]++;
         continue;
       }
       if (d != Fdb::kNoPort) {
         if (m.cfg.isolated && m_[d].cfg.isolated) {
-          m.stats.drop_isolated++;
-          vlan_drops_[vlan]++;
+          w.stats[src].drop_isolated++;
+          w.vlan_drops[vlan]++;
           continue;
         }
-        enqueue(d, uint8_t(i));
+        enqueue(w, d, uint8_t(i));
         run = Run{got >= kEthHeader + kTagLen, w0, w1, uint16_t(vlan), tagged, d};
         continue;
       }
     }
     const std::vector<uint16_t>& list = flood_list(h[0] & 1, uint16_t(vlan), src);
-    flooded_++;
-    flood_copies_ += list.size();
-    for (uint16_t d : list) enqueue(d, uint8_t(i));
+    w.flooded++;
+    w.flood_copies += list.size();
+    for (uint16_t d : list) enqueue(w, d, uint8_t(i));
   }
-  if (lone_) {
-    if (lone_n_ == b.n && !vlans_) return send_all(lone_dst_, qp, b, tx);
-    spill();
+  if (w.lone) {
+    if (w.lone_n == b.n && !w.vlans) return send_all(w, w.lone_dst, qp, b, tx);
+    spill(w);
   }
-  for (uint16_t d : touched_) deliver(d, qp, b, tx);
+  for (uint16_t d : w.touched) deliver(w, d, qp, b, tx);
 }
 
-void Bridge::send_all(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
-  Member& o = m_[dest];
+void Bridge::send_all(Work& w, uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
   Port& to = *members_[dest];
   const uint16_t sent = tx.send(to, uint16_t(qp % to.queue_pairs()), b);
-  o.stats.tx += sent;
-  o.stats.drop_no_room += b.n - sent;
+  w.stats[dest].tx += sent;
+  w.stats[dest].drop_no_room += b.n - sent;
 }
 
-void Bridge::deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
+void Bridge::deliver(Work& w, uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx) {
   Member& o = m_[dest];
   Port& to = *members_[dest];
   const uint16_t tq = uint16_t(qp % to.queue_pairs());
   // Every frame of the burst to this one destination, none retagged: the burst goes as it came.
-  if (pending_n_[dest] == b.n) {
+  if (w.pending_n[dest] == b.n) {
     bool as_is = true;
-    for (uint16_t i = 0; i < b.n && as_is && vlans_; i++)
-      as_is = leaves_tagged(o.cfg, pkt_vlan_[i], pkt_tagged_[i]) == pkt_tagged_[i];
-    if (as_is) return send_all(dest, qp, b, tx);
+    for (uint16_t i = 0; i < b.n && as_is && w.vlans; i++)
+      as_is = leaves_tagged(o.cfg, w.pkt_vlan[i], w.pkt_tagged[i]) == w.pkt_tagged[i];
+    if (as_is) return send_all(w, dest, qp, b, tx);
   }
-  out_.clear();
+  w.out.clear();
   auto flush = [&] {
-    if (!out_.n) return;
-    const uint16_t sent = tx.send(to, tq, out_);
-    o.stats.tx += sent;
-    o.stats.drop_no_room += out_.n - sent;
-    out_.clear();
+    if (!w.out.n) return;
+    const uint16_t sent = tx.send(to, tq, w.out);
+    w.stats[dest].tx += sent;
+    w.stats[dest].drop_no_room += w.out.n - sent;
+    w.out.clear();
   };
-  for (uint8_t k = 0; k < pending_n_[dest]; k++) {
-    const uint8_t i = pending_[dest][k];
+  for (uint8_t k = 0; k < w.pending_n[dest]; k++) {
+    const uint8_t i = w.pending[dest][k];
     const PacketView& p = b.pkt[i];
-    const uint16_t vlan = pkt_vlan_[i];
-    const bool in_tagged = pkt_tagged_[i];
+    const uint16_t vlan = w.pkt_vlan[i];
+    const bool in_tagged = w.pkt_tagged[i];
     const bool out_tagged = leaves_tagged(o.cfg, vlan, in_tagged);
     // A packet adds at most two spans (a span split at byte 12 and the tag). One that could not fit even
     // in an empty burst is dropped (chains are bounded well below that; this keeps the bound local).
     if (uint32_t(p.nseg) + 2 > kBurstSpans) {
-      o.stats.drop_no_room++;
+      w.stats[dest].drop_no_room++;
       continue;
     }
-    if (out_.nspans + uint32_t(p.nseg) + 2 > kBurstSpans) flush();
+    if (w.out.nspans + uint32_t(p.nseg) + 2 > kBurstSpans) flush();
     PacketView q = p;
-    q.first = out_.nspans;
+    q.first = w.out.nspans;
     if (in_tagged == out_tagged) {
-      emit_spans(b, p, 0, p.len, out_);
+      emit_spans(b, p, 0, p.len, w.out);
     } else if (out_tagged) {
-      tags_[i][0] = uint8_t(kTpid8021Q >> 8);
-      tags_[i][1] = uint8_t(kTpid8021Q);
-      tags_[i][2] = uint8_t(vlan >> 8);
-      tags_[i][3] = uint8_t(vlan);
-      emit_spans(b, p, 0, kMacsLen, out_);
-      out_.span[out_.nspans++] = Span{tags_[i], kTagLen, 0};
-      emit_spans(b, p, kMacsLen, p.len, out_);
+      w.tags[i][0] = uint8_t(kTpid8021Q >> 8);
+      w.tags[i][1] = uint8_t(kTpid8021Q);
+      w.tags[i][2] = uint8_t(vlan >> 8);
+      w.tags[i][3] = uint8_t(vlan);
+      emit_spans(b, p, 0, kMacsLen, w.out);
+      w.out.span[w.out.nspans++] = Span{w.tags[i], kTagLen, 0};
+      emit_spans(b, p, kMacsLen, p.len, w.out);
       q.len = p.len + kTagLen;
       // Offsets the virtio-net header gives are from the frame's start: they move with the tag.
       if (q.meta.flags & PacketMeta::kCsumPartial) q.meta.csum_start = uint16_t(q.meta.csum_start + kTagLen);
       if (q.meta.gso_type) q.meta.hdr_len = uint16_t(q.meta.hdr_len + kTagLen);
     } else {
-      emit_spans(b, p, 0, kMacsLen, out_);
-      emit_spans(b, p, kMacsLen + kTagLen, p.len, out_);
+      emit_spans(b, p, 0, kMacsLen, w.out);
+      emit_spans(b, p, kMacsLen + kTagLen, p.len, w.out);
       q.len = p.len - kTagLen;
       if ((q.meta.flags & PacketMeta::kCsumPartial) && q.meta.csum_start >= kEthHeader + kTagLen)
         q.meta.csum_start = uint16_t(q.meta.csum_start - kTagLen);
       if (q.meta.gso_type && q.meta.hdr_len >= kEthHeader + kTagLen)
         q.meta.hdr_len = uint16_t(q.meta.hdr_len - kTagLen);
     }
-    q.nseg = uint16_t(out_.nspans - q.first);
-    out_.pkt[out_.n++] = q;
+    q.nseg = uint16_t(w.out.nspans - q.first);
+    w.out.pkt[w.out.n++] = q;
   }
   flush();
 }

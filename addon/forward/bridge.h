@@ -8,11 +8,17 @@
 //
 // Flood lists are built per (VLAN, ingress port) when membership changes, never per packet.
 //
-// Limit for now: a whole bridge runs on one PMD thread (its members' receive queues and every transmit
-// into them), so no transmit queue is shared between threads; spreading a bridge over PMDs comes later.
+// Several PMD threads: when every member spreads its queues (vhost-user ports), queue pair q of each
+// member is served by the q-th PMD, as a wire's are, and forward() runs on those PMDs at once. Each PMD
+// then has its own burst scratch and its own share of the counters (Work; the control path reads their
+// sums), destinations lock the receive rings they share (Port::spreads), and the MAC table is learned and
+// looked up under a spinlock taken once per run of equal frames (a burst is mostly one run), never while
+// guest memory is read; its one writer of aging is the first of the PMDs. A bridge with a member that does
+// not spread (an uplink, a gen, a sink) runs on one PMD and takes no lock.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <bitset>
 #include <cstdint>
 #include <memory>
@@ -73,6 +79,8 @@ class Bridge final : public Forwarder {
   bool accepts_from(Port& in) override;
   void forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) override;
   void tick() override;
+  bool spreads() const override { return true; }
+  void set_threads(const std::vector<uint32_t>& pmds) override;
 
   // Control path, with the PMD paused.
   void add_member(Port& p, const BridgePortConfig& c);
@@ -87,15 +95,44 @@ class Bridge final : public Forwarder {
   // by configuration, never by what a guest sends. A destination's no_room drops are its port's.
   static constexpr int kUntagged = -1, kOther = -2;
   std::vector<std::pair<int, uint64_t>> vlan_drops() const;
-  const BridgePortStats& port_stats(const Port& p) const { return m_[index_of(&p)].stats; }
+  BridgePortStats port_stats(const Port& p) const;
   const BridgePortConfig& port_config(const Port& p) const { return m_[index_of(&p)].cfg; }
   const BridgeOptions& options() const { return opts_; }
 
  private:
   struct Member {
     BridgePortConfig cfg;
-    BridgePortStats stats;
   };
+  static constexpr size_t kUntaggedSlot = 4096, kOtherSlot = 4097;
+  // What one PMD thread works with in forward(): the burst's scratch and its share of the counters.
+  struct Work {
+    // Each packet's bridge VLAN and whether it came tagged, the tag bytes a push inserts, and the packets
+    // grouped per destination.
+    uint16_t pkt_vlan[kBurst];
+    bool pkt_tagged[kBurst];
+    uint8_t tags[kBurst][4];
+    std::vector<std::array<uint8_t, kBurst>> pending;
+    std::vector<uint8_t> pending_n;
+    std::vector<uint16_t> touched;
+    bool lone = true;
+    uint16_t lone_dst = 0;
+    uint8_t lone_n = 0;
+    uint16_t vlans = 0;  // the OR of the burst's bridge VLANs: 0, none is retagged anywhere
+    Burst out;
+    std::vector<BridgePortStats> stats;  // per member
+    uint64_t flooded = 0, flood_copies = 0;
+    std::array<uint64_t, 4098> vlan_drops{};
+  };
+  // The calling thread's: each PMD's own, or the first one's on any other thread (tests, benchmarks).
+  Work& work() const {
+    const uint32_t k = t_pmd_index < work_.size() && work_[t_pmd_index] ? t_pmd_index : first_;
+    return *work_[k];
+  }
+  // The MAC table's lock, with several threads; a no-op with one.
+  void lock_fdb() const;
+  void unlock_fdb() const {
+    if (spread_) fdb_lock_.store(false, std::memory_order_release);
+  }
   uint16_t index_of(const Port* p) const {
     for (size_t i = 0; i < members_.size(); i++)
       if (members_[i] == p) return uint16_t(i);
@@ -109,24 +146,24 @@ class Bridge final : public Forwarder {
   // Packet pkt of the burst goes to member dest. While every packet so far went to one destination, once
   // each and in order (a unicast stream, or a bridge of two), nothing is written: packets [0, lone_n_) go
   // to lone_dst_. The first packet that breaks the pattern writes the lists out (spill) and is listed.
-  void enqueue(uint16_t dest, uint8_t pkt) {
-    if (lone_ && pkt == lone_n_ && (lone_n_ == 0 || dest == lone_dst_)) {
-      lone_dst_ = dest;
-      lone_n_++;
+  static void enqueue(Work& w, uint16_t dest, uint8_t pkt) {
+    if (w.lone && pkt == w.lone_n && (w.lone_n == 0 || dest == w.lone_dst)) {
+      w.lone_dst = dest;
+      w.lone_n++;
       return;
     }
-    if (lone_) spill();
-    if (pending_n_[dest] == 0) touched_.push_back(dest);
-    pending_[dest][pending_n_[dest]++] = pkt;
+    if (w.lone) spill(w);
+    if (w.pending_n[dest] == 0) w.touched.push_back(dest);
+    w.pending[dest][w.pending_n[dest]++] = pkt;
   }
-  void spill();
+  static void spill(Work& w);
   // The whole burst to dest as it came, as a wire sends it.
-  void send_all(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx);
+  void send_all(Work& w, uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx);
   // Touches the table slots the burst will look up, ahead of the pass that uses them. Below
   // kPrefetchAbove entries the table stays in cache and the extra pass would only cost.
   static constexpr uint32_t kPrefetchAbove = 4096;
   void prefetch(const Member& m, const Burst& b) const;
-  void deliver(uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx);
+  void deliver(Work& w, uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx);
 
   BridgeOptions opts_;
   Fdb fdb_;
@@ -137,25 +174,16 @@ class Bridge final : public Forwarder {
   static constexpr uint16_t kNoVlan = 0xffff;
   std::array<uint16_t, 4096> vlan_row_;
   std::vector<std::vector<uint16_t>> flood_[2];
-  uint64_t flooded_ = 0, flood_copies_ = 0;
   // When the next aging step is due, and the spacing of steps (see kAgeSlotsPerTick).
   uint64_t next_age_ns_ = 0, age_every_ns_ = 0;
 
-  // Per burst: each packet's bridge VLAN and whether it came tagged, the tag bytes a push inserts, and
-  // the packets grouped per destination.
-  uint16_t pkt_vlan_[kBurst];
-  bool pkt_tagged_[kBurst];
-  uint8_t tags_[kBurst][4];
-  std::vector<std::array<uint8_t, kBurst>> pending_;
-  std::vector<uint8_t> pending_n_;
-  std::vector<uint16_t> touched_;
-  bool lone_ = true;
-  uint16_t lone_dst_ = 0;
-  uint8_t lone_n_ = 0;
-  uint16_t vlans_ = 0;
-  static constexpr size_t kUntaggedSlot = 4096, kOtherSlot = 4097;
-  std::array<uint64_t, 4098> vlan_drops_{};  // the OR of the burst's bridge VLANs: 0, none is retagged anywhere
-  Burst out_;
+  // By PMD index (null: a PMD that does not run the bridge); never shrinks, so no PMD's counts are lost.
+  std::vector<std::unique_ptr<Work>> work_;
+  uint32_t first_ = 0;  // the first PMD running it: the one that ages the table
+  bool spread_ = false;
+  mutable std::atomic<bool> fdb_lock_{false};
+  // fdb_.size() as of the last change, readable without the lock.
+  std::atomic<uint32_t> fdb_size_{0};
 };
 
 }  // namespace vw

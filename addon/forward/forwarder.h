@@ -69,6 +69,9 @@ class Forwarder {
   // Whether its members' queue pairs may be served by several PMDs at once (when the members spread too):
   // forward() then runs on several threads at once, so it must keep no state of its own.
   virtual bool spreads() const { return false; }
+  // The PMD threads (their indices) that run it from now on, first the one running queue pair 0; called
+  // with every one of them paused.
+  virtual void set_threads(const std::vector<uint32_t>& pmds) { (void)pmds; }
   // Called once per PMD iteration, busy or idle, for bounded housekeeping off the per-packet path (a
   // bridge ages its MAC table a few slots at a time). Must not touch guest memory.
   virtual void tick() {}

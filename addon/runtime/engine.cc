@@ -130,17 +130,26 @@ bool Engine::add_port(const std::string& kind, const std::string& name, const Po
   return true;
 }
 
-Pmd& Engine::place(std::unique_ptr<Forwarder> fwd) {
-  size_t home = 0;
-  for (size_t i = 1; i < pmds_.size(); i++)
-    if (pmds_[i]->queue_count() < pmds_[home]->queue_count()) home = i;
-  Placed pl{nullptr, pmds_[home].get(), {}, {}};
+void Engine::pause_all() {
+  for (auto& p : pmds_) p->pause();
+}
+
+void Engine::resume_all() {
+  for (auto it = pmds_.rbegin(); it != pmds_.rend(); ++it) (*it)->resume();
+}
+
+void Engine::lay_out(Placed& pl) {
+  for (Pmd* p : pl.pmds)
+    for (Port* m : pl.fwd->members()) p->remove_port(m);
+  pl.pmds.clear();
+  pl.lanes.clear();
   uint16_t lanes = 0;
-  bool spread = fwd->spreads() && pmds_.size() > 1;
-  for (Port* m : fwd->members()) {
+  bool spread = pl.fwd->spreads() && pmds_.size() > 1;
+  for (Port* m : pl.fwd->members()) {
     spread = spread && m->spreads();
     lanes = std::max(lanes, m->queue_pairs());
   }
+  const size_t home = pl.pmd->index();
   if (spread && lanes > 1) {
     for (uint16_t q = 0; q < lanes; q++) pl.lanes.push_back(pmds_[(home + q) % pmds_.size()].get());
     for (Pmd* p : pl.lanes)
@@ -148,36 +157,45 @@ Pmd& Engine::place(std::unique_ptr<Forwarder> fwd) {
   } else {
     pl.pmds = {pl.pmd};
   }
-  for (Pmd* p : pl.pmds) p->pause();
-  for (Port* m : fwd->members()) {
+  std::vector<uint32_t> threads;
+  for (Pmd* p : pl.pmds) threads.push_back(p->index());
+  pl.fwd->set_threads(threads);
+  for (Port* m : pl.fwd->members()) {
     for (Pmd* p : pl.pmds) {
       uint32_t mask = 0;
       for (uint16_t q = 0; q < m->queue_pairs(); q++)
         if (pl.queue_pmd(q) == p) mask |= 1u << q;
-      p->add_port(*m, *fwd, mask);
+      p->add_port(*m, *pl.fwd, mask);
     }
     m->set_runners(std::vector<PortRunner*>(pl.pmds.begin(), pl.pmds.end()));
-    ports_.at(m->name()).fwd = fwd.get();
+    ports_.at(m->name()).fwd = pl.fwd.get();
   }
-  for (auto it = pl.pmds.rbegin(); it != pl.pmds.rend(); ++it) (*it)->resume();
+}
+
+Pmd& Engine::place(std::unique_ptr<Forwarder> fwd) {
+  size_t home = 0;
+  for (size_t i = 1; i < pmds_.size(); i++)
+    if (pmds_[i]->queue_count() < pmds_[home]->queue_count()) home = i;
   const std::string name = fwd->name();
-  pl.fwd = std::move(fwd);
-  Pmd& first = *pl.pmd;
-  forwarders_[name] = std::move(pl);
-  return first;
+  Placed& pl = forwarders_[name];
+  pl = Placed{std::move(fwd), pmds_[home].get(), {}, {}};
+  pause_all();
+  lay_out(pl);
+  resume_all();
+  return *pl.pmd;
 }
 
 void Engine::unplace(Entry& e) {
   if (!e.fwd) return;
   auto it = forwarders_.find(e.fwd->name());
   Placed& pl = it->second;
-  for (Pmd* p : pl.pmds) p->pause();
+  pause_all();
   for (Port* m : pl.fwd->members()) {
     for (Pmd* p : pl.pmds) p->remove_port(m);
     m->set_runners({});
     ports_.at(m->name()).fwd = nullptr;
   }
-  for (auto jt = pl.pmds.rbegin(); jt != pl.pmds.rend(); ++jt) (*jt)->resume();
+  resume_all();
   forwarders_.erase(it);
 }
 
@@ -192,12 +210,14 @@ bool Engine::remove_port(const std::string& name, std::string* err) {
   if (e.fwd && std::string(e.fwd->kind()) == "bridge") {
     // Only this member leaves; the bridge and its other members carry on.
     Placed& pl = forwarders_.at(e.fwd->name());
-    pl.pmd->pause();
-    pl.pmd->remove_port(e.port.get());
+    pause_all();
+    for (Pmd* p : pl.pmds) p->remove_port(e.port.get());
     static_cast<Bridge*>(pl.fwd.get())->remove_member(*e.port);
     e.port->set_runners({});
     e.fwd = nullptr;
-    pl.pmd->resume();
+    // Its queues may have been all that kept the others on one PMD, or the ones that spread them.
+    lay_out(pl);
+    resume_all();
   }
   unplace(e);
   ports_.erase(it);
@@ -313,14 +333,13 @@ Engine::Entry* Engine::free_port(const std::string& port, std::string* err) {
   return &it->second;
 }
 
-Bridge* Engine::find_bridge(const std::string& name, Pmd** pmd, std::string* err) {
+Engine::Placed* Engine::find_bridge(const std::string& name, std::string* err) {
   auto it = forwarders_.find(name);
   if (it == forwarders_.end() || std::string(it->second.fwd->kind()) != "bridge") {
     *err = "no bridge named \"" + name + "\"";
     return nullptr;
   }
-  *pmd = it->second.pmd;
-  return static_cast<Bridge*>(it->second.fwd.get());
+  return &it->second;
 }
 
 bool Engine::add_bridge(const std::string& name, const BridgeOptions& o, const std::vector<BridgeMember>& members,
@@ -362,63 +381,59 @@ bool Engine::add_bridge(const std::string& name, const BridgeOptions& o, const s
 
 bool Engine::remove_bridge(const std::string& name, std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
-  Pmd* pmd;
-  Bridge* br = find_bridge(name, &pmd, err);
-  if (!br) return false;
-  pmd->pause();
-  for (Port* m : br->members()) {
-    pmd->remove_port(m);
+  Placed* pl = find_bridge(name, err);
+  if (!pl) return false;
+  pause_all();
+  for (Port* m : pl->fwd->members()) {
+    for (Pmd* p : pl->pmds) p->remove_port(m);
     m->set_runners({});
     ports_.at(m->name()).fwd = nullptr;
   }
-  pmd->resume();
+  resume_all();
   forwarders_.erase(name);
   return true;
 }
 
 bool Engine::bridge_add_port(const std::string& bridge, const BridgeMember& m, std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
-  Pmd* pmd;
-  Bridge* br = find_bridge(bridge, &pmd, err);
-  if (!br) return false;
+  Placed* pl = find_bridge(bridge, err);
+  if (!pl) return false;
   Entry* e = free_port(m.port, err);
   if (!e) return false;
-  pmd->pause();
-  br->add_member(*e->port, m.cfg);
-  pmd->add_port(*e->port, *br);
-  e->port->set_runners({pmd});
-  e->fwd = br;
-  pmd->resume();
+  pause_all();
+  static_cast<Bridge*>(pl->fwd.get())->add_member(*e->port, m.cfg);
+  lay_out(*pl);
+  resume_all();
   return true;
 }
 
 bool Engine::bridge_remove_port(const std::string& bridge, const std::string& port, std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
-  Pmd* pmd;
-  Bridge* br = find_bridge(bridge, &pmd, err);
-  if (!br) return false;
+  Placed* pl = find_bridge(bridge, err);
+  if (!pl) return false;
   auto it = ports_.find(port);
-  if (it == ports_.end() || it->second.fwd != br) {
+  if (it == ports_.end() || it->second.fwd != pl->fwd.get()) {
     *err = "port \"" + port + "\" is not in bridge \"" + bridge + "\"";
     return false;
   }
-  pmd->pause();
-  pmd->remove_port(it->second.port.get());
-  br->remove_member(*it->second.port);
+  pause_all();
+  for (Pmd* p : pl->pmds) p->remove_port(it->second.port.get());
+  static_cast<Bridge*>(pl->fwd.get())->remove_member(*it->second.port);
   it->second.port->set_runners({});
   it->second.fwd = nullptr;
-  pmd->resume();
+  lay_out(*pl);
+  resume_all();
   return true;
 }
 
 bool Engine::fdb(const std::string& bridge, std::vector<FdbRow>* out, std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
-  Pmd* pmd;
-  Bridge* br = find_bridge(bridge, &pmd, err);
-  if (!br) return false;
-  pmd->pause();
+  Placed* pl = find_bridge(bridge, err);
+  if (!pl) return false;
+  const Bridge* br = static_cast<const Bridge*>(pl->fwd.get());
+  for (Pmd* p : pl->pmds) p->pause();
   std::vector<FdbEntry> entries = br->fdb().entries(now_ns());
-  pmd->resume();
+  for (auto it = pl->pmds.rbegin(); it != pl->pmds.rend(); ++it) (*it)->resume();
   out->clear();
   for (const FdbEntry& e : entries) {
     out->push_back(FdbRow{e.mac, e.vlan, br->members()[e.port]->name(), double(e.age_ns) / 1e9, e.is_static});
@@ -433,14 +448,14 @@ std::vector<BridgeSummary> Engine::bridges() {
     if (std::string(pl.fwd->kind()) != "bridge") continue;
     const Bridge& br = *static_cast<const Bridge*>(pl.fwd.get());
     BridgeSummary s{name, int(pl.pmd->index()), br.options(), {}, {}};
-    pl.pmd->pause();
+    for (Pmd* p : pl.pmds) p->pause();
     s.stats = br.stats();
     s.vlan_drops = br.vlan_drops();
     for (size_t i = 0; i < br.members().size(); i++) {
       const Port& p = *br.members()[i];
       s.members.push_back({p.name(), br.port_config(p), br.port_stats(p), br.fdb().port_entries(uint16_t(i))});
     }
-    pl.pmd->resume();
+    for (auto it = pl.pmds.rbegin(); it != pl.pmds.rend(); ++it) (*it)->resume();
     out.push_back(std::move(s));
   }
   return out;

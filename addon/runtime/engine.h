@@ -144,15 +144,21 @@ class Engine : public Reactor {
   };
 
   bool check_new_name(const std::string& name, std::string* err) const;
-  // Puts fwd on the least-loaded PMD, serving every member's queues, or, when it and its members spread
-  // and there are several PMDs, queue pair q of each member on the q-th PMD from the least-loaded one
-  // (so queue pair q of one side and the queue pair it feeds on the other share a PMD when the sides have
-  // as many); returns the PMD of queue pair 0. Engine lock held.
+  // Puts fwd on the least-loaded PMD (lay_out); returns the PMD of queue pair 0. Engine lock held.
   Pmd& place(std::unique_ptr<Forwarder> fwd);
+  // Takes the forwarder's members off the PMDs they are on and puts them back as they are now: every
+  // member's queues on pl.pmd or, when the forwarder and all its members spread and there are several
+  // PMDs, queue pair q of each member on the q-th PMD from pl.pmd (so queue pair q of one side and the
+  // queue pair it feeds on the other share a PMD when the sides have as many). Every PMD paused.
+  void lay_out(Placed& pl);
+  // Forwarders move between PMDs rarely (placement, membership): every PMD is paused for it, so none
+  // can be left serving a queue another has taken.
+  void pause_all();
+  void resume_all();
   // Takes the forwarder port e is in off its PMD and destroys it; engine lock held.
   void unplace(Entry& e);
   // The bridge named so, or null with *err set.
-  Bridge* find_bridge(const std::string& name, Pmd** pmd, std::string* err);
+  Placed* find_bridge(const std::string& name, std::string* err);
   // The port may join a forwarder: it exists and is in none.
   Entry* free_port(const std::string& port, std::string* err);
   void control_loop();

@@ -164,3 +164,97 @@ t.test('a guest whose memory vanishes under two PMDs loses its own rings, and on
   t.same(out.a, [], "a's rings are untouched");
   t.ok(out.aConnected, "a's guest stays connected, its frames still read");
 });
+
+const macBytes = (n: number): Buffer => Buffer.from([2, 0, 0, 0, 0, n]);
+/** A frame to MAC 02:..:dst from 02:..:src with seq in its payload. */
+function eth(dst: number, src: number, seq: number): Buffer {
+  const f = Buffer.alloc(64);
+  macBytes(dst).copy(f, 0);
+  macBytes(src).copy(f, 6);
+  f.writeUInt16BE(0x88b5, 12);
+  f.writeUInt32BE(seq, 14);
+  return f;
+}
+
+t.test('a bridge of 2-queue ports runs on both PMDs: learned from both, unicast and flooded exactly', async (t) => {
+  const f = new Fixture('kernel', [-1, -1]);
+  t.teardown(() => f.close());
+  const names = ['a', 'b', 'c'];
+  for (const n of names) f.vhost(n, 2);
+  f.engine.addBridge(
+    'br0',
+    {},
+    names.map((port) => ({ port })),
+  );
+  const vu = Object.fromEntries(names.map((n) => [n, f.peer({ path: f.sock(n), queuePairs: 2 })]));
+  for (const n of names) await f.waitConnected(n);
+  for (const n of names) t.same(f.port(n).queuePmds, [0, 1], `${n}: queue pair q on PMD q`);
+  const br = () => f.engine.bridges().find((b) => b.name === 'br0')!;
+  const member = (p: string) => br().members.find((m) => m.port === p)!;
+
+  // b announces itself on both queue pairs, so both PMDs learn it (one entry); the broadcast floods.
+  for (const q of [0, 1]) vu.b.send(q, eth(0xff, 2, q));
+  for (const p of ['a', 'c']) {
+    const got = [...(await receiveN(vu[p], 1, 0, 2000)), ...(await receiveN(vu[p], 1, 1, 2000))];
+    t.equal(got.length, 2, `${p} gets b's two broadcasts, one per queue pair`);
+  }
+  t.equal(member('b').macs, 1, "b's MAC learned once, from both PMDs");
+  // a sends to b on both queue pairs: unicast, each frame to b only, in order per queue pair.
+  for (let i = 0; i < 50; i++) for (const q of [0, 1]) vu.a.send(q, eth(2, 1, q * 1000 + i));
+  for (const q of [0, 1]) {
+    const got = await receiveN(vu.b, 50, q);
+    t.same(
+      got.map((g) => g.readUInt32BE(14)),
+      Array.from({ length: 50 }, (_, i) => q * 1000 + i),
+      `b's queue pair ${q}: a's 50 frames in order`,
+    );
+  }
+  t.same([vu.c.receive(0, 100).length, vu.c.receive(1, 100).length], [0, 0], 'c gets none of them');
+  t.equal(member('a').rx, 100, 'the bridge took 100 from a');
+  t.equal(member('b').tx, 100, 'and delivered the 100 into b');
+  t.same([member('a').tx, member('c').tx], [2, 2], "a and c each got b's two broadcasts");
+  t.equal(br().flooded, 2, 'two frames flooded');
+  t.equal(br().floodCopies, 4, 'two copies each');
+  t.equal(member('a').macs + member('b').macs, 2, 'a and b each learned once');
+});
+
+t.test('a member that does not spread keeps a bridge on one PMD; it spreads again when that member leaves', async (t) => {
+  const f = new Fixture('kernel', [-1, -1]);
+  t.teardown(() => f.close());
+  for (const n of ['a', 'b']) f.vhost(n, 2);
+  f.engine.addBridge('br0', {}, [{ port: 'a' }, { port: 'b' }]);
+  const a = f.peer({ path: f.sock('a'), queuePairs: 2 });
+  const b = f.peer({ path: f.sock('b'), queuePairs: 2 });
+  await f.waitConnected('a');
+  await f.waitConnected('b');
+  t.same(f.port('a').queuePmds, [0, 1], 'two vhost-user ports: spread');
+  f.engine.addPort('sink', 's0', {});
+  f.engine.bridgeAddPort('br0', { port: 's0' });
+  t.same(
+    ['a', 'b', 's0'].map((n) => f.port(n).queuePmds),
+    [[0, 0], [0, 0], [0]],
+    'with a sink: every queue on one PMD',
+  );
+  for (const q of [0, 1]) a.send(q, eth(0xff, 1, q));
+  await waitFor('the sink to count both broadcasts', () => f.counter('s0', 'TX_PACKETS') === 2n);
+  t.equal((await receiveN(b, 1, 0, 2000)).length + (await receiveN(b, 1, 1, 2000)).length, 2, 'b gets both too');
+  f.engine.bridgeRemovePort('br0', 's0');
+  t.same(f.port('a').queuePmds, [0, 1], 'the sink gone: spread again');
+  for (const q of [0, 1]) a.send(q, eth(0xff, 1, 10 + q));
+  t.equal((await receiveN(b, 1, 0, 2000)).length + (await receiveN(b, 1, 1, 2000)).length, 2, 'b still gets what a floods');
+});
+
+t.test('a full-rate stream through a bridge on two PMDs is counted exactly', async (t) => {
+  const f = new Fixture('kernel', [-1, -1]);
+  t.teardown(() => f.close());
+  for (const n of ['a', 'b']) f.vhost(n, 4);
+  f.engine.addBridge('br0', {}, [{ port: 'a' }, { port: 'b' }]);
+  const a = f.peer({ path: f.sock('a'), queuePairs: 4 });
+  const b = f.peer({ path: f.sock('b'), queuePairs: 4 });
+  await f.waitConnected('a');
+  await f.waitConnected('b');
+  await stream(t, f, a, b, ['a', 'b'], 200_000);
+  const m = (p: string) => f.engine.bridges()[0].members.find((x) => x.port === p)!;
+  t.equal(m('a').rx, 200_000, "the bridge's count of a's frames, summed over both PMDs");
+  t.equal(BigInt(m('b').tx), sum(f, 'b', 'TX_PACKETS'), "its count into b is b's own");
+});
