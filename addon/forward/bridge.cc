@@ -107,18 +107,6 @@ void Bridge::set_threads(const std::vector<uint32_t>& pmds) {
   rebuild();
 }
 
-void Bridge::lock_fdb() const {
-  if (!spread_) return;
-  for (;;) {
-    if (!fdb_lock_.exchange(true, std::memory_order_acquire)) return;
-    while (fdb_lock_.load(std::memory_order_relaxed)) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
-  }
-}
-
 const std::vector<uint16_t>& Bridge::flood_list(bool multicast, uint16_t vlan, uint16_t in) const {
   return flood_[multicast][size_t(vlan_row_[vlan]) * members_.size() + in];
 }

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "core/queue_lock.h"
 #include "forward/fdb.h"
 #include "forward/forwarder.h"
 
@@ -129,9 +130,11 @@ class Bridge final : public Forwarder {
     return *work_[k];
   }
   // The MAC table's lock, with several threads; a no-op with one.
-  void lock_fdb() const;
+  void lock_fdb() const {
+    if (spread_) fdb_lock_.lock();
+  }
   void unlock_fdb() const {
-    if (spread_) fdb_lock_.store(false, std::memory_order_release);
+    if (spread_) fdb_lock_.unlock();
   }
   uint16_t index_of(const Port* p) const {
     for (size_t i = 0; i < members_.size(); i++)
@@ -181,7 +184,7 @@ class Bridge final : public Forwarder {
   std::vector<std::unique_ptr<Work>> work_;
   uint32_t first_ = 0;  // the first PMD running it: the one that ages the table
   bool spread_ = false;
-  mutable std::atomic<bool> fdb_lock_{false};
+  mutable QueueLock fdb_lock_;
   // fdb_.size() as of the last change, readable without the lock.
   std::atomic<uint32_t> fdb_size_{0};
 };

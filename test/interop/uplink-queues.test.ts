@@ -3,7 +3,8 @@
 // other. The namespace sends many flows; its veth end picks a transmit queue by flow hash, which is the
 // receive queue on our end. Bypass mode has one AF_XDP socket on each receive queue; kernel mode an
 // AF_PACKET hash fanout group of four sockets. Either way every frame is counted on exactly one queue,
-// the same queue on the uplink, the vhost-user port and the front end.
+// the same queue on the uplink, the vhost-user port and the front end; with one PMD thread and with the
+// queue pairs spread over two.
 import t, { type Test } from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { NativeVirtioUser } from '../../src/harness/frontend-native';
@@ -89,54 +90,57 @@ t.test('multi-queue uplinks on a four-queue veth pair', { skip }, async (t) => {
   const net = new Net({ queues: Q, tag: 'q' });
   t.teardown(() => net.close());
 
-  for (const mode of ['kernel', 'bypass'] as const)
-    t.test(`${mode} mode: ${Q} queues, every frame counted once on its own queue`, async (t: Test) => {
-      const f = new Fixture(mode);
-      t.teardown(() => f.close());
-      const path = f.vhost('vm', Q);
-      f.engine.addPort('uplink', 'up', { ifname: net.host, queues: Q });
-      f.engine.wire('vm', 'up');
-      const fe = f.peer({ path, queuePairs: Q });
-      await f.waitConnected('vm');
-      const up = f.port('up');
-      t.equal(up.queuePairs, Q, `the uplink has ${Q} queue pairs`);
-      t.equal(up.firstQueue, 0, 'from interface queue 0');
-      t.equal(up.driver, mode === 'kernel' ? 'af_packet' : 'af_xdp');
-      if (mode === 'bypass') t.ok(net.hostXdpProgram(), 'one XDP program on the interface');
+  // On two PMD threads the queue pairs are spread, queue pair q of both ports on PMD q mod 2.
+  for (const pmds of [1, 2])
+    for (const mode of ['kernel', 'bypass'] as const)
+      t.test(`${mode} mode, ${pmds} PMD${pmds > 1 ? 's' : ''}: ${Q} queues, every frame counted once on its own queue`, async (t: Test) => {
+        const f = new Fixture(mode, Array(pmds).fill(-1));
+        t.teardown(() => f.close());
+        const path = f.vhost('vm', Q);
+        f.engine.addPort('uplink', 'up', { ifname: net.host, queues: Q });
+        f.engine.wire('vm', 'up');
+        const fe = f.peer({ path, queuePairs: Q });
+        await f.waitConnected('vm');
+        const up = f.port('up');
+        t.same(up.queuePmds, pmds > 1 ? [0, 1, 0, 1] : [0, 0, 0, 0], "the uplink's queue pairs on the PMDs");
+        t.equal(up.queuePairs, Q, `the uplink has ${Q} queue pairs`);
+        t.equal(up.firstQueue, 0, 'from interface queue 0');
+        t.equal(up.driver, mode === 'kernel' ? 'af_packet' : 'af_xdp');
+        if (mode === 'bypass') t.ok(net.hostXdpProgram(), 'one XDP program on the interface');
 
-      await flowsIn(t, net, f, fe);
-
-      const size = 200;
-      // To the namespace: 100 frames on each of the front end's queues go out the uplink's same queue.
-      const M = 100;
-      const ns0 = net.peerStats();
-      const tx0 = perQueue(f, 'up', 'TX_PACKETS');
-      for (let q = 0; q < Q; q++)
-        await sendAll(
-          fe,
-          q,
-          Array.from({ length: M }, (_, i) =>
-            eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000 + q, 4001, i, size - 42))),
-          ),
-        );
-      await waitFor(`${Q * M} frames counted by the namespace's interface`, () => net.peerStats().rxPackets - ns0.rxPackets >= Q * M);
-      await waitFor('transmit counters published', () => total(minus(perQueue(f, 'up', 'TX_PACKETS'), tx0)) >= Q * M);
-      t.same(minus(perQueue(f, 'up', 'TX_PACKETS'), tx0), Array(Q).fill(M), `the uplink transmitted ${M} on each queue`);
-      t.equal(net.peerStats().rxPackets - ns0.rxPackets, Q * M, `the namespace received exactly ${Q * M}`);
-      for (const id of ['DROP_TX_NO_BUFFER', 'DROP_TX_TOO_BIG', 'DROP_TX_NOT_READY', 'DROP_RX_TRUNCATED', 'INVALID_KERNEL_ENTRY'])
-        t.same(perQueue(f, 'up', id), Array(Q).fill(0n), `uplink ${id} 0 on every queue`);
-
-      // Switched at run time, the other driver opens as many sockets, on the same counter sets.
-      if (mode === 'kernel') {
-        f.engine.setMode('bypass');
-        t.equal(f.port('up').driver, 'af_xdp', 'switched to bypass: AF_XDP');
-        t.equal(f.port('up').queuePairs, Q, `still ${Q} queue pairs`);
         await flowsIn(t, net, f, fe);
-        f.engine.setMode('kernel');
-        t.equal(f.port('up').driver, 'af_packet', 'and back to AF_PACKET');
-        await flowsIn(t, net, f, fe);
-      }
-    });
+
+        const size = 200;
+        // To the namespace: 100 frames on each of the front end's queues go out the uplink's same queue.
+        const M = 100;
+        const ns0 = net.peerStats();
+        const tx0 = perQueue(f, 'up', 'TX_PACKETS');
+        for (let q = 0; q < Q; q++)
+          await sendAll(
+            fe,
+            q,
+            Array.from({ length: M }, (_, i) =>
+              eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000 + q, 4001, i, size - 42))),
+            ),
+          );
+        await waitFor(`${Q * M} frames counted by the namespace's interface`, () => net.peerStats().rxPackets - ns0.rxPackets >= Q * M);
+        await waitFor('transmit counters published', () => total(minus(perQueue(f, 'up', 'TX_PACKETS'), tx0)) >= Q * M);
+        t.same(minus(perQueue(f, 'up', 'TX_PACKETS'), tx0), Array(Q).fill(M), `the uplink transmitted ${M} on each queue`);
+        t.equal(net.peerStats().rxPackets - ns0.rxPackets, Q * M, `the namespace received exactly ${Q * M}`);
+        for (const id of ['DROP_TX_NO_BUFFER', 'DROP_TX_TOO_BIG', 'DROP_TX_NOT_READY', 'DROP_RX_TRUNCATED', 'INVALID_KERNEL_ENTRY'])
+          t.same(perQueue(f, 'up', id), Array(Q).fill(0n), `uplink ${id} 0 on every queue`);
+
+        // Switched at run time, the other driver opens as many sockets, on the same counter sets.
+        if (mode === 'kernel') {
+          f.engine.setMode('bypass');
+          t.equal(f.port('up').driver, 'af_xdp', 'switched to bypass: AF_XDP');
+          t.equal(f.port('up').queuePairs, Q, `still ${Q} queue pairs`);
+          await flowsIn(t, net, f, fe);
+          f.engine.setMode('kernel');
+          t.equal(f.port('up').driver, 'af_packet', 'and back to AF_PACKET');
+          await flowsIn(t, net, f, fe);
+        }
+      });
 
   t.test('bypass mode: QUEUE picks the interface queues; the others go on to the kernel stack', async (t) => {
     const f = new Fixture('bypass');

@@ -84,6 +84,7 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
         counterSet: f.port('up').counterSet,
         forwarder: 'vm=up',
         pmd: 0,
+        queuePmds: [0],
         state: 'up',
         ifname: net.host,
         driver: mode === 'kernel' ? 'af_packet' : 'af_xdp',

@@ -32,7 +32,11 @@ std::string kernel_drop_reason(QueueCounter id) {
 }  // namespace
 
 UplinkPort::UplinkPort(const std::string& name, const UplinkPlace& place, CounterBlock& block)
-    : Port(name), place_(place), sets_(block, place.queues), counters_(place.queues) {
+    : Port(name),
+      place_(place),
+      sets_(block, place.queues),
+      counters_(place.queues),
+      locks_(new QueueLock[place.queues]) {
   for (uint16_t q = 0; q < place.queues; q++) {
     counters_[q].shared = sets_.set(q);
     kernel_.push_back(std::make_unique<KernelDrops>(&counters_[q]));
@@ -143,19 +147,52 @@ std::unique_ptr<UplinkPort::Driver> UplinkPort::open_driver(UplinkDriver d, std:
   return driver;
 }
 
-void UplinkPort::publish_counters() {
+void UplinkPort::publish_counters() { publish_queues(~0u); }
+
+void UplinkPort::publish_queues(uint32_t qmask) {
   for (uint16_t q = 0; q < place_.queues; q++) {
+    if (!(qmask & (1u << q))) continue;
+    Locked l(*this, q);
     driver_->queues[q]->publish_counters();
     kernel_[q]->collect();
     counters_[q].publish();
   }
+  if (shared_) pmd_tx_.publish_mine();
 }
 
 // The PMD may sleep only when no socket has work pending; every socket's fd is armed either way.
-bool UplinkPort::arm_wakeup(std::vector<pollfd>& fds) {
+bool UplinkPort::arm_wakeup(std::vector<pollfd>& fds) { return arm_queues(~0u, fds); }
+
+bool UplinkPort::arm_queues(uint32_t qmask, std::vector<pollfd>& fds) {
   bool idle = true;
-  for (auto& s : driver_->queues) idle = s->arm_wakeup(fds) && idle;
+  for (uint16_t q = 0; q < place_.queues; q++) {
+    if (!(qmask & (1u << q))) continue;
+    Locked l(*this, q);
+    idle = driver_->queues[q]->arm_wakeup(fds) && idle;
+  }
   return idle;
+}
+
+QueueCounters* UplinkPort::tx_counters(uint16_t qp) {
+  QueueCounters* c = shared_ ? pmd_tx_.mine(qp) : nullptr;
+  return c ? c : &counters_[qp];
+}
+
+void UplinkPort::abort_tx(uint16_t qp) {
+  driver_->queues[qp]->abort_tx(0);
+  if (shared_ && locks_[qp].held_here()) locks_[qp].unlock();
+}
+
+// Our memory never faults; a fault nobody claimed stops every port of the step, and a lock this thread
+// took for a transmit cut short must not stay taken.
+void UplinkPort::memory_fault() {
+  for (uint16_t q = 0; q < place_.queues; q++)
+    if (shared_ && locks_[q].held_here()) locks_[q].unlock();
+}
+
+void UplinkPort::runners_changed() {
+  shared_ = runners().size() > 1;
+  if (shared_) pmd_tx_.add_runners(runners(), sets_, place_.queues);
 }
 
 void UplinkPort::describe(Description& d) const {

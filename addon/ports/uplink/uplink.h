@@ -11,7 +11,9 @@
 
 #include "core/counters.h"
 #include "core/mode.h"
+#include "core/pmd_tx_counters.h"
 #include "core/port.h"
+#include "core/queue_lock.h"
 #include "ports/uplink/af_packet.h"
 #include "ports/uplink/af_xdp.h"
 #include "ports/uplink/kernel_drops.h"
@@ -56,16 +58,37 @@ class UplinkPort : public Port {
   // running driver with the data path paused and closes the old one once the data path runs again.
   bool prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::string* err) override;
 
-  // Queue pair q is socket q of the running driver, which has one queue of its own.
+  // Queue pair q is socket q of the running driver, which has one queue of its own. With several runners
+  // (queues spread over PMDs) a socket is used under its queue's lock, a call at a time: its receive side
+  // by the PMD serving it, its transmit side by any that sends into it.
   uint16_t queue_pairs() const override { return place_.queues; }
-  uint16_t rx_burst(uint16_t qp, Burst& b) override { return driver_->queues[qp]->rx_burst(0, b); }
-  uint16_t tx_burst(uint16_t qp, const Burst& b) override { return driver_->queues[qp]->tx_burst(0, b); }
-  void release(uint16_t qp, Burst& b) override { driver_->queues[qp]->release(0, b); }
-  QueueCounters* tx_counters(uint16_t qp) override { return &counters_[qp]; }
+  uint16_t rx_burst(uint16_t qp, Burst& b) override {
+    Locked l(*this, qp);
+    return driver_->queues[qp]->rx_burst(0, b);
+  }
+  uint16_t tx_burst(uint16_t qp, const Burst& b) override {
+    // Not a scoped lock: a fault in the source's memory leaves tx_burst here, abort_tx gives it back.
+    if (shared_) locks_[qp].lock();
+    const uint16_t n = driver_->queues[qp]->tx_burst(0, b);
+    if (shared_) locks_[qp].unlock();
+    return n;
+  }
+  void release(uint16_t qp, Burst& b) override {
+    Locked l(*this, qp);
+    driver_->queues[qp]->release(0, b);
+  }
+  QueueCounters* tx_counters(uint16_t qp) override;
   // Each socket adds the kernel's drops first; closed drivers' last counts come in with them.
   void publish_counters() override;
-  void abort_tx(uint16_t qp) override { driver_->queues[qp]->abort_tx(0); }
+  void abort_tx(uint16_t qp) override;
+  void memory_fault() override;
   bool arm_wakeup(std::vector<pollfd>& fds) override;
+  bool spreads() const override { return true; }
+  void publish_queues(uint32_t qmask) override;
+  bool arm_queues(uint32_t qmask, std::vector<pollfd>& fds) override;
+
+ protected:
+  void runners_changed() override;
 
  private:
   // The sockets of one driver, one per queue pair, and for AF_XDP what steers the interface's frames to
@@ -102,6 +125,21 @@ class UplinkPort : public Port {
   std::vector<std::unique_ptr<KernelDrops>> kernel_;
   std::unique_ptr<Driver> driver_;
   std::unique_ptr<LinkMonitor> monitor_;  // goes first: no link callback runs into a half-destroyed port
+
+  bool shared_ = false;
+  std::unique_ptr<QueueLock[]> locks_;  // per queue pair
+  // What each PMD's software fallback counts for each queue pair (tx_counters), outside the socket's lock.
+  PmdTxCounters pmd_tx_;
+  struct Locked {
+    UplinkPort& u;
+    uint16_t q;
+    Locked(UplinkPort& port, uint16_t qp) : u(port), q(qp) {
+      if (u.shared_) u.locks_[q].lock();
+    }
+    ~Locked() {
+      if (u.shared_) u.locks_[q].unlock();
+    }
+  };
 };
 
 }  // namespace vw

@@ -363,19 +363,6 @@ int VirtioNetDevice::tx_ring(uint16_t qp) const {
   return -1;
 }
 
-void VirtioNetDevice::TxLock::lock() {
-  const uint32_t me = t_pmd_index + 1;
-  for (;;) {
-    uint32_t free = 0;
-    if (holder.compare_exchange_weak(free, me, std::memory_order_acquire, std::memory_order_relaxed)) return;
-    while (holder.load(std::memory_order_relaxed) != 0) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
-  }
-}
-
 uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
   if (b.n == 0) return 0;
   const int idx = tx_ring(qp);
@@ -384,7 +371,7 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
     return 0;
   }
   if (!shared_) return fill(idx, b);
-  TxLock& l = tx_locks_[idx / 2];
+  QueueLock& l = tx_locks_[idx / 2];
   l.lock();
   // Another PMD may have broken the ring, or found the memory gone, since tx_ring() looked.
   uint16_t n = 0;
@@ -627,14 +614,7 @@ void VirtioNetDevice::release_held_rings() {
 
 void VirtioNetDevice::runners_changed() {
   shared_ = runners().size() > 1;
-  if (!shared_) return;
-  for (PortRunner* r : runners()) {
-    const uint32_t k = r->index();
-    if (k >= pmd_tx_.size()) pmd_tx_.resize(k + 1);
-    if (pmd_tx_[k]) continue;
-    pmd_tx_[k].reset(new QueueCounters[queue_pairs_]);
-    for (uint16_t qp = 0; qp < queue_pairs_; qp++) pmd_tx_[k][qp].shared = sets_.set(qp);
-  }
+  if (shared_) pmd_tx_.add_runners(runners(), sets_, queue_pairs_);
 }
 
 // A driver may post its receive buffers and then reclaim whatever arrived in them before it starts
@@ -666,8 +646,7 @@ void VirtioNetDevice::publish_counters() { publish_queues(kAllQueues); }
 void VirtioNetDevice::publish_queues(uint32_t qmask) {
   for (uint16_t qp = 0; qp < queue_pairs_; qp++)
     if (qmask & (1u << qp)) counters_[qp].publish();
-  if (shared_ && t_pmd_index < pmd_tx_.size() && pmd_tx_[t_pmd_index])
-    for (uint16_t qp = 0; qp < queue_pairs_; qp++) pmd_tx_[t_pmd_index][qp].publish();
+  if (shared_) pmd_tx_.publish_mine();
 }
 
 bool VirtioNetDevice::arm_wakeup(std::vector<pollfd>& fds) { return arm_queues(kAllQueues, fds); }

@@ -16,7 +16,9 @@
 
 #include "core/counters.h"
 #include "core/guest_memory.h"
+#include "core/pmd_tx_counters.h"
 #include "core/port.h"
+#include "core/queue_lock.h"
 #include "virtio/split_ring.h"
 
 namespace vw {
@@ -102,8 +104,8 @@ class VirtioNetDevice : public Port {
   // The counters the calling thread writes for what it transmits into queue pair qp's receive ring: with
   // one runner they are the queue pair's own; with several, each PMD keeps its own copy.
   QueueCounters& tx_counters_of(uint16_t qp) {
-    if (shared_ && t_pmd_index < pmd_tx_.size() && pmd_tx_[t_pmd_index]) return pmd_tx_[t_pmd_index][qp];
-    return counters_[qp];
+    QueueCounters* c = shared_ ? pmd_tx_.mine(qp) : nullptr;
+    return c ? *c : counters_[qp];
   }
   // tx_burst's work on receive vring idx, under its lock when the device is shared.
   uint16_t fill(int idx, const Burst& b);
@@ -142,17 +144,10 @@ class VirtioNetDevice : public Port {
   // guest with fewer queue pairs, or rings it has not enabled): the ring's lock serializes them, as DPDK's
   // vhost takes its per-virtqueue access lock. One runner takes no lock.
   bool shared_ = false;
-  struct alignas(64) TxLock {
-    std::atomic<uint32_t> holder{0};  // 1 + the PMD index holding it; 0: free
-    void lock();
-    void unlock() { holder.store(0, std::memory_order_release); }
-    bool held_here() const { return holder.load(std::memory_order_relaxed) == t_pmd_index + 1; }
-  };
-  TxLock tx_locks_[kMaxQueuePairs];
+  QueueLock tx_locks_[kMaxQueuePairs];
   // The guest's memory faulted on some PMD: every ring is to be stopped, each by the thread that owns it.
   std::atomic<bool> poisoned_{false};
-  // Per PMD index: that PMD's transmit counters of each queue pair (allocated when it becomes a runner).
-  std::vector<std::unique_ptr<QueueCounters[]>> pmd_tx_;
+  PmdTxCounters pmd_tx_;
 };
 
 }  // namespace vw
