@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { whole } from './args';
 import { G2G_DEFAULTS, runG2g, type G2gOptions } from './g2g';
 import { median, summarize, type RatioSummary } from './stats';
 import { barChartSvg } from './svg';
@@ -147,17 +148,11 @@ export async function queuesBenchMain(argv: string[]): Promise<number> {
       process.stdout.write(USAGE);
       return 0;
     }
-    const num = (flag: string, v: string, lo: number, hi: number, integer = true): number => {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n < lo || n > hi || (integer && !Number.isInteger(n)))
-        throw new Error(`${flag}: expected ${integer ? 'a whole number' : 'a number'} ${lo}..${hi}, got "${v}"`);
-      return n;
-    };
-    if (values.queues !== undefined) o.queues = values.queues.split(',').map((s) => num('--queues', s, 1, 8));
-    if (values.rounds !== undefined) o.rounds = num('--rounds', values.rounds, 1, 100);
-    if (values.size !== undefined) o.size = num('--size', values.size, 60, 1518);
-    if (values.seconds !== undefined) o.seconds = num('--seconds', values.seconds, 0.5, 600, false);
-    if (values.warmup !== undefined) o.warmupSeconds = num('--warmup', values.warmup, 0, 600, false);
+    if (values.queues !== undefined) o.queues = values.queues.split(',').map((s) => whole('--queues', s, 1, 8));
+    if (values.rounds !== undefined) o.rounds = whole('--rounds', values.rounds, 1, 100);
+    if (values.size !== undefined) o.size = whole('--size', values.size, 60, 1518);
+    if (values.seconds !== undefined) o.seconds = whole('--seconds', values.seconds, 1, 600);
+    if (values.warmup !== undefined) o.warmupSeconds = whole('--warmup', values.warmup, 0, 600);
     if (values['two-pmd-cores'] !== undefined) {
       if (!/^\d+,\d+$/.test(values['two-pmd-cores']))
         throw new Error(`--two-pmd-cores: expected two CPUs such as 0,1, got "${values['two-pmd-cores']}"`);

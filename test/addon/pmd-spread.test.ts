@@ -176,18 +176,21 @@ function eth(dst: number, src: number, seq: number): Buffer {
   return f;
 }
 
-t.test('a bridge of 2-queue ports runs on both PMDs: learned from both, unicast and flooded exactly', async (t) => {
+/** vhost-user ports of `queues` queue pairs on bridge br0, two PMD threads, each with our front end. */
+async function bridged(t: Test, names: string[], queues: number) {
   const f = new Fixture('kernel', [-1, -1]);
   t.teardown(() => f.close());
-  const names = ['a', 'b', 'c'];
-  for (const n of names) f.vhost(n, 2);
-  f.engine.addBridge(
-    'br0',
-    {},
-    names.map((port) => ({ port })),
-  );
-  const vu = Object.fromEntries(names.map((n) => [n, f.peer({ path: f.sock(n), queuePairs: 2 })]));
+  for (const n of names) f.vhost(n, queues);
+  const members = names.map((port) => ({ port }));
+  f.engine.addBridge('br0', {}, members);
+  const vu = Object.fromEntries(names.map((n) => [n, f.peer({ path: f.sock(n), queuePairs: queues })]));
   for (const n of names) await f.waitConnected(n);
+  return { f, vu };
+}
+
+t.test('a bridge of 2-queue ports runs on both PMDs: learned from both, unicast and flooded exactly', async (t) => {
+  const names = ['a', 'b', 'c'];
+  const { f, vu } = await bridged(t, names, 2);
   for (const n of names) t.same(f.port(n).queuePmds, [0, 1], `${n}: queue pair q on PMD q`);
   const br = () => f.engine.bridges().find((b) => b.name === 'br0')!;
   const member = (p: string) => br().members.find((m) => m.port === p)!;
@@ -219,14 +222,8 @@ t.test('a bridge of 2-queue ports runs on both PMDs: learned from both, unicast 
 });
 
 t.test('a member that does not spread keeps a bridge on one PMD; it spreads again when that member leaves', async (t) => {
-  const f = new Fixture('kernel', [-1, -1]);
-  t.teardown(() => f.close());
-  for (const n of ['a', 'b']) f.vhost(n, 2);
-  f.engine.addBridge('br0', {}, [{ port: 'a' }, { port: 'b' }]);
-  const a = f.peer({ path: f.sock('a'), queuePairs: 2 });
-  const b = f.peer({ path: f.sock('b'), queuePairs: 2 });
-  await f.waitConnected('a');
-  await f.waitConnected('b');
+  const { f, vu } = await bridged(t, ['a', 'b'], 2);
+  const { a, b } = vu;
   t.same(f.port('a').queuePmds, [0, 1], 'two vhost-user ports: spread');
   f.engine.addPort('sink', 's0', {});
   f.engine.bridgeAddPort('br0', { port: 's0' });
@@ -245,14 +242,8 @@ t.test('a member that does not spread keeps a bridge on one PMD; it spreads agai
 });
 
 t.test('a full-rate stream through a bridge on two PMDs is counted exactly', async (t) => {
-  const f = new Fixture('kernel', [-1, -1]);
-  t.teardown(() => f.close());
-  for (const n of ['a', 'b']) f.vhost(n, 4);
-  f.engine.addBridge('br0', {}, [{ port: 'a' }, { port: 'b' }]);
-  const a = f.peer({ path: f.sock('a'), queuePairs: 4 });
-  const b = f.peer({ path: f.sock('b'), queuePairs: 4 });
-  await f.waitConnected('a');
-  await f.waitConnected('b');
+  const { f, vu } = await bridged(t, ['a', 'b'], 4);
+  const { a, b } = vu;
   await stream(t, f, a, b, ['a', 'b'], 200_000);
   const m = (p: string) => f.engine.bridges()[0].members.find((x) => x.port === p)!;
   t.equal(m('a').rx, 200_000, "the bridge's count of a's frames, summed over both PMDs");
