@@ -14,6 +14,7 @@
 //                                        up to max one-buffer chains in a row, each fully checked; stops,
 //                                        taking nothing, at the first other chain (pop() then reads it)
 //   void unpop(uint16_t n)               give the last n popped chains back, in order
+//   void push_n(uint16_t n, Entry entry)   n chains at once, entry(i) the i-th vring_used_elem
 //   void push(uint16_t head, uint32_t len), bool flush(bool* saved)
 //                                        return chains; publish them (true: notify the guest; *saved:
 //                                        EVENT_IDX spared a notification)

@@ -124,6 +124,14 @@ class SplitRing {
     if (nshadow_ == kShadowEntries) write_shadow();
     shadow_[nshadow_++] = vring_used_elem{head, len};
   }
+  // Returns n chains at once, entry(i) giving the i-th used entry: written straight into the used ring
+  // after whatever push() collected, in one pass, which is all the shadow is for. For a caller that has
+  // them all at hand (release). Visible to the guest after flush().
+  template <class Entry>
+  void push_n(uint16_t n, Entry entry) {
+    write_shadow();
+    write_used(n, entry);
+  }
   // Publishes the pushed entries. Returns true when the guest wants to be notified of them.
   bool flush(bool* saved = nullptr);
 
@@ -160,19 +168,24 @@ class SplitRing {
     popped_[npopped_++ % kMaxUnpop] = head;
   }
   // Copies the collected entries into the used ring, unpublished. Their heads are no longer in flight.
-  // The ring's state is copied into locals first: the used ring holds the same type as the shadow, so
-  // the compiler would otherwise reload every member after every store into guest memory.
   void write_shadow() {
-    const uint32_t n = nshadow_, pos = used_shadow_, mask = mask_;
+    write_used(nshadow_, [this](uint32_t i) { return shadow_[i]; });
+    nshadow_ = 0;
+  }
+  // Writes n used entries after the unpublished ones; their heads are no longer in flight. The ring's
+  // state is copied into locals first: the used ring holds the same type as the shadow, so the compiler
+  // would otherwise reload every member after every store into guest memory.
+  template <class Entry>
+  void write_used(uint32_t n, Entry entry) {
+    const uint32_t pos = used_shadow_, mask = mask_;
     vring_used_elem* ring = used_->ring;
     uint64_t* inflight = inflight_.get();
     for (uint32_t i = 0; i < n; i++) {
-      const vring_used_elem e = shadow_[i];
+      const vring_used_elem e = entry(i);
       ring[(pos + i) & mask] = e;
       inflight[uint16_t(e.id) >> 6] &= ~(uint64_t(1) << (e.id & 63));
     }
     used_shadow_ = uint16_t(pos + n);
-    nshadow_ = 0;
   }
   // Heads taken by pop() and not yet returned, one bit each: a guest that names a head again before we
   // gave it back would have us hand out the same buffers twice.

@@ -73,6 +73,39 @@ struct SpanWriter {
   }
 };
 
+// Writes the virtio-net header of a packet going to the guest into d (hdr_len bytes: 12, or 10 without
+// num_buffers). The offloads the packet still carries are ones the guest accepted (Transmit sent it
+// through OffloadFallback otherwise): its header says what is left to do. A plain frame, nearly every
+// one, is two fixed stores.
+inline void write_net_header(uint8_t* d, const PacketMeta& m, uint16_t num_buffers, uint32_t hdr_len,
+                             uint32_t* super_frames) {
+  if (__builtin_expect(!(m.flags & PacketMeta::kCsumPartial) && !m.gso_type, 1)) {
+    const uint64_t zero = 0;
+    memcpy(d, &zero, 8);
+    if (hdr_len == sizeof(virtio_net_hdr_mrg_rxbuf)) {
+      const uint32_t tail = uint32_t(num_buffers) << 16;  // csum_offset 0, num_buffers
+      memcpy(d + 8, &tail, 4);
+    } else {
+      memset(d + 8, 0, 2);
+    }
+    return;
+  }
+  virtio_net_hdr_mrg_rxbuf h = {};
+  h.num_buffers = num_buffers;
+  if (m.flags & PacketMeta::kCsumPartial) {
+    h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h.csum_start = m.csum_start;
+    h.csum_offset = m.csum_offset;
+  }
+  if (m.gso_type) {
+    h.gso_type = m.gso_type;
+    h.gso_size = m.gso_size;
+    h.hdr_len = m.hdr_len;
+    ++*super_frames;
+  }
+  memcpy(d, &h, hdr_len);
+}
+
 // An eventfd write; a failure (the counter at its maximum) loses nothing the reader would not see anyway.
 bool signal_fd(int fd) {
   const uint64_t one = 1;
@@ -237,6 +270,9 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
   const uint16_t fast = r.vq.pop_simple(mem, kBurst, hdr_len + 1, hdr_len + kMaxFrame, got);
   for (uint16_t k = 0; k < fast; k++) __builtin_prefetch(got[k].p);
   bool stop = false;  // a dropped chain was given back with the rest: the burst ends here
+  // The burst's counts in locals: the views' 16-bit fields could alias them, so the compiler would
+  // reload them after every store.
+  uint16_t npkts = 0, nspans = 0;
   for (uint16_t k = 0; k < fast; k++) {
     const SimpleChain& ch = got[k];
     PacketMeta meta{};
@@ -250,7 +286,7 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
       const QueueCounter why = read_offloads(h, ch.len - hdr_len, from_guest_, &meta);
       if (why != kQueueCounterCount) {
         // Given back in order, as below.
-        if (b.n) {
+        if (npkts) {
           r.vq.unpop(uint16_t(fast - k));
           stop = true;
           break;
@@ -262,10 +298,10 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
         continue;
       }
     }
-    b.span[b.nspans] = Span{ch.p + hdr_len, ch.len - hdr_len, ch.gpa + hdr_len};
-    PacketView& p = b.pkt[b.n++];
+    b.span[nspans] = Span{ch.p + hdr_len, ch.len - hdr_len, ch.gpa + hdr_len};
+    PacketView& p = b.pkt[npkts++];
     p.len = ch.len - hdr_len;
-    p.first = b.nspans++;
+    p.first = nspans++;
     p.nseg = 1;
     p.cookie = ch.head;
     p.meta = meta;
@@ -274,6 +310,8 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     c.add(RX_SIZE_64 + size_bin(p.len));
     ntaken++;
   }
+  b.n = npkts;
+  b.nspans = nspans;
   descriptors = ntaken;
   // The general path fills the rest of the burst: taken[] holds only its own chains.
   const uint16_t first_general = ntaken;
@@ -393,7 +431,7 @@ void VirtioNetDevice::release(uint16_t qp, Burst& b) {
   Vring& r = vrings_[2 * qp + 1];
   // A ring that broke during the burst still gets back the chains validated before it broke.
   if (!r.started) return;
-  for (uint16_t i = 0; i < b.n; i++) r.vq.push(uint16_t(b.pkt[i].cookie), 0);
+  r.vq.push_n(b.n, [&b](uint32_t i) { return vring_used_elem{b.pkt[i].cookie, 0}; });
   flush(r, counters_[qp]);
 }
 
@@ -471,24 +509,8 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
     for (uint16_t k = 0; k < n; k++) {
       const PacketView& p = b.pkt[k];
       tx_open_ = {idx, uint32_t(n - k)};
-      virtio_net_hdr_mrg_rxbuf h = {};
-      h.num_buffers = 1;
-      if (p.meta.flags & PacketMeta::kCsumPartial) {
-        h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-        h.csum_start = p.meta.csum_start;
-        h.csum_offset = p.meta.csum_offset;
-      }
-      if (p.meta.gso_type) {
-        h.gso_type = p.meta.gso_type;
-        h.gso_size = p.meta.gso_size;
-        h.hdr_len = p.meta.hdr_len;
-        super_frames++;
-      }
       uint8_t* d = got[k].p;
-      if (hdr_len == sizeof h)
-        memcpy(d, &h, sizeof h);
-      else
-        memcpy(d, &h, 10);
+      write_net_header(d, p.meta, 1, hdr_len, &super_frames);
       memmove(d + hdr_len, b.span[p.first].p, p.len);
       r.vq.push(got[k].head, hdr_len + p.len);
       bytes += p.len;
@@ -587,34 +609,18 @@ uint16_t VirtioNetDevice::tx_burst(uint16_t qp, const Burst& b) {
       // From here the source's memory is read: a fault there leaves the chains of this packet and of
       // those planned after it to abort_tx().
       tx_open_ = {idx, np - pl.first_piece};
-      // The offloads the packet still carries are ones the guest accepted (Transmit sent it through
-      // OffloadFallback otherwise): its header says what is left to do.
-      virtio_net_hdr_mrg_rxbuf h = {};
-      h.num_buffers = pl.npieces;
-      if (p.meta.flags & PacketMeta::kCsumPartial) {
-        h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-        h.csum_start = p.meta.csum_start;
-        h.csum_offset = p.meta.csum_offset;
-      }
-      if (p.meta.gso_type) {
-        h.gso_type = p.meta.gso_type;
-        h.gso_size = p.meta.gso_size;
-        h.hdr_len = p.meta.hdr_len;
-        super_frames++;
-      }
       const Span& d = spans[pl.first_span];
       if (p.nseg == 1 && d.len >= pl.need) {
-        // The common case: one source span into one buffer. The header is a fixed-size store, the copy a
-        // memmove (the source may overlap the destination: a guest can offer the same memory for transmit
-        // and receive, or two ports share it).
-        if (hdr_len == sizeof h)
-          memcpy(d.p, &h, sizeof h);
-        else
-          memcpy(d.p, &h, 10);
+        // One source span into one buffer: the header written in place, the copy a memmove (the source
+        // may overlap the destination: a guest can offer the same memory for transmit and receive, or two
+        // ports share it).
+        write_net_header(d.p, p.meta, pl.npieces, hdr_len, &super_frames);
         memmove(d.p + hdr_len, b.span[p.first].p, p.len);
       } else {
+        uint8_t h[sizeof(virtio_net_hdr_mrg_rxbuf)];
+        write_net_header(h, p.meta, pl.npieces, hdr_len, &super_frames);
         SpanWriter w{&d};
-        w.write(&h, hdr_len);
+        w.write(h, hdr_len);
         uint32_t left = p.len;
         for (uint16_t s = p.first; left && s < p.first + p.nseg; s++) {
           const uint32_t l = std::min(b.span[s].len, left);
