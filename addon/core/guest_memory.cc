@@ -224,6 +224,18 @@ int GuestMemory::translate_slow(uint64_t gpa, uint64_t len, Span* out, int max_s
   return n;
 }
 
+GuestMemory::Window GuestMemory::window_of(uint64_t gpa, uint64_t len) const {
+  for (uint32_t i = 0; i < regions_.size(); i++) {
+    const MemRegion& r = regions_[i];
+    const uint64_t off = gpa - r.gpa;
+    if (off < r.size && len <= r.size - off) {
+      last_.store(i, std::memory_order_relaxed);
+      return Window{r.gpa, r.size, r.host};
+    }
+  }
+  return Window{0, 0, nullptr};
+}
+
 bool GuestMemory::contains_range(uint64_t gpa, uint64_t len) const {
   uint64_t end;
   if (__builtin_add_overflow(gpa, len, &end)) return false;

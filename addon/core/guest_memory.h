@@ -83,6 +83,22 @@ class GuestMemory {
     }
     return translate_slow(gpa, len, out, max_spans);
   }
+  // The bounds of the region the last translation started in, copied so that a burst of translations
+  // (SplitRing::pop_simple) keeps them in registers: [gpa, gpa + size) is at host. size 0 when there is
+  // none. A buffer inside it needs no other check; for one outside, window_of() finds its region.
+  struct Window {
+    uint64_t gpa, size;
+    uint8_t* host;
+  };
+  Window window() const {
+    const uint32_t i = last_.load(std::memory_order_relaxed);
+    if (i >= regions_.size()) return Window{0, 0, nullptr};
+    const MemRegion& r = regions_[i];
+    return Window{r.gpa, r.size, r.host};
+  }
+  // The window of the region that holds all of [gpa, gpa + len), which becomes the hint; size 0 when no
+  // one region does.
+  [[gnu::noinline]] Window window_of(uint64_t gpa, uint64_t len) const;
   // Whether every byte of [gpa, gpa + len) lies in guest memory, across regions or not.
   bool contains_range(uint64_t gpa, uint64_t len) const;
   // Translates a range that must lie inside one region (descriptor tables, indirect tables). Null if not.

@@ -10,7 +10,11 @@
 //   bool primed()                        the driver has made buffers available since start()
 //   int pop(const GuestMemory&, Span*, uint32_t max_spans, Chain*, QueueCounter* why)
 //                                        1: *Chain filled; 0: empty; -1: a ring rule broken (*why)
+//   uint16_t pop_simple(const GuestMemory&, uint16_t max, uint32_t min_len, uint32_t max_len, SimpleChain*)
+//                                        up to max one-buffer chains in a row, each fully checked; stops,
+//                                        taking nothing, at the first other chain (pop() then reads it)
 //   void unpop(uint16_t n)               give the last n popped chains back, in order
+//   void push_n(uint16_t n, Entry entry)   n chains at once, entry(i) the i-th vring_used_elem
 //   void push(uint16_t head, uint32_t len), bool flush(bool* saved)
 //                                        return chains; publish them (true: notify the guest; *saved:
 //                                        EVENT_IDX spared a notification)
@@ -35,6 +39,14 @@ struct Chain {
   // kChainBudget descriptors. Nothing past the cut is stored, or read.
   bool truncated;
   bool over_budget;  // the cut was the descriptor budget
+};
+
+// What pop_simple() found: a chain of one descriptor, its buffer translated to one host span.
+struct SimpleChain {
+  uint8_t* p;
+  uint64_t gpa;
+  uint32_t len;
+  uint16_t head;
 };
 
 // Descriptors one chain may use (indirect table entries and zero-length descriptors included). The most

@@ -112,6 +112,64 @@ int SplitRing::pop_chain(const GuestMemory& mem, uint16_t head, vring_desc d, Sp
   return 1;
 }
 
+uint16_t SplitRing::pop_simple(const GuestMemory& mem, uint16_t max, uint32_t min_len, uint32_t max_len,
+                               SimpleChain* out) {
+  const uint16_t last = last_avail_;
+  uint16_t avail = avail_idx_;
+  if (uint16_t(avail - last) < max) {
+    avail = __atomic_load_n(&avail_->idx, __ATOMIC_ACQUIRE);
+    // pop() reads the index again and breaks the ring.
+    if (uint16_t(avail - last) > size_) return 0;
+    avail_idx_ = avail;
+  }
+  const uint32_t n = std::min<uint32_t>(max, uint16_t(avail - last));
+  // Each descriptor is read as two 8-byte words (attach() checked the table's alignment): the address,
+  // then length, flags and next. may_alias, since the same memory is read as vring_desc elsewhere.
+  typedef uint64_t __attribute__((may_alias)) word;
+  const vring_desc* table = desc_;
+  const uint16_t* ring = avail_->ring;
+  uint64_t* inflight = inflight_.get();
+  // size_ is a power of two: head < size_ is head <= mask.
+  const uint32_t mask = mask_;
+  // The flags must be exactly this ring's direction bit (no NEXT, no INDIRECT) and the length within
+  // [min_len, max_len]; next is not looked at. Both in one unsigned compare: flags and length as one
+  // 48-bit number, less the lowest acceptable one, are at most max_len - min_len exactly when both hold
+  // (other flags put it at least 2^32 away). A zero-length buffer is never one span.
+  min_len = std::max<uint32_t>(min_len, 1);
+  const uint64_t lowest = uint64_t(device_writes_ ? VRING_DESC_F_WRITE : 0) << 32 | min_len;
+  const uint64_t range = max_len >= min_len ? max_len - min_len : 0;
+  GuestMemory::Window w = mem.window();
+  uint32_t k = 0;
+  for (; k < n; k++) {
+    const uint32_t head = __atomic_load_n(&ring[(last + k) & mask], __ATOMIC_RELAXED);
+    if (head > mask) break;
+    const uint64_t bit = uint64_t(1) << (head & 63);
+    uint64_t& inflight_word = inflight[head >> 6];
+    if (inflight_word & bit) break;
+    // Each word loaded once: the guest may rewrite the descriptor meanwhile, and what is checked here is
+    // what is used.
+    const vring_desc* d = table + head;
+    const uint64_t addr = __atomic_load_n(reinterpret_cast<const word*>(&d->addr), __ATOMIC_RELAXED);
+    const uint64_t rest = __atomic_load_n(reinterpret_cast<const word*>(&d->len), __ATOMIC_RELAXED);
+    const uint32_t len = uint32_t(rest);
+    if ((rest & 0xffffffffffffull) - lowest > range) break;
+    uint64_t off = addr - w.gpa;
+    if (__builtin_expect(!(off < w.size && len <= w.size - off), 0)) {
+      // Outside the window: the region it lies in, if it lies in one, becomes the window.
+      w = mem.window_of(addr, len);
+      off = addr - w.gpa;
+      if (!(off < w.size && len <= w.size - off)) break;
+    }
+    inflight_word |= bit;
+    out[k] = SimpleChain{w.host + off, addr, len, uint16_t(head)};
+  }
+  // Remembered for unpop(), in a pass of its own: the loop above has enough to keep in registers.
+  for (uint32_t j = 0; j < k; j++) popped_[uint16_t(npopped_ + j) % kMaxUnpop] = out[j].head;
+  last_avail_ = uint16_t(last + k);
+  npopped_ = uint16_t(npopped_ + k);
+  return uint16_t(k);
+}
+
 void SplitRing::unpop(uint16_t n) {
   for (uint16_t k = 0; k < n; k++) land(popped_[--npopped_ % kMaxUnpop]);
   last_avail_ = uint16_t(last_avail_ - n);

@@ -73,6 +73,39 @@ struct SpanWriter {
   }
 };
 
+// Writes the virtio-net header of a packet going to the guest into d (hdr_len bytes: 12, or 10 without
+// num_buffers). The offloads the packet still carries are ones the guest accepted (Transmit sent it
+// through OffloadFallback otherwise): its header says what is left to do. A plain frame, nearly every
+// one, is two fixed stores.
+inline void write_net_header(uint8_t* d, const PacketMeta& m, uint16_t num_buffers, uint32_t hdr_len,
+                             uint32_t* super_frames) {
+  if (__builtin_expect(!(m.flags & PacketMeta::kCsumPartial) && !m.gso_type, 1)) {
+    const uint64_t zero = 0;
+    memcpy(d, &zero, 8);
+    if (hdr_len == sizeof(virtio_net_hdr_mrg_rxbuf)) {
+      const uint32_t tail = uint32_t(num_buffers) << 16;  // csum_offset 0, num_buffers
+      memcpy(d + 8, &tail, 4);
+    } else {
+      memset(d + 8, 0, 2);
+    }
+    return;
+  }
+  virtio_net_hdr_mrg_rxbuf h = {};
+  h.num_buffers = num_buffers;
+  if (m.flags & PacketMeta::kCsumPartial) {
+    h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h.csum_start = m.csum_start;
+    h.csum_offset = m.csum_offset;
+  }
+  if (m.gso_type) {
+    h.gso_type = m.gso_type;
+    h.gso_size = m.gso_size;
+    h.hdr_len = m.hdr_len;
+    ++*super_frames;
+  }
+  memcpy(d, &h, hdr_len);
+}
+
 // An eventfd write; a failure (the counter at its maximum) loses nothing the reader would not see anyway.
 bool signal_fd(int fd) {
   const uint64_t one = 1;
@@ -232,14 +265,71 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
   Taken taken[kBurst];
   uint16_t ntaken = 0;
   uint32_t descriptors = 0;
-  r.vq.prefetch(kBurst);
-  while (ntaken < kBurst) {
+  uint64_t bytes = 0;
+  uint32_t super_frames = 0;
+  bool dropped = false;
+
+  // The common chain first, taken in one pass (pop_simple): one descriptor holding the header and a frame
+  // of a size we forward, as DPDK's virtio PMD posts with the header pushed in front of the frame. Its
+  // header's line is asked for before any header is read. A chain it leaves (several descriptors, an
+  // indirect table, the wrong size, a broken rule) goes through the general path below.
+  SimpleChain got[kBurst];
+  const uint16_t fast = r.vq.pop_simple(mem, kBurst, hdr_len + 1, hdr_len + kMaxFrame, got);
+  for (uint16_t k = 0; k < fast; k++) __builtin_prefetch(got[k].p);
+  bool stop = false;  // a dropped chain was given back with the rest: the burst ends here
+  // The burst's counts in locals: the views' 16-bit fields could alias them, so the compiler would
+  // reload them after every store.
+  uint16_t npkts = 0, nspans = 0;
+  for (uint16_t k = 0; k < fast; k++) {
+    const SimpleChain& ch = got[k];
+    PacketMeta meta{};
+    // As in the general path below: flags and gso_type first, the offload fields copied once when they
+    // mean anything.
+    uint8_t fg[2];
+    memcpy(fg, ch.p, 2);
+    if (fg[1] != VIRTIO_NET_HDR_GSO_NONE || (fg[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM)) {
+      virtio_net_hdr_mrg_rxbuf h;
+      memcpy(&h, ch.p, 10);
+      const QueueCounter why = read_offloads(h, ch.len - hdr_len, from_guest_, &meta);
+      if (why != kQueueCounterCount) {
+        // Given back in order, as below.
+        if (npkts) {
+          r.vq.unpop(uint16_t(fast - k));
+          stop = true;
+          break;
+        }
+        c.add(why);
+        r.vq.push(ch.head, 0);
+        dropped = true;
+        ntaken++;
+        continue;
+      }
+    }
+    b.span[nspans] = Span{ch.p + hdr_len, ch.len - hdr_len, ch.gpa + hdr_len};
+    PacketView& p = b.pkt[npkts++];
+    p.len = ch.len - hdr_len;
+    p.first = nspans++;
+    p.nseg = 1;
+    p.cookie = ch.head;
+    p.meta = meta;
+    super_frames += meta.gso_type != 0;
+    bytes += p.len;
+    c.add(RX_SIZE_64 + size_bin(p.len));
+    ntaken++;
+  }
+  b.n = npkts;
+  b.nspans = nspans;
+  descriptors = ntaken;
+  // The general path fills the rest of the burst: taken[] holds only its own chains.
+  const uint16_t first_general = ntaken;
+  if (!stop && ntaken < kBurst) r.vq.prefetch(uint16_t(kBurst - ntaken));
+  while (!stop && ntaken < kBurst) {
     // Dropped chains count against the burst too, so a ring full of bad chains costs one burst per call.
     if (descriptors + kChainBudget > kBurstBudget) {
       c.add(BUDGET_CUTS_BURST);
       break;
     }
-    Taken& t = taken[ntaken];
+    Taken& t = taken[ntaken - first_general];
     QueueCounter why;
     const int rc = r.vq.pop(mem, b.span + b.nspans, uint32_t(kBurstSpans - b.nspans), &t.ch, &why);
     if (rc == 0) break;
@@ -257,10 +347,7 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     ntaken++;
   }
 
-  uint64_t bytes = 0;
-  uint32_t super_frames = 0;
-  bool dropped = false;
-  for (uint16_t k = 0; k < ntaken; k++) {
+  for (uint16_t k = 0; k < ntaken - first_general; k++) {
     const Chain& ch = taken[k].ch;
     Span* s = b.span + taken[k].first;
     QueueCounter drop = kNoDrop;
@@ -299,7 +386,7 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
       // dropped chain and those after it wait for the next burst, which starts with them. A chain cut at
       // the budget is counted when it is dropped, not each time it is given back.
       if (b.n) {
-        r.vq.unpop(uint16_t(ntaken - k));
+        r.vq.unpop(uint16_t(ntaken - first_general - k));
         break;
       }
       c.add(drop);
@@ -351,7 +438,7 @@ void VirtioNetDevice::release(uint16_t qp, Burst& b) {
   Vring& r = vrings_[2 * qp + 1];
   // A ring that broke during the burst still gets back the chains validated before it broke.
   if (!r.started) return;
-  for (uint16_t i = 0; i < b.n; i++) r.vq.push(uint16_t(b.pkt[i].cookie), 0);
+  r.vq.push_n(b.n, [&b](uint32_t i) { return vring_used_elem{b.pkt[i].cookie, 0}; });
   flush(r, counters_[qp]);
 }
 
@@ -422,7 +509,44 @@ uint16_t VirtioNetDevice::fill(int idx, const Burst& b) {
   uint32_t* unfit_why = &too_big;
   uint16_t i = 0;
   bool stop = false;  // the ring ran dry, broke or used up the burst's budget: nothing more goes in
-  r.vq.prefetch(b.n);
+
+  // The common burst, recognised once: every packet in one span and no larger than a frame may be, and the
+  // ring's next chains single buffers that each hold the largest of them, as drivers post receive buffers.
+  // Those chains are taken in one pass (pop_simple), the packets copied in a second, with none of the
+  // general path's per-packet planning. Whatever it leaves (a packet in pieces, a chain of several
+  // descriptors or one too small, merged buffers, an empty or broken ring) goes through the general path
+  // below, from the first packet it did not place.
+  uint32_t longest = 0;
+  bool one_span = true;
+  for (uint16_t k = 0; k < b.n; k++) {
+    one_span &= b.pkt[k].nseg == 1;
+    longest = std::max(longest, b.pkt[k].len);
+  }
+  if (one_span && longest <= kMaxFrame) {
+    SimpleChain got[kBurst];
+    const uint16_t n = r.vq.pop_simple(mem, b.n, hdr_len + longest, UINT32_MAX, got);
+    // Each destination's first line and each source's, asked for together before the copies (see above).
+    for (uint16_t k = 0; k < n; k++) {
+      __builtin_prefetch(got[k].p, 1);
+      __builtin_prefetch(b.span[b.pkt[k].first].p);
+    }
+    for (uint16_t k = 0; k < n; k++) {
+      const PacketView& p = b.pkt[k];
+      open = {idx, uint32_t(n - k)};
+      uint8_t* d = got[k].p;
+      write_net_header(d, p.meta, 1, hdr_len, &super_frames);
+      memmove(d + hdr_len, b.span[p.first].p, p.len);
+      r.vq.push(got[k].head, hdr_len + p.len);
+      bytes += p.len;
+      c.add(TX_SIZE_64 + size_bin(p.len));
+    }
+    open.idx = -1;
+    descriptors = n;
+    sent = n;
+    i = n;
+  }
+
+  if (i < b.n) r.vq.prefetch(uint16_t(b.n - i));
   while (i < b.n && !stop) {
     uint32_t np = 0, ns = 0;  // pieces and spans taken in this round
     uint16_t nplan = 0;
@@ -509,34 +633,18 @@ uint16_t VirtioNetDevice::fill(int idx, const Burst& b) {
       // From here the source's memory is read: a fault there leaves the chains of this packet and of
       // those planned after it to abort_tx().
       open = {idx, np - pl.first_piece};
-      // The offloads the packet still carries are ones the guest accepted (Transmit sent it through
-      // OffloadFallback otherwise): its header says what is left to do.
-      virtio_net_hdr_mrg_rxbuf h = {};
-      h.num_buffers = pl.npieces;
-      if (p.meta.flags & PacketMeta::kCsumPartial) {
-        h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-        h.csum_start = p.meta.csum_start;
-        h.csum_offset = p.meta.csum_offset;
-      }
-      if (p.meta.gso_type) {
-        h.gso_type = p.meta.gso_type;
-        h.gso_size = p.meta.gso_size;
-        h.hdr_len = p.meta.hdr_len;
-        super_frames++;
-      }
       const Span& d = spans[pl.first_span];
       if (p.nseg == 1 && d.len >= pl.need) {
-        // The common case: one source span into one buffer. The header is a fixed-size store, the copy a
-        // memmove (the source may overlap the destination: a guest can offer the same memory for transmit
-        // and receive, or two ports share it).
-        if (hdr_len == sizeof h)
-          memcpy(d.p, &h, sizeof h);
-        else
-          memcpy(d.p, &h, 10);
+        // One source span into one buffer: the header written in place, the copy a memmove (the source
+        // may overlap the destination: a guest can offer the same memory for transmit and receive, or two
+        // ports share it).
+        write_net_header(d.p, p.meta, pl.npieces, hdr_len, &super_frames);
         memmove(d.p + hdr_len, b.span[p.first].p, p.len);
       } else {
+        uint8_t h[sizeof(virtio_net_hdr_mrg_rxbuf)];
+        write_net_header(h, p.meta, pl.npieces, hdr_len, &super_frames);
         SpanWriter w{&d};
-        w.write(&h, hdr_len);
+        w.write(h, hdr_len);
         uint32_t left = p.len;
         for (uint16_t s = p.first; left && s < p.first + p.nseg; s++) {
           const uint32_t l = std::min(b.span[s].len, left);
