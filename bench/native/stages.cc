@@ -7,7 +7,9 @@
 // valgrind --tool=callgrind (bench/native/run.sh --callgrind) for instruction counts that do not depend
 // on how busy the machine is.
 //
-//   stages [--size BYTES] [--bursts N] [--queue-size N] [--mrg 0|1] [--event-idx 0|1] [--bridge 0|1]
+//   stages [--size BYTES] [--bursts N] [--queue-size N] [--mrg 0|1] [--event-idx 0|1] [--bridge 0|1] [--shared 0|1]
+// --shared 1 gives b two runners, as when its queues are spread over two PMD threads: each tx_burst
+// into it then takes its receive ring's lock (uncontended here: what the lock itself costs).
 // --bridge 1 puts a and b on a learning bridge (b's MAC a static entry, so every frame is a learned
 // unicast) and forwards through it instead of calling b.tx_burst directly: the difference is what the
 // bridge costs over a wire.
@@ -326,7 +328,7 @@ void offload_paths(uint32_t rounds) {
 
 int main(int argc, char** argv) {
   uint32_t size = 64, bursts = 200000, qsize = 256;
-  bool mrg = true, event_idx = false, bridged = false;
+  bool mrg = true, event_idx = false, bridged = false, shared = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const uint32_t v = uint32_t(strtoul(argv[i + 1], nullptr, 10));
@@ -351,6 +353,8 @@ int main(int argc, char** argv) {
       event_idx = v;
     else if (k == "--bridge")
       bridged = v;
+    else if (k == "--shared")
+      shared = v;
     else
       die("unknown option " + k);
   }
@@ -379,6 +383,14 @@ int main(int argc, char** argv) {
   }
   start(a, g, 1, atx);
   start(b, g, 0, brx);
+  struct Runner final : PortRunner {
+    uint32_t i;
+    explicit Runner(uint32_t k) : i(k) {}
+    uint32_t index() const override { return i; }
+    void pause() override {}
+    void resume() override {}
+  } r0(0), r1(1);
+  if (shared) b.set_runners({&r0, &r1});
 
   // The frames' bytes count up from 0: destination 00:01:02:03:04:05, source 06:07:08:09:0a:0b.
   Bridge br("br0", BridgeOptions{});
