@@ -9,11 +9,11 @@
 //         a MAC lookup
 // Each round starts every switch afresh, in a rotating order, and the ratios ours/dpdk and ours/ovs are
 // taken per round (bench/stats.ts). The rate is what the front end receives on both ports together.
-import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Testpmd, dpdkVersion, findTestpmd, freeHugepages, type PortStats } from './testpmd';
+import { Ovs, ovsUnavailable } from './ovs';
 import { ServeProcess, serveUnavailable, sleep } from './serve';
 import { median, summarize, formatSummary, type RatioSummary } from './stats';
 import { native } from '../src/native';
@@ -60,7 +60,6 @@ export const G2G_DEFAULTS: G2gOptions = {
 // Front end on core 0 (main lcore 1 sleeps in its prompt); every switch forwards on core 1.
 const FRONT = { lcores: '0,1', main: 1 };
 const MAC = ['02:00:00:00:00:10', '02:00:00:00:00:11'];
-const OVS_VSWITCHD = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 
 interface SwitchRig {
   /** Where the front end's port i connects, and whether the switch is the vhost-user server there. */
@@ -126,16 +125,10 @@ function tmp(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-function which(bin: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
-}
-
 export function unavailable(s: Switch): string | null {
   if (s === 'ours' || s === 'bridge') return serveUnavailable();
   if (!findTestpmd()) return 'dpdk-testpmd is not installed (Debian 12: dpdk-dev)';
-  if (s === 'ovs' && !(fs.existsSync(OVS_VSWITCHD) && which('ovsdb-server') && which('ovs-vsctl')))
-    return 'Open vSwitch with DPDK is not installed (Debian 12: openvswitch-switch-dpdk)';
-  return null;
+  return s === 'ovs' ? ovsUnavailable() : null;
 }
 
 class G2g {
@@ -204,86 +197,19 @@ class G2g {
     };
   }
 
-  /** A private ovsdb-server and ovs-vswitchd (DPDK) in a directory of their own, stopped by their pids. */
+  /** A private OVS-DPDK (bench/ovs.ts) with a NORMAL bridge of the cell's vhost-user ports. */
   async ovs(cell: G2gCell): Promise<SwitchRig> {
-    const dir = tmp('vhostwire-g2g-ovs-');
-    const env = { ...process.env, OVS_RUNDIR: dir, OVS_LOGDIR: dir, OVS_DBDIR: dir };
-    const db = `unix:${dir}/db.sock`;
-    const run = (cmd: string, args: string[]): string =>
-      execFileSync(cmd, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    const vsctl = (...args: string[]): string => run('ovs-vsctl', [`--db=${db}`, '--timeout=30', ...args]);
-    const pids: string[] = [];
-    const close = async (): Promise<void> => {
-      for (const f of pids.reverse()) {
-        const pid = Number(fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim() : NaN);
-        if (!Number.isInteger(pid) || pid <= 0) continue;
-        try {
-          process.kill(pid, 'SIGTERM');
-        } catch {
-          continue;
-        }
-        for (let i = 0; i < 100; i++) {
-          try {
-            process.kill(pid, 0);
-          } catch {
-            break;
-          }
-          await sleep(50);
-        }
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-      fs.rmSync(dir, { recursive: true, force: true });
-    };
-    try {
-      run('ovsdb-tool', ['create', `${dir}/conf.db`, '/usr/share/openvswitch/vswitch.ovsschema']);
-      run('ovsdb-server', [
-        `--remote=punix:${dir}/db.sock`,
-        `--pidfile=${dir}/ovsdb-server.pid`,
-        '--detach',
-        `--log-file=${dir}/ovsdb-server.log`,
-        `${dir}/conf.db`,
-      ]);
-      pids.push(`${dir}/ovsdb-server.pid`);
-      vsctl('--no-wait', 'init');
-      vsctl(
-        '--no-wait',
-        'set',
-        'Open_vSwitch',
-        '.',
-        'other_config:dpdk-init=true',
-        'other_config:dpdk-lcore-mask=0x1',
-        'other_config:pmd-cpu-mask=0x2',
-        'other_config:dpdk-socket-mem=512',
-        `other_config:dpdk-extra=--no-pci --file-prefix=ovs${process.pid}`,
-      );
-      run(OVS_VSWITCHD, [
-        db,
-        `--pidfile=${dir}/ovs-vswitchd.pid`,
-        `--unixctl=${dir}/vswitchd.ctl`,
-        '--detach',
-        `--log-file=${dir}/vswitchd.log`,
-      ]);
-      pids.push(`${dir}/ovs-vswitchd.pid`);
-      vsctl('add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=netdev', `other_config:mac-table-size=${tableRoom(cell.macs)}`);
-      for (let i = 0; i < cell.ports; i++) vsctl('add-port', 'br0', `vm${i}`, '--', 'set', 'Interface', `vm${i}`, 'type=dpdkvhostuser');
-    } catch (e) {
-      const logTail = fs.existsSync(`${dir}/vswitchd.log`)
-        ? fs.readFileSync(`${dir}/vswitchd.log`, 'utf8').split('\n').slice(-10).join('\n')
-        : '';
-      await close();
-      throw new Error(`Open vSwitch did not start: ${e instanceof Error ? e.message : String(e)}\n${logTail}`);
-    }
+    const ovs = await Ovs.start((o) => {
+      o.vsctl('add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=netdev', `other_config:mac-table-size=${tableRoom(cell.macs)}`);
+      for (let i = 0; i < cell.ports; i++) o.vsctl('add-port', 'br0', `vm${i}`, '--', 'set', 'Interface', `vm${i}`, 'type=dpdkvhostuser');
+    });
     const learned = async (): Promise<number> => {
-      const out = run('ovs-appctl', [`--target=${dir}/vswitchd.ctl`, 'fdb/stats-show', 'br0']);
+      const out = ovs.appctl('fdb/stats-show', 'br0');
       const m = /Current\/maximum MAC entries in the table: (\d+)/.exec(out);
       if (!m) throw new Error(`ovs-appctl fdb/stats-show printed no table size:\n${out}`);
       return Number(m[1]);
     };
-    return { sockets: [`${dir}/vm0`, `${dir}/vm1`], learned, close };
+    return { sockets: [`${ovs.dir}/vm0`, `${ovs.dir}/vm1`], learned, close: () => ovs.close() };
   }
 
   private frontEnd(s: [string, string], size: number): Promise<Testpmd> {

@@ -5,6 +5,8 @@
 // hostile` (a victim pair's round trip beside a hostile guest on the same PMD, bench/hostile.ts) and
 // `npm run bench -- uplink` (our uplink against DPDK's af_packet and af_xdp PMDs, bench/uplink.ts) and
 // `npm run bench -- queues` (guest to guest by queue pairs, on one and two PMD threads, bench/queues.ts)
+// `npm run bench -- tcp` (an iperf3 stream between two namespaces through our uplinks, a Linux bridge and
+// OVS-DPDK, offloads on and off, bench/tcp.ts)
 // (package.json: "bench": "node dist/bench/run.js"). See bench/README.md.
 import { parseArgs } from 'node:util';
 import { DEFAULTS, formatTable, runVhostBench, verdicts, writeResult, type Direction, type VhostBenchOptions } from './vhost';
@@ -18,6 +20,7 @@ const USAGE = `usage: npm run bench -- vhost [options]
        npm run bench -- bridge [--help]
        npm run bench -- uplink [--help]
        npm run bench -- queues [--help]
+       npm run bench -- tcp [--help]
 
   --rounds N          rounds per case; implementations alternate within each round (default ${DEFAULTS.rounds})
   --seconds S         measurement window per run (default ${DEFAULTS.seconds})
@@ -97,9 +100,10 @@ async function main(argv: string[]): Promise<number> {
       : (await import('./g2g')).bridgeG2gMain(rest);
   if (name === 'uplink') return (await import('./uplink')).uplinkBenchMain(rest, () => interrupted);
   if (name === 'queues') return (await import('./queues')).queuesBenchMain(rest);
+  if (name === 'tcp') return (await import('./tcp')).tcpBenchMain(rest, () => interrupted);
   if (name !== 'vhost') {
     process.stderr.write(
-      `unknown benchmark "${name}" (available: vhost, g2g, vm, scrape, hostile, ports, bridge, uplink, queues)\n${USAGE}`,
+      `unknown benchmark "${name}" (available: vhost, g2g, vm, scrape, hostile, ports, bridge, uplink, queues, tcp)\n${USAGE}`,
     );
     return 2;
   }

@@ -13,10 +13,12 @@
 //   - frames, truncated and too-big steps together never exceed the block's num_pkts; kInvalid comes at
 //     most once; after kInvalid or kEnd only kEnd;
 //   - the walker changes no byte outside the frames it lent (the VLAN tag goes back inside the frame);
-//   - an unmutated block gives back exactly what was built: every frame, byte for byte, with its tag.
+//   - an unmutated block gives back exactly what was built: every frame, byte for byte, with its tag,
+//     and on a vnet socket the virtio_net_hdr the kernel put before it.
 //
 // Input (read front to back; missing bytes read as 0):
-//   u8 pages (block = 1 + pages % 40 pages), u8 packets (% 64), u8 flags (bit 0: not handed over),
+//   u8 pages (block = 1 + pages % 40 pages), u8 packets (% 64), u8 flags (bit 0: not handed over,
+//   bit 1: a PACKET_VNET_HDR socket, each frame's 10 bytes before tp_mac its virtio_net_hdr),
 //   per packet: u16 frame length, u8 kind (bit 0: cut short, bit 1: VLAN tag, bit 2: tag with TPID),
 //   then mutations to the end: u8 field, u8 packet, u32 value.
 #include <linux/if_ether.h>
@@ -147,6 +149,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     std::vector<uint8_t> f = frame_bytes(i, Built{b.off, snap, false, false, 0, 0});
     if (snap) memcpy(blk + at + kMac, f.data(), snap);
+    for (uint32_t k = 0; k < 10; k++) blk[at + kMac - 10 + k] = uint8_t(i * 5 + k);
     at += align8(kMac + snap);
     pkts.push_back(b);
   }
@@ -192,12 +195,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (ready != bool(bh.block_status & TP_STATUS_USER)) die("ready() disagrees with block_status");
   if (!ready) return 0;
   BlockWalker w;
-  w.start(blk, bsize);
+  const bool vnet = flags & 2;
+  w.start(blk, bsize, vnet);
   struct Lent {
     uint8_t* p;
     uint32_t len;
   };
   std::vector<Lent> lent;
+  std::vector<virtio_net_hdr_mrg_rxbuf> hdrs;
   std::vector<BlockWalker::Step> steps;
   const uint64_t valid_end = std::min<uint64_t>(bh.blk_len, bsize);
   for (;;) {
@@ -211,6 +216,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         die("a lent frame is outside the block's valid bytes");
       if (s.len > kMaxFrame) die("a lent frame is longer than kMaxFrame");
       lent.push_back({s.p, s.len});
+      hdrs.push_back(w.vnet());
     }
     if (st == BlockWalker::Step::kInvalid) {
       Span again{};
@@ -257,8 +263,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (steps[i] != expect) die("a valid packet was misread");
       if (expect != BlockWalker::Step::kFrame) continue;
       const std::vector<uint8_t> f = frame_bytes(uint32_t(i), b);
-      const Lent& l = lent.at(frame++);
+      const Lent& l = lent.at(frame);
       if (l.len != f.size() || memcmp(l.p, f.data(), f.size()) != 0) die("a valid frame came out changed");
+      uint8_t want_hdr[10] = {};
+      if (vnet)
+        for (uint32_t k = 0; k < 10; k++) want_hdr[k] = uint8_t(i * 5 + k);
+      if (memcmp(&hdrs.at(frame), want_hdr, 10) != 0) die("a valid frame's virtio_net_hdr came out changed");
+      frame++;
     }
     if (steps.size() != pkts.size()) die("a valid block gave more steps than packets");
   }

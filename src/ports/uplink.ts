@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import {
   checkName,
   checkRange,
+  configBool,
   configObject,
   configString,
   configUint,
@@ -33,6 +34,12 @@ export interface UplinkSpec {
   /** Bypass mode: each socket's UMEM frame size and ring entries (absent: limits.uplinkFrameSize.default...) */
   frameSize?: number;
   ringSize?: number;
+  /**
+   * Kernel mode: hand the kernel super-frames and partial checksums as they are, in a virtio_net_hdr (absent:
+   * true). offloads=off sends it plain frames only, completed and segmented in software first. Bypass mode
+   * (AF_XDP) always does the latter.
+   */
+  offloads?: boolean;
 }
 
 /** What an uplink says about itself (addon/ports/uplink/uplink.cc: describe). */
@@ -139,8 +146,9 @@ function checkRing(where: string, spec: UplinkSpec): UplinkSpec {
   return spec;
 }
 
-const SYNTAX = 'NAME=IFNAME[@QUEUE][,queues=N][,block-size=BYTES][,blocks=N][,retire-ms=MS][,frame-size=BYTES][,ring-size=N]';
-const OPTIONS = 'queues=N, block-size=BYTES, blocks=N, retire-ms=MS, frame-size=BYTES or ring-size=N';
+const SYNTAX =
+  'NAME=IFNAME[@QUEUE][,queues=N][,block-size=BYTES][,blocks=N][,retire-ms=MS][,frame-size=BYTES][,ring-size=N][,offloads=on|off]';
+const OPTIONS = 'queues=N, block-size=BYTES, blocks=N, retire-ms=MS, frame-size=BYTES, ring-size=N or offloads=on|off';
 
 export const uplink: PortKind<UplinkSpec> = {
   kind: 'uplink',
@@ -154,7 +162,8 @@ export const uplink: PortKind<UplinkSpec> = {
     `blocks (${limits.uplinkBlocks.min}..${limits.uplinkBlocks.max}, default ${limits.uplinkBlocks.default}), ` +
     `retire-ms (how long a part-filled block waits, ${limits.uplinkRetireMs.min}..${limits.uplinkRetireMs.max}, default ${limits.uplinkRetireMs.default}); ` +
     `bypass mode's UMEM per socket: frame-size (${limits.uplinkFrameSize.min} or ${limits.uplinkFrameSize.max}, default ${limits.uplinkFrameSize.default}), ` +
-    `ring-size (entries of each ring and frames each way, a power of two ${limits.uplinkXdpRingSize.min}..${limits.uplinkXdpRingSize.max}, default ${limits.uplinkXdpRingSize.default}))`,
+    `ring-size (entries of each ring and frames each way, a power of two ${limits.uplinkXdpRingSize.min}..${limits.uplinkXdpRingSize.max}, default ${limits.uplinkXdpRingSize.default}); ` +
+    `offloads=on|off (kernel mode: super-frames and partial checksums to the kernel as they are, default on; off: segmented and completed in software first, as bypass mode always does))`,
   // The interface and its queues must exist now.
   parseFlag(text) {
     const where = flagWhere('--uplink', text);
@@ -176,12 +185,25 @@ export const uplink: PortKind<UplinkSpec> = {
       else if (key === 'retire-ms' && value !== undefined) spec.retireMs = parseUint(where, key, value);
       else if (key === 'frame-size' && value !== undefined) spec.frameSize = parseUint(where, key, value);
       else if (key === 'ring-size' && value !== undefined) spec.ringSize = parseUint(where, key, value);
+      else if (key === 'offloads' && (value === 'on' || value === 'off')) spec.offloads = value === 'on';
+      else if (key === 'offloads') fail(where, `offloads must be "on" or "off", got "${value ?? ''}"`);
       else fail(where, `unknown option "${value === undefined ? key : `${key}=${value}`}" (expected ${OPTIONS})`);
     }
     return checkRing(where, checkQueues(where, spec));
   },
   parseConfig(where, item) {
-    const o = configObject(where, item, ['name', 'ifname', 'queue', 'queues', 'blockSize', 'blocks', 'retireMs', 'frameSize', 'ringSize']);
+    const o = configObject(where, item, [
+      'name',
+      'ifname',
+      'queue',
+      'queues',
+      'blockSize',
+      'blocks',
+      'retireMs',
+      'frameSize',
+      'ringSize',
+      'offloads',
+    ]);
     const opt = (key: string): number | undefined => (o[key] === undefined ? undefined : configUint(`${where}.${key}`, o[key]));
     const spec = checkQueues(where, {
       kind: 'uplink',
@@ -197,6 +219,7 @@ export const uplink: PortKind<UplinkSpec> = {
       retireMs: opt('retireMs'),
       frameSize: opt('frameSize'),
       ringSize: opt('ringSize'),
+      offloads: o.offloads === undefined ? undefined : configBool(`${where}.offloads`, o.offloads),
     });
   },
   params: (s) => ({
@@ -208,6 +231,7 @@ export const uplink: PortKind<UplinkSpec> = {
     ...(s.retireMs === undefined ? {} : { retireMs: s.retireMs }),
     ...(s.frameSize === undefined ? {} : { frameSize: s.frameSize }),
     ...(s.ringSize === undefined ? {} : { ringSize: s.ringSize }),
+    withholdOffloads: s.offloads === false,
   }),
   summary: (s) =>
     `uplink on ${s.ifname}` +

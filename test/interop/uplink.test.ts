@@ -227,10 +227,11 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
     await ping(t, net, fe, 7);
     t.equal(net.peerStats().rxPackets - ns0.rxPackets, 1, 'only the echo request reached the namespace');
 
-    // Lowered under the uplink: the kernel itself refuses the frame (TP_STATUS_WRONG_FORMAT) and stops at
-    // it; the frames queued behind it must still go, in order.
+    // Lowered under the uplink: the kernel checks no MTU for a socket with PACKET_VNET_HDR, so the uplink
+    // reads it again every 100 ms and drops the frame itself; the frames around it must still go, in order.
     ip('link', 'set', net.host, 'mtu', '1400');
     t.teardown(() => spawnSync('ip', ['link', 'set', net.host, 'mtu', '1500'], { stdio: 'ignore' }));
+    await new Promise((r) => setTimeout(r, 250));
     const mid = eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.broadcast, 17, udp(4000, 4001, 1, 1400)));
     const echo = (seq: number) =>
       eth(net.nsMac, net.feMac, 0x0800, ipv4(net.feIp, net.nsIp, 1, icmpEcho(8, 0x7677, seq, Buffer.from('x'))));

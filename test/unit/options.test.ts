@@ -190,12 +190,19 @@ t.test('--uplink', async (t) => {
   });
   t.strictSame(
     uplink.params(parseUplink('up0=lo,blocks=8')),
-    { ifname: 'lo', queue: 0, queues: 1, blocks: 8 },
+    { ifname: 'lo', queue: 0, queues: 1, blocks: 8, withholdOffloads: false },
     'only the ring values given',
+  );
+  t.equal(uplink.params(parseUplink('up0=lo,offloads=off')).withholdOffloads, true, 'offloads=off withholds them from the kernel');
+  t.equal(uplink.params(parseUplink('up0=lo,offloads=on')).withholdOffloads, false, 'offloads=on is the default');
+  t.equal(
+    uplink.params(uplink.parseConfig('--config: uplink[0]', { name: 'up0', ifname: 'lo', offloads: false })).withholdOffloads,
+    true,
+    '--config: offloads false',
   );
   t.strictSame(
     uplink.params(parseUplink('up0=lo,frame-size=2048,ring-size=512')),
-    { ifname: 'lo', queue: 0, queues: 1, frameSize: 2048, ringSize: 512 },
+    { ifname: 'lo', queue: 0, queues: 1, frameSize: 2048, ringSize: 512, withholdOffloads: false },
     'the AF_XDP sizes',
   );
   t.same(
@@ -237,8 +244,9 @@ t.test('--uplink', async (t) => {
     ['up0=lo,ring-size=1000', 'ring-size must be a power of two, got 1000'],
     [
       'up0=lo,queue=1',
-      'unknown option "queue=1" (expected queues=N, block-size=BYTES, blocks=N, retire-ms=MS, frame-size=BYTES or ring-size=N)',
+      'unknown option "queue=1" (expected queues=N, block-size=BYTES, blocks=N, retire-ms=MS, frame-size=BYTES, ring-size=N or offloads=on|off)',
     ],
+    ['up0=lo,offloads=maybe', 'offloads must be "on" or "off", got "maybe"'],
   ];
   for (const [text, part] of bad) rejects(t, () => parseUplink(text), `--uplink ${JSON.stringify(text)}: `, part);
   rejects(t, () => buildServeConfig({ uplink: ['a=lo', 'b=lo'] }, 2), '--uplink "b": ', 'interface lo is already used by port "a"');

@@ -11,6 +11,12 @@
 // Transmit: fixed-size frames; tx_burst copies each packet into the next frame the kernel has given back,
 // marks it TP_STATUS_SEND_REQUEST and asks the kernel to send once per burst.
 //
+// Offloads (PACKET_VNET_HDR, set before the rings exist, as the kernel requires): every frame either way
+// carries a 10-byte virtio_net_hdr in front of it. The kernel's says what a received frame still needs
+// (a GRO'd or locally sent super-frame, a partial checksum) and is checked by core/offload like a guest's;
+// ours tells the kernel to segment and complete what we send it (or its device's TSO, or the veth peer's
+// stack, which takes them as they are).
+//
 // Frames that arrive while every block is still ours are dropped by the kernel, which counts them in
 // PACKET_STATISTICS; publish_counters() reads that into kernel_drops.h's counters.
 #pragma once
@@ -23,6 +29,7 @@
 #include <vector>
 
 #include "core/counters.h"
+#include "core/offload.h"
 #include "core/port.h"
 #include "ports/uplink/kernel_drops.h"
 
@@ -37,7 +44,7 @@ bool add_promiscuous_membership(int fd, int ifindex);
 // The frames of one TPACKET_V3 receive block, read in order. Pure: it touches nothing but the block, so a
 // fuzzer can drive it over any bytes. Header fields are copied out once and checked before use; the only
 // write is the VLAN tag the kernel took out of a frame (TP_STATUS_VLAN_VALID), put back in front of its
-// type field, inside that frame's own slot.
+// type field, inside that frame's own slot (over the virtio_net_hdr, which is copied out first).
 class BlockWalker {
  public:
   enum class Step {
@@ -51,10 +58,15 @@ class BlockWalker {
   // Whether the kernel has handed the block over (acquire: its contents are complete when this is true).
   static bool ready(const uint8_t* block);
 
-  // Starts on a block the kernel handed over; size is the ring's block size.
-  void start(uint8_t* block, uint32_t size);
+  // Starts on a block the kernel handed over; size is the ring's block size. vnet: the socket has
+  // PACKET_VNET_HDR, so the kernel wrote a virtio_net_hdr in the 10 bytes before each frame.
+  void start(uint8_t* block, uint32_t size, bool vnet);
   // The next step; after kInvalid or kEnd, always kEnd.
   Step next(Span* frame);
+  // After kFrame on a vnet socket: the frame's virtio_net_hdr as the kernel wrote it (zero otherwise),
+  // offsets counted from the frame's start before its tag was put back, and whether one was (tagged()).
+  const virtio_net_hdr_mrg_rxbuf& vnet() const { return vnet_; }
+  bool tagged() const { return tagged_; }
 
  private:
   uint8_t* block_ = nullptr;
@@ -62,19 +74,24 @@ class BlockWalker {
   uint64_t off_ = 0;    // offset of the next packet header
   uint32_t left_ = 0;   // packets not yet read
   bool bad_ = false;    // the block header was invalid: next() says so once
+  bool has_vnet_ = false;
+  bool tagged_ = false;
+  virtio_net_hdr_mrg_rxbuf vnet_ = {};
 };
 
 // The receive ring of one socket, as --uplink's block-size=, blocks= and retire-ms= set it; TypeScript
 // checks them against the limits below (src/ports/uplink.ts).
 struct TpacketRing {
   // One block holds the largest frame we forward (kMaxFrame) after the block header and the kernel's
-  // per-packet offset (tp_mac: 82 bytes on Ethernet, 4 more for a VLAN tag put back), so nothing we could
-  // forward arrives cut short: 68 KiB at least. 128 KiB by default, 32 pages: the kernel falls back to
-  // vmalloc when it cannot find them contiguous.
-  static constexpr uint32_t kMinBlockSize = 68 << 10, kMaxBlockSize = 16 << 20, kDefaultBlockSize = 128 << 10;
-  // 32 blocks, 4 MiB, by default: about 2,600 full-size or 27,000 minimum-size frames, many milliseconds of
-  // a 10 Gb/s link, where a sleeping kernel-mode PMD takes tens of microseconds to wake up. The kernel
-  // hands blocks over one at a time, so fewer than 2 would stall it on every block.
+  // per-packet offset (tp_mac: 92 bytes on Ethernet with the virtio_net_hdr, 4 more for a VLAN tag put
+  // back), so nothing we could forward arrives cut short: 68 KiB at least. 256 KiB by default, 64 pages:
+  // GRO and a local stack's TSO hand over 64 KiB super-frames, and the kernel closes a block early when
+  // the next frame does not fit, so a 128 KiB block would hold one and waste half; 256 KiB holds three.
+  // The kernel falls back to vmalloc when it cannot find the pages contiguous.
+  static constexpr uint32_t kMinBlockSize = 68 << 10, kMaxBlockSize = 16 << 20, kDefaultBlockSize = 256 << 10;
+  // 32 blocks, 8 MiB, by default: about 96 super-frames, 5,000 full-size or 54,000 minimum-size frames,
+  // many milliseconds of a 10 Gb/s link, where a sleeping kernel-mode PMD takes tens of microseconds to
+  // wake up. The kernel hands blocks over one at a time, so fewer than 2 would stall it on every block.
   static constexpr uint32_t kMinBlocks = 2, kMaxBlocks = 4096, kDefaultBlocks = 32;
   // The most one socket's receive ring may take; the whole ring is mapped and pinned by the kernel.
   static constexpr uint64_t kMaxBytes = uint64_t(1) << 30;
@@ -82,7 +99,7 @@ struct TpacketRing {
   // lone frame (a ping, an ARP request) can see. Idle costs nothing: the kernel never hands over an empty
   // block.
   static constexpr uint32_t kMinRetireMs = 1, kMaxRetireMs = 1000, kDefaultRetireMs = 1;
-  static_assert(kMinBlockSize >= kMaxFrame + 4 + 82 + 48, "a block must hold the largest frame and its headers");
+  static_assert(kMinBlockSize >= kMaxFrame + 4 + 92 + 48, "a block must hold the largest frame and its headers");
 
   uint32_t block_size = kDefaultBlockSize;
   uint32_t blocks = kDefaultBlocks;
@@ -91,25 +108,32 @@ struct TpacketRing {
 
 class AfPacketPort : public Port {
  public:
+  // Every offload the kernel takes through a virtio_net_hdr: what tx_offloads() says unless withheld.
+  static constexpr uint32_t kOffloads = kOffloadCsum | kOffloadTso4 | kOffloadTso6 | kOffloadEcn;
+
   // Opens one socket of the uplink on interface ifname. fanout: null for a lone socket; else the hash
   // fanout group to join, -1 for a new one (then set to the new group's id for the next sockets).
-  // counters and kernel belong to the caller, outlive the port, and are only added to (the caller
-  // publishes them). nullptr and *err (one sentence naming the interface) on failure.
+  // offloads: what we may send the kernel as it is (kOffloads, or 0 when the user withheld them: every
+  // frame then goes out plain, completed and segmented in software on the way). counters and kernel
+  // belong to the caller, outlive the port, and are only added to (the caller publishes them). nullptr and
+  // *err (one sentence naming the interface) on failure.
   static std::unique_ptr<AfPacketPort> open(const std::string& name, const std::string& ifname, const TpacketRing& ring,
-                                            int* fanout, QueueCounters* counters, KernelDrops* kernel,
-                                            std::string* err);
+                                            uint32_t offloads, int* fanout, QueueCounters* counters,
+                                            KernelDrops* kernel, std::string* err);
   ~AfPacketPort() override;
 
   uint16_t queue_pairs() const override { return 1; }
   uint16_t rx_burst(uint16_t qp, Burst& b) override;
   uint16_t tx_burst(uint16_t qp, const Burst& b) override;
   void release(uint16_t qp, Burst& b) override;
+  uint32_t tx_offloads() const override { return offloads_; }
   // Adds the kernel's drops since the last read, at most every kKernelStatsEveryNs.
   void publish_counters() override;
   bool arm_wakeup(std::vector<pollfd>& fds) override;
 
  private:
-  AfPacketPort(const std::string& name, const TpacketRing& ring, QueueCounters* counters, KernelDrops* kernel);
+  AfPacketPort(const std::string& name, const TpacketRing& ring, uint32_t offloads, QueueCounters* counters,
+               KernelDrops* kernel);
   bool setup(const std::string& ifname, int* fanout, std::string* err);
   bool join_fanout(int* group);
   bool read_kernel_stats(tpacket_stats_v3* st) const;
@@ -119,6 +143,7 @@ class AfPacketPort : public Port {
   void give_back(uint32_t block);
   bool fits_link(const uint8_t* frame, uint32_t len);
   bool refresh_mtu();
+  QueueCounter read_vnet(uint32_t len, PacketMeta* m) const;
   void flush_tx();
   bool reap_tx();
   void drop_refused_frame();
@@ -127,12 +152,14 @@ class AfPacketPort : public Port {
   QueueCounters* counters_;
   KernelDrops* kernel_;
   const TpacketRing ring_;
+  const uint32_t offloads_;
   int fd_ = -1;
   int ifindex_ = 0;
   uint8_t* map_ = nullptr;
   size_t map_len_ = 0;
   uint32_t mtu_ = 0;        // the interface's MTU when last read
   bool mtu_fresh_ = false;  // read during the current tx_burst
+  uint64_t mtu_read_ns_ = 0;
 
   // Receive: rx_cur_ is the block being read (walking_) or the next one the kernel will hand over.
   BlockWalker walker_;

@@ -136,8 +136,8 @@ std::unique_ptr<UplinkPort::Driver> UplinkPort::open_driver(UplinkDriver d, std:
   for (uint16_t q = 0; q < place_.queues; q++) {
     std::unique_ptr<Port> s;
     if (d == UplinkDriver::kAfPacket)
-      s = AfPacketPort::open(name(), ifname, place_.ring, place_.queues > 1 ? &fanout : nullptr, &counters_[q],
-                             kernel_[q].get(), err);
+      s = AfPacketPort::open(name(), ifname, place_.ring, place_.offloads ? AfPacketPort::kOffloads : 0,
+                             place_.queues > 1 ? &fanout : nullptr, &counters_[q], kernel_[q].get(), err);
     else
       s = AfXdpPort::open(name(), ifname, place_.first_queue + q, place_.xsk, driver->redirect->map_fd(), &counters_[q],
                           kernel_[q].get(), err);
@@ -262,6 +262,7 @@ namespace {
 std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p, PortContext& ctx, std::string* err) {
   UplinkPlace place;
   uint64_t first = 0, queues = 1, block = 0, blocks = 0, retire = 0, frame = 0, ring = 0;
+  bool withhold_offloads = false;
   using R = TpacketRing;
   using X = XskParams;
   if (!p.str("ifname", &place.ifname, err) || !p.num("queue", 0, 0, kMaxUplinkQueue, &first, err) ||
@@ -270,7 +271,8 @@ std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p
       !p.num("blocks", R::kDefaultBlocks, R::kMinBlocks, R::kMaxBlocks, &blocks, err) ||
       !p.num("retireMs", R::kDefaultRetireMs, R::kMinRetireMs, R::kMaxRetireMs, &retire, err) ||
       !p.num("frameSize", X::kDefaultFrameSize, X::kMinFrameSize, X::kMaxFrameSize, &frame, err) ||
-      !p.num("ringSize", X::kDefaultRingSize, X::kMinRingSize, X::kMaxRingSize, &ring, err))
+      !p.num("ringSize", X::kDefaultRingSize, X::kMinRingSize, X::kMaxRingSize, &ring, err) ||
+      !p.flag("withholdOffloads", &withhold_offloads, err))
     return nullptr;
   if (__builtin_popcountll(frame) != 1 || __builtin_popcountll(ring) != 1) {
     *err = "frame size " + std::to_string(frame) + " and ring size " + std::to_string(ring) + " must be powers of two";
@@ -285,6 +287,7 @@ std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p
   place.queues = uint16_t(queues);
   place.ring = TpacketRing{uint32_t(block), uint32_t(blocks), uint32_t(retire)};
   place.xsk = XskParams{uint32_t(frame), uint32_t(ring)};
+  place.offloads = !withhold_offloads;
   return UplinkPort::open(name, place, ctx, err);
 }
 }  // namespace

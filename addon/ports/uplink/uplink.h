@@ -31,6 +31,7 @@ struct UplinkPlace {
   uint32_t first_queue = 0;  // bypass mode: queue pair q is the interface's receive queue first_queue + q
   uint16_t queues = 1;       // queue pairs: sockets, one per queue
   TpacketRing ring;          // kernel mode: each socket's receive ring
+  bool offloads = true;      // kernel mode: super-frames and partial checksums go to the kernel as they are
   XskParams xsk;             // bypass mode: each socket's UMEM and rings
 };
 
@@ -78,6 +79,8 @@ class UplinkPort : public Port {
     driver_->queues[qp]->release(0, b);
   }
   QueueCounters* tx_counters(uint16_t qp) override;
+  // The running driver's: AF_PACKET takes offloads through its virtio_net_hdr, AF_XDP none.
+  uint32_t tx_offloads() const override { return driver_->queues[0]->tx_offloads(); }
   // Each socket adds the kernel's drops first; closed drivers' last counts come in with them.
   void publish_counters() override;
   void abort_tx(uint16_t qp) override;
