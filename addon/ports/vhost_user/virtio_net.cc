@@ -73,6 +73,26 @@ struct SpanWriter {
   }
 };
 
+// Whether a guest's transmit header asks for offloads, by flags and gso_type, its first two bytes: a
+// plain frame (nearly all without offloads) costs no more than this look.
+inline bool asks_offloads(const uint8_t fg[2]) {
+  return fg[1] != VIRTIO_NET_HDR_GSO_NONE || (fg[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM);
+}
+
+// Reads the offload fields of the header at the start of spans s (the first 10 bytes; num_buffers means
+// nothing on transmit) into *meta, for a frame of frame_len bytes after it: kNoDrop when the frame may go
+// on, else the drop reason. The fields are copied once and only that copy is looked at: the guest may
+// change them while we look. Out of line: the rare case, kept out of the burst loops' registers.
+[[gnu::noinline]] QueueCounter read_offload_fields(const Span* s, uint32_t frame_len, uint32_t allowed,
+                                                   PacketMeta* meta) {
+  virtio_net_hdr_mrg_rxbuf h;
+  if (s->len >= 10)
+    memcpy(&h, s->p, 10);
+  else
+    gather(s, &h, 10);
+  return read_offloads(h, frame_len, allowed, meta);
+}
+
 // Writes the virtio-net header of a packet going to the guest into d (hdr_len bytes: 12, or 10 without
 // num_buffers). The offloads the packet still carries are ones the guest accepted (Transmit sent it
 // through OffloadFallback otherwise): its header says what is left to do. A plain frame, nearly every
@@ -283,27 +303,25 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
   for (uint16_t k = 0; k < fast; k++) {
     const SimpleChain& ch = got[k];
     PacketMeta meta{};
-    // As in the general path below: flags and gso_type first, the offload fields copied once when they
-    // mean anything.
     uint8_t fg[2];
     memcpy(fg, ch.p, 2);
-    if (fg[1] != VIRTIO_NET_HDR_GSO_NONE || (fg[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM)) {
-      virtio_net_hdr_mrg_rxbuf h;
-      memcpy(&h, ch.p, 10);
-      const QueueCounter why = read_offloads(h, ch.len - hdr_len, from_guest_, &meta);
-      if (why != kQueueCounterCount) {
-        // Given back in order, as below.
-        if (npkts) {
-          r.vq.unpop(uint16_t(fast - k));
-          stop = true;
-          break;
-        }
-        c.add(why);
-        r.vq.push(ch.head, 0);
-        dropped = true;
-        ntaken++;
-        continue;
+    QueueCounter why = kNoDrop;
+    if (asks_offloads(fg)) {
+      const Span whole{ch.p, ch.len, ch.gpa};
+      why = read_offload_fields(&whole, ch.len - hdr_len, from_guest_, &meta);
+    }
+    if (why != kNoDrop) {
+      // Given back in order, as below.
+      if (npkts) {
+        r.vq.unpop(uint16_t(fast - k));
+        stop = true;
+        break;
       }
+      c.add(why);
+      r.vq.push(ch.head, 0);
+      dropped = true;
+      ntaken++;
+      continue;
     }
     b.span[nspans] = Span{ch.p + hdr_len, ch.len - hdr_len, ch.gpa + hdr_len};
     PacketView& p = b.pkt[npkts++];
@@ -362,24 +380,12 @@ uint16_t VirtioNetDevice::rx_burst(uint16_t qp, Burst& b) {
     } else if (ch.len - hdr_len > kMaxFrame) {
       drop = DROP_RX_TOO_BIG;
     } else {
-      // flags and gso_type, the header's first two bytes, say whether the rest means anything: a plain
-      // frame (nearly all without offloads) costs no more. Otherwise the offload fields (the first 10
-      // bytes; num_buffers means nothing on transmit) are copied once and only that copy is looked at:
-      // the guest may change them while we look.
       uint8_t fg[2];
       if (s->len >= 2)
         memcpy(fg, s->p, 2);
       else
         gather(s, fg, 2);
-      if (fg[1] != VIRTIO_NET_HDR_GSO_NONE || (fg[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM)) {
-        virtio_net_hdr_mrg_rxbuf h;
-        if (s->len >= 10)
-          memcpy(&h, s->p, 10);
-        else
-          gather(s, &h, 10);
-        const QueueCounter why = read_offloads(h, uint32_t(ch.len - hdr_len), from_guest_, &meta);
-        if (why != kQueueCounterCount) drop = why;
-      }
+      if (asks_offloads(fg)) drop = read_offload_fields(s, uint32_t(ch.len - hdr_len), from_guest_, &meta);
     }
     if (drop != kNoDrop) {
       // Chains go back in the order they came (IN_ORDER): with packets of this burst still lent, the
