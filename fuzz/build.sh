@@ -36,10 +36,10 @@ $CXX $FLAGS $SAN fuzz/virtqueue_fuzz.cc $CORE -o "$OUT/virtqueue_fuzz" -lpthread
 $CXX $FLAGS $SAN fuzz/vhost_user_fuzz.cc $CORE "$OUT/obj/vhost_user.o" "$OUT/obj/vhost_user_wire.o" "$OUT/obj/port_params.o" \
   -o "$OUT/vhost_user_fuzz" -lpthread
 # The TPACKET_V3 block walker reads only the block it is given: the fuzzer maps it between guard pages.
-$CXX $FLAGS $SAN fuzz/tpacket_fuzz.cc "$OUT/obj/af_packet.o" -o "$OUT/tpacket_fuzz"
+$CXX $FLAGS $SAN fuzz/tpacket_fuzz.cc "$OUT/obj/af_packet.o" "$OUT/obj/offload.o" -o "$OUT/tpacket_fuzz"
 # The AF_XDP ring readers over rings and a UMEM the fuzzer maps itself between guard pages; guest_fault
 # for copies from guest memory that faults in the middle of tx_burst.
-$CXX $FLAGS $SAN fuzz/xdp_fuzz.cc "$OUT/obj/af_xdp.o" "$OUT/obj/af_packet.o" "$OUT/obj/counters.o" "$OUT/obj/guarded_mmap.o" "$OUT/obj/guest_fault.o" \
+$CXX $FLAGS $SAN fuzz/xdp_fuzz.cc "$OUT/obj/af_xdp.o" "$OUT/obj/af_packet.o" "$OUT/obj/offload.o" "$OUT/obj/counters.o" "$OUT/obj/guarded_mmap.o" "$OUT/obj/guest_fault.o" \
   -o "$OUT/xdp_fuzz"
 source fuzz/fuzzers.sh
 echo "fuzzers built in $OUT: ${FUZZERS[*]}"
