@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { whole } from './args';
+import { benchFlags, whole } from './args';
 import { G2G_DEFAULTS, runG2g, type G2gOptions } from './g2g';
 import { median, summarize, type RatioSummary } from './stats';
 import { barChartSvg } from './svg';
@@ -126,28 +126,11 @@ const USAGE = `usage: npm run bench -- queues [--queues 1,2,4,8] [--rounds N] [-
 `;
 
 export async function queuesBenchMain(argv: string[]): Promise<number> {
-  const { parseArgs } = await import('node:util');
   const o: QueuesOptions = { ...QUEUES_DEFAULTS };
   try {
-    const { values } = parseArgs({
-      args: argv,
-      options: {
-        queues: { type: 'string' },
-        rounds: { type: 'string' },
-        size: { type: 'string' },
-        seconds: { type: 'string' },
-        warmup: { type: 'string' },
-        'two-pmd-cores': { type: 'string' },
-        'no-json': { type: 'boolean' },
-        verbose: { type: 'boolean' },
-        help: { type: 'boolean' },
-      },
-      strict: true,
-    });
-    if (values.help) {
-      process.stdout.write(USAGE);
-      return 0;
-    }
+    const flags = benchFlags(argv, ['queues', 'rounds', 'size', 'seconds', 'warmup', 'two-pmd-cores'] as const, USAGE);
+    if (!flags) return 0;
+    const { values } = flags;
     if (values.queues !== undefined) o.queues = values.queues.split(',').map((s) => whole('--queues', s, 1, 8));
     if (values.rounds !== undefined) o.rounds = whole('--rounds', values.rounds, 1, 100);
     if (values.size !== undefined) o.size = whole('--size', values.size, 60, 1518);
@@ -158,8 +141,8 @@ export async function queuesBenchMain(argv: string[]): Promise<number> {
         throw new Error(`--two-pmd-cores: expected two CPUs such as 0,1, got "${values['two-pmd-cores']}"`);
       o.twoPmdCores = values['two-pmd-cores'];
     }
-    if (values['no-json']) o.resultsDir = null;
-    if (values.verbose) o.verbose = true;
+    if (flags.noJson) o.resultsDir = null;
+    if (flags.verbose) o.verbose = true;
   } catch (e) {
     process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n${USAGE}`);
     return 2;

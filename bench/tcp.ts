@@ -20,7 +20,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { TcpPair, type End } from '../test/support/tcp-pair';
-import { whole } from './args';
+import { benchFlags, whole } from './args';
 import { Ovs, ovsUnavailable } from './ovs';
 import { ROOT, ServeProcess, serveUnavailable, sleep } from './serve';
 import { formatSummary, median, ratio, summarize, type RatioSummary } from './stats';
@@ -246,25 +246,11 @@ const USAGE = `usage: npm run bench -- tcp [--rounds N] [--seconds S] [--switche
 `;
 
 export async function tcpBenchMain(argv: string[], interrupted: () => boolean): Promise<number> {
-  const { parseArgs } = await import('node:util');
   const o: TcpBenchOptions = { ...TCP_DEFAULTS };
   try {
-    const { values } = parseArgs({
-      args: argv,
-      options: {
-        rounds: { type: 'string' },
-        seconds: { type: 'string' },
-        switches: { type: 'string' },
-        'no-json': { type: 'boolean' },
-        verbose: { type: 'boolean' },
-        help: { type: 'boolean' },
-      },
-      strict: true,
-    });
-    if (values.help) {
-      process.stdout.write(USAGE);
-      return 0;
-    }
+    const flags = benchFlags(argv, ['rounds', 'seconds', 'switches'] as const, USAGE);
+    if (!flags) return 0;
+    const { values } = flags;
     if (values.rounds !== undefined) o.rounds = whole('--rounds', values.rounds, 1, 100);
     if (values.seconds !== undefined) o.seconds = whole('--seconds', values.seconds, 1, 600);
     if (values.switches !== undefined)
@@ -272,8 +258,8 @@ export async function tcpBenchMain(argv: string[], interrupted: () => boolean): 
         if (!(IMPLS as readonly string[]).includes(s)) throw new Error(`--switches: expected some of ${IMPLS.join(', ')}, got "${s}"`);
         return s as Impl;
       });
-    if (values['no-json']) o.resultsDir = null;
-    if (values.verbose) o.verbose = true;
+    if (flags.noJson) o.resultsDir = null;
+    if (flags.verbose) o.verbose = true;
   } catch (e) {
     process.stderr.write(`${(e as Error).message}\n${USAGE}`);
     return 2;

@@ -20,7 +20,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { whole } from './args';
+import { benchFlags, whole } from './args';
 import { ROOT, ServeProcess, serveUnavailable, sleep } from './serve';
 import { formatSummary, median, ratio, summarize, type RatioSummary } from './stats';
 import { barChartSvg } from './svg';
@@ -376,27 +376,11 @@ const USAGE = `usage: npm run bench -- uplink [--rounds N] [--seconds S] [--warm
 `;
 
 export async function uplinkBenchMain(argv: string[], interrupted: () => boolean): Promise<number> {
-  const { parseArgs } = await import('node:util');
   const o: UplinkBenchOptions = { ...UPLINK_DEFAULTS };
   try {
-    const { values } = parseArgs({
-      args: argv,
-      options: {
-        rounds: { type: 'string' },
-        seconds: { type: 'string' },
-        warmup: { type: 'string' },
-        sizes: { type: 'string' },
-        directions: { type: 'string' },
-        'no-json': { type: 'boolean' },
-        verbose: { type: 'boolean' },
-        help: { type: 'boolean' },
-      },
-      strict: true,
-    });
-    if (values.help) {
-      process.stdout.write(USAGE);
-      return 0;
-    }
+    const flags = benchFlags(argv, ['rounds', 'seconds', 'warmup', 'sizes', 'directions'] as const, USAGE);
+    if (!flags) return 0;
+    const { values } = flags;
     if (values.rounds !== undefined) o.rounds = whole('--rounds', values.rounds, 1, 100);
     if (values.seconds !== undefined) o.seconds = whole('--seconds', values.seconds, 1, 600);
     if (values.warmup !== undefined) o.warmupSeconds = whole('--warmup', values.warmup, 0, 600);
@@ -407,8 +391,8 @@ export async function uplinkBenchMain(argv: string[], interrupted: () => boolean
         if (d !== 'out' && d !== 'in') throw new Error(`--directions: expected out and/or in, got "${d}"`);
         return d;
       });
-    if (values['no-json']) o.resultsDir = null;
-    if (values.verbose) o.verbose = true;
+    if (flags.noJson) o.resultsDir = null;
+    if (flags.verbose) o.verbose = true;
   } catch (e) {
     process.stderr.write(`${(e as Error).message}\n${USAGE}`);
     return 2;
