@@ -142,18 +142,8 @@ bool Bridge::add_static(uint16_t vlan, uint64_t mac, const Port& p) {
 BridgePortStats Bridge::port_stats(const Port& p) const {
   const uint16_t i = index_of(&p);
   BridgePortStats t;
-  for (const auto& w : work_) {
-    if (!w) continue;
-    const BridgePortStats& s = w->stats[i];
-    t.rx += s.rx;
-    t.tx += s.tx;
-    t.drop_runt += s.drop_runt;
-    t.drop_vlan += s.drop_vlan;
-    t.drop_spoofed += s.drop_spoofed;
-    t.drop_local += s.drop_local;
-    t.drop_isolated += s.drop_isolated;
-    t.drop_no_room += s.drop_no_room;
-  }
+  for (const auto& w : work_)
+    if (w) t += w->stats[i];
   return t;
 }
 

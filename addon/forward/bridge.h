@@ -63,6 +63,18 @@ struct BridgePortStats {
   uint64_t drop_local = 0;     // destination learned on the port it came in on
   uint64_t drop_isolated = 0;  // isolated to isolated
   uint64_t drop_no_room = 0;   // sent to this port, not taken (full ring, not connected)
+  // Another PMD's share, added in (a bridge spread over PMDs counts per PMD).
+  BridgePortStats& operator+=(const BridgePortStats& o) {
+    rx += o.rx;
+    tx += o.tx;
+    drop_runt += o.drop_runt;
+    drop_vlan += o.drop_vlan;
+    drop_spoofed += o.drop_spoofed;
+    drop_local += o.drop_local;
+    drop_isolated += o.drop_isolated;
+    drop_no_room += o.drop_no_room;
+    return *this;
+  }
 };
 
 struct BridgeStats {

@@ -130,12 +130,28 @@ bool Engine::add_port(const std::string& kind, const std::string& name, const Po
   return true;
 }
 
-void Engine::pause_all() {
-  for (auto& p : pmds_) p->pause();
-}
+namespace {
+// Pauses PMD threads for its lifetime, resuming them in the reverse order.
+class PmdPause {
+ public:
+  explicit PmdPause(std::vector<Pmd*> pmds) : pmds_(std::move(pmds)) {
+    for (Pmd* p : pmds_) p->pause();
+  }
+  ~PmdPause() {
+    for (auto it = pmds_.rbegin(); it != pmds_.rend(); ++it) (*it)->resume();
+  }
+  PmdPause(const PmdPause&) = delete;
+  PmdPause& operator=(const PmdPause&) = delete;
 
-void Engine::resume_all() {
-  for (auto it = pmds_.rbegin(); it != pmds_.rend(); ++it) (*it)->resume();
+ private:
+  std::vector<Pmd*> pmds_;
+};
+}  // namespace
+
+std::vector<Pmd*> Engine::all_pmds() const {
+  std::vector<Pmd*> v;
+  for (auto& p : pmds_) v.push_back(p.get());
+  return v;
 }
 
 void Engine::lay_out(Placed& pl) {
@@ -179,24 +195,32 @@ Pmd& Engine::place(std::unique_ptr<Forwarder> fwd) {
   const std::string name = fwd->name();
   Placed& pl = forwarders_[name];
   pl = Placed{std::move(fwd), pmds_[home].get(), {}, {}};
-  pause_all();
+  PmdPause paused(all_pmds());
   lay_out(pl);
-  resume_all();
   return *pl.pmd;
 }
 
-void Engine::unplace(Entry& e) {
-  if (!e.fwd) return;
-  auto it = forwarders_.find(e.fwd->name());
+void Engine::unplace(std::string name) {
+  auto it = forwarders_.find(name);
   Placed& pl = it->second;
-  pause_all();
-  for (Port* m : pl.fwd->members()) {
-    for (Pmd* p : pl.pmds) p->remove_port(m);
-    m->set_runners({});
-    ports_.at(m->name()).fwd = nullptr;
+  {
+    PmdPause paused(all_pmds());
+    for (Port* m : pl.fwd->members()) {
+      for (Pmd* p : pl.pmds) p->remove_port(m);
+      m->set_runners({});
+      ports_.at(m->name()).fwd = nullptr;
+    }
   }
-  resume_all();
   forwarders_.erase(it);
+}
+
+void Engine::leave_bridge(Placed& pl, Entry& e) {
+  for (Pmd* p : pl.pmds) p->remove_port(e.port.get());
+  static_cast<Bridge*>(pl.fwd.get())->remove_member(*e.port);
+  e.port->set_runners({});
+  e.fwd = nullptr;
+  // Its queues may have been all that kept the others on one PMD, or the ones that spread them.
+  lay_out(pl);
 }
 
 bool Engine::remove_port(const std::string& name, std::string* err) {
@@ -209,17 +233,10 @@ bool Engine::remove_port(const std::string& name, std::string* err) {
   Entry& e = it->second;
   if (e.fwd && std::string(e.fwd->kind()) == "bridge") {
     // Only this member leaves; the bridge and its other members carry on.
-    Placed& pl = forwarders_.at(e.fwd->name());
-    pause_all();
-    for (Pmd* p : pl.pmds) p->remove_port(e.port.get());
-    static_cast<Bridge*>(pl.fwd.get())->remove_member(*e.port);
-    e.port->set_runners({});
-    e.fwd = nullptr;
-    // Its queues may have been all that kept the others on one PMD, or the ones that spread them.
-    lay_out(pl);
-    resume_all();
+    PmdPause paused(all_pmds());
+    leave_bridge(forwarders_.at(e.fwd->name()), e);
   }
-  unplace(e);
+  if (e.fwd) unplace(e.fwd->name());
   ports_.erase(it);
   return true;
 }
@@ -257,7 +274,7 @@ bool Engine::unwire(const std::string& a, std::string* err) {
     *err = "port \"" + a + "\" is not wired";
     return false;
   }
-  unplace(it->second);
+  unplace(it->second.fwd->name());
   return true;
 }
 
@@ -381,16 +398,8 @@ bool Engine::add_bridge(const std::string& name, const BridgeOptions& o, const s
 
 bool Engine::remove_bridge(const std::string& name, std::string* err) {
   std::lock_guard<std::mutex> l(mu_);
-  Placed* pl = find_bridge(name, err);
-  if (!pl) return false;
-  pause_all();
-  for (Port* m : pl->fwd->members()) {
-    for (Pmd* p : pl->pmds) p->remove_port(m);
-    m->set_runners({});
-    ports_.at(m->name()).fwd = nullptr;
-  }
-  resume_all();
-  forwarders_.erase(name);
+  if (!find_bridge(name, err)) return false;
+  unplace(name);
   return true;
 }
 
@@ -400,10 +409,9 @@ bool Engine::bridge_add_port(const std::string& bridge, const BridgeMember& m, s
   if (!pl) return false;
   Entry* e = free_port(m.port, err);
   if (!e) return false;
-  pause_all();
+  PmdPause paused(all_pmds());
   static_cast<Bridge*>(pl->fwd.get())->add_member(*e->port, m.cfg);
   lay_out(*pl);
-  resume_all();
   return true;
 }
 
@@ -416,13 +424,8 @@ bool Engine::bridge_remove_port(const std::string& bridge, const std::string& po
     *err = "port \"" + port + "\" is not in bridge \"" + bridge + "\"";
     return false;
   }
-  pause_all();
-  for (Pmd* p : pl->pmds) p->remove_port(it->second.port.get());
-  static_cast<Bridge*>(pl->fwd.get())->remove_member(*it->second.port);
-  it->second.port->set_runners({});
-  it->second.fwd = nullptr;
-  lay_out(*pl);
-  resume_all();
+  PmdPause paused(all_pmds());
+  leave_bridge(*pl, it->second);
   return true;
 }
 
@@ -431,9 +434,11 @@ bool Engine::fdb(const std::string& bridge, std::vector<FdbRow>* out, std::strin
   Placed* pl = find_bridge(bridge, err);
   if (!pl) return false;
   const Bridge* br = static_cast<const Bridge*>(pl->fwd.get());
-  for (Pmd* p : pl->pmds) p->pause();
-  std::vector<FdbEntry> entries = br->fdb().entries(now_ns());
-  for (auto it = pl->pmds.rbegin(); it != pl->pmds.rend(); ++it) (*it)->resume();
+  std::vector<FdbEntry> entries;
+  {
+    PmdPause paused(pl->pmds);
+    entries = br->fdb().entries(now_ns());
+  }
   out->clear();
   for (const FdbEntry& e : entries) {
     out->push_back(FdbRow{e.mac, e.vlan, br->members()[e.port]->name(), double(e.age_ns) / 1e9, e.is_static});
@@ -448,14 +453,13 @@ std::vector<BridgeSummary> Engine::bridges() {
     if (std::string(pl.fwd->kind()) != "bridge") continue;
     const Bridge& br = *static_cast<const Bridge*>(pl.fwd.get());
     BridgeSummary s{name, int(pl.pmd->index()), br.options(), {}, {}};
-    for (Pmd* p : pl.pmds) p->pause();
+    PmdPause paused(pl.pmds);
     s.stats = br.stats();
     s.vlan_drops = br.vlan_drops();
     for (size_t i = 0; i < br.members().size(); i++) {
       const Port& p = *br.members()[i];
       s.members.push_back({p.name(), br.port_config(p), br.port_stats(p), br.fdb().port_entries(uint16_t(i))});
     }
-    for (auto it = pl.pmds.rbegin(); it != pl.pmds.rend(); ++it) (*it)->resume();
     out.push_back(std::move(s));
   }
   return out;

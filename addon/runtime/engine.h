@@ -151,12 +151,13 @@ class Engine : public Reactor {
   // PMDs, queue pair q of each member on the q-th PMD from pl.pmd (so queue pair q of one side and the
   // queue pair it feeds on the other share a PMD when the sides have as many). Every PMD paused.
   void lay_out(Placed& pl);
-  // Forwarders move between PMDs rarely (placement, membership): every PMD is paused for it, so none
-  // can be left serving a queue another has taken.
-  void pause_all();
-  void resume_all();
-  // Takes the forwarder port e is in off its PMD and destroys it; engine lock held.
-  void unplace(Entry& e);
+  // Forwarders move between PMDs rarely (placement, membership): every PMD is paused for it (all_pmds),
+  // so none can be left serving a queue another has taken.
+  std::vector<Pmd*> all_pmds() const;
+  // Takes the forwarder named so off its PMDs and destroys it; engine lock held.
+  void unplace(std::string name);
+  // Member e leaves bridge pl, which is laid out again; every PMD paused.
+  void leave_bridge(Placed& pl, Entry& e);
   // The bridge named so, or null with *err set.
   Placed* find_bridge(const std::string& name, std::string* err);
   // The port may join a forwarder: it exists and is in none.
