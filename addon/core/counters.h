@@ -143,7 +143,7 @@ namespace vw {
   X(DROP_RX_GSO_WITHOUT_CSUM, "port_drops_total", "direction=\"receive\",reason=\"gso_without_csum\"",     \
     "Super-frames dropped because their header does not ask for the checksum to be completed (NEEDS_CSUM), as virtio requires") \
   X(DROP_TX_BAD_GSO, "port_drops_total", "direction=\"transmit\",reason=\"bad_gso_headers\"",              \
-    "Super-frames dropped because the port does not take them and their Ethernet, IP and TCP headers could not be parsed to segment them (IPv6 extension headers, IPv4 fragments, a protocol other than the gso_type)") \
+    "Super-frames dropped because the port does not take them and their Ethernet, IP and TCP or UDP headers could not be parsed to segment them (IPv6 extension headers, IPv4 fragments, a protocol other than the gso_type)") \
   X(DROP_TX_SEGMENT_BUDGET, "port_drops_total", "direction=\"transmit\",reason=\"segment_budget\"",        \
     "Super-frames dropped because segmenting them would have made more than 2048 segments for the port in one burst") \
   X(RX_SUPER_FRAMES, "port_super_frames_total", "direction=\"receive\"",                                   \

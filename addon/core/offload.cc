@@ -36,10 +36,19 @@ QueueCounter read_offloads(const virtio_net_hdr_mrg_rxbuf& h, uint32_t frame_len
   }
   if (h.gso_type == VIRTIO_NET_HDR_GSO_NONE) return kQueueCounterCount;
   const uint8_t type = uint8_t(h.gso_type & ~VIRTIO_NET_HDR_GSO_ECN);
-  if (type == VIRTIO_NET_HDR_GSO_NONE) return DROP_RX_ECN_WITHOUT_TSO;
-  if (type != VIRTIO_NET_HDR_GSO_TCPV4 && type != VIRTIO_NET_HDR_GSO_TCPV6) return DROP_RX_BAD_GSO_TYPE;
-  const uint32_t tso = type == VIRTIO_NET_HDR_GSO_TCPV4 ? kOffloadTso4 : kOffloadTso6;
-  if (!(allowed & tso)) return DROP_RX_BAD_HEADER;
+  // The ECN bit belongs to TCP: with UDP, as with no segmentation, it asks for nothing we could do.
+  if (type == VIRTIO_NET_HDR_GSO_NONE || (type == VIRTIO_NET_HDR_GSO_UDP_L4 && h.gso_type != type))
+    return DROP_RX_ECN_WITHOUT_TSO;
+  uint32_t need;
+  if (type == VIRTIO_NET_HDR_GSO_TCPV4)
+    need = kOffloadTso4;
+  else if (type == VIRTIO_NET_HDR_GSO_TCPV6)
+    need = kOffloadTso6;
+  else if (type == VIRTIO_NET_HDR_GSO_UDP_L4)
+    need = kOffloadUso;
+  else
+    return DROP_RX_BAD_GSO_TYPE;
+  if (!(allowed & need)) return DROP_RX_BAD_HEADER;
   if ((h.gso_type & VIRTIO_NET_HDR_GSO_ECN) && !(allowed & kOffloadEcn)) return DROP_RX_BAD_HEADER;
   if (!(h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)) return DROP_RX_GSO_WITHOUT_CSUM;
   if (h.gso_size == 0 || frame_len / h.gso_size > kMaxGsoSegments) return DROP_RX_BAD_GSO_SIZE;

@@ -18,6 +18,8 @@ constexpr uint32_t kOffloadCsum = 1 << 0;  // partial checksums (NEEDS_CSUM)
 constexpr uint32_t kOffloadTso4 = 1 << 1;  // TCP over IPv4 super-frames
 constexpr uint32_t kOffloadTso6 = 1 << 2;  // TCP over IPv6 super-frames
 constexpr uint32_t kOffloadEcn = 1 << 3;   // TCP super-frames with the ECN bit (CWR on the first segment only)
+constexpr uint32_t kOffloadUso = 1 << 4;   // UDP super-frames (GSO_UDP_L4), over IPv4 and IPv6
+constexpr uint32_t kOffloadAll = kOffloadCsum | kOffloadTso4 | kOffloadTso6 | kOffloadEcn | kOffloadUso;
 
 // A super-frame may make at most this many segments: a guest cannot make one 64 KB frame cost the
 // backend 65535 one-byte segments.
@@ -25,7 +27,7 @@ constexpr uint32_t kMaxGsoSegments = 1024;
 
 // The offloads negotiated virtio features let a guest send us (CSUM, HOST_TSO4/6, HOST_ECN) and take
 // from us (GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN). A feature accepted without the one it depends on
-// (virtio 1.2, 5.1.3.1: TSO needs CSUM, ECN needs TSO) is not used.
+// (virtio 1.2, 5.1.3.1: TSO needs CSUM, ECN needs TSO) is not used. Neither ever includes kOffloadUso.
 uint32_t offloads_from_guest(uint64_t features);
 uint32_t offloads_to_guest(uint64_t features);
 
@@ -40,7 +42,10 @@ inline uint32_t offloads_needed(const PacketMeta& m) {
   uint32_t need = (m.flags & PacketMeta::kCsumPartial) ? kOffloadCsum : 0;
   if (m.gso_type) {
     need |= kOffloadCsum;
-    need |= (m.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) == VIRTIO_NET_HDR_GSO_TCPV6 ? kOffloadTso6 : kOffloadTso4;
+    const uint8_t type = uint8_t(m.gso_type & ~VIRTIO_NET_HDR_GSO_ECN);
+    need |= type == VIRTIO_NET_HDR_GSO_UDP_L4  ? kOffloadUso
+            : type == VIRTIO_NET_HDR_GSO_TCPV6 ? kOffloadTso6
+                                               : kOffloadTso4;
     if (m.gso_type & VIRTIO_NET_HDR_GSO_ECN) need |= kOffloadEcn;
   }
   return need;

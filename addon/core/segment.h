@@ -1,8 +1,9 @@
-// Software segmentation: a TCP super-frame (virtio-net GSO_TCPV4/TCPV6) cut into frames of gso_size
-// payload bytes each, for a destination that does not take super-frames, as a NIC's TSO or Linux's GSO
-// would cut it. Every segment gets its own copy of the headers (IPv4 total length, identification and
-// header checksum, IPv6 payload length, TCP sequence number, flags and checksum rewritten); its payload
-// stays where it is, as spans into the source packet, so nothing is copied twice.
+// Software segmentation: a TCP super-frame (virtio-net GSO_TCPV4/TCPV6) or a UDP one (GSO_UDP_L4, as
+// Linux's UDP_SEGMENT makes) cut into frames of gso_size payload bytes each, for a destination that does
+// not take super-frames, as a NIC's TSO or Linux's GSO would cut it. Every segment gets its own copy of
+// the headers (IPv4 total length, identification and header checksum, IPv6 payload length, TCP sequence
+// number, flags and checksum, or UDP length and checksum, rewritten); its payload stays where it is, as
+// spans into the source packet, so nothing is copied twice.
 //
 // TCP flags (RFC 793, RFC 3168 6.1.2): FIN and PSH only on the last segment, CWR only on the first;
 // everything else as the super-frame had it. The headers are parsed from a private copy of the frame's
@@ -35,7 +36,7 @@ class Segmenter {
   const PacketView* p_ = nullptr;
   uint8_t h_[kMaxHeaders];
   uint32_t l3_ = 0, l4_ = 0, hlen_ = 0;  // offsets of the IP and TCP headers, and where the payload starts
-  bool v6_ = false;
+  bool v6_ = false, udp_ = false;
   uint32_t mss_ = 0, count_ = 0, k_ = 0;  // payload bytes per segment, segments, the next one
   uint32_t seq_ = 0;
   uint16_t ip_id_ = 0;

@@ -9,7 +9,7 @@ namespace vw {
 
 bool OffloadFallback::needed(const Burst& b, uint32_t can) {
   // A guest that took every offload can take any packet as it is: no need to look at each.
-  if (!(~can & (kOffloadCsum | kOffloadTso4 | kOffloadTso6 | kOffloadEcn))) return false;
+  if (!(~can & kOffloadAll)) return false;
   for (uint16_t i = 0; i < b.n; i++) {
     const PacketMeta& m = b.pkt[i].meta;
     if ((m.flags & PacketMeta::kCsumPartial || m.gso_type) && (offloads_needed(m) & ~can)) return true;

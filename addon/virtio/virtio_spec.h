@@ -68,6 +68,9 @@ constexpr uint8_t VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
 constexpr uint8_t VIRTIO_NET_HDR_GSO_NONE = 0;
 constexpr uint8_t VIRTIO_NET_HDR_GSO_TCPV4 = 1;
 constexpr uint8_t VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+// UDP segmentation (virtio 1.2, 5.1.6; Linux 6.2): the kernel's packet sockets use it for UDP_SEGMENT
+// super-frames. Never offered to guests: HOST_USO/GUEST_USO are not in the headers this builds with.
+constexpr uint8_t VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
 constexpr uint8_t VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
 struct virtio_net_hdr_mrg_rxbuf {

@@ -21,6 +21,7 @@ const NEEDS_CSUM = 1;
 const GSO_TCPV4 = 1,
   GSO_UDP = 3,
   GSO_TCPV6 = 4,
+  GSO_UDP_L4 = 5,
   GSO_ECN = 0x80;
 const FIN = 0x01,
   PSH = 0x08,
@@ -278,6 +279,9 @@ t.test('hostile offload headers are dropped, each counted by its reason, and the
   const cases: [Hdr, string, Buffer?][] = [
     [{ ...gso, gsoType: GSO_UDP }, 'DROP_RX_BAD_GSO_TYPE'],
     [{ ...gso, gsoType: 2 }, 'DROP_RX_BAD_GSO_TYPE'],
+    // UDP segmentation is taken from the kernel only: a guest is never offered USO.
+    [{ ...gso, gsoType: GSO_UDP_L4 }, 'DROP_RX_BAD_HEADER'],
+    [{ ...gso, gsoType: GSO_UDP_L4 | GSO_ECN }, 'DROP_RX_ECN_WITHOUT_TSO'],
     [{ ...gso, gsoSize: 0 }, 'DROP_RX_BAD_GSO_SIZE'],
     [{ ...gso, gsoSize: 2 }, 'DROP_RX_BAD_GSO_SIZE'],
     [{ ...gso, hdrLen: frame.length + 1 }, 'DROP_RX_BAD_HDR_LEN'],

@@ -109,7 +109,7 @@ struct TpacketRing {
 class AfPacketPort : public Port {
  public:
   // Every offload the kernel takes through a virtio_net_hdr: what tx_offloads() says unless withheld.
-  static constexpr uint32_t kOffloads = kOffloadCsum | kOffloadTso4 | kOffloadTso6 | kOffloadEcn;
+  static constexpr uint32_t kOffloads = kOffloadAll;
 
   // Opens one socket of the uplink on interface ifname. fanout: null for a lone socket; else the hash
   // fanout group to join, -1 for a new one (then set to the new group's id for the next sockets).

@@ -36,7 +36,7 @@ constexpr uint64_t kOfferedFeatures =
     bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MTU) | bit(VIRTIO_F_IN_ORDER) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
 // Checksum and TCP segmentation offloads both ways (core/offload.h), unless the port withholds them.
 // GUEST_ANNOUNCE needs a control queue, which we do not have; UFO is obsolete, and USO is not in the
-// kernel headers we build with.
+// kernel headers we build with (UDP super-frames from a kernel uplink are segmented for guests).
 constexpr uint64_t kOffloadFeatures = bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) |
                                       bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
                                       bit(VIRTIO_NET_F_HOST_ECN) | bit(VIRTIO_NET_F_GUEST_TSO4) |
