@@ -7,6 +7,8 @@
 //                     (super-frames from it segmented, checksums completed, in software)
 //   ours-bridge       --bridge br0=a,b instead of the wire
 //   ours-bridge-off   the bridge with offloads=off
+//   ours-wire-v2      the wire with tpacket=v2 on both uplinks: each frame handed over as it is written,
+//   ours-bridge-v2    where a TPACKET_V3 block holds a lone frame (an ACK) until its 1 ms retire timer
 //   linux-bridge      the kernel's bridge with both host ends as its ports
 //   ovs-dpdk          OVS-DPDK (bench/ovs.ts), a netdev bridge with both host ends as plain (AF_PACKET)
 //                     ports, NORMAL forwarding, with userspace TSO (other_config:userspace-tso-enable)
@@ -26,7 +28,16 @@ import { ROOT, ServeProcess, serveUnavailable, sleep } from './serve';
 import { formatSummary, median, ratio, summarize, type RatioSummary } from './stats';
 import { barChartSvg } from './svg';
 
-const IMPLS = ['ours-wire', 'ours-wire-off', 'ours-bridge', 'ours-bridge-off', 'linux-bridge', 'ovs-dpdk'] as const;
+const IMPLS = [
+  'ours-wire',
+  'ours-wire-off',
+  'ours-bridge',
+  'ours-bridge-off',
+  'ours-wire-v2',
+  'ours-bridge-v2',
+  'linux-bridge',
+  'ovs-dpdk',
+] as const;
 type Impl = (typeof IMPLS)[number];
 const RATIOS: Array<{ a: Impl; b: Impl; target: number | null }> = [
   { a: 'ours-wire', b: 'ours-wire-off', target: 5 },
@@ -34,6 +45,9 @@ const RATIOS: Array<{ a: Impl; b: Impl; target: number | null }> = [
   { a: 'ours-wire', b: 'ovs-dpdk', target: 1 },
   { a: 'ours-bridge', b: 'ovs-dpdk', target: 1 },
   { a: 'ours-wire', b: 'linux-bridge', target: null },
+  { a: 'ours-wire-v2', b: 'ours-wire', target: null },
+  { a: 'ours-wire-v2', b: 'ovs-dpdk', target: null },
+  { a: 'ours-bridge-v2', b: 'ovs-dpdk', target: null },
 ];
 
 export interface TcpBenchOptions {
@@ -89,7 +103,7 @@ class Bench {
   private async start(impl: Impl): Promise<() => Promise<void>> {
     const { a, b } = this.pair;
     if (impl.startsWith('ours')) {
-      const off = impl.endsWith('-off') ? ',offloads=off' : '';
+      const off = (impl.endsWith('-off') ? ',offloads=off' : '') + (impl.endsWith('-v2') ? ',tpacket=v2' : '');
       const join = impl.startsWith('ours-wire') ? ['--wire', 'a=b'] : ['--bridge', 'br0=a,b'];
       const serve = await ServeProcess.start({
         args: ['--uplink', `a=${a.host}${off}`, '--uplink', `b=${b.host}${off}`, ...join, '--mode', 'kernel', '--pmd-cores', '1'],

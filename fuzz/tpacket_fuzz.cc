@@ -1,5 +1,6 @@
 // Structure-aware fuzzer for BlockWalker (addon/af_packet.cc), the reader of the TPACKET_V3 receive
-// blocks the kernel hands an AF_PACKET uplink.
+// blocks the kernel hands an AF_PACKET uplink, and for SlotReader, its reader of a TPACKET_V2 slot
+// (flags bit 2; see fuzz_slot below).
 //
 // Each input builds a block as the kernel lays one out (block header, then packets of the given sizes
 // at 8-byte aligned offsets, each with its header, address and frame at tp_mac = 82; VLAN tags taken out
@@ -18,7 +19,8 @@
 //
 // Input (read front to back; missing bytes read as 0):
 //   u8 pages (block = 1 + pages % 40 pages), u8 packets (% 64), u8 flags (bit 0: not handed over,
-//   bit 1: a PACKET_VNET_HDR socket, each frame's 10 bytes before tp_mac its virtio_net_hdr),
+//   bit 1: a PACKET_VNET_HDR socket, each frame's 10 bytes before tp_mac its virtio_net_hdr, bit 2: a V2
+//   slot of that many pages instead, read as fuzz_slot says),
 //   per packet: u16 frame length, u8 kind (bit 0: cut short, bit 1: VLAN tag, bit 2: tag with TPID),
 //   then mutations to the end: u8 field, u8 packet, u32 value.
 #include <linux/if_ether.h>
@@ -111,6 +113,91 @@ struct Mapping {
   ~Mapping() { munmap(base, len); }
 };
 
+// A TPACKET_V2 slot of `pages` pages as the kernel writes one (header, the virtio_net_hdr on a vnet
+// socket, the frame at tp_mac = 76, the kernel's offset with PACKET_VNET_HDR), then mutated, then read.
+// Oracles as for a block: a lent frame lies inside the slot and the bytes the kernel said it wrote, is not
+// empty and at most kMaxFrame; nothing outside it changes; an unmutated slot gives back its frame and
+// header exactly (or says truncated or too big, as built). Input after the block's three bytes: u16 frame
+// length, u8 kind (bits as a block's packet), then u8 field, u32 value mutations to the end.
+int fuzz_slot(Reader& in, uint32_t ssize, uint8_t flags) {
+  constexpr uint32_t kMacV2 = 76;
+  Mapping m(ssize);
+  uint8_t* slot = m.block;
+  const bool vnet = flags & 2;
+  const uint32_t snap = std::min<uint32_t>(in.u16(), ssize - kMacV2);
+  const uint8_t kind = in.u8();
+  const Built b{0,   snap, bool(kind & 1), (kind & 2) && snap >= 2 * ETH_ALEN, uint16_t(kind & 4 ? 0x88a8 : 0x8100),
+                1234};
+  auto* h = reinterpret_cast<tpacket2_hdr*>(slot);
+  h->tp_status = (flags & 1) ? TP_STATUS_KERNEL : TP_STATUS_USER;
+  h->tp_snaplen = snap;
+  h->tp_len = snap + (b.truncated ? 7 : 0);
+  h->tp_mac = kMacV2;
+  h->tp_net = kMacV2 + ETH_HLEN;
+  if (b.vlan) {
+    h->tp_status |= TP_STATUS_VLAN_VALID | ((kind & 4) ? TP_STATUS_VLAN_TPID_VALID : 0);
+    h->tp_vlan_tci = b.tci;
+    h->tp_vlan_tpid = (kind & 4) ? b.tpid : 0;
+  }
+  const std::vector<uint8_t> built = frame_bytes(0, Built{0, snap, false, false, 0, 0});
+  if (snap) memcpy(slot + kMacV2, built.data(), snap);
+  for (uint32_t k = 0; k < 10; k++) slot[kMacV2 - 10 + k] = uint8_t(k + 1);
+  bool mutated = false;
+  while (!in.empty()) {
+    const uint8_t field = in.u8();
+    const uint32_t v = in.u32();
+    mutated = true;
+    switch (field % 6) {
+      // clang-format off
+      case 0: h->tp_status = near(v, TP_STATUS_USER); break;
+      case 1: h->tp_mac = uint16_t(near(v, h->tp_mac)); break;
+      case 2: h->tp_snaplen = near(v, field & 0x10 ? ssize - h->tp_mac : h->tp_snaplen); break;
+      case 3: h->tp_len = near(v, h->tp_snaplen); break;
+      case 4: h->tp_status ^= v & (TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID); break;
+      case 5: h->tp_vlan_tpid = uint16_t(v); break;
+        // clang-format on
+    }
+  }
+  const std::vector<uint8_t> before(slot, slot + ssize);
+  const uint32_t status = h->tp_status;
+  const bool ready = SlotReader::ready(slot);
+  if (ready != bool(status & TP_STATUS_USER)) die("SlotReader::ready() disagrees with tp_status");
+  if (!ready) return 0;
+  SlotReader r;
+  Span s{};
+  const BlockWalker::Step st = r.read(slot, ssize, vnet, &s);
+  if (st == BlockWalker::Step::kEnd) die("a slot read as kEnd");
+  uint32_t from = 0, to = 0;  // the lent frame's bytes
+  if (st == BlockWalker::Step::kFrame) {
+    const uint64_t valid = std::min<uint64_t>(uint64_t(h->tp_mac) + h->tp_snaplen, ssize);
+    if (s.p < slot || s.len == 0 || uint64_t(s.p - slot) + s.len > valid)
+      die("a lent frame is outside the slot's valid bytes");
+    if (s.len > kMaxFrame) die("a lent frame is longer than kMaxFrame");
+    from = uint32_t(s.p - slot);
+    to = from + s.len;
+  }
+  if (memcmp(slot, before.data(), from) != 0 || memcmp(slot + to, before.data() + to, ssize - to) != 0)
+    die("the slot reader wrote outside the frame it lent");
+  if (mutated) return 0;
+  if (snap == 0 && !b.truncated) {
+    if (st != BlockWalker::Step::kInvalid) die("an empty frame was not refused");
+    return 0;
+  }
+  const uint32_t out_len = snap + (b.vlan ? 4 : 0);
+  const BlockWalker::Step expect = b.truncated           ? BlockWalker::Step::kTruncated
+                                   : out_len > kMaxFrame ? BlockWalker::Step::kTooBig
+                                                         : BlockWalker::Step::kFrame;
+  if (st != expect) die("a valid slot was misread");
+  if (st != BlockWalker::Step::kFrame) return 0;
+  const std::vector<uint8_t> want = frame_bytes(0, b);
+  if (s.len != want.size() || memcmp(s.p, want.data(), want.size()) != 0) die("a valid slot's frame came out changed");
+  uint8_t want_hdr[10] = {};
+  if (vnet)
+    for (uint32_t k = 0; k < 10; k++) want_hdr[k] = uint8_t(k + 1);
+  if (memcmp(&r.vnet(), want_hdr, 10) != 0) die("a valid slot's virtio_net_hdr came out changed");
+  return 0;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -118,6 +205,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint32_t bsize = (1 + in.u8() % 40) * kPage;
   const uint32_t want = in.u8() % 64;
   const uint8_t flags = in.u8();
+  if (flags & 4) return fuzz_slot(in, std::max<uint32_t>(bsize, 2 * kPage), flags);
   Mapping m(bsize);
   uint8_t* blk = m.block;
 

@@ -70,6 +70,9 @@ export interface Limits {
   uplinkBlockSize: LimitRange;
   uplinkBlocks: LimitRange;
   uplinkRetireMs: LimitRange;
+  /** tpacket=v2's receive slots (frames=), rounded up to whole blocks of uplinkFramesPerBlock */
+  uplinkFrames: LimitRange;
+  uplinkFramesPerBlock: number;
   /** The most bytes one socket's receive ring (blocks times block size) may take */
   uplinkRingBytes: number;
   /** An uplink's AF_XDP UMEM frame size and ring entries (powers of two) */

@@ -592,7 +592,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   limits.Set("maxPmdThreads", vw::Engine::kPmdSets);
   limits.Set("maxBridgeMacs", vw::Fdb::kMaxEntries);
   limits.Set("maxQueuedEvents", double(kMaxQueuedEvents));
-  // An uplink's AF_PACKET receive ring (--uplink block-size=, blocks=, retire-ms=).
+  // An uplink's AF_PACKET receive ring (--uplink block-size=, blocks=, retire-ms=; frames= with tpacket=v2).
   using R = vw::TpacketRing;
   auto range = [&](uint32_t min, uint32_t max, uint32_t def) {
     Napi::Object r = Napi::Object::New(env);
@@ -604,6 +604,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   limits.Set("uplinkBlockSize", range(R::kMinBlockSize, R::kMaxBlockSize, R::kDefaultBlockSize));
   limits.Set("uplinkBlocks", range(R::kMinBlocks, R::kMaxBlocks, R::kDefaultBlocks));
   limits.Set("uplinkRetireMs", range(R::kMinRetireMs, R::kMaxRetireMs, R::kDefaultRetireMs));
+  // tpacket=v2's slots (--uplink frames=), rounded up to whole 1 MiB blocks.
+  limits.Set("uplinkFrames", range(R::kMinFrames, R::kMaxFrames, R::kDefaultFrames));
+  limits.Set("uplinkFramesPerBlock", R::kV2SlotsPerBlock);
   limits.Set("uplinkRingBytes", double(R::kMaxBytes));
   // An uplink's AF_XDP UMEM and rings (--uplink frame-size=, ring-size=), powers of two.
   using X = vw::XskParams;

@@ -27,10 +27,17 @@ export interface UplinkSpec {
   queue: number;
   /** Queue pairs: AF_XDP sockets on queues queue..queue+queues-1, or AF_PACKET sockets in one hash fanout group */
   queues: number;
-  /** Kernel mode: each socket's TPACKET_V3 receive ring (absent: the addon's defaults, limits.uplinkBlockSize...) */
+  /**
+   * Kernel mode: the receive ring's TPACKET version (absent: 3). 3 packs frames into blocks, each handed over
+   * when full or after retireMs; 2 hands each frame over as soon as it is written, in a slot of its own.
+   */
+  tpacket?: 2 | 3;
+  /** Kernel mode, TPACKET_V3: each socket's receive ring (absent: the addon's defaults, limits.uplinkBlockSize...) */
   blockSize?: number;
   blocks?: number;
   retireMs?: number;
+  /** Kernel mode, TPACKET_V2: receive slots per socket (absent: limits.uplinkFrames.default) */
+  frames?: number;
   /** Bypass mode: each socket's UMEM frame size and ring entries (absent: limits.uplinkFrameSize.default...) */
   frameSize?: number;
   ringSize?: number;
@@ -53,6 +60,8 @@ export interface UplinkDetails {
   link: 'up' | 'down' | 'gone';
   /** Link changes seen: down, up, renamed, deleted, back */
   linkChanges: number;
+  /** Kernel mode only: the receive ring's TPACKET version */
+  tpacket?: 'v2' | 'v3';
   /** Bypass mode only: how the kernel took the AF_XDP sockets (zerocopy when the driver has it) */
   xdpBind?: 'zerocopy' | 'copy';
   /** Bypass mode only: where the XDP program runs: in the driver (native) or on socket buffers (generic) */
@@ -130,6 +139,17 @@ function checkRing(where: string, spec: UplinkSpec): UplinkSpec {
   }
   if (spec.blocks !== undefined) checkRange(where, 'blocks', spec.blocks, bn.min, bn.max);
   if (spec.retireMs !== undefined) checkRange(where, 'retire-ms', spec.retireMs, rt.min, rt.max);
+  if (spec.frames !== undefined) checkRange(where, 'frames', spec.frames, limits.uplinkFrames.min, limits.uplinkFrames.max);
+  // Each ring has its own knobs: one given for the other is a mistake, not something to ignore.
+  const v3only = [
+    ['block-size', spec.blockSize],
+    ['blocks', spec.blocks],
+    ['retire-ms', spec.retireMs],
+  ].filter(([, v]) => v !== undefined);
+  if (spec.tpacket === 2 && v3only.length)
+    fail(where, `${v3only.map(([k]) => k).join(', ')} only apply to tpacket=v3's blocks; tpacket=v2 takes frames=N`);
+  if (spec.tpacket !== 2 && spec.frames !== undefined)
+    fail(where, 'frames only applies to tpacket=v2 (v3 packs frames into blocks: block-size, blocks)');
   const pow2 = (what: string, n: number | undefined, r: { min: number; max: number }): void => {
     if (n === undefined) return;
     checkRange(where, what, n, r.min, r.max);
@@ -146,9 +166,16 @@ function checkRing(where: string, spec: UplinkSpec): UplinkSpec {
   return spec;
 }
 
+function tpacketOf(where: string, v: unknown): 2 | 3 | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'v2' || v === 'v3') return v === 'v2' ? 2 : 3;
+  return fail(where, `must be "v3" or "v2", got ${JSON.stringify(v)}`);
+}
+
 const SYNTAX =
-  'NAME=IFNAME[@QUEUE][,queues=N][,block-size=BYTES][,blocks=N][,retire-ms=MS][,frame-size=BYTES][,ring-size=N][,offloads=on|off]';
-const OPTIONS = 'queues=N, block-size=BYTES, blocks=N, retire-ms=MS, frame-size=BYTES, ring-size=N or offloads=on|off';
+  'NAME=IFNAME[@QUEUE][,queues=N][,tpacket=v3|v2][,block-size=BYTES][,blocks=N][,retire-ms=MS][,frames=N][,frame-size=BYTES][,ring-size=N][,offloads=on|off]';
+const OPTIONS =
+  'queues=N, tpacket=v3|v2, block-size=BYTES, blocks=N, retire-ms=MS, frames=N, frame-size=BYTES, ring-size=N or offloads=on|off';
 
 export const uplink: PortKind<UplinkSpec> = {
   kind: 'uplink',
@@ -161,6 +188,8 @@ export const uplink: PortKind<UplinkSpec> = {
     `kernel mode's receive ring per socket: block-size (bytes, ${limits.uplinkBlockSize.min}..${limits.uplinkBlockSize.max}, default ${limits.uplinkBlockSize.default}), ` +
     `blocks (${limits.uplinkBlocks.min}..${limits.uplinkBlocks.max}, default ${limits.uplinkBlocks.default}), ` +
     `retire-ms (how long a part-filled block waits, ${limits.uplinkRetireMs.min}..${limits.uplinkRetireMs.max}, default ${limits.uplinkRetireMs.default}); ` +
+    `tpacket=v2 instead: each frame handed over as soon as the kernel wrote it (no retire wait), in one of frames= slots of 64 KiB ` +
+    `(${limits.uplinkFrames.min}..${limits.uplinkFrames.max}, default ${limits.uplinkFrames.default}, rounded up to a multiple of ${limits.uplinkFramesPerBlock}); ` +
     `bypass mode's UMEM per socket: frame-size (${limits.uplinkFrameSize.min} or ${limits.uplinkFrameSize.max}, default ${limits.uplinkFrameSize.default}), ` +
     `ring-size (entries of each ring and frames each way, a power of two ${limits.uplinkXdpRingSize.min}..${limits.uplinkXdpRingSize.max}, default ${limits.uplinkXdpRingSize.default}); ` +
     `offloads=on|off (kernel mode: super-frames and partial checksums to the kernel as they are, default on; off: segmented and completed in software first, as bypass mode always does))`,
@@ -183,6 +212,9 @@ export const uplink: PortKind<UplinkSpec> = {
       else if (key === 'block-size' && value !== undefined) spec.blockSize = parseUint(where, key, value);
       else if (key === 'blocks' && value !== undefined) spec.blocks = parseUint(where, key, value);
       else if (key === 'retire-ms' && value !== undefined) spec.retireMs = parseUint(where, key, value);
+      else if (key === 'frames' && value !== undefined) spec.frames = parseUint(where, key, value);
+      else if (key === 'tpacket' && (value === 'v2' || value === 'v3')) spec.tpacket = value === 'v2' ? 2 : 3;
+      else if (key === 'tpacket') fail(where, `tpacket must be "v3" or "v2", got "${value ?? ''}"`);
       else if (key === 'frame-size' && value !== undefined) spec.frameSize = parseUint(where, key, value);
       else if (key === 'ring-size' && value !== undefined) spec.ringSize = parseUint(where, key, value);
       else if (key === 'offloads' && (value === 'on' || value === 'off')) spec.offloads = value === 'on';
@@ -200,6 +232,8 @@ export const uplink: PortKind<UplinkSpec> = {
       'blockSize',
       'blocks',
       'retireMs',
+      'tpacket',
+      'frames',
       'frameSize',
       'ringSize',
       'offloads',
@@ -217,6 +251,8 @@ export const uplink: PortKind<UplinkSpec> = {
       blockSize: opt('blockSize'),
       blocks: opt('blocks'),
       retireMs: opt('retireMs'),
+      tpacket: tpacketOf(`${where}.tpacket`, o.tpacket),
+      frames: opt('frames'),
       frameSize: opt('frameSize'),
       ringSize: opt('ringSize'),
       offloads: o.offloads === undefined ? undefined : configBool(`${where}.offloads`, o.offloads),
@@ -229,6 +265,8 @@ export const uplink: PortKind<UplinkSpec> = {
     ...(s.blockSize === undefined ? {} : { blockSize: s.blockSize }),
     ...(s.blocks === undefined ? {} : { blocks: s.blocks }),
     ...(s.retireMs === undefined ? {} : { retireMs: s.retireMs }),
+    ...(s.tpacket === undefined ? {} : { tpacket: s.tpacket }),
+    ...(s.frames === undefined ? {} : { frames: s.frames }),
     ...(s.frameSize === undefined ? {} : { frameSize: s.frameSize }),
     ...(s.ringSize === undefined ? {} : { ringSize: s.ringSize }),
     withholdOffloads: s.offloads === false,

@@ -24,7 +24,7 @@ t.test('TCP through two veth uplinks with TSO and GRO on', { skip }, async (t) =
     down = transferBytes(6 * MB, 2);
   const want = { atB: sha256(up), atA: sha256(down) };
 
-  const uplinks = (f: Fixture, extra: Record<string, boolean>): void => {
+  const uplinks = (f: Fixture, extra: Record<string, boolean | number>): void => {
     f.engine.addPort('uplink', 'a', { ifname: pair.a.host, ...extra });
     f.engine.addPort('uplink', 'b', { ifname: pair.b.host, ...extra });
     f.engine.wire('a', 'b');
@@ -61,6 +61,17 @@ t.test('TCP through two veth uplinks with TSO and GRO on', { skip }, async (t) =
     t.equal(f.port('a').driver, 'af_packet', 'back to kernel mode: AF_PACKET');
     t.strictSame(await tcpTransfer(pair, up, down, 5303), want, 'kernel mode again: both directions arrive intact');
     t.ok(count(f, 'b', 'TX_SUPER_FRAMES') > before, 'super-frames again after the sockets were reopened');
+  });
+
+  await t.test('tpacket=v2: each frame handed over as it is written, super-frames both ways', async (t) => {
+    const f = new Fixture('kernel');
+    t.teardown(() => f.close());
+    uplinks(f, { tpacket: 2 });
+    t.equal(f.port('a').tpacket, 'v2', 'the uplink says it reads a TPACKET_V2 ring');
+    t.strictSame(await tcpTransfer(pair, up, down, 5305), want, 'both directions arrive intact');
+    t.ok(count(f, 'a', 'RX_SUPER_FRAMES') > 0n && count(f, 'b', 'TX_SUPER_FRAMES') > 0n, 'super-frames from and to the kernel');
+    t.equal(count(f, 'a', 'DROP_RX_TRUNCATED') + count(f, 'b', 'DROP_RX_TRUNCATED'), 0n, 'no frame arrived cut short');
+    t.equal(count(f, 'a', 'INVALID_KERNEL_ENTRY') + count(f, 'b', 'INVALID_KERNEL_ENTRY'), 0n, 'no slot refused');
   });
 
   await t.test('offloads=off: the kernel is sent plain frames, segmented in software', async (t) => {

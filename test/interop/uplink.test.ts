@@ -91,6 +91,7 @@ t.test('uplink on a veth pair', { skip }, async (t) => {
         firstQueue: 0,
         link: 'up',
         linkChanges: 0,
+        ...(mode === 'kernel' ? { tpacket: 'v3' } : {}),
         // veth has no zero-copy: asked for first, refused, copy mode instead.
         ...(mode === 'bypass' ? { xdpBind: 'copy', xdpAttach: 'native' } : {}),
         kernelDrops: ['packet_drops', 'xdp_rx_dropped', 'xdp_rx_ring_full', 'xdp_tx_invalid_descs'].map((reason) => ({

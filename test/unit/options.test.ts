@@ -244,7 +244,7 @@ t.test('--uplink', async (t) => {
     ['up0=lo,ring-size=1000', 'ring-size must be a power of two, got 1000'],
     [
       'up0=lo,queue=1',
-      'unknown option "queue=1" (expected queues=N, block-size=BYTES, blocks=N, retire-ms=MS, frame-size=BYTES, ring-size=N or offloads=on|off)',
+      'unknown option "queue=1" (expected queues=N, tpacket=v3|v2, block-size=BYTES, blocks=N, retire-ms=MS, frames=N, frame-size=BYTES, ring-size=N or offloads=on|off)',
     ],
     ['up0=lo,offloads=maybe', 'offloads must be "on" or "off", got "maybe"'],
   ];

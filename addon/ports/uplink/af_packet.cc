@@ -28,8 +28,10 @@ constexpr uint32_t kRxFrameSize = 2048;
 constexpr uint32_t kVnetLen = 10;
 
 // The kernel reads a frame's bytes right after the aligned header (tp_mac only counts with
-// PACKET_TX_HAS_OFF, which we do not set).
+// PACKET_TX_HAS_OFF, which we do not set). Slots are sized for V3's header, the larger.
 constexpr uint32_t kTxData = TPACKET_ALIGN(sizeof(tpacket3_hdr));
+constexpr uint32_t kTxDataV2 = TPACKET_ALIGN(sizeof(tpacket2_hdr));
+static_assert(kTxDataV2 <= kTxData, "a V2 slot's bytes start no later than a V3 slot's");
 // Transmit ring: a slot holds its header, the virtio_net_hdr and a 64 KiB super-frame (the kernel's
 // tp_len limit is the slot less its header, not the MTU, once the socket has PACKET_VNET_HDR), 16-byte
 // aligned as the kernel wants. 15 slots to a 1 MiB block (94% used; a block of one 64 KiB slot would
@@ -59,7 +61,48 @@ inline T read_once(const uint8_t* p) {
   return v;
 }
 
-inline tpacket3_hdr* tx_hdr(uint8_t* frame) { return reinterpret_cast<tpacket3_hdr*>(frame); }
+// One packet's header fields, from a V3 packet header or a V2 slot header.
+struct FrameInfo {
+  uint32_t mac, snaplen, len, status;
+  uint16_t tci, tpid;
+};
+
+// Whether the frame h describes lies inside the room bytes from its header (of hdr_size bytes) and says
+// nothing contradictory: what both readers check before they read through it.
+bool frame_fits(const FrameInfo& h, uint64_t room, uint32_t hdr_size, bool vnet) {
+  const uint64_t end = uint64_t(h.mac) + h.snaplen;
+  // The virtio_net_hdr sits right before the frame, after the packet's header.
+  bool ok = h.mac >= hdr_size + (vnet ? kVnetLen : 0) && end <= room && h.snaplen <= h.len && h.len > 0;
+  // The tag goes back in front of the type field: the two addresses move 4 bytes down, into the gap
+  // the kernel leaves between a packet's header and its frame.
+  if (h.status & TP_STATUS_VLAN_VALID) ok = ok && h.mac >= hdr_size + kVlanLen && h.snaplen >= 2 * ETH_ALEN;
+  return ok;
+}
+
+// Lends the frame of a packet that frame_fits() passed: its virtio_net_hdr copied out, its VLAN tag put
+// back.
+BlockWalker::Step lend_frame(uint8_t* pkt, const FrameInfo& h, bool vnet, Span* frame, virtio_net_hdr_mrg_rxbuf* vh,
+                             bool* tagged) {
+  const bool vlan = h.status & TP_STATUS_VLAN_VALID;
+  if (h.snaplen < h.len) return BlockWalker::Step::kTruncated;
+  const uint32_t len = h.snaplen + (vlan ? kVlanLen : 0);
+  if (len > kMaxFrame) return BlockWalker::Step::kTooBig;
+  uint8_t* p = pkt + h.mac;
+  *vh = {};
+  *tagged = vlan;
+  // Copied out before the tag may move the addresses over it.
+  if (vnet) memcpy(vh, p - kVnetLen, kVnetLen);
+  asm volatile("" : : "r"(vh) : "memory");
+  if (vlan) {
+    const uint16_t tpid = (h.status & TP_STATUS_VLAN_TPID_VALID) ? h.tpid : ETH_P_8021Q;
+    p -= kVlanLen;
+    memmove(p, p + kVlanLen, 2 * ETH_ALEN);
+    const uint8_t tag[kVlanLen] = {uint8_t(tpid >> 8), uint8_t(tpid), uint8_t(h.tci >> 8), uint8_t(h.tci)};
+    memcpy(p + 2 * ETH_ALEN, tag, kVlanLen);
+  }
+  *frame = Span{p, len};
+  return BlockWalker::Step::kFrame;
+}
 
 }  // namespace
 
@@ -103,14 +146,9 @@ BlockWalker::Step BlockWalker::next(Span* frame) {
   }
   uint8_t* const pkt = block_ + off_;
   const tpacket3_hdr h = read_once<tpacket3_hdr>(pkt);
+  const FrameInfo fi{h.tp_mac, h.tp_snaplen, h.tp_len, h.tp_status, uint16_t(h.hv1.tp_vlan_tci), h.hv1.tp_vlan_tpid};
   const uint64_t end = uint64_t(h.tp_mac) + h.tp_snaplen;
-  const bool vlan = h.tp_status & TP_STATUS_VLAN_VALID;
-  // The virtio_net_hdr sits right before the frame, after the packet's header.
-  const uint32_t vnet = has_vnet_ ? kVnetLen : 0;
-  bool ok = h.tp_mac >= sizeof(tpacket3_hdr) + vnet && end <= room && h.tp_snaplen <= h.tp_len && h.tp_len > 0;
-  // The tag goes back in front of the type field: the two addresses move 4 bytes down, into the gap
-  // the kernel leaves between a packet's header and its frame.
-  if (vlan) ok = ok && h.tp_mac >= sizeof(tpacket3_hdr) + kVlanLen && h.tp_snaplen >= 2 * ETH_ALEN;
+  bool ok = frame_fits(fi, room, sizeof(tpacket3_hdr), has_vnet_);
   // Every packet but the last names the next one: past this frame, aligned, inside the block.
   if (left_ > 1) ok = ok && h.tp_next_offset >= end && h.tp_next_offset % kV3Align == 0 && h.tp_next_offset < room;
   if (!ok) {
@@ -119,32 +157,34 @@ BlockWalker::Step BlockWalker::next(Span* frame) {
   }
   --left_;
   off_ += h.tp_next_offset;
-  if (h.tp_snaplen < h.tp_len) return Step::kTruncated;
-  const uint32_t len = h.tp_snaplen + (vlan ? kVlanLen : 0);
-  if (len > kMaxFrame) return Step::kTooBig;
-  uint8_t* p = pkt + h.tp_mac;
-  vnet_ = {};
-  tagged_ = vlan;
-  // Copied out before the tag may move the addresses over it.
-  if (vnet) memcpy(&vnet_, p - kVnetLen, kVnetLen);
-  asm volatile("" : : "r"(&vnet_) : "memory");
-  if (vlan) {
-    const uint16_t tpid = (h.tp_status & TP_STATUS_VLAN_TPID_VALID) ? h.hv1.tp_vlan_tpid : ETH_P_8021Q;
-    const uint16_t tci = uint16_t(h.hv1.tp_vlan_tci);
-    p -= kVlanLen;
-    memmove(p, p + kVlanLen, 2 * ETH_ALEN);
-    const uint8_t tag[kVlanLen] = {uint8_t(tpid >> 8), uint8_t(tpid), uint8_t(tci >> 8), uint8_t(tci)};
-    memcpy(p + 2 * ETH_ALEN, tag, kVlanLen);
-  }
-  *frame = Span{p, len};
-  return Step::kFrame;
+  return lend_frame(pkt, fi, has_vnet_, frame, &vnet_, &tagged_);
+}
+
+// ---- SlotReader ---------------------------------------------------------------------------------
+
+bool SlotReader::ready(const uint8_t* slot) {
+  return __atomic_load_n(&reinterpret_cast<const tpacket2_hdr*>(slot)->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER;
+}
+
+BlockWalker::Step SlotReader::read(uint8_t* slot, uint32_t size, bool vnet, Span* frame) {
+  if (size < sizeof(tpacket2_hdr)) return BlockWalker::Step::kInvalid;
+  const tpacket2_hdr h = read_once<tpacket2_hdr>(slot);
+  const FrameInfo fi{h.tp_mac, h.tp_snaplen, h.tp_len, h.tp_status, h.tp_vlan_tci, h.tp_vlan_tpid};
+  if (!frame_fits(fi, size, sizeof(tpacket2_hdr), vnet)) return BlockWalker::Step::kInvalid;
+  return lend_frame(slot, fi, vnet, frame, &vnet_, &tagged_);
 }
 
 // ---- AfPacketPort -------------------------------------------------------------------------------
 
 AfPacketPort::AfPacketPort(const std::string& name, const TpacketRing& ring, uint32_t offloads, QueueCounters* counters,
                            KernelDrops* kernel)
-    : Port(name), counters_(counters), kernel_(kernel), ring_(ring), offloads_(offloads), tx_len_(kTxFrames, 0) {}
+    : Port(name),
+      counters_(counters),
+      kernel_(kernel),
+      ring_(ring),
+      offloads_(offloads),
+      tx_data_(ring.version == 2 ? kTxDataV2 : kTxData),
+      tx_len_(kTxFrames, 0) {}
 
 AfPacketPort::~AfPacketPort() {
   // What the kernel dropped since the data path last asked would otherwise close with the socket.
@@ -198,18 +238,27 @@ bool AfPacketPort::setup(const std::string& ifname, int* fanout, std::string* er
   auto opt = [&](int level, int name, const void* v, socklen_t len) {
     return setsockopt(fd_, level, name, v, len) == 0;
   };
-  const int v3 = TPACKET_V3, one = 1;
-  if (!opt(SOL_PACKET, PACKET_VERSION, &v3, sizeof v3)) return fail("cannot use TPACKET_V3 on " + where);
+  const int version = ring_.version == 2 ? TPACKET_V2 : TPACKET_V3, one = 1;
+  if (!opt(SOL_PACKET, PACKET_VERSION, &version, sizeof version))
+    return fail("cannot use TPACKET_V" + std::to_string(ring_.version) + " on " + where);
   // Before the rings (the kernel refuses it after, EBUSY): whether offloads are withheld or not, a
   // received super-frame or partial checksum must say so, or it would go on as a corrupt frame.
   if (!opt(SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one))
     return fail("cannot ask for virtio-net headers (PACKET_VNET_HDR) on " + where);
+  // A V2 socket reads only the first four fields, which tpacket_req3 shares with tpacket_req.
   tpacket_req3 rx = {};
-  rx.tp_block_size = ring_.block_size;
-  rx.tp_block_nr = ring_.blocks;
-  rx.tp_frame_size = kRxFrameSize;
-  rx.tp_frame_nr = ring_.block_size / kRxFrameSize * ring_.blocks;
-  rx.tp_retire_blk_tov = ring_.retire_ms;
+  if (ring_.version == 2) {
+    rx.tp_block_size = TpacketRing::kV2Block;
+    rx.tp_block_nr = ring_.v2_blocks();
+    rx.tp_frame_size = TpacketRing::kV2Slot;
+    rx.tp_frame_nr = ring_.v2_slots();
+  } else {
+    rx.tp_block_size = ring_.block_size;
+    rx.tp_block_nr = ring_.blocks;
+    rx.tp_frame_size = kRxFrameSize;
+    rx.tp_frame_nr = ring_.block_size / kRxFrameSize * ring_.blocks;
+    rx.tp_retire_blk_tov = ring_.retire_ms;
+  }
   if (!opt(SOL_PACKET, PACKET_RX_RING, &rx, sizeof rx)) return fail("cannot set up the receive ring of " + where);
   tpacket_req3 tx = {};
   tx.tp_block_size = kTxBlockSize;
@@ -218,7 +267,7 @@ bool AfPacketPort::setup(const std::string& ifname, int* fanout, std::string* er
   tx.tp_frame_nr = kTxFrames;
   if (!opt(SOL_PACKET, PACKET_TX_RING, &tx, sizeof tx)) return fail("cannot set up the transmit ring of " + where);
   // Both rings in one mapping, receive first, as the kernel lays them out.
-  map_len_ = size_t(ring_.blocks) * ring_.block_size + size_t(kTxBlocks) * kTxBlockSize;
+  map_len_ = size_t(ring_.rx_bytes()) + size_t(kTxBlocks) * kTxBlockSize;
   void* m = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_, 0);
   if (m == MAP_FAILED) return fail("cannot map the rings of " + where);
   map_ = static_cast<uint8_t*>(m);
@@ -270,10 +319,31 @@ bool AfPacketPort::join_fanout(int* group) {
 
 uint8_t* AfPacketPort::rx_block(uint32_t i) const { return map_ + size_t(i) * ring_.block_size; }
 
-// Slots are laid out block by block: those that do not fill a block leave its tail unused.
+// Slots are laid out block by block, in both rings: those that do not fill a block leave its tail unused.
+uint8_t* AfPacketPort::rx_slot(uint32_t i) const {
+  using R = TpacketRing;
+  return map_ + size_t(i / R::kV2SlotsPerBlock) * R::kV2Block + size_t(i % R::kV2SlotsPerBlock) * R::kV2Slot;
+}
+
 uint8_t* AfPacketPort::tx_frame(uint32_t i) const {
-  return map_ + size_t(ring_.blocks) * ring_.block_size + size_t(i / kTxFramesPerBlock) * kTxBlockSize +
+  return map_ + size_t(ring_.rx_bytes()) + size_t(i / kTxFramesPerBlock) * kTxBlockSize +
          size_t(i % kTxFramesPerBlock) * kTxFrameSize;
+}
+
+uint32_t* AfPacketPort::tx_status(uint8_t* f) const {
+  return ring_.version == 2 ? &reinterpret_cast<tpacket2_hdr*>(f)->tp_status
+                            : &reinterpret_cast<tpacket3_hdr*>(f)->tp_status;
+}
+
+void AfPacketPort::set_tx_len(uint8_t* f, uint32_t len) const {
+  if (ring_.version == 2) {
+    auto* h = reinterpret_cast<tpacket2_hdr*>(f);
+    h->tp_len = h->tp_snaplen = len;
+  } else {
+    auto* h = reinterpret_cast<tpacket3_hdr*>(f);
+    h->tp_next_offset = 0;
+    h->tp_len = h->tp_snaplen = len;
+  }
 }
 
 void AfPacketPort::give_back(uint32_t block) {
@@ -305,14 +375,14 @@ bool AfPacketPort::fits_link(const uint8_t* frame, uint32_t len) {
   return refresh_mtu() && uint64_t(len) <= uint64_t(mtu_) + extra;
 }
 
-// The kernel's virtio_net_hdr of the frame the walker just lent, checked by the rules a guest's is (it
+// The kernel's virtio_net_hdr of the frame the walker or slot reader just lent, checked by the rules a guest's is (it
 // is no more trusted than a guest's), against the frame as the kernel described it: its offsets count
 // from the frame's start without the VLAN tag the walker put back, and move with it.
-QueueCounter AfPacketPort::read_vnet(uint32_t len, PacketMeta* m) const {
-  const virtio_net_hdr_mrg_rxbuf& h = walker_.vnet();
+QueueCounter AfPacketPort::read_vnet_header(const virtio_net_hdr_mrg_rxbuf& h, bool tagged, uint32_t len,
+                                            PacketMeta* m) const {
   *m = PacketMeta{};
   if (h.flags == 0 && h.gso_type == VIRTIO_NET_HDR_GSO_NONE) return kQueueCounterCount;
-  const uint32_t tag = walker_.tagged() ? kVlanLen : 0;
+  const uint32_t tag = tagged ? kVlanLen : 0;
   const QueueCounter why = read_offloads(h, len - tag, kOffloads, m);
   if (why != kQueueCounterCount || !tag) return why;
   if (m->flags & PacketMeta::kCsumPartial) m->csum_start = uint16_t(m->csum_start + tag);
@@ -324,6 +394,7 @@ uint16_t AfPacketPort::rx_burst(uint16_t, Burst& b) {
   b.clear();
   // Frames the kernel had no send-buffer room for in the last burst.
   if (tx_pending_) flush_tx();
+  if (ring_.version == 2) return rx_burst_v2(b);
   // The previous burst was released: none of its frames is still lent.
   lent_from_cur_ = false;
   while (b.n < kBurst) {
@@ -337,7 +408,8 @@ uint16_t AfPacketPort::rx_burst(uint16_t, Burst& b) {
     PacketMeta meta;
     switch (walker_.next(&f)) {
       case BlockWalker::Step::kFrame:
-        if (const QueueCounter why = read_vnet(f.len, &meta); why != kQueueCounterCount) {
+        if (const QueueCounter why = read_vnet_header(walker_.vnet(), walker_.tagged(), f.len, &meta);
+            why != kQueueCounterCount) {
           counters_->add(why);
           break;
         }
@@ -369,7 +441,54 @@ uint16_t AfPacketPort::rx_burst(uint16_t, Burst& b) {
   return b.n;
 }
 
+// Every slot the burst read goes back, lent or dropped: the kernel only looks at the slot at its head, so
+// the order they go back in does not matter to it.
+uint16_t AfPacketPort::rx_burst_v2(Burst& b) {
+  const uint32_t slots = ring_.v2_slots();
+  rx_from_ = rx_head_;
+  for (uint32_t read = 0; b.n < kBurst && read < slots; read++) {
+    uint8_t* slot = rx_slot(rx_head_);
+    if (!SlotReader::ready(slot)) break;
+    const uint32_t at = rx_head_;
+    rx_head_ = (rx_head_ + 1) % slots;
+    Span f;
+    PacketMeta meta;
+    switch (slot_reader_.read(slot, TpacketRing::kV2Slot, true, &f)) {
+      case BlockWalker::Step::kFrame: {
+        const virtio_net_hdr_mrg_rxbuf& h = slot_reader_.vnet();
+        const QueueCounter why = read_vnet_header(h, slot_reader_.tagged(), f.len, &meta);
+        if (why != kQueueCounterCount) {
+          counters_->add(why);
+          break;
+        }
+        b.span[b.nspans] = f;
+        b.pkt[b.n] = PacketView{f.len, b.nspans, 1, at, meta};
+        b.n++;
+        b.nspans++;
+        if (meta.gso_type) counters_->add(RX_SUPER_FRAMES);
+        counters_->add(RX_PACKETS);
+        counters_->add(RX_BYTES, f.len);
+        counters_->add(RX_SIZE_64 + size_bin(f.len));
+        break;
+      }
+      case BlockWalker::Step::kTruncated: counters_->add(DROP_RX_TRUNCATED); break;
+      case BlockWalker::Step::kTooBig: counters_->add(DROP_RX_TOO_BIG); break;
+      case BlockWalker::Step::kInvalid:
+      case BlockWalker::Step::kEnd: counters_->add(INVALID_KERNEL_ENTRY); break;
+    }
+  }
+  return b.n;
+}
+
 void AfPacketPort::release(uint16_t, Burst&) {
+  if (ring_.version == 2) {
+    const uint32_t slots = ring_.v2_slots();
+    for (uint32_t s = rx_from_; s != rx_head_; s = (s + 1) % slots)
+      __atomic_store_n(&reinterpret_cast<tpacket2_hdr*>(rx_slot(s))->tp_status, uint32_t(TP_STATUS_KERNEL),
+                       __ATOMIC_RELEASE);
+    rx_from_ = rx_head_;
+    return;
+  }
   for (uint32_t i = 0; i < ndone_; i++) give_back(done_[i]);
   ndone_ = 0;
 }
@@ -389,8 +508,7 @@ uint16_t AfPacketPort::tx_burst(uint16_t, const Burst& b) {
       continue;
     }
     uint8_t* f = tx_frame(tx_head_);
-    tpacket3_hdr* h = tx_hdr(f);
-    if (tx_pending_ == kTxFrames || (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & kTxBusy)) {
+    if (tx_pending_ == kTxFrames || (__atomic_load_n(tx_status(f), __ATOMIC_ACQUIRE) & kTxBusy)) {
       counters_->add(DROP_TX_NO_BUFFER, b.n - i);
       break;
     }
@@ -406,8 +524,8 @@ uint16_t AfPacketPort::tx_burst(uint16_t, const Burst& b) {
       vh.gso_size = p.meta.gso_size;
       vh.hdr_len = p.meta.hdr_len;
     }
-    memcpy(f + kTxData, &vh, kVnetLen);
-    uint8_t* d = f + kTxData + kVnetLen;
+    memcpy(f + tx_data_, &vh, kVnetLen);
+    uint8_t* d = f + tx_data_ + kVnetLen;
     uint32_t at = 0;
     for (uint16_t s = 0; s < p.nseg && at < p.len; s++) {
       const Span& sp = b.span[p.first + s];
@@ -421,11 +539,9 @@ uint16_t AfPacketPort::tx_burst(uint16_t, const Burst& b) {
       continue;
     }
     if (p.meta.gso_type) super_frames++;
-    h->tp_next_offset = 0;
-    h->tp_len = kVnetLen + p.len;
-    h->tp_snaplen = kVnetLen + p.len;
+    set_tx_len(f, kVnetLen + p.len);
     tx_len_[tx_head_] = p.len;
-    __atomic_store_n(&h->tp_status, uint32_t(TP_STATUS_SEND_REQUEST), __ATOMIC_RELEASE);
+    __atomic_store_n(tx_status(f), uint32_t(TP_STATUS_SEND_REQUEST), __ATOMIC_RELEASE);
     tx_head_ = (tx_head_ + 1) % kTxFrames;
     tx_pending_++;
     taken++;
@@ -451,7 +567,7 @@ void AfPacketPort::flush_tx() {
 // and the kernel must be asked again for the ones behind it.
 bool AfPacketPort::reap_tx() {
   while (tx_pending_) {
-    const uint32_t st = __atomic_load_n(&tx_hdr(tx_frame(tx_tail_))->tp_status, __ATOMIC_ACQUIRE);
+    const uint32_t st = __atomic_load_n(tx_status(tx_frame(tx_tail_)), __ATOMIC_ACQUIRE);
     if (st & TP_STATUS_WRONG_FORMAT) {
       drop_refused_frame();
       return true;
@@ -478,14 +594,13 @@ void AfPacketPort::drop_refused_frame() {
   for (uint32_t k = 1; k < tx_pending_; k++) {
     const uint32_t src = (tx_tail_ + k) % kTxFrames;
     uint8_t* d = tx_frame(dst);
-    memcpy(d + kTxData, tx_frame(src) + kTxData, kVnetLen + tx_len_[src]);
-    tx_hdr(d)->tp_len = kVnetLen + tx_len_[src];
-    tx_hdr(d)->tp_snaplen = kVnetLen + tx_len_[src];
+    memcpy(d + tx_data_, tx_frame(src) + tx_data_, kVnetLen + tx_len_[src]);
+    set_tx_len(d, kVnetLen + tx_len_[src]);
     tx_len_[dst] = tx_len_[src];
-    __atomic_store_n(&tx_hdr(d)->tp_status, uint32_t(TP_STATUS_SEND_REQUEST), __ATOMIC_RELEASE);
+    __atomic_store_n(tx_status(d), uint32_t(TP_STATUS_SEND_REQUEST), __ATOMIC_RELEASE);
     dst = src;
   }
-  __atomic_store_n(&tx_hdr(tx_frame(dst))->tp_status, uint32_t(TP_STATUS_AVAILABLE), __ATOMIC_RELEASE);
+  __atomic_store_n(tx_status(tx_frame(dst)), uint32_t(TP_STATUS_AVAILABLE), __ATOMIC_RELEASE);
   tx_head_ = dst;
   tx_pending_--;
 }
@@ -495,14 +610,15 @@ void AfPacketPort::drop_refused_frame() {
 void AfPacketPort::reclaim_tx() {
   counters_->add(DROP_TX_NOT_READY, tx_pending_);
   for (; tx_pending_; tx_pending_--) {
-    __atomic_store_n(&tx_hdr(tx_frame(tx_tail_))->tp_status, uint32_t(TP_STATUS_AVAILABLE), __ATOMIC_RELEASE);
+    __atomic_store_n(tx_status(tx_frame(tx_tail_)), uint32_t(TP_STATUS_AVAILABLE), __ATOMIC_RELEASE);
     tx_tail_ = (tx_tail_ + 1) % kTxFrames;
   }
   tx_head_ = tx_tail_;
 }
 
 // The kernel's counts start again from zero at every read (32 bits cannot wrap in 100 ms of frames):
-// each read is the next delta, and the socket has no other reader.
+// each read is the next delta, and the socket has no other reader. A V2 socket fills in the first two
+// fields only (tpacket_stats): no freezes to count.
 bool AfPacketPort::read_kernel_stats(tpacket_stats_v3* st) const {
   memset(st, 0, sizeof *st);
   socklen_t len = sizeof *st;
@@ -517,7 +633,8 @@ void AfPacketPort::publish_counters() {
 }
 
 bool AfPacketPort::arm_wakeup(std::vector<pollfd>& fds) {
-  if (walking_ || BlockWalker::ready(rx_block(rx_cur_))) return false;
+  if (ring_.version == 2 ? SlotReader::ready(rx_slot(rx_head_)) : walking_ || BlockWalker::ready(rx_block(rx_cur_)))
+    return false;
   // A socket error (ENETDOWN when the interface goes down) makes poll() return at once until it is read.
   int e = 0;
   socklen_t len = sizeof e;

@@ -1,12 +1,20 @@
 // A host uplink's queue through the kernel stack: an AF_PACKET socket bound to one interface (one of a
-// hash fanout group when the uplink has several queues), with a TPACKET_V3 receive ring and a transmit
-// ring in one mapping shared with the kernel. Kernel mode's uplink driver.
+// hash fanout group when the uplink has several queues), with a TPACKET_V3 receive ring (or, with
+// tpacket=v2, a TPACKET_V2 one) and a transmit ring in one mapping shared with the kernel. Kernel mode's
+// uplink driver.
 //
-// Receive: the kernel fills blocks in ring order and hands each one over whole (block_status
+// Receive, TPACKET_V3: the kernel fills blocks in ring order and hands each one over whole (block_status
 // TP_STATUS_USER) when it is full or its retire timer fires; rx_burst lends the frames of the blocks it
 // was handed, in order, as views into the ring, and a block goes back to the kernel (TP_STATUS_KERNEL)
 // once no lent frame points into it. Everything a block says (its header, every packet header) comes
-// from the kernel and is checked by BlockWalker before anything is read through it.
+// from the kernel and is checked by BlockWalker before anything is read through it. Small frames pack
+// densely, but a lone frame waits for the retire timer (1 ms at least): a round trip through two V3
+// uplinks takes about 2 ms.
+//
+// Receive, TPACKET_V2: one fixed slot per frame, each handed over (tp_status TP_STATUS_USER) as soon as
+// the kernel wrote it, so a lone frame waits for nothing; a slot must hold a 64 KiB super-frame, so the
+// ring holds fewer frames for its memory. SlotReader checks each slot's header as BlockWalker checks a
+// packet's; the slots a burst lent go back on release().
 //
 // Transmit: fixed-size frames; tx_burst copies each packet into the next frame the kernel has given back,
 // marks it TP_STATUS_SEND_REQUEST and asks the kernel to send once per burst.
@@ -47,6 +55,7 @@ bool add_promiscuous_membership(int fd, int ifindex);
 // type field, inside that frame's own slot (over the virtio_net_hdr, which is copied out first).
 class BlockWalker {
  public:
+  // Also what SlotReader::read says of a TPACKET_V2 slot (never kEnd).
   enum class Step {
     kFrame,      // *frame is the next frame, inside the block
     kTruncated,  // a frame the kernel cut short (tp_snaplen < tp_len): drop it
@@ -79,8 +88,25 @@ class BlockWalker {
   virtio_net_hdr_mrg_rxbuf vnet_ = {};
 };
 
-// The receive ring of one socket, as --uplink's block-size=, blocks= and retire-ms= set it; TypeScript
-// checks them against the limits below (src/ports/uplink.ts).
+// One TPACKET_V2 receive slot, read as BlockWalker reads a block's packet: pure, fuzzed the same way
+// (fuzz/tpacket_fuzz.cc), its header copied once and checked before use; the only write is the VLAN tag
+// put back inside the slot's frame.
+class SlotReader {
+ public:
+  // Whether the kernel has handed the slot over (acquire: its contents are complete when this is true).
+  static bool ready(const uint8_t* slot);
+  // Reads a slot the kernel handed over; size is the ring's slot size. vnet as BlockWalker::start.
+  BlockWalker::Step read(uint8_t* slot, uint32_t size, bool vnet, Span* frame);
+  const virtio_net_hdr_mrg_rxbuf& vnet() const { return vnet_; }
+  bool tagged() const { return tagged_; }
+
+ private:
+  bool tagged_ = false;
+  virtio_net_hdr_mrg_rxbuf vnet_ = {};
+};
+
+// The receive ring of one socket, as --uplink's tpacket=, block-size=, blocks=, retire-ms= and frames= set
+// it; TypeScript checks them against the limits below (src/ports/uplink.ts).
 struct TpacketRing {
   // One block holds the largest frame we forward (kMaxFrame) after the block header and the kernel's
   // per-packet offset (tp_mac: 92 bytes on Ethernet with the virtio_net_hdr, 4 more for a VLAN tag put
@@ -101,9 +127,25 @@ struct TpacketRing {
   static constexpr uint32_t kMinRetireMs = 1, kMaxRetireMs = 1000, kDefaultRetireMs = 1;
   static_assert(kMinBlockSize >= kMaxFrame + 4 + 92 + 48, "a block must hold the largest frame and its headers");
 
+  // TPACKET_V2 (tpacket=v2): slots of kV2Slot bytes, kV2SlotsPerBlock to a 1 MiB block (as the transmit
+  // ring's), frames= rounded up to whole blocks. 240 by default: 16 MiB, a burst's worth of super-frames
+  // several times over, as many as a NIC's receive ring.
+  static constexpr uint32_t kV2Slot = (128 + kMaxFrame + 15) & ~15u;
+  static constexpr uint32_t kV2Block = 1 << 20;
+  static constexpr uint32_t kV2SlotsPerBlock = kV2Block / kV2Slot;
+  static constexpr uint32_t kMinFrames = 16, kMaxFrames = 4096, kDefaultFrames = 240;
+  static_assert(uint64_t(kMaxFrames + kV2SlotsPerBlock) / kV2SlotsPerBlock * kV2Block <= kMaxBytes,
+                "v2 ring under the cap");
+
+  uint32_t version = 3;  // TPACKET_V3 or TPACKET_V2
   uint32_t block_size = kDefaultBlockSize;
   uint32_t blocks = kDefaultBlocks;
   uint32_t retire_ms = kDefaultRetireMs;
+  uint32_t frames = kDefaultFrames;  // v2 only
+
+  uint32_t v2_blocks() const { return (frames + kV2SlotsPerBlock - 1) / kV2SlotsPerBlock; }
+  uint32_t v2_slots() const { return v2_blocks() * kV2SlotsPerBlock; }
+  uint64_t rx_bytes() const { return version == 2 ? uint64_t(v2_blocks()) * kV2Block : uint64_t(blocks) * block_size; }
 };
 
 class AfPacketPort : public Port {
@@ -139,11 +181,16 @@ class AfPacketPort : public Port {
   bool read_kernel_stats(tpacket_stats_v3* st) const;
 
   uint8_t* rx_block(uint32_t i) const;
+  uint8_t* rx_slot(uint32_t i) const;
+  uint16_t rx_burst_v2(Burst& b);
   uint8_t* tx_frame(uint32_t i) const;
+  // A transmit slot's header fields, in the socket's TPACKET version's layout.
+  uint32_t* tx_status(uint8_t* frame) const;
+  void set_tx_len(uint8_t* frame, uint32_t len) const;
   void give_back(uint32_t block);
   bool fits_link(const uint8_t* frame, uint32_t len);
   bool refresh_mtu();
-  QueueCounter read_vnet(uint32_t len, PacketMeta* m) const;
+  QueueCounter read_vnet_header(const virtio_net_hdr_mrg_rxbuf& h, bool tagged, uint32_t len, PacketMeta* m) const;
   void flush_tx();
   bool reap_tx();
   void drop_refused_frame();
@@ -168,6 +215,10 @@ class AfPacketPort : public Port {
   uint32_t rx_cur_ = 0;
   uint32_t done_[kBurst] = {};  // finished blocks that frames of the current burst point into
   uint32_t ndone_ = 0;
+  // TPACKET_V2: slots [rx_from_, rx_head_) were read by the current burst and go back on release().
+  SlotReader slot_reader_;
+  uint32_t rx_head_ = 0, rx_from_ = 0;
+  uint32_t tx_data_ = 0;  // where a transmit slot's bytes start: after the version's aligned header
 
   // Transmit: frames [tx_tail_, tx_head_) (tx_pending_ of them, in ring order) were handed to the kernel
   // and not yet seen taken; the kernel works through them in that order.

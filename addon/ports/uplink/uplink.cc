@@ -202,6 +202,7 @@ void UplinkPort::describe(Description& d) const {
   d.set("firstQueue", double(place_.first_queue));
   d.set("link", link_ == LinkState::kUp ? "up" : link_ == LinkState::kDown ? "down" : "gone");
   d.set("linkChanges", double(link_changes_));
+  if (driver_->kind == UplinkDriver::kAfPacket) d.set("tpacket", place_.ring.version == 2 ? "v2" : "v3");
   // Bypass mode: how the kernel took the sockets (zero-copy only when every one of them got it) and
   // where the XDP program runs.
   if (driver_->kind == UplinkDriver::kAfXdp) {
@@ -261,7 +262,7 @@ bool UplinkPort::prepare_mode(Mode m, std::unique_ptr<ModeChange>* change, std::
 namespace {
 std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p, PortContext& ctx, std::string* err) {
   UplinkPlace place;
-  uint64_t first = 0, queues = 1, block = 0, blocks = 0, retire = 0, frame = 0, ring = 0;
+  uint64_t first = 0, queues = 1, version = 3, block = 0, blocks = 0, retire = 0, frames = 0, frame = 0, ring = 0;
   bool withhold_offloads = false;
   using R = TpacketRing;
   using X = XskParams;
@@ -270,6 +271,8 @@ std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p
       !p.num("blockSize", R::kDefaultBlockSize, R::kMinBlockSize, R::kMaxBlockSize, &block, err) ||
       !p.num("blocks", R::kDefaultBlocks, R::kMinBlocks, R::kMaxBlocks, &blocks, err) ||
       !p.num("retireMs", R::kDefaultRetireMs, R::kMinRetireMs, R::kMaxRetireMs, &retire, err) ||
+      !p.num("tpacket", 3, 2, 3, &version, err) ||
+      !p.num("frames", R::kDefaultFrames, R::kMinFrames, R::kMaxFrames, &frames, err) ||
       !p.num("frameSize", X::kDefaultFrameSize, X::kMinFrameSize, X::kMaxFrameSize, &frame, err) ||
       !p.num("ringSize", X::kDefaultRingSize, X::kMinRingSize, X::kMaxRingSize, &ring, err) ||
       !p.flag("withholdOffloads", &withhold_offloads, err))
@@ -285,7 +288,7 @@ std::unique_ptr<Port> create_uplink(const std::string& name, const PortParams& p
   }
   place.first_queue = uint32_t(first);
   place.queues = uint16_t(queues);
-  place.ring = TpacketRing{uint32_t(block), uint32_t(blocks), uint32_t(retire)};
+  place.ring = TpacketRing{uint32_t(version), uint32_t(block), uint32_t(blocks), uint32_t(retire), uint32_t(frames)};
   place.xsk = XskParams{uint32_t(frame), uint32_t(ring)};
   place.offloads = !withhold_offloads;
   return UplinkPort::open(name, place, ctx, err);
