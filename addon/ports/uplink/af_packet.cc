@@ -390,6 +390,24 @@ QueueCounter AfPacketPort::read_vnet_header(const virtio_net_hdr_mrg_rxbuf& h, b
   return why;
 }
 
+// Puts a lent frame into b once its kernel header passed, counted; false (the drop counted) otherwise.
+bool AfPacketPort::take(Burst& b, const Span& f, const virtio_net_hdr_mrg_rxbuf& h, bool tagged, uint32_t cookie) {
+  PacketMeta meta;
+  if (const QueueCounter why = read_vnet_header(h, tagged, f.len, &meta); why != kQueueCounterCount) {
+    counters_->add(why);
+    return false;
+  }
+  b.span[b.nspans] = f;
+  b.pkt[b.n] = PacketView{f.len, b.nspans, 1, cookie, meta};
+  b.n++;
+  b.nspans++;
+  if (meta.gso_type) counters_->add(RX_SUPER_FRAMES);
+  counters_->add(RX_PACKETS);
+  counters_->add(RX_BYTES, f.len);
+  counters_->add(RX_SIZE_64 + size_bin(f.len));
+  return true;
+}
+
 uint16_t AfPacketPort::rx_burst(uint16_t, Burst& b) {
   b.clear();
   // Frames the kernel had no send-buffer room for in the last burst.
@@ -405,23 +423,9 @@ uint16_t AfPacketPort::rx_burst(uint16_t, Burst& b) {
       walking_ = true;
     }
     Span f;
-    PacketMeta meta;
     switch (walker_.next(&f)) {
       case BlockWalker::Step::kFrame:
-        if (const QueueCounter why = read_vnet_header(walker_.vnet(), walker_.tagged(), f.len, &meta);
-            why != kQueueCounterCount) {
-          counters_->add(why);
-          break;
-        }
-        b.span[b.nspans] = f;
-        b.pkt[b.n] = PacketView{f.len, b.nspans, 1, rx_cur_, meta};
-        b.n++;
-        b.nspans++;
-        if (meta.gso_type) counters_->add(RX_SUPER_FRAMES);
-        counters_->add(RX_PACKETS);
-        counters_->add(RX_BYTES, f.len);
-        counters_->add(RX_SIZE_64 + size_bin(f.len));
-        lent_from_cur_ = true;
+        if (take(b, f, walker_.vnet(), walker_.tagged(), rx_cur_)) lent_from_cur_ = true;
         break;
       case BlockWalker::Step::kTruncated: counters_->add(DROP_RX_TRUNCATED); break;
       case BlockWalker::Step::kTooBig: counters_->add(DROP_RX_TOO_BIG); break;
@@ -452,25 +456,8 @@ uint16_t AfPacketPort::rx_burst_v2(Burst& b) {
     const uint32_t at = rx_head_;
     rx_head_ = (rx_head_ + 1) % slots;
     Span f;
-    PacketMeta meta;
     switch (slot_reader_.read(slot, TpacketRing::kV2Slot, true, &f)) {
-      case BlockWalker::Step::kFrame: {
-        const virtio_net_hdr_mrg_rxbuf& h = slot_reader_.vnet();
-        const QueueCounter why = read_vnet_header(h, slot_reader_.tagged(), f.len, &meta);
-        if (why != kQueueCounterCount) {
-          counters_->add(why);
-          break;
-        }
-        b.span[b.nspans] = f;
-        b.pkt[b.n] = PacketView{f.len, b.nspans, 1, at, meta};
-        b.n++;
-        b.nspans++;
-        if (meta.gso_type) counters_->add(RX_SUPER_FRAMES);
-        counters_->add(RX_PACKETS);
-        counters_->add(RX_BYTES, f.len);
-        counters_->add(RX_SIZE_64 + size_bin(f.len));
-        break;
-      }
+      case BlockWalker::Step::kFrame: take(b, f, slot_reader_.vnet(), slot_reader_.tagged(), at); break;
       case BlockWalker::Step::kTruncated: counters_->add(DROP_RX_TRUNCATED); break;
       case BlockWalker::Step::kTooBig: counters_->add(DROP_RX_TOO_BIG); break;
       case BlockWalker::Step::kInvalid:

@@ -183,6 +183,7 @@ class AfPacketPort : public Port {
   uint8_t* rx_block(uint32_t i) const;
   uint8_t* rx_slot(uint32_t i) const;
   uint16_t rx_burst_v2(Burst& b);
+  bool take(Burst& b, const Span& f, const virtio_net_hdr_mrg_rxbuf& h, bool tagged, uint32_t cookie);
   uint8_t* tx_frame(uint32_t i) const;
   // A transmit slot's header fields, in the socket's TPACKET version's layout.
   uint32_t* tx_status(uint8_t* frame) const;
