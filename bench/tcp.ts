@@ -13,7 +13,8 @@
 //   ovs-dpdk          OVS-DPDK (bench/ovs.ts), a netdev bridge with both host ends as plain (AF_PACKET)
 //                     ports, NORMAL forwarding, with userspace TSO (other_config:userspace-tso-enable)
 // Measured: iperf3's received rate (Gbit/s) and the frames B's interface received per second (its
-// rx_packets: a super-frame counts once). Placement on 2 cores: both iperf3 ends on core 0, the switch's
+// rx_packets: a super-frame counts once), and where each core's time went over the stream (/proc/stat:
+// user, kernel, softirq, idle), which says which side of the machine a rate is bounded by. Placement on 2 cores: both iperf3 ends on core 0, the switch's
 // data path (our PMD, OVS's PMD) on core 1; the Linux bridge runs in the sender's softirq. The order of
 // the switches rotates round by round; ratios are taken per round and their median quoted. Targets:
 // ours with offloads at least 5x ours without, and at least OVS-DPDK.
@@ -70,7 +71,41 @@ interface Run {
   gbps: number;
   /** frames B's interface received per second, millions */
   mfps: number;
+  /** per core over the stream: shares of its time in user space, the kernel (system), softirq and idle */
+  cpu: CoreTime[];
 }
+
+interface CoreTime {
+  user: number;
+  system: number;
+  softirq: number;
+  idle: number;
+}
+
+/** Jiffies per core from /proc/stat: user (with nice), system, softirq, idle (with iowait), and the rest. */
+function coreJiffies(): number[][] {
+  return fs
+    .readFileSync('/proc/stat', 'utf8')
+    .split('\n')
+    .filter((l) => /^cpu\d+ /.test(l))
+    .map((l) => {
+      const [user, nice, system, idle, iowait, irq, softirq, steal] = l.split(/\s+/).slice(1).map(Number);
+      return [user + nice, system, softirq, idle + iowait, irq + steal];
+    });
+}
+
+function coreTimes(before: number[][], after: number[][]): CoreTime[] {
+  return after.map((a, c) => {
+    const d = a.map((x, k) => x - before[c][k]);
+    const all = d.reduce((x, y) => x + y, 0) || 1;
+    return { user: d[0] / all, system: d[1] / all, softirq: d[2] / all, idle: d[3] / all };
+  });
+}
+
+const pct = (x: number): string => `${(x * 100).toFixed(0)}`;
+/** "core0 u45/s30/si20/i5": user, system, softirq and idle percentages. */
+const formatCpu = (cpu: CoreTime[]): string =>
+  cpu.map((t, c) => `core${c} u${pct(t.user)}/s${pct(t.system)}/si${pct(t.softirq)}/i${pct(t.idle)}`).join(' ');
 
 interface Round {
   runs: Partial<Record<Impl, Run | null>>;
@@ -79,7 +114,7 @@ interface Round {
 
 export interface TcpResult {
   rounds: Round[];
-  median: Partial<Record<Impl, { gbps: number | null; mfps: number | null }>>;
+  median: Partial<Record<Impl, { gbps: number | null; mfps: number | null; cpu: CoreTime[] | null }>>;
   ratios: Array<{ a: Impl; b: Impl; target: number | null; summary: RatioSummary; perRound: Array<number | null> }>;
 }
 
@@ -141,6 +176,7 @@ class Bench {
       // Until the server listens (iperf3 -s says nothing useful on stdout before a client comes).
       await sleep(500);
       const rx0 = rxPackets(b);
+      const cpu0 = coreJiffies();
       const t0 = process.hrtime.bigint();
       const r = spawnSync(
         'ip',
@@ -148,10 +184,11 @@ class Bench {
         { encoding: 'utf8', timeout: (this.o.seconds + 30) * 1000 },
       );
       const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+      const cpu = coreTimes(cpu0, coreJiffies());
       const frames = rxPackets(b) - rx0;
       if (r.status !== 0) throw new Error(`iperf3 -c failed (${r.status ?? r.signal}): ${(r.stdout || r.stderr).slice(0, 300)}`);
       const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number; seconds: number } } };
-      return { gbps: j.end.sum_received.bits_per_second / 1e9, mfps: frames / secs / 1e6 };
+      return { gbps: j.end.sum_received.bits_per_second / 1e9, mfps: frames / secs / 1e6, cpu };
     } finally {
       if (server.exitCode === null) server.kill();
       await serverExit;
@@ -183,7 +220,8 @@ export async function runTcpBench(o: TcpBenchOptions, log: (line: string) => voi
         }
       }
       rounds.push(round);
-      const f = (x: Run | null | undefined): string => (x ? `${x.gbps.toFixed(2)} Gbit/s ${x.mfps.toFixed(3)} Mfps` : 'failed');
+      const f = (x: Run | null | undefined): string =>
+        x ? `${x.gbps.toFixed(2)} Gbit/s ${x.mfps.toFixed(3)} Mfps (${formatCpu(x.cpu)})` : 'failed';
       log(
         `round ${r + 1}: ${o.impls.map((i) => `${i} ${f(round.runs[i])}`).join(', ')}${round.errors.length ? ` (${round.errors.join('; ')})` : ''}`,
       );
@@ -191,9 +229,19 @@ export async function runTcpBench(o: TcpBenchOptions, log: (line: string) => voi
   } finally {
     pair.close();
   }
-  const pick = (i: Impl, k: keyof Run): number[] => rounds.flatMap((x) => (x.runs[i] ? [x.runs[i]![k]] : []));
+  const pick = (i: Impl, k: 'gbps' | 'mfps'): number[] => rounds.flatMap((x) => (x.runs[i] ? [x.runs[i]![k]] : []));
   const med: TcpResult['median'] = {};
-  for (const i of o.impls) med[i] = { gbps: median(pick(i, 'gbps')), mfps: median(pick(i, 'mfps')) };
+  for (const i of o.impls) {
+    const runs = rounds.flatMap((x) => (x.runs[i] ? [x.runs[i]!] : []));
+    // Each share's median over the rounds, core by core.
+    const cpu = runs.length
+      ? runs[0].cpu.map((_, c) => {
+          const m = (k: keyof CoreTime): number => median(runs.map((x) => x.cpu[c][k])) ?? 0;
+          return { user: m('user'), system: m('system'), softirq: m('softirq'), idle: m('idle') };
+        })
+      : null;
+    med[i] = { gbps: median(pick(i, 'gbps')), mfps: median(pick(i, 'mfps')), cpu };
+  }
   return {
     rounds,
     median: med,
@@ -208,11 +256,11 @@ export function report(res: TcpResult): string[] {
   const f = (v: number | null | undefined, d: number): string => (typeof v === 'number' ? v.toFixed(d) : '-');
   const impls = Object.keys(res.median) as Impl[];
   const lines = [
-    ['switch', 'Gbit/s', 'Mframes/s at B', 'bytes/frame'].join('\t'),
+    ['switch', 'Gbit/s', 'Mframes/s at B', 'bytes/frame', 'CPU % per core: user/system/softirq/idle'].join('\t'),
     ...impls.map((i) => {
       const m = res.median[i]!;
       const per = m.gbps && m.mfps ? (m.gbps * 1e9) / 8 / (m.mfps * 1e6) : null;
-      return [i, f(m.gbps, 2), f(m.mfps, 3), f(per, 0)].join('\t');
+      return [i, f(m.gbps, 2), f(m.mfps, 3), f(per, 0), m.cpu ? formatCpu(m.cpu) : '-'].join('\t');
     }),
     '',
   ];

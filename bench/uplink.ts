@@ -16,6 +16,11 @@
 // core 0 beside the front end. Each run starts its processes afresh and stops them after; the order of
 // the backends rotates round by round and ratios (ours-kernel / dpdk-af_packet, ours-bypass /
 // dpdk-af_xdp) are taken per round, their median quoted. Targets: >= 1.0x for each, >= 1.5x for AF_XDP out.
+// "out" also runs each socket without a guest (SOCKET_ALONE: our gen port wired to the uplink, testpmd
+// txonly on the socket PMD): the most each socket type carries out of HOST here, so a ratio can be read
+// against what its ceiling allows. Every backend's busiest thread (our PMD, testpmd's forwarding lcore)
+// has its CPU time split into user and kernel over the window: where the kernel takes most of it, the
+// socket's transmit path, not the code around it, is what the rate measures.
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -27,9 +32,18 @@ import { barChartSvg } from './svg';
 import { Testpmd, dpdkVersion, findTestpmd, freeHugepages } from './testpmd';
 
 const IMPLS = ['ours-kernel', 'dpdk-af_packet', 'ours-bypass', 'dpdk-af_xdp'] as const;
-type Impl = (typeof IMPLS)[number];
+/** "out" only: each socket type with no guest behind it. */
+const SOCKET_ALONE = ['ours-kernel-gen', 'dpdk-af_packet-txonly', 'ours-bypass-gen', 'dpdk-af_xdp-txonly'] as const;
+type Backend = (typeof IMPLS)[number];
+type Impl = Backend | (typeof SOCKET_ALONE)[number];
+const ALONE_OF: Record<Backend, Impl> = {
+  'ours-kernel': 'ours-kernel-gen',
+  'dpdk-af_packet': 'dpdk-af_packet-txonly',
+  'ours-bypass': 'ours-bypass-gen',
+  'dpdk-af_xdp': 'dpdk-af_xdp-txonly',
+};
 type Dir = 'out' | 'in';
-const PAIRS: Array<{ ours: Impl; dpdk: Impl; target: Record<Dir, number> }> = [
+const PAIRS: Array<{ ours: Backend; dpdk: Backend; target: Record<Dir, number> }> = [
   { ours: 'ours-kernel', dpdk: 'dpdk-af_packet', target: { out: 1.0, in: 1.0 } },
   { ours: 'ours-bypass', dpdk: 'dpdk-af_xdp', target: { out: 1.5, in: 1.0 } },
 ];
@@ -63,6 +77,8 @@ interface Round {
   generatorMpps?: number;
   /** "in", ours only: the share of vm0's frames the front end took (Bench.run) */
   frontEndShare: Partial<Record<Impl, number>>;
+  /** the share of its busiest thread's CPU time the backend spent in the kernel over the window */
+  kernelShare: Partial<Record<Impl, number>>;
   errors: string[];
 }
 
@@ -70,8 +86,43 @@ interface Case {
   dir: Dir;
   size: number;
   rounds: Round[];
-  ratios: Array<{ ours: Impl; dpdk: Impl; target: number; summary: RatioSummary; perRound: Array<number | null> }>;
+  ratios: Array<{ ours: Backend; dpdk: Backend; target: number; summary: RatioSummary; perRound: Array<number | null> }>;
   medianMpps: Partial<Record<Impl | 'generator', number | null>>;
+  medianKernelShare: Partial<Record<Impl, number | null>>;
+}
+
+/** utime and stime of each thread of a process, in clock ticks. */
+function threadTimes(pid: number): Map<string, { user: number; sys: number }> {
+  const out = new Map<string, { user: number; sys: number }>();
+  let tids: string[] = [];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      // Fields after the command name, which is in parentheses and may hold spaces: utime is the 14th
+      // field of the line, stime the 15th.
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(tid, { user: Number(f[11]), sys: Number(f[12]) });
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return out;
+}
+
+/** Of the thread that used the most CPU between two threadTimes() samples: the share in the kernel. */
+function busiestKernelShare(before: ReturnType<typeof threadTimes>, after: ReturnType<typeof threadTimes>): number | undefined {
+  let best: { user: number; sys: number } | undefined;
+  for (const [tid, a] of after) {
+    const b = before.get(tid) ?? { user: 0, sys: 0 };
+    const d = { user: a.user - b.user, sys: a.sys - b.sys };
+    if (!best || d.user + d.sys > best.user + best.sys) best = d;
+  }
+  return best && best.user + best.sys > 0 ? best.sys / (best.user + best.sys) : undefined;
 }
 
 const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
@@ -131,29 +182,38 @@ class Bench {
 
   private verbose = (who: string) => (this.o.verbose ? (l: string) => this.log(`  [${who}] ${l}`) : undefined);
 
-  /** Starts the backend between the virtio-user socket and HOST; resolves with how to stop it. */
-  private async backend(impl: Impl, sock: string): Promise<{ stop: () => Promise<unknown>; serve?: ServeProcess }> {
+  /**
+   * Starts the backend between the virtio-user socket and HOST, or (SOCKET_ALONE) a socket sending out
+   * of HOST by itself, frames of `size` bytes; resolves with how to stop it and its pid.
+   */
+  private async backend(
+    impl: Impl,
+    sock: string,
+    size: number,
+  ): Promise<{ stop: () => Promise<unknown>; pid: number; serve?: ServeProcess }> {
+    const alone = (SOCKET_ALONE as readonly string[]).includes(impl);
     if (impl.startsWith('ours')) {
+      const source = alone ? ['--gen', `vm0,size=${size}`] : ['--vhost-user', `vm0=${sock}`];
       const serve = await ServeProcess.start({
         args: [
-          ...['--vhost-user', `vm0=${sock}`, '--uplink', `up0=${this.net.host}`, '--wire', 'vm0=up0'],
-          ...['--mode', impl === 'ours-kernel' ? 'kernel' : 'bypass', '--pmd-cores', '1'],
+          ...source,
+          ...['--uplink', `up0=${this.net.host}`, '--wire', 'vm0=up0'],
+          ...['--mode', impl.startsWith('ours-kernel') ? 'kernel' : 'bypass', '--pmd-cores', '1'],
         ],
         log: this.verbose(impl),
       });
-      return { stop: () => serve.stop(), serve };
+      return { stop: () => serve.stop(), pid: serve.pid, serve };
     }
-    const socket =
-      impl === 'dpdk-af_packet'
-        ? `net_af_packet0,iface=${this.net.host},qdisc_bypass=1`
-        : `net_af_xdp0,iface=${this.net.host},start_queue=0,queue_count=1`;
+    const socket = impl.startsWith('dpdk-af_packet')
+      ? `net_af_packet0,iface=${this.net.host},qdisc_bypass=1`
+      : `net_af_xdp0,iface=${this.net.host},start_queue=0,queue_count=1`;
     const tp = await Testpmd.start({
       name: impl,
       lcores: '0,1',
       mainLcore: 0,
-      vdev: `net_vhost0,iface=${sock},queues=1`,
-      extraEal: ['--vdev', socket],
-      forwardMode: 'io',
+      ...(alone
+        ? { vdev: socket, forwardMode: 'txonly' as const, txpkts: size }
+        : { vdev: `net_vhost0,iface=${sock},queues=1`, extraEal: ['--vdev', socket], forwardMode: 'io' as const }),
       log: this.verbose(impl),
     });
     try {
@@ -162,7 +222,7 @@ class Bench {
       await tp.close();
       throw e;
     }
-    return { stop: () => tp.close() };
+    return { stop: () => tp.close(), pid: tp.pid };
   }
 
   private frontEnd(sock: string, dir: Dir, size: number): Promise<Testpmd> {
@@ -192,13 +252,18 @@ class Bench {
     });
   }
 
-  /** Packets per second of a counter over the window, after the warm-up. */
-  private async rate(count: () => number | Promise<number>): Promise<number> {
+  /**
+   * Mpps of a counter over the window, after the warm-up; with a pid, also the kernel's share of the CPU
+   * time of that process's busiest thread over the same window.
+   */
+  private async rate(count: () => number | Promise<number>, pid?: number): Promise<{ mpps: number; kernelShare?: number }> {
     await sleep(this.o.warmupSeconds * 1000);
+    const cpu0 = pid ? threadTimes(pid) : undefined;
     const [n0, t0] = [await count(), process.hrtime.bigint()];
     await sleep(this.o.seconds * 1000);
     const [n1, t1] = [await count(), process.hrtime.bigint()];
-    return (n1 - n0) / (Number(t1 - t0) / 1e9) / 1e6;
+    const mpps = (n1 - n0) / (Number(t1 - t0) / 1e9) / 1e6;
+    return cpu0 ? { mpps, kernelShare: busiestKernelShare(cpu0, threadTimes(pid!)) } : { mpps };
   }
 
   /**
@@ -206,25 +271,26 @@ class Bench {
    * had to give the front end that it took (the rest dropped for want of a receive buffer): under 1, the
    * front end, not the backend, set the rate.
    */
-  async run(impl: Impl, dir: Dir, size: number): Promise<{ mpps: number; frontEndShare?: number }> {
+  async run(impl: Impl, dir: Dir, size: number): Promise<{ mpps: number; frontEndShare?: number; kernelShare?: number }> {
     const sock = this.net.sock(`vm-${impl}`);
     const stops: Array<() => Promise<unknown>> = [];
     try {
-      const back = await this.backend(impl, sock);
+      const back = await this.backend(impl, sock, size);
       stops.push(back.stop);
+      if ((SOCKET_ALONE as readonly string[]).includes(impl)) return await this.rate(() => this.net.rxPackets('far'), back.pid);
       const front = await this.frontEnd(sock, dir, size);
       stops.push(() => front.close());
       await front.startForwarding();
-      if (dir === 'out') return { mpps: await this.rate(() => this.net.rxPackets('far')) };
+      if (dir === 'out') return await this.rate(() => this.net.rxPackets('far'), back.pid);
       const gen = await this.generator(size);
       stops.push(() => gen.close());
       await gen.startForwarding();
-      const mpps = await this.rate(async () => (await front.portStats()).rxPackets);
-      if (!back.serve) return { mpps };
+      const res = await this.rate(async () => (await front.portStats()).rxPackets, back.pid);
+      if (!back.serve) return res;
       const vm0 = (await back.serve.ports()).find((p) => p.name === 'vm0')?.counters[0] ?? {};
       const taken = vm0.TX_PACKETS ?? 0;
       const offered = taken + (vm0.DROP_TX_NO_BUFFER ?? 0);
-      return offered ? { mpps, frontEndShare: taken / offered } : { mpps };
+      return offered ? { ...res, frontEndShare: taken / offered } : res;
     } finally {
       for (const stop of stops.reverse()) await stop();
       fs.rmSync(sock, { force: true });
@@ -236,7 +302,7 @@ class Bench {
     const gen = await this.generator(size);
     try {
       await gen.startForwarding();
-      return await this.rate(() => this.net.rxPackets('host'));
+      return (await this.rate(() => this.net.rxPackets('host'))).mpps;
     } finally {
       await gen.close();
     }
@@ -255,15 +321,17 @@ export async function runUplinkBench(o: UplinkBenchOptions, log: (line: string) 
       for (const size of o.sizes) {
         const rounds: Round[] = [];
         for (let r = 0; r < o.rounds && !interrupted(); r++) {
-          const round: Round = { mpps: {}, frontEndShare: {}, errors: [] };
+          const round: Round = { mpps: {}, frontEndShare: {}, kernelShare: {}, errors: [] };
           if (dir === 'in') round.generatorMpps = await bench.generatorAlone(size);
-          // Rotate the order so that no backend always runs first (or last) in a round.
-          const order = IMPLS.map((_, i) => IMPLS[(i + r) % IMPLS.length]);
+          // Rotate the order so that no backend always runs first (or last) in a round; each socket
+          // alone runs next to the same socket behind a guest.
+          const order = IMPLS.map((_, i) => IMPLS[(i + r) % IMPLS.length]).flatMap((i): Impl[] => (dir === 'out' ? [i, ALONE_OF[i]] : [i]));
           for (const impl of order) {
             try {
               const res = await bench.run(impl, dir, size);
               round.mpps[impl] = res.mpps;
               if (res.frontEndShare !== undefined) round.frontEndShare[impl] = res.frontEndShare;
+              if (res.kernelShare !== undefined) round.kernelShare[impl] = res.kernelShare;
             } catch (e) {
               round.mpps[impl] = null;
               round.errors.push(`${impl}: ${(e as Error).message.split('\n')[0]}`);
@@ -272,7 +340,12 @@ export async function runUplinkBench(o: UplinkBenchOptions, log: (line: string) 
           rounds.push(round);
           log(
             `${dir} ${size} B, round ${r + 1}: ` +
-              IMPLS.map((i) => `${i} ${round.mpps[i]?.toFixed(3) ?? 'failed'}`).join(', ') +
+              order
+                .map(
+                  (i) =>
+                    `${i} ${round.mpps[i]?.toFixed(3) ?? 'failed'}${i in round.kernelShare ? ` (${pct(round.kernelShare[i]!)} kernel)` : ''}`,
+                )
+                .join(', ') +
               (round.generatorMpps !== undefined ? `, generator alone ${round.generatorMpps.toFixed(3)}` : '') +
               ' Mpps' +
               Object.entries(round.frontEndShare)
@@ -282,13 +355,18 @@ export async function runUplinkBench(o: UplinkBenchOptions, log: (line: string) 
           );
         }
         const medianMpps: Case['medianMpps'] = {};
-        for (const i of IMPLS) medianMpps[i] = median(rounds.flatMap((x) => (typeof x.mpps[i] === 'number' ? [x.mpps[i]] : [])));
+        const medianKernelShare: Case['medianKernelShare'] = {};
+        for (const i of dir === 'out' ? [...IMPLS, ...SOCKET_ALONE] : IMPLS) {
+          medianMpps[i] = median(rounds.flatMap((x) => (typeof x.mpps[i] === 'number' ? [x.mpps[i]] : [])));
+          medianKernelShare[i] = median(rounds.flatMap((x) => (typeof x.kernelShare[i] === 'number' ? [x.kernelShare[i]] : [])));
+        }
         if (dir === 'in') medianMpps.generator = median(rounds.map((x) => x.generatorMpps!));
         cases.push({
           dir,
           size,
           rounds,
           medianMpps,
+          medianKernelShare,
           ratios: PAIRS.map(({ ours, dpdk, target }) => {
             const perRound = rounds.map((x) => ratio(x.mpps[ours], x.mpps[dpdk]));
             return { ours, dpdk, target: target[dir], summary: summarize(perRound), perRound };
@@ -300,6 +378,8 @@ export async function runUplinkBench(o: UplinkBenchOptions, log: (line: string) 
   }
   return cases;
 }
+
+const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
 
 /** The table and one verdict line per ratio. */
 export function report(cases: Case[]): string[] {
@@ -322,6 +402,18 @@ export function report(cases: Case[]): string[] {
       const m = r.summary.median;
       const what = `${c.dir} ${c.size} B: ${r.ours}/${r.dpdk} ${m === null ? 'n/a' : m.toFixed(3)} (target >= ${r.target})`;
       lines.push(m !== null && m >= r.target ? `within target: ${what}` : `BELOW TARGET: ${what}`);
+      const [oursAlone, dpdkAlone] = [c.medianMpps[ALONE_OF[r.ours]], c.medianMpps[ALONE_OF[r.dpdk]]];
+      const [withGuest, dpdkWithGuest] = [c.medianMpps[r.ours], c.medianMpps[r.dpdk]];
+      if (c.dir === 'out' && typeof oursAlone === 'number' && typeof dpdkAlone === 'number' && oursAlone > 0 && dpdkWithGuest) {
+        const share = (i: Impl): string =>
+          typeof c.medianKernelShare[i] === 'number' ? `, ${pct(c.medianKernelShare[i]!)} of its CPU in the kernel` : '';
+        lines.push(
+          `  ${c.dir} ${c.size} B, the socket with no guest: ${ALONE_OF[r.ours]} ${oursAlone.toFixed(3)} Mpps${share(ALONE_OF[r.ours])}, ` +
+            `${ALONE_OF[r.dpdk]} ${dpdkAlone.toFixed(3)}${share(ALONE_OF[r.dpdk])}; behind the guest ${r.ours} reached ` +
+            `${pct((withGuest ?? 0) / oursAlone)} of its socket alone${share(r.ours)}, so ${r.ours}/${r.dpdk} could reach ` +
+            `${(oursAlone / dpdkWithGuest).toFixed(3)} if the guest cost nothing`,
+        );
+      }
     }
     const gen = c.medianMpps.generator;
     if (c.dir === 'in' && typeof gen === 'number' && gen > 0) {
@@ -363,7 +455,7 @@ export function writeResults(cases: Case[], o: UplinkBenchOptions, command: stri
       categoryLabel: 'direction, frame size',
       valueLabel: 'Mpps',
       series: [
-        ...IMPLS.map((i) => ({ name: i, values: cases.map((c) => c.medianMpps[i] ?? null) })),
+        ...[...IMPLS, ...SOCKET_ALONE].map((i) => ({ name: i, values: cases.map((c) => c.medianMpps[i] ?? null) })),
         { name: 'generator alone', values: cases.map((c) => c.medianMpps.generator ?? null) },
       ],
     }),
