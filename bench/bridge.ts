@@ -11,6 +11,7 @@
 // that take no part in a frame cost it nothing. OVS-DPDK's NORMAL bridge is compared with ours, guest to
 // guest, by `npm run bench -- bridge` (bench/g2g.ts).
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { native, queueCounter, type NativeEngine } from '../src/native';
 import { formatSummary, ratio, summarize } from './stats';
@@ -41,12 +42,20 @@ async function rate(engine: NativeEngine, warmupMs: number, seconds: number): Pr
   return ((n1 - n0) / ns) * 1e3; // Mpps
 }
 
-async function measure(pmdCore: number, ports: number, macs: number, bridged: boolean, seconds: number): Promise<number> {
+type Idle = 'sink' | 'vhost-user';
+
+async function measure(pmdCore: number, ports: number, macs: number, bridged: boolean, seconds: number, idle: Idle): Promise<number> {
   const engine = new native.Engine({ pmdCores: [pmdCore], mode: 'bypass', onEvent: () => undefined });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostwire-bench-bridge-'));
   try {
     engine.addPort('gen', 'g0', { size: 64, rate: 0, count: 0, macs: bridged ? macs : 1 });
     const sinks = bridged ? ports - 1 : 1;
-    for (let i = 0; i < sinks; i++) engine.addPort('sink', `s${i}`, {});
+    // s0 receives every frame; the other members only sit on the bridge: sinks, or vhost-user ports
+    // nobody connects to, as on a switch whose VMs are not all running.
+    engine.addPort('sink', 's0', {});
+    for (let i = 1; i < sinks; i++)
+      if (idle === 'sink') engine.addPort('sink', `s${i}`, {});
+      else engine.addPort('vhost-user', `s${i}`, { path: path.join(dir, `s${i}.sock`), client: false, queues: 1 });
     if (!bridged) engine.wire('g0', 's0');
     else
       engine.addBridge(
@@ -58,18 +67,20 @@ async function measure(pmdCore: number, ports: number, macs: number, bridged: bo
     return await rate(engine, 500, seconds);
   } finally {
     engine.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
 export async function bridgeBenchMain(argv: string[]): Promise<number> {
   const { parseArgs } = await import('node:util');
   const usage =
-    'usage: npm run bench -- bridge --engine [--ports 2,16,64] [--macs 1,1000,100000] [--rounds N] [--seconds S] [--pmd-core N] [--no-json]\n';
+    'usage: npm run bench -- bridge --engine [--ports 2,16,64] [--macs 1,1000,100000] [--rounds N] [--seconds S] [--pmd-core N] [--idle sink|vhost-user] [--no-json]\n';
   let portsList = [2, 16, 64];
   let macsList = [1, 1000, 100_000];
   let rounds = 3;
   let seconds = 2;
   let pmdCore = 1;
+  let idle: Idle = 'sink';
   let json = true;
   try {
     const { values } = parseArgs({
@@ -80,6 +91,7 @@ export async function bridgeBenchMain(argv: string[]): Promise<number> {
         rounds: { type: 'string' },
         seconds: { type: 'string' },
         'pmd-core': { type: 'string' },
+        idle: { type: 'string' },
         'no-json': { type: 'boolean' },
         help: { type: 'boolean' },
       },
@@ -94,6 +106,11 @@ export async function bridgeBenchMain(argv: string[]): Promise<number> {
     if (values.rounds !== undefined) rounds = whole('--rounds', values.rounds, 1, 100);
     if (values.seconds !== undefined) seconds = whole('--seconds', values.seconds, 1, 600);
     if (values['pmd-core'] !== undefined) pmdCore = whole('--pmd-core', values['pmd-core'], -1, 1023);
+    if (values.idle !== undefined) {
+      if (values.idle !== 'sink' && values.idle !== 'vhost-user')
+        throw new Error(`--idle: expected sink or vhost-user, got "${values.idle}"`);
+      idle = values.idle;
+    }
     json = !values['no-json'];
   } catch (e) {
     process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n${usage}`);
@@ -106,8 +123,8 @@ export async function bridgeBenchMain(argv: string[]): Promise<number> {
       const cell: Cell = { ports, macs, wireMpps: [], bridgeMpps: [], ratios: [] };
       for (let r = 0; r < rounds; r++) {
         // Alternate which goes first, so a drift in the machine's load falls on both.
-        const first = await measure(pmdCore, ports, macs, r % 2 === 1, seconds);
-        const second = await measure(pmdCore, ports, macs, r % 2 === 0, seconds);
+        const first = await measure(pmdCore, ports, macs, r % 2 === 1, seconds, idle);
+        const second = await measure(pmdCore, ports, macs, r % 2 === 0, seconds, idle);
         const [wire, bridge] = r % 2 === 0 ? [first, second] : [second, first];
         cell.wireMpps.push(wire);
         cell.bridgeMpps.push(bridge);
@@ -128,7 +145,7 @@ export async function bridgeBenchMain(argv: string[]): Promise<number> {
     const dir = path.join(ROOT, 'bench', 'results');
     fs.mkdirSync(dir, { recursive: true });
     const file = path.join(dir, `bridge-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-    fs.writeFileSync(file, `${JSON.stringify({ rounds, seconds, pmdCore, cells }, null, 2)}\n`);
+    fs.writeFileSync(file, `${JSON.stringify({ rounds, seconds, pmdCore, idle, cells }, null, 2)}\n`);
     console.log(`wrote ${path.relative(ROOT, file)}`);
   }
   return 0;

@@ -100,6 +100,14 @@ class Port {
   virtual bool tx_ready() { return true; }
   virtual bool holds_until_peer_ready() const { return false; }
 
+  // false while queue pair qp cannot have anything to receive (a guest that has not started or enabled its
+  // ring, or has not connected): its PMD then asks again only after a pause or now and then, instead of
+  // polling it every iteration. Only a hint: rx_burst checks for itself.
+  virtual bool rx_ready(uint16_t qp) const {
+    (void)qp;
+    return true;
+  }
+
   // Faults on guest memory (see guest_fault.h). A guest's front end can truncate the file behind its
   // memory at any time; the thread that then touches a lost page gets control back and calls these.
   // Whether addr lies in memory this port's guest owns.

@@ -22,6 +22,8 @@ constexpr uint32_t kIdleSpinsBeforeSleep = 2048;
 constexpr int kSleepMs = 100;
 // Iterations between counter publications.
 constexpr uint32_t kPublishEvery = 1024;
+// Iterations between two looks at the dormant queues (a guard: their state changes in pauses).
+constexpr uint32_t kDormantRecheck = 256;
 // After an iteration that delivered fewer than kLowYield packets, the PMD pauses this long before
 // polling again. Polling a nearly empty guest ring every few tens of nanoseconds hands the guest one or
 // two packets at a time and keeps pulling the ring's cache lines away from the core that refills it;
@@ -153,11 +155,27 @@ void Pmd::refresh_forwarders() {
 }
 
 void Pmd::remove_port(const Port* p) {
-  queues_.erase(std::remove_if(queues_.begin(), queues_.end(), [p](const RxQueue& q) { return q.port == p; }),
-                queues_.end());
+  for (std::vector<RxQueue>* v : {&queues_, &dormant_})
+    v->erase(std::remove_if(v->begin(), v->end(), [p](const RxQueue& q) { return q.port == p; }), v->end());
   ports_.erase(std::remove_if(ports_.begin(), ports_.end(), [p](const Served& s) { return s.port == p; }),
                ports_.end());
   refresh_forwarders();
+}
+
+void Pmd::sort_queues() {
+  queues_.insert(queues_.end(), dormant_.begin(), dormant_.end());
+  dormant_.clear();
+  auto ready =
+      std::stable_partition(queues_.begin(), queues_.end(), [](const RxQueue& q) { return q.port->rx_ready(q.qp); });
+  dormant_.assign(ready, queues_.end());
+  queues_.erase(ready, queues_.end());
+}
+
+void Pmd::wake_dormant() {
+  auto still =
+      std::stable_partition(dormant_.begin(), dormant_.end(), [](const RxQueue& q) { return !q.port->rx_ready(q.qp); });
+  queues_.insert(queues_.end(), still, dormant_.end());
+  dormant_.erase(still, dormant_.end());
 }
 
 void Pmd::publish() {
@@ -263,6 +281,7 @@ void Pmd::run() {
   // included), which was busy or idle; time parked for a pause counts as neither.
   uint64_t last = now_ns();
   bool last_busy = false;
+  sort_queues();
   while (!stop_.load(std::memory_order_relaxed)) {
     const uint64_t now = now_ns();
     counters_.add(last_busy ? BUSY_NS : IDLE_NS, now - last);
@@ -275,9 +294,14 @@ void Pmd::run() {
       cv_.notify_all();
       cv_.wait(l, [this] { return pause_requests_.load() == 0 || stop_.load(); });
       parked_ = false;
+      sort_queues();
       last = now_ns();
       last_busy = false;
       continue;
+    }
+    if (++since_recheck_ >= kDormantRecheck) {
+      since_recheck_ = 0;
+      if (!dormant_.empty()) wake_dormant();
     }
     busy_ = false;
     // A fault ends the iteration early; the next one carries on with the guest's rings stopped.
@@ -297,7 +321,7 @@ void Pmd::run() {
     } else if (wait_ == Wait::kSleep && ++idle >= kIdleSpinsBeforeSleep) {
       idle = 0;
       sleep_until_work();
-    } else if (queues_.empty()) {
+    } else if (queues_.empty() && dormant_.empty()) {
       // Nothing to serve: sleep rather than spin until queues arrive (a pause or stop wakes us).
       pollfd p = {wake_fd_, POLLIN, 0};
       poll(&p, 1, kSleepMs);

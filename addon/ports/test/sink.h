@@ -17,6 +17,8 @@ class SinkPort : public Port {
     b.clear();
     return 0;
   }
+  // Never receives: its PMD need not poll it.
+  bool rx_ready(uint16_t) const override { return false; }
   uint16_t tx_burst(uint16_t qp, const Burst& b) override;
   void release(uint16_t, Burst&) override {}
   void publish_counters() override { counters_.publish(); }

@@ -83,6 +83,7 @@ class VirtioNetDevice : public Port {
   void release(uint16_t qp, Burst& b) override;
   void publish_counters() override;
   bool tx_ready() override;
+  bool rx_ready(uint16_t qp) const override { return qp < queue_pairs_ && mem_ && vrings_[2 * qp + 1].served(); }
   bool arm_wakeup(std::vector<pollfd>& fds) override;
   void disarm_wakeup() override;
   bool owns(const void* addr) const override;
