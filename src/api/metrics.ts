@@ -294,7 +294,7 @@ export function createRegistry(sw: Switch): Registry {
   });
 
   // What each uplink last saw of its interface's link (rtnetlink, addon/ports/uplink/link_monitor.h).
-  const uplinkLinks = () => (sw.closed ? [] : sw.portInfo()).flatMap((p) => (typeof p.link === 'string' ? [p] : []));
+  const uplinkLinks = () => (sw.closed ? [] : snap().ports).flatMap((p) => (typeof p.link === 'string' ? [p] : []));
   new Gauge({
     name: `${PREFIX}uplink_link_up`,
     help: 'Whether the uplink interface is up with carrier (1), down or without carrier (0, and state="down"), or deleted (0, state="gone") as the uplink last saw it',
