@@ -162,21 +162,27 @@ void Pmd::remove_port(const Port* p) {
   refresh_forwarders();
 }
 
+namespace {
+// Moves the queues of `from` whose rx_ready() is `ready` to the end of `to`, keeping both in order. A
+// plain pass: nothing is allocated while `to` has room (queues_ keeps the capacity of every queue).
+void move_queues(std::vector<RxQueue>& from, std::vector<RxQueue>& to, bool ready) {
+  size_t keep = 0;
+  for (const RxQueue& q : from)
+    if (q.port->rx_ready(q.qp) == ready)
+      to.push_back(q);
+    else
+      from[keep++] = q;
+  from.resize(keep);
+}
+}  // namespace
+
 void Pmd::sort_queues() {
   queues_.insert(queues_.end(), dormant_.begin(), dormant_.end());
   dormant_.clear();
-  auto ready =
-      std::stable_partition(queues_.begin(), queues_.end(), [](const RxQueue& q) { return q.port->rx_ready(q.qp); });
-  dormant_.assign(ready, queues_.end());
-  queues_.erase(ready, queues_.end());
+  move_queues(queues_, dormant_, false);
 }
 
-void Pmd::wake_dormant() {
-  auto still =
-      std::stable_partition(dormant_.begin(), dormant_.end(), [](const RxQueue& q) { return !q.port->rx_ready(q.qp); });
-  queues_.insert(queues_.end(), still, dormant_.end());
-  dormant_.erase(still, dormant_.end());
-}
+void Pmd::wake_dormant() { move_queues(dormant_, queues_, true); }
 
 void Pmd::publish() {
   for (const Served& s : ports_) s.port->publish_queues(s.qmask);
@@ -275,7 +281,7 @@ void Pmd::sleep_until_work() {
 
 void Pmd::run() {
   t_pmd_index = index_;
-  uint32_t idle = 0, since_publish = 0;
+  uint32_t idle = 0, since_publish = 0, since_recheck = 0;
   const uint32_t low_yield_pauses = pauses_for(kLowYieldPauseNs);
   // Busy and idle time: the one clock read at the top of an iteration closes the one before (its sleep
   // included), which was busy or idle; time parked for a pause counts as neither.
@@ -299,8 +305,8 @@ void Pmd::run() {
       last_busy = false;
       continue;
     }
-    if (++since_recheck_ >= kDormantRecheck) {
-      since_recheck_ = 0;
+    if (++since_recheck >= kDormantRecheck) {
+      since_recheck = 0;
       if (!dormant_.empty()) wake_dormant();
     }
     busy_ = false;

@@ -89,7 +89,6 @@ class Pmd : public PortRunner {
   // with the PMD paused, so they are sorted again after every pause, and looked at every
   // kDormantRecheck iterations besides.
   std::vector<RxQueue> dormant_;
-  uint32_t since_recheck_ = 0;
   // Moves every queue to queues_ or dormant_ by its port's rx_ready(), keeping their order.
   void sort_queues();
   // Moves the dormant queues that have become ready back to queues_.
