@@ -36,6 +36,7 @@ const IMPLS = ['ours-kernel', 'dpdk-af_packet', 'ours-bypass', 'dpdk-af_xdp'] as
 const SOCKET_ALONE = ['ours-kernel-gen', 'dpdk-af_packet-txonly', 'ours-bypass-gen', 'dpdk-af_xdp-txonly'] as const;
 type Backend = (typeof IMPLS)[number];
 type Impl = Backend | (typeof SOCKET_ALONE)[number];
+const isAlone = (i: Impl): boolean => (SOCKET_ALONE as readonly string[]).includes(i);
 const ALONE_OF: Record<Backend, Impl> = {
   'ours-kernel': 'ours-kernel-gen',
   'dpdk-af_packet': 'dpdk-af_packet-txonly',
@@ -191,7 +192,7 @@ class Bench {
     sock: string,
     size: number,
   ): Promise<{ stop: () => Promise<unknown>; pid: number; serve?: ServeProcess }> {
-    const alone = (SOCKET_ALONE as readonly string[]).includes(impl);
+    const alone = isAlone(impl);
     if (impl.startsWith('ours')) {
       const source = alone ? ['--gen', `vm0,size=${size}`] : ['--vhost-user', `vm0=${sock}`];
       const serve = await ServeProcess.start({
@@ -277,7 +278,7 @@ class Bench {
     try {
       const back = await this.backend(impl, sock, size);
       stops.push(back.stop);
-      if ((SOCKET_ALONE as readonly string[]).includes(impl)) return await this.rate(() => this.net.rxPackets('far'), back.pid);
+      if (isAlone(impl)) return await this.rate(() => this.net.rxPackets('far'), back.pid);
       const front = await this.frontEnd(sock, dir, size);
       stops.push(() => front.close());
       await front.startForwarding();
