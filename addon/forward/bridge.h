@@ -91,7 +91,7 @@ class Bridge final : public Forwarder {
   const std::vector<Port*>& members() const override { return members_; }
   bool accepts_from(Port& in) override;
   void forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) override;
-  void tick() override;
+  void tick(uint64_t now) override;
   bool spreads() const override { return true; }
   void set_threads(const std::vector<uint32_t>& pmds) override;
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/port.h"
 #include "forward/offload_fallback.h"
 
@@ -34,6 +35,11 @@ class Transmit {
     return to_;
   }
   void clear_in_progress() { to_ = nullptr; }
+  // The time the PMD read when this step began: forwarders stamp what they learn with it rather than read
+  // the clock once more per burst (a tenth of a microsecond's staleness is nothing to a MAC's age). A
+  // Transmit outside a PMD (tests, benchmarks) has none and reads the clock.
+  void set_now(uint64_t ns) { now_ = ns; }
+  uint64_t now() const { return now_ ? now_ : now_ns(); }
   // Packets delivered since the last take_delivered().
   uint32_t take_delivered() {
     const uint32_t n = delivered_;
@@ -44,6 +50,7 @@ class Transmit {
  private:
   Port* to_ = nullptr;
   uint16_t qp_ = 0;
+  uint64_t now_ = 0;
   OffloadFallback fallback_;
   uint32_t delivered_ = 0;
 };
@@ -73,8 +80,9 @@ class Forwarder {
   // with every one of them paused.
   virtual void set_threads(const std::vector<uint32_t>& pmds) { (void)pmds; }
   // Called once per PMD iteration, busy or idle, for bounded housekeeping off the per-packet path (a
-  // bridge ages its MAC table a few slots at a time). Must not touch guest memory.
-  virtual void tick() {}
+  // bridge ages its MAC table a few slots at a time). Must not touch guest memory. now: the iteration's
+  // clock reading.
+  virtual void tick(uint64_t now) { (void)now; }
 
  private:
   std::string name_;

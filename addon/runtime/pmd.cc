@@ -232,6 +232,7 @@ void Pmd::serve_queues(uint64_t start) {
     at(p, rq.qp, Step::kRx);
     if (!p->rx_burst(rq.qp, burst_)) continue;
     at(p, rq.qp, Step::kForward);
+    tx_.set_now(mark);
     rq.fwd->forward(*p, rq.qp, burst_, tx_);
     at(p, rq.qp, Step::kRelease);
     p->release(rq.qp, burst_);
@@ -312,7 +313,7 @@ void Pmd::run() {
     busy_ = false;
     // A fault ends the iteration early; the next one carries on with the guest's rings stopped.
     guarded([this, now] { serve_queues(now); });
-    for (Forwarder* f : fwds_) f->tick();
+    for (Forwarder* f : fwds_) f->tick(now);
     const bool busy = busy_;
     last_busy = busy;
     if (tx_.take_delivered() < kLowYield && !queues_.empty())
