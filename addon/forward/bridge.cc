@@ -213,7 +213,8 @@ void Bridge::spill(Work& w) {
   w.touched.push_back(w.lone_dst);
 }
 
-void Bridge::prefetch(const Member& m, const Burst& b) const {
+uint16_t Bridge::prefetch(const Member& m, const Burst& b) const {
+  uint16_t first_end = 0;
   for (uint16_t i = 0; i < b.n;) {
     const PacketView& p = b.pkt[i];
     // Only frames whose headers lie in the first span: the rest are rare and are simply not prefetched.
@@ -226,13 +227,20 @@ void Bridge::prefetch(const Member& m, const Burst& b) const {
     uint64_t w0, w1;
     memcpy(&w0, h, 8);
     memcpy(&w1, h + 8, 8);
+    const uint16_t start = i;
     i = run_end(b, uint16_t(i + 1), w0, w1);
+    if (start == 0) {
+      first_end = i;
+      // A burst of one run looks up only its first frame's slots, and right after this: nothing to hide.
+      if (i == b.n) return first_end;
+    }
     const bool tagged = (uint16_t(h[12] << 8) | h[13]) == kTpid8021Q;
     const int vlan = classify(m.cfg, tagged, tagged ? uint16_t((h[14] << 8 | h[15]) & 0xfff) : 0);
     if (vlan < 0) continue;
     if (m.cfg.learning && !(h[6] & 1)) fdb_.prefetch(uint16_t(vlan), mac_at(h + 6));
     if (!(h[0] & 1)) fdb_.prefetch(uint16_t(vlan), mac_at(h));
   }
+  return first_end;
 }
 
 void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
@@ -249,7 +257,8 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
   w.vlans = 0;
   // Counted once per burst: a store per frame would not stay in a register past the byte stores below.
   w.stats[src].rx += b.n;
-  if (fdb_size_.load(std::memory_order_relaxed) > kPrefetchAbove) prefetch(m, b);
+  // Where the first frame's run ends, when the prefetch pass found it (0: not looked for).
+  const uint16_t first_end = fdb_size_.load(std::memory_order_relaxed) > kPrefetchAbove ? prefetch(m, b) : 0;
   uint64_t last_src = 0, last_dst = 0;
   int last_src_vlan = -1, last_dst_vlan = -1;
   uint16_t last_dst_port = Fdb::kNoPort;
@@ -351,7 +360,7 @@ void Bridge::forward(Port& in, uint16_t qp, Burst& b, Transmit& tx) {
         // is found in one tight pass; a burst that is all of it goes as it came, with nothing written per
         // frame, exactly as the per-frame path would have sent it.
         if (i == 0 && run.valid) {
-          const uint16_t end = run_end(b, 1, w0, w1);
+          const uint16_t end = first_end ? first_end : run_end(b, 1, w0, w1);
           if (end == b.n && leaves_tagged(m_[d].cfg, uint16_t(vlan), tagged) == tagged)
             return send_all(w, d, qp, b, tx);
           for (uint16_t k = 1; k < end; k++) {

@@ -175,9 +175,10 @@ class Bridge final : public Forwarder {
   // The whole burst to dest as it came, as a wire sends it.
   void send_all(Work& w, uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx);
   // Touches the table slots the burst will look up, ahead of the pass that uses them. Below
-  // kPrefetchAbove entries the table stays in cache and the extra pass would only cost.
+  // kPrefetchAbove entries the table stays in cache and the extra pass would only cost. Returns where
+  // the first frame's run of equal headers ends (0: its header is not in its first span).
   static constexpr uint32_t kPrefetchAbove = 4096;
-  void prefetch(const Member& m, const Burst& b) const;
+  uint16_t prefetch(const Member& m, const Burst& b) const;
   void deliver(Work& w, uint16_t dest, uint16_t qp, const Burst& b, Transmit& tx);
 
   BridgeOptions opts_;
