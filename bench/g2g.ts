@@ -7,15 +7,26 @@
 //   dpdk  dpdk-testpmd io forward between two net_vhost ports: two copies, through an mbuf
 //   ovs   Open vSwitch with DPDK (netdev datapath, NORMAL action, two dpdkvhostuser ports): two copies and
 //         a MAC lookup
-// Each round starts every switch afresh, in a rotating order, and the ratios ours/dpdk and ours/ovs are
-// taken per round (bench/stats.ts). The rate is what the front end receives on both ports together.
+// Every switch of a case is set up once, each with its own front end, and switched on only for its own
+// windows: a round gives each switch one window, in an order that rotates from round to round, and the
+// ratios ours/dpdk, ours/ovs, bridge/wire and bridge/ovs are taken per round (bench/stats.ts). The rate is
+// what the front end receives on both ports together.
+//
+// Why windows rather than a fresh start per sample: on these machines the same switch moves between about
+// 8 and 16 Mpps within one run, in spells of a few seconds, as the host moves the two vCPUs (a cache line's
+// round trip between cores 0 and 1 measured about 80, 120 or 430 ns, changing every few seconds). Samples
+// taken a fresh start apart (tens of seconds) fall in different spells, and a ratio of two of them
+// measures the spells; windows a second apart mostly share one. A switch off its windows takes no CPU:
+// its front end's forwarding lcore blocks when forwarding stops (testpmd), our serve and OVS's vswitchd
+// are stopped with SIGSTOP, the DPDK switch stops forwarding. The front ends keep their frames across a
+// pause (--no-flush-rx), so each circulation picks up where it stopped.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Testpmd, dpdkVersion, findTestpmd, freeHugepages, type PortStats } from './testpmd';
 import { Ovs, ovsUnavailable } from './ovs';
 import { ServeProcess, serveUnavailable, sleep } from './serve';
-import { median, summarize, formatSummary, type RatioSummary } from './stats';
+import { median, ratio, summarize, formatSummary, type RatioSummary } from './stats';
 import { native } from '../src/native';
 
 export type Switch = 'ours' | 'bridge' | 'dpdk' | 'ovs';
@@ -45,10 +56,11 @@ export interface G2gOptions {
 }
 
 export const G2G_DEFAULTS: G2gOptions = {
-  rounds: 5,
+  rounds: 10,
   cells: [{ ports: 2, macs: 1 }],
-  seconds: 3,
-  warmupSeconds: 1,
+  // Windows short enough that a round's fall mostly in one spell of the host's vCPU placement.
+  seconds: 1,
+  warmupSeconds: 0.5,
   sizes: [64, 1518],
   switches: SWITCHES,
   resultsDir: path.join(__dirname, '..', '..', 'bench', 'results'),
@@ -66,6 +78,19 @@ interface SwitchRig {
   sockets: [string, string];
   /** MAC table entries the switch holds now (the switches that learn). */
   learned?(): Promise<number>;
+  /** Leaves the CPU to the other rigs until resume(). */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A switch with its own front end, set up once per case and run only in its windows. */
+interface Rig {
+  switch: Switch;
+  /** MAC table entries when the traffic started (bridge, ovs) */
+  learned?: number;
+  /** Mpps the front end received on each port over one window, the rig running only for it. */
+  window(): Promise<[number, number]>;
   close(): Promise<void>;
 }
 
@@ -121,6 +146,29 @@ async function teach(socket: string, macs: number): Promise<void> {
   }
 }
 
+/**
+ * Until both circulations are running: frames arriving on both ports in two readings in a row. A switch
+ * that drops the first frames of a direction (a port still being set up when they came) leaves that
+ * direction with none, and every window of the rig would measure half a circulation.
+ */
+class OneWay extends Error {}
+
+async function circulating(front: Testpmd, sw: Switch): Promise<void> {
+  const deadline = Date.now() + 10000;
+  let prev = [await front.portStats(0), await front.portStats(1)];
+  let good = 0;
+  while (good < 2) {
+    if (Date.now() > deadline)
+      throw new OneWay(
+        `${sw}: frames still go round only one way 10 s after the front end started sending (port ${prev[0].rxPackets} / ${prev[1].rxPackets} frames)`,
+      );
+    await sleep(200);
+    const now = [await front.portStats(0), await front.portStats(1)];
+    good = now[0].rxPackets > prev[0].rxPackets && now[1].rxPackets > prev[1].rxPackets ? good + 1 : 0;
+    prev = now;
+  }
+}
+
 function tmp(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
@@ -167,6 +215,12 @@ class G2g {
         const b = ((await r.json()) as Array<{ name: string; macs: number }>).find((x) => x.name === 'br0');
         return b ? b.macs : 0;
       },
+      pause: async () => {
+        // What the front end sent last is forwarded before serve freezes.
+        await sleep(50);
+        serve.suspend();
+      },
+      resume: async () => serve.continue(),
       close: async () => {
         await serve.stop();
         fs.rmSync(dir, { recursive: true, force: true });
@@ -190,6 +244,11 @@ class G2g {
     await back.startForwarding();
     return {
       sockets: s,
+      pause: async () => {
+        await sleep(50);
+        await back.stopForwarding();
+      },
+      resume: () => back.startForwarding(),
       close: async () => {
         await back.close();
         fs.rmSync(dir, { recursive: true, force: true });
@@ -209,7 +268,16 @@ class G2g {
       if (!m) throw new Error(`ovs-appctl fdb/stats-show printed no table size:\n${out}`);
       return Number(m[1]);
     };
-    return { sockets: [`${ovs.dir}/vm0`, `${ovs.dir}/vm1`], learned, close: () => ovs.close() };
+    return {
+      sockets: [`${ovs.dir}/vm0`, `${ovs.dir}/vm1`],
+      learned,
+      pause: async () => {
+        await sleep(50);
+        ovs.suspend();
+      },
+      resume: async () => ovs.continue(),
+      close: () => ovs.close(),
+    };
   }
 
   private frontEnd(s: [string, string], size: number): Promise<Testpmd> {
@@ -222,37 +290,65 @@ class G2g {
       singleFileSegments: true,
       forwardMode: 'mac',
       txpkts: size,
-      extraApp: [`--eth-peer=0,${MAC[1]}`, `--eth-peer=1,${MAC[0]}`, `--rxq=${this.o.queues}`, `--txq=${this.o.queues}`],
+      // Every rig's front end is up at once: half testpmd's default memory each leaves room for OVS's.
+      memMb: 128,
+      extraApp: [
+        `--eth-peer=0,${MAC[1]}`,
+        `--eth-peer=1,${MAC[0]}`,
+        `--rxq=${this.o.queues}`,
+        `--txq=${this.o.queues}`,
+        // A start after a pause must not drop the circulating frames waiting in the receive rings.
+        '--no-flush-rx',
+      ],
       log: this.verbose('virtio-user'),
     });
   }
 
-  async sample(sw: Switch, size: number, cell: G2gCell, round: number): Promise<Sample> {
-    let rig: SwitchRig | undefined;
+  /** Sets up switch sw for one case with its front end, starts the circulation and pauses it. */
+  async rig(sw: Switch, size: number, cell: G2gCell): Promise<Rig> {
+    let sr: SwitchRig | undefined;
     let front: Testpmd | undefined;
-    const at = { switch: sw, size, ports: cell.ports, macs: cell.macs, round };
     try {
-      rig = await (sw === 'bridge' ? this.bridge(cell) : sw === 'ovs' ? this.ovs(cell) : this[sw]());
+      sr = await (sw === 'bridge' ? this.bridge(cell) : sw === 'ovs' ? this.ovs(cell) : this[sw]());
       let learned: number | undefined;
-      if (rig.learned) {
-        if (cell.macs > 1) await teach(rig.sockets[0], cell.macs);
-        learned = await rig.learned();
+      if (sr.learned && sw !== 'ours') {
+        if (cell.macs > 1) await teach(sr.sockets[0], cell.macs);
+        learned = await sr.learned();
       }
-      front = await this.frontEnd(rig.sockets, size);
+      front = await this.frontEnd(sr.sockets, size);
       // Both ports must be up before the first frames go, or a circulation dies at start.
       await sleep(1000);
       await front.command('start tx_first');
-      await sleep(this.o.warmupSeconds * 1000);
-      const a: PortStats[] = [await front.portStats(0), await front.portStats(1)];
-      await sleep(this.o.seconds * 1000);
-      const b: PortStats[] = [await front.portStats(0), await front.portStats(1)];
-      const per = [0, 1].map((i) => (b[i].rxPackets - a[i].rxPackets) / (Number(b[i].at - a[i].at) / 1e9) / 1e6) as [number, number];
-      return { ...at, learned, mpps: per[0] + per[1], perPort: per };
+      await circulating(front, sw);
+      await front.stopForwarding();
+      await sr.pause();
+      const [r, f] = [sr, front];
+      return {
+        switch: sw,
+        learned,
+        window: async () => {
+          await r.resume();
+          await f.startForwarding();
+          try {
+            await sleep(this.o.warmupSeconds * 1000);
+            const a: PortStats[] = [await f.portStats(0), await f.portStats(1)];
+            await sleep(this.o.seconds * 1000);
+            const b: PortStats[] = [await f.portStats(0), await f.portStats(1)];
+            return [0, 1].map((i) => (b[i].rxPackets - a[i].rxPackets) / (Number(b[i].at - a[i].at) / 1e9) / 1e6) as [number, number];
+          } finally {
+            await f.stopForwarding();
+            await r.pause();
+          }
+        },
+        close: async () => {
+          await f.close();
+          await r.close();
+        },
+      };
     } catch (e) {
-      return { ...at, mpps: null, error: e instanceof Error ? e.message.split('\n')[0] : String(e) };
-    } finally {
       if (front) await front.close();
-      if (rig) await rig.close();
+      if (sr) await sr.close();
+      throw e;
     }
   }
 }
@@ -289,25 +385,63 @@ export async function runG2g(o: G2gOptions, log: (s: string) => void): Promise<G
     if (why) skipped[s] = why;
     return !why;
   });
-  // The front end's 256 MiB and, at most, OVS's 512 MiB: one switch runs at a time.
-  if (freeHugepages() * 2 < 768)
-    log(`warning: ${freeHugepages()} free 2 MiB hugepages; the front end and a DPDK switch need about 768 MiB`);
+  // All of a case's rigs are up at once: a front end's 128 MiB each, OVS's 512 and the DPDK switch's 256.
+  const needMb = 128 * switches.length + (switches.includes('ovs') ? 512 : 0) + (switches.includes('dpdk') ? 256 : 0);
+  if (freeHugepages() * 2 < needMb)
+    log(`warning: ${freeHugepages()} free 2 MiB hugepages; these switches and their front ends need about ${needMb} MiB`);
   const g = new G2g(o, log);
   const samples: Sample[] = [];
   const cases: G2gCase[] = [];
   for (const size of o.sizes)
     for (const cell of o.cells) {
       const where = o.cells.length > 1 ? ` ${cell.ports} ports ${cell.macs} MACs` : '';
-      for (let round = 0; round < o.rounds; round++) {
-        const order = switches.map((_, i) => switches[(i + round) % switches.length]);
-        for (const sw of order) {
-          const s = await g.sample(sw, size, cell, round);
-          samples.push(s);
-          const table = s.learned === undefined ? '' : `, ${s.learned} MACs in its table`;
-          log(
-            `${size} B${where} round ${round + 1} ${sw}: ${s.mpps === null ? `failed: ${s.error}` : `${s.mpps.toFixed(2)} Mpps (ports ${s.perPort!.map((x) => x.toFixed(2)).join(' + ')}${table})`}`,
-          );
+      const at = (sw: Switch, round: number) => ({ switch: sw, size, ports: cell.ports, macs: cell.macs, round });
+      const rigs = new Map<Switch, Rig>();
+      const failed = new Map<Switch, string>();
+      const fail = (sw: Switch, e: unknown): void => {
+        failed.set(sw, e instanceof Error ? e.message.split('\n')[0] : String(e));
+        log(`${size} B${where} ${sw}: failed: ${failed.get(sw)}`);
+      };
+      try {
+        for (const sw of switches) {
+          // A circulation that lost a direction at start is set up again from nothing, so that every rig
+          // starts with the same frames in flight.
+          for (let attempt = 1; !rigs.has(sw) && !failed.has(sw); attempt++) {
+            try {
+              rigs.set(sw, await g.rig(sw, size, cell));
+            } catch (e) {
+              if (e instanceof OneWay && attempt < 3) log(`${size} B${where} ${sw}: ${e.message}; setting it up again`);
+              else fail(sw, e);
+            }
+          }
         }
+        for (let round = 0; round < o.rounds; round++) {
+          const order = switches.map((_, i) => switches[(i + round) % switches.length]);
+          for (const sw of order) {
+            const rig = rigs.get(sw);
+            if (!rig) {
+              samples.push({ ...at(sw, round), mpps: null, error: failed.get(sw) });
+              continue;
+            }
+            try {
+              const per = await rig.window();
+              const s: Sample = { ...at(sw, round), learned: rig.learned, mpps: per[0] + per[1], perPort: per };
+              samples.push(s);
+              const table = s.learned === undefined ? '' : `, ${s.learned} MACs in its table`;
+              log(
+                `${size} B${where} round ${round + 1} ${sw}: ${s.mpps!.toFixed(2)} Mpps (ports ${per.map((x) => x.toFixed(2)).join(' + ')}${table})`,
+              );
+            } catch (e) {
+              // A rig that failed mid-window is not trusted again in this case.
+              fail(sw, e);
+              samples.push({ ...at(sw, round), mpps: null, error: failed.get(sw) });
+              rigs.delete(sw);
+              await rig.close().catch(() => undefined);
+            }
+          }
+        }
+      } finally {
+        for (const rig of rigs.values()) await rig.close().catch(() => undefined);
       }
       cases.push(summarizeCase(samples, size, cell, o.rounds));
     }
@@ -324,7 +458,7 @@ function summarizeCase(samples: Sample[], size: number, cell: G2gCell, nRounds: 
   const mine = samples.filter((s) => s.size === size && s.ports === cell.ports && s.macs === cell.macs);
   const of = (sw: Switch, round: number): number | null => mine.find((s) => s.round === round && s.switch === sw)?.mpps ?? null;
   const rounds = [...Array(nRounds).keys()];
-  const ratio = (other: Switch, ours: Switch = 'ours'): RatioSummary =>
+  const per = (other: Switch, ours: Switch = 'ours'): RatioSummary =>
     summarize(
       rounds.map((r) => {
         const a = of(ours, r),
@@ -344,10 +478,10 @@ function summarizeCase(samples: Sample[], size: number, cell: G2gCell, nRounds: 
     macs: cell.macs,
     learned,
     mpps: { ours: med('ours'), bridge: med('bridge'), dpdk: med('dpdk'), ovs: med('ovs') },
-    vsDpdk: ratio('dpdk'),
-    vsOvs: ratio('ovs'),
-    bridgeVsWire: ratio('ours', 'bridge'),
-    bridgeVsOvs: ratio('ovs', 'bridge'),
+    vsDpdk: per('dpdk'),
+    vsOvs: per('ovs'),
+    bridgeVsWire: per('ours', 'bridge'),
+    bridgeVsOvs: per('ovs', 'bridge'),
   };
 }
 
@@ -398,12 +532,15 @@ export function formatG2g(r: G2gResult): string {
         lines.push(
           `BELOW TARGET (${target}x): ${c.size} B guest to guest, ${c.ports} ports, ${c.macs} MACs: ${ours} is ${s.median.toFixed(2)}x ${other}`,
         );
-  // Flat: the bridge's rate in every cell against its rate with two ports and one MAC (same size).
+  // Flat: the bridge in every cell against itself with two ports and one MAC (same size), as a rate and
+  // as bridge/wire. The rates of cells minutes apart carry the machine's drift (the wire's own median moves
+  // as much between cells); bridge/wire is the bridge's cost against the wire of the same rounds.
   for (const c of r.cases) {
     const base = r.cases.find((b) => b.size === c.size && b.ports === 2 && b.macs === 1);
     if (!base || base === c || !base.mpps.bridge || c.mpps.bridge === null) continue;
+    const rel = ratio(c.bridgeVsWire.median, base.bridgeVsWire.median);
     lines.push(
-      `flat: ${c.size} B bridge at ${c.ports} ports, ${c.macs} MACs is ${(c.mpps.bridge / base.mpps.bridge).toFixed(2)}x its rate at 2 ports, 1 MAC`,
+      `flat: ${c.size} B bridge at ${c.ports} ports, ${c.macs} MACs: rate ${(c.mpps.bridge / base.mpps.bridge).toFixed(2)}x its rate at 2 ports, 1 MAC; bridge/wire ${rel === null ? '-' : rel.toFixed(2)}x`,
     );
   }
   return lines.join('\n');
@@ -428,7 +565,7 @@ export async function bridgeG2gMain(argv: string[]): Promise<number> {
     '       npm run bench -- bridge --engine [--help]   (gen -> sink in one process: what the bridge costs over the wire)\n';
   const cells: G2gCell[] = [];
   for (const ports of [2, 16, 64]) for (const macs of [1, 1000, 100_000]) cells.push({ ports, macs });
-  return g2gMain(argv, usage, { ...G2G_DEFAULTS, rounds: 3, sizes: [64], switches: ['ours', 'bridge', 'ovs'], cells }, 'bridge');
+  return g2gMain(argv, usage, { ...G2G_DEFAULTS, sizes: [64], switches: ['ours', 'bridge', 'ovs'], cells }, 'bridge');
 }
 
 async function g2gMain(argv: string[], usage: string, defaults: G2gOptions, name: string): Promise<number> {

@@ -87,7 +87,31 @@ export class Ovs {
     return o;
   }
 
+  private vswitchdPid(): number | null {
+    const f = `${this.dir}/ovs-vswitchd.pid`;
+    const pid = Number(fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim() : NaN);
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  }
+
+  /** SIGSTOP to ovs-vswitchd by pid: its busy-polling PMD leaves core 1 to whichever rig runs now. */
+  suspend(): void {
+    const pid = this.vswitchdPid();
+    if (pid) process.kill(pid, 'SIGSTOP');
+  }
+
+  /** SIGCONT: undoes suspend(). */
+  continue(): void {
+    const pid = this.vswitchdPid();
+    if (pid) process.kill(pid, 'SIGCONT');
+  }
+
   async close(): Promise<void> {
+    // A stopped vswitchd would hold SIGTERM until the end of the grace period.
+    try {
+      this.continue();
+    } catch {
+      // gone
+    }
     for (const f of this.pids.reverse()) {
       const pid = Number(fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim() : NaN);
       if (!Number.isInteger(pid) || pid <= 0) continue;
