@@ -20,6 +20,12 @@ export function ovsUnavailable(): string | null {
     : 'Open vSwitch with DPDK is not installed (Debian 12: openvswitch-switch-dpdk)';
 }
 
+/** The pid a daemon wrote to its pid file, or null when there is none. */
+function pidIn(file: string): number | null {
+  const pid = Number(fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim() : NaN);
+  return Number.isInteger(pid) && pid > 0 ? pid : null;
+}
+
 export class Ovs {
   readonly dir: string;
   private readonly env: NodeJS.ProcessEnv;
@@ -88,9 +94,7 @@ export class Ovs {
   }
 
   private vswitchdPid(): number | null {
-    const f = `${this.dir}/ovs-vswitchd.pid`;
-    const pid = Number(fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim() : NaN);
-    return Number.isInteger(pid) && pid > 0 ? pid : null;
+    return pidIn(`${this.dir}/ovs-vswitchd.pid`);
   }
 
   /** SIGSTOP to ovs-vswitchd by pid: its busy-polling PMD leaves core 1 to whichever rig runs now. */
@@ -113,8 +117,8 @@ export class Ovs {
       // gone
     }
     for (const f of this.pids.reverse()) {
-      const pid = Number(fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim() : NaN);
-      if (!Number.isInteger(pid) || pid <= 0) continue;
+      const pid = pidIn(f);
+      if (pid === null) continue;
       try {
         process.kill(pid, 'SIGTERM');
       } catch {
