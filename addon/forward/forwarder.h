@@ -36,7 +36,7 @@ class Transmit {
   }
   void clear_in_progress() { to_ = nullptr; }
   // The time the PMD read when this step began: forwarders stamp what they learn with it rather than read
-  // the clock once more per burst (a tenth of a microsecond's staleness is nothing to a MAC's age). A
+  // the clock once more per burst (at most one step's staleness, microseconds, is nothing to a MAC's age). A
   // Transmit outside a PMD (tests, benchmarks) has none and reads the clock.
   void set_now(uint64_t ns) { now_ = ns; }
   uint64_t now() const { return now_ ? now_ : now_ns(); }
